@@ -1,0 +1,161 @@
+//! Protocol configuration of one partition core, with validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::types::NodeId;
+
+/// Settings of a [`crate::PartitionCore`] and its [`crate::ReplicatorCore`]s.
+///
+/// Time is measured in ticks: the runtime calls `tick()` at a fixed interval (the core never
+/// reads a clock). All defaults assume a tick of about 100 ms... or whatever the runtime picks;
+/// only ratios between the tick counts matter to the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// This node's id. Must not be 0.
+    pub id: NodeId,
+    /// Minimum election timeout in ticks. A follower that hears nothing from a leader for a
+    /// randomized time in `[election_ticks, 2 * election_ticks)` campaigns. Must exceed
+    /// `heartbeat_ticks`, or followers would campaign between two heartbeats.
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every this many ticks.
+    pub heartbeat_ticks: u32,
+    /// Run a pre-vote round before a real election, so a node that was partitioned away does not
+    /// bump everyone's term when it comes back (Raft thesis, 9.6). On by default.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum for an election timeout steps down, and a
+    /// follower that hears from its leader ignores vote requests (leader lease). On by default.
+    pub check_quorum: bool,
+    /// Most AppendEntries messages in flight to one peer (pipelining window). At the limit the
+    /// replicator waits for acknowledgements.
+    pub max_inflight_msgs: usize,
+    /// Most bytes of entries in flight to one peer. At the limit the replicator waits; a single
+    /// message may exceed it so that an oversized entry can still be sent alone.
+    pub max_inflight_bytes: u64,
+    /// Most entries in one AppendEntries message.
+    pub max_entries_per_msg: usize,
+    /// Soft cap on the bytes of entries in one AppendEntries message.
+    pub max_msg_bytes: u64,
+    /// Most reads waiting for ReadIndex confirmation; more are refused with
+    /// [`crate::Error::ReadsOverloaded`] (backpressure instead of unbounded memory).
+    pub max_pending_reads: usize,
+    /// Ask the state machine for a snapshot after this many entries were applied since the last
+    /// one. 0 disables automatic snapshots.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
+    /// append rather than by a whole snapshot.
+    pub compact_trailing: u64,
+    /// A replicator in probe state re-sends its probe after this many ticks without an answer;
+    /// one in replicate state with unanswered messages falls back to probing after four times
+    /// as long (messages may have been lost).
+    pub probe_ticks: u32,
+    /// Seed for the randomized election timeout (mixed with the node id so nodes differ). The
+    /// same seed and the same inputs give the same outputs (DESIGN.md I11).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: 1,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 256,
+            max_inflight_bytes: 16 << 20,
+            max_entries_per_msg: 1024,
+            max_msg_bytes: 1 << 20,
+            max_pending_reads: 65_536,
+            snapshot_threshold: 100_000,
+            compact_trailing: 10_000,
+            probe_ticks: 2,
+            seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// A default configuration for node `id`.
+    pub fn new(id: NodeId) -> Self {
+        Config { id, ..Default::default() }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(ConfigError { field, reason: reason.to_string() })
+        };
+        if self.id == 0 {
+            return bad("id", "node id 0 is reserved for \"no node\"");
+        }
+        if self.heartbeat_ticks == 0 {
+            return bad("heartbeat_ticks", "must be at least 1");
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return Err(ConfigError {
+                field: "election_ticks",
+                reason: format!(
+                    "must be greater than heartbeat_ticks ({}), got {}",
+                    self.heartbeat_ticks, self.election_ticks
+                ),
+            });
+        }
+        if self.election_ticks > 1_000_000 {
+            return bad("election_ticks", "must be at most 1,000,000");
+        }
+        if self.max_inflight_msgs == 0 {
+            return bad("max_inflight_msgs", "must be at least 1");
+        }
+        if self.max_inflight_bytes == 0 {
+            return bad("max_inflight_bytes", "must be at least 1");
+        }
+        if self.max_entries_per_msg == 0 {
+            return bad("max_entries_per_msg", "must be at least 1");
+        }
+        if self.max_msg_bytes == 0 {
+            return bad("max_msg_bytes", "must be at least 1");
+        }
+        if self.max_pending_reads == 0 {
+            return bad("max_pending_reads", "must be at least 1");
+        }
+        if self.probe_ticks == 0 {
+            return bad("probe_ticks", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(Config::new(3).validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("id", Box::new(|c| c.id = 0)),
+            ("heartbeat_ticks", Box::new(|c| c.heartbeat_ticks = 0)),
+            ("election_ticks", Box::new(|c| c.election_ticks = 2)),
+            ("election_ticks", Box::new(|c| c.election_ticks = u32::MAX)),
+            ("max_inflight_msgs", Box::new(|c| c.max_inflight_msgs = 0)),
+            ("max_inflight_bytes", Box::new(|c| c.max_inflight_bytes = 0)),
+            ("max_entries_per_msg", Box::new(|c| c.max_entries_per_msg = 0)),
+            ("max_msg_bytes", Box::new(|c| c.max_msg_bytes = 0)),
+            ("max_pending_reads", Box::new(|c| c.max_pending_reads = 0)),
+            ("probe_ticks", Box::new(|c| c.probe_ticks = 0)),
+        ];
+        for (field, mutate) in cases {
+            let mut c = Config::new(1);
+            mutate(&mut c);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Elections: ticks, pre-vote, RequestVote, role transitions, check-quorum and TimeoutNow.
+//!
+//! References are to the Raft paper (Ongaro & Ousterhout, 2014) and Ongaro's thesis (2014).
+
+use tracing::{debug, info, warn};
+
+use super::PartitionCore;
+use crate::action::Action;
+use crate::message::{Message, MessageBody};
+use crate::quorum::{VoteResult, has_quorum, joint_vote};
+use crate::types::{NodeId, Role, Term};
+
+impl PartitionCore {
+    /// Advances logical time by one tick: election timeouts on followers and candidates;
+    /// heartbeats, check-quorum and the leader-transfer deadline on the leader.
+    pub fn tick(&mut self) {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else if self.election_elapsed >= self.randomized_timeout {
+            self.election_timeout();
+        }
+    }
+
+    /// The election timer fired (called by `tick`, or directly by a runtime that keeps its own
+    /// timers). A voter that is not the leader starts a (pre-)election; others do nothing.
+    pub fn election_timeout(&mut self) {
+        if self.role == Role::Leader {
+            return;
+        }
+        self.election_elapsed = 0;
+        if !self.membership.is_voter(self.id) {
+            debug!(group = self.group, "election timeout ignored: not a voter");
+            self.reset_election_timer();
+            return;
+        }
+        if self.cfg.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(false);
+        }
+    }
+
+    /// Check-quorum verdict from the runtime: this leader has not heard from a quorum within an
+    /// election timeout. It steps down so a reachable majority can elect a new leader.
+    pub fn quorum_lost(&mut self) {
+        if self.role == Role::Leader {
+            warn!(group = self.group, term = self.term, "leader lost contact with a quorum; stepping down");
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    pub(crate) fn tick_leader(&mut self) {
+        let Some(lead) = self.lead.as_mut() else { return };
+        lead.heartbeat_elapsed += 1;
+        let heartbeat_due = lead.heartbeat_elapsed >= self.cfg.heartbeat_ticks;
+        if heartbeat_due {
+            lead.heartbeat_elapsed = 0;
+        }
+        if let Some(transfer) = lead.transfer.as_mut() {
+            transfer.elapsed += 1;
+            if transfer.elapsed >= self.cfg.election_ticks {
+                info!(group = self.group, target = transfer.target, "leader transfer timed out; aborted");
+                lead.transfer = None;
+            }
+        }
+        if self.election_elapsed >= self.cfg.election_ticks {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum && !self.check_quorum_active() {
+                self.quorum_lost();
+                return;
+            }
+        }
+        if heartbeat_due {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// True if the peers heard from since the last check, plus this node, form a quorum. Resets
+    /// the activity marks for the next period.
+    fn check_quorum_active(&mut self) -> bool {
+        let id = self.id;
+        let Some(lead) = self.lead.as_mut() else { return false };
+        let ok = has_quorum(&self.membership, |n| n == id || lead.progress.get(&n).is_some_and(|p| p.active));
+        for p in lead.progress.values_mut() {
+            p.active = false;
+        }
+        ok
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let base = u64::from(self.cfg.election_ticks);
+        self.randomized_timeout = (base + self.rng.below(base)) as u32;
+    }
+
+    fn set_role(&mut self, role: Role, leader: Option<NodeId>) {
+        let changed = self.role != role || self.leader != leader;
+        self.role = role;
+        self.leader = leader;
+        if changed {
+            self.emit(Action::RoleChanged { role: self.role(), term: self.term, leader });
+        }
+    }
+
+    /// Becomes a follower of `leader` in `term` (Figure 2: "If RPC request or response contains
+    /// term T > currentTerm: set currentTerm = T, convert to follower").
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let term_changed = term > self.term;
+        if term_changed {
+            self.term = term;
+            self.vote = None;
+            self.persist_hard_state();
+        }
+        if self.role == Role::Leader {
+            self.abort_reads(leader);
+            self.lead = None;
+        }
+        self.votes.clear();
+        self.reset_election_timer();
+        if term_changed && self.role != Role::Leader {
+            // Emit even when role and leader are unchanged, so the runtime sees the new term.
+            self.role = Role::Follower;
+            self.leader = leader;
+            self.emit(Action::RoleChanged { role: self.role(), term: self.term, leader });
+        } else {
+            self.set_role(Role::Follower, leader);
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        info!(group = self.group, term = self.term, "starting pre-vote");
+        self.votes.clear();
+        self.set_role(Role::PreCandidate, None);
+        self.reset_election_timer();
+        self.request_votes(true, false);
+        self.record_vote(self.id, true);
+    }
+
+    /// Starts a real election in `term + 1` (Raft paper, 5.2). The own vote counts only once the
+    /// new term and vote are durable (DESIGN.md I7).
+    pub(crate) fn become_candidate(&mut self, transfer: bool) {
+        self.term += 1;
+        self.vote = Some(self.id);
+        info!(group = self.group, term = self.term, transfer, "starting election");
+        self.persist_hard_state();
+        self.votes.clear();
+        self.set_role(Role::Candidate, None);
+        self.reset_election_timer();
+        let seq = self.hard_state_seq;
+        self.gate_self_vote(seq);
+        self.request_votes(false, transfer);
+    }
+
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+        let term = if pre_vote { self.term + 1 } else { self.term };
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let voters: Vec<NodeId> =
+            self.membership.all_nodes().into_iter().filter(|&n| n != self.id && self.membership.is_voter(n)).collect();
+        for to in voters {
+            let body = MessageBody::RequestVote { pre_vote, last_index, last_term, transfer };
+            let msg = Message { from: self.id, to, term, body };
+            self.send(msg);
+        }
+    }
+
+    /// Counts a vote; wins or loses the (pre-)election when decided.
+    pub(crate) fn record_vote(&mut self, from: NodeId, granted: bool) {
+        if !matches!(self.role, Role::PreCandidate | Role::Candidate) {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        let votes = &self.votes;
+        match joint_vote(&self.membership, |n| votes.get(&n).copied()) {
+            VoteResult::Pending => {}
+            VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => {
+                info!(group = self.group, term = self.term, pre_vote = (self.role == Role::PreCandidate), "election lost");
+                let term = self.term;
+                self.become_follower(term, None);
+            }
+        }
+    }
+
+    /// Applies the term rules to an incoming message. Returns false if the message must not be
+    /// processed further.
+    pub(crate) fn check_term(&mut self, m: &Message) -> bool {
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::RequestVote { pre_vote, transfer, .. } => {
+                    if self.in_leader_lease() && !transfer {
+                        debug!(group = self.group, from = m.from, "vote request ignored: the current leader is alive (lease)");
+                        return false;
+                    }
+                    if !pre_vote {
+                        self.become_follower(m.term, None);
+                    }
+                    true
+                }
+                // A granted pre-vote carries the term the candidate proposed; it changes nothing.
+                MessageBody::VoteResponse { pre_vote: true, granted: true } => true,
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                    true
+                }
+                _ => {
+                    self.become_follower(m.term, None);
+                    true
+                }
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                // A stale leader: tell it the newer term so it steps down (with pre-vote and
+                // check-quorum a partitioned node no longer bumps terms, so it must learn here).
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+                    let reply = self.message(m.from, MessageBody::HeartbeatResponse { read_seq: 0 });
+                    self.send(reply);
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => {
+                    let reply = self.message(m.from, MessageBody::VoteResponse { pre_vote: true, granted: false });
+                    self.send(reply);
+                }
+                _ => debug!(group = self.group, from = m.from, kind = m.kind(), "stale message ignored"),
+            }
+            false
+        } else {
+            true
+        }
+    }
+
+    /// With check-quorum, a follower that heard from its leader within the minimum election
+    /// timeout refuses to help depose it (Raft thesis, 4.2.3).
+    fn in_leader_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && self.leader.is_some()
+            && (self.role == Role::Leader || self.election_elapsed < self.cfg.election_ticks)
+    }
+
+    /// Handles RequestVote (and pre-vote) at the current term (Raft paper, 5.2 and 5.4.1).
+    pub(crate) fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_index: u64,
+        last_term: Term,
+    ) {
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && term > self.term);
+        let known = self.membership.is_voter(from);
+        let up_to_date = self.log.is_up_to_date(last_index, last_term);
+        let granted = can_vote && known && up_to_date;
+        if !known {
+            debug!(group = self.group, from = from, "vote request from a node that is not a voter here; refused");
+        }
+        if pre_vote {
+            // Answer in the term the candidate proposed when granting, so it can count the
+            // answer; otherwise in our own term, so it learns of a newer one.
+            let reply_term = if granted { term } else { self.term };
+            let body = MessageBody::VoteResponse { pre_vote: true, granted };
+            self.send(Message { from: self.id, to: from, term: reply_term, body });
+            return;
+        }
+        if granted {
+            self.vote = Some(from);
+            self.reset_election_timer();
+            self.persist_hard_state();
+        }
+        let reply = self.message(from, MessageBody::VoteResponse { pre_vote: false, granted });
+        self.send(reply);
+    }
+
+    /// Handles a vote response at the current term (or a granted pre-vote for term + 1).
+    pub(crate) fn handle_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
+        let expected = if pre_vote { Role::PreCandidate } else { Role::Candidate };
+        if self.role != expected {
+            return;
+        }
+        if pre_vote && granted && term != self.term + 1 {
+            return;
+        }
+        if !self.membership.is_voter(from) {
+            return;
+        }
+        self.record_vote(from, granted);
+    }
+
+    /// TimeoutNow from the leader: campaign at once, skipping pre-vote (Raft thesis, 3.10).
+    pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
+        if !self.membership.is_voter(self.id) {
+            warn!(group = self.group, from = from, "TimeoutNow ignored: not a voter");
+            return;
+        }
+        if self.role == Role::Leader {
+            return;
+        }
+        info!(group = self.group, from = from, "TimeoutNow received; campaigning");
+        self.become_candidate(true);
+    }
+
+    /// Campaigns now, as if the election timer fired. For tests and for runtimes that want to
+    /// place the first leader.
+    pub fn campaign(&mut self) {
+        self.election_timeout();
+    }
+}

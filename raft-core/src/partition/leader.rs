@@ -1,0 +1,319 @@
+//! The leader: proposals (batched into one append), progress from replicators, the commit rule
+//! (Raft paper, 5.3 and 5.4.2), heartbeats, leader transfer (thesis 3.10) and membership changes
+//! through joint consensus (paper, section 6).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tracing::{info, warn};
+
+use super::PartitionCore;
+use crate::action::Action;
+use crate::error::{Error, MembershipError};
+use crate::membership::Membership;
+use crate::message::MessageBody;
+use crate::quorum::committed_index;
+use crate::types::{Entry, EntryPayload, Index, NodeId, Role, Term};
+
+/// What the leader knows of one peer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerProgress {
+    /// Highest index known replicated (and durable) on the peer. Invariant: <= last index.
+    pub(crate) matched: Index,
+    /// Heard from since the last check-quorum period.
+    pub(crate) active: bool,
+    /// Highest ReadIndex round the peer acknowledged.
+    pub(crate) read_ack: u64,
+}
+
+/// A leader transfer under way.
+#[derive(Clone, Debug)]
+pub(crate) struct Transfer {
+    pub(crate) target: NodeId,
+    pub(crate) elapsed: u32,
+    pub(crate) timeout_now_sent: bool,
+}
+
+/// A read waiting for confirmation.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRead {
+    pub(crate) ctx: u64,
+    pub(crate) index: Index,
+    pub(crate) seq: u64,
+}
+
+/// State that exists only while leading.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderState {
+    pub(crate) progress: BTreeMap<NodeId, PeerProgress>,
+    pub(crate) heartbeat_elapsed: u32,
+    /// Index of this term's no-op: reads wait until it commits.
+    pub(crate) noop_index: Index,
+    pub(crate) transfer: Option<Transfer>,
+    pub(crate) read_seq: u64,
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+}
+
+impl LeaderState {
+    /// Adds peers that joined the configuration and forgets those that left.
+    pub(crate) fn sync_peers(&mut self, me: NodeId, membership: &Membership) {
+        let all = membership.all_nodes();
+        self.progress.retain(|id, _| all.contains(id));
+        for id in all {
+            if id != me {
+                self.progress.entry(id).or_insert(PeerProgress { active: true, ..Default::default() });
+            }
+        }
+    }
+}
+
+/// Where a batch of proposals landed in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    /// The leader's term: the proposal succeeded only if the entry at each index still has this
+    /// term when it is applied.
+    pub term: Term,
+    /// Index of the first command.
+    pub first_index: Index,
+    /// Index of the last command.
+    pub last_index: Index,
+}
+
+impl PartitionCore {
+    pub(crate) fn become_leader(&mut self) {
+        info!(group = self.group, term = self.term, "became leader");
+        let mut lead = LeaderState::default();
+        lead.sync_peers(self.id, &self.membership);
+        self.lead = Some(lead);
+        self.votes.clear();
+        self.election_elapsed = 0;
+        let id = self.id;
+        self.role = Role::Leader;
+        self.leader = Some(id);
+        self.emit(Action::RoleChanged { role: Role::Leader, term: self.term, leader: Some(id) });
+        // I8: a no-op of the new term, so earlier-term entries can commit (paper, 5.4.2).
+        let (_, noop) = self.append_local(vec![EntryPayload::Noop]);
+        if let Some(lead) = self.lead.as_mut() {
+            lead.noop_index = noop;
+        }
+        self.broadcast_heartbeat();
+        self.maybe_commit();
+    }
+
+    fn check_can_propose(&self) -> Result<(), Error> {
+        match &self.lead {
+            None => Err(Error::NotLeader { leader: self.leader }),
+            Some(l) if l.transfer.is_some() => Err(Error::TransferInProgress),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Proposes commands; all of them go into one append (batching). Returns where they landed.
+    /// The caller learns the outcome when the entries are applied: success if the entry applied
+    /// at each index has `Proposed::term`.
+    pub fn propose(&mut self, commands: Vec<Vec<u8>>) -> Result<Proposed, Error> {
+        self.check_can_propose()?;
+        if commands.is_empty() {
+            let last = self.log.last_index();
+            return Ok(Proposed { term: self.term, first_index: last + 1, last_index: last });
+        }
+        let payloads = commands.into_iter().map(EntryPayload::Normal).collect();
+        let (first_index, last_index) = self.append_local(payloads);
+        Ok(Proposed { term: self.term, first_index, last_index })
+    }
+
+    /// Appends entries of the current term to the leader's own log.
+    fn append_local(&mut self, payloads: Vec<EntryPayload>) -> (Index, Index) {
+        let first = self.log.last_index() + 1;
+        let mut entries = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let index = self.log.last_index() + 1;
+            self.log.push(self.term);
+            if let EntryPayload::Membership(m) = &payload {
+                self.push_config(index, m.clone());
+            }
+            entries.push(Entry { index, term: self.term, payload });
+        }
+        let last = self.log.last_index();
+        self.persist_entries(None, entries);
+        self.mark_replicate();
+        (first, last)
+    }
+
+    /// A replicator reports that `peer` holds the log up to `matched` (durably). `term` is the
+    /// epoch the replicator was started for; reports from an older epoch are ignored (I3).
+    pub fn progress(&mut self, peer: NodeId, term: Term, matched: Index) {
+        if self.role != Role::Leader || term != self.term {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(p) = lead.progress.get_mut(&peer) else {
+            warn!(group = self.group, peer, "progress from a peer outside the configuration; ignored");
+            return;
+        };
+        p.active = true;
+        if matched > last {
+            warn!(group = self.group, peer, matched, last, "progress past the end of the log; clamped");
+        }
+        let matched = matched.min(last);
+        if matched > p.matched {
+            p.matched = matched;
+            self.maybe_commit();
+        }
+        self.maybe_send_timeout_now();
+    }
+
+    /// The commit rule: the highest index a quorum holds, if it is of the current term
+    /// (paper, 5.4.2 and Figure 8). The leader counts itself only up to its own durable index.
+    pub(crate) fn maybe_commit(&mut self) {
+        let Some(lead) = self.lead.as_ref() else { return };
+        let (me, durable) = (self.id, self.durable_index);
+        let quorum = committed_index(&self.membership, |id| {
+            if id == me { durable } else { lead.progress.get(&id).map_or(0, |p| p.matched) }
+        });
+        if quorum <= self.commit || quorum == Index::MAX {
+            return;
+        }
+        if self.log.term(quorum) != Some(self.term) {
+            // Figure 8: never count replicas for an entry of an earlier term.
+            return;
+        }
+        self.commit = quorum;
+        self.fold_committed_configs();
+        self.mark_replicate();
+        self.maybe_apply();
+        self.release_reads();
+        self.after_config_commit();
+    }
+
+    /// Finishes membership changes once their entry commits: leave joint consensus, and step
+    /// down if this leader is no longer a voter (paper, section 6).
+    fn after_config_commit(&mut self) {
+        if self.role != Role::Leader || self.latest_config_index() > self.commit {
+            return;
+        }
+        if self.membership.is_joint() {
+            let next = self.membership.leave_joint();
+            info!(group = self.group, ?next, "joint configuration committed; leaving joint consensus");
+            self.append_local(vec![EntryPayload::Membership(next)]);
+        } else if !self.membership.is_voter(self.id) {
+            info!(group = self.group, "removed from the configuration; stepping down");
+            // Hand over quickly: the most up-to-date voter campaigns at once.
+            let best = self.lead.as_ref().and_then(|l| {
+                l.progress
+                    .iter()
+                    .filter(|(id, _)| self.membership.voters.contains(id))
+                    .max_by_key(|(_, p)| p.matched)
+                    .map(|(id, _)| *id)
+            });
+            if let Some(to) = best {
+                let msg = self.message(to, MessageBody::TimeoutNow);
+                self.send(msg);
+            }
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    /// Sends a heartbeat to every peer, carrying the current ReadIndex round.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let Some(lead) = self.lead.as_ref() else { return };
+        let read_seq = lead.read_seq;
+        let beats: Vec<(NodeId, Index)> =
+            lead.progress.iter().map(|(id, p)| (*id, self.commit.min(p.matched))).collect();
+        for (to, commit) in beats {
+            let msg = self.message(to, MessageBody::Heartbeat { commit, read_seq });
+            self.send(msg);
+        }
+    }
+
+    /// Per-peer commit index safe to put in a heartbeat (capped at the peer's match), for a
+    /// runtime that sends coalesced heartbeats itself.
+    pub fn heartbeat_commit(&self, peer: NodeId) -> Option<Index> {
+        let lead = self.lead.as_ref()?;
+        lead.progress.get(&peer).map(|p| self.commit.min(p.matched))
+    }
+
+    /// Starts a leader transfer to `target` (thesis 3.10): proposals are refused meanwhile; once
+    /// the target's log is caught up it receives TimeoutNow. Aborted after an election timeout.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader { leader: self.leader });
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        if !self.membership.is_voter(target) {
+            return Err(Error::Transfer { target, reason: "not a voter of the current configuration" });
+        }
+        let Some(lead) = self.lead.as_mut() else { return Err(Error::NotLeader { leader: self.leader }) };
+        if lead.transfer.as_ref().is_some_and(|t| t.target == target) {
+            return Ok(());
+        }
+        info!(group = self.group, target, "leader transfer started");
+        lead.transfer = Some(Transfer { target, elapsed: 0, timeout_now_sent: false });
+        self.mark_replicate();
+        self.maybe_send_timeout_now();
+        Ok(())
+    }
+
+    /// Aborts a leader transfer (the runtime's own deadline expired).
+    pub fn abort_transfer(&mut self) {
+        if let Some(lead) = self.lead.as_mut() {
+            lead.transfer = None;
+        }
+    }
+
+    fn maybe_send_timeout_now(&mut self) {
+        let last = self.log.last_index();
+        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(t) = lead.transfer.as_mut() else { return };
+        if t.timeout_now_sent || lead.progress.get(&t.target).map_or(0, |p| p.matched) < last {
+            return;
+        }
+        t.timeout_now_sent = true;
+        let to = t.target;
+        let msg = self.message(to, MessageBody::TimeoutNow);
+        self.send(msg);
+    }
+
+    /// Proposes a new configuration (simple: voters and learners). Changes of voters go through
+    /// a joint configuration that the leader leaves on its own once it commits. Refused while
+    /// an earlier change is unfinished. Turning a voter directly into a learner takes two
+    /// changes (remove it, then add it as a learner).
+    pub fn change_membership(&mut self, target: Membership) -> Result<Index, Error> {
+        self.check_can_propose()?;
+        if target.is_joint() {
+            return Err(Error::Membership(MembershipError::ChangeInProgress { index: self.latest_config_index() }));
+        }
+        target.validate()?;
+        let pending = self.latest_config_index();
+        if self.membership.is_joint() || pending > self.commit {
+            return Err(MembershipError::ChangeInProgress { index: pending }.into());
+        }
+        if target == self.membership {
+            return Err(MembershipError::Unchanged.into());
+        }
+        let next = if target.voters == self.membership.voters {
+            target
+        } else {
+            if let Some(&id) = target.learners.iter().find(|id| self.membership.voters.contains(id)) {
+                return Err(MembershipError::LearnerIsVoter(id).into());
+            }
+            self.membership.enter_joint(&target)
+        };
+        info!(group = self.group, ?next, "proposing membership change");
+        let (index, _) = self.append_local(vec![EntryPayload::Membership(next)]);
+        Ok(index)
+    }
+
+    /// Adds `id` as a learner (receives the log, does not vote).
+    pub fn add_learner(&mut self, id: NodeId) -> Result<Index, Error> {
+        let mut target = self.membership.leave_joint();
+        if target.is_voter(id) {
+            return Err(MembershipError::LearnerIsVoter(id).into());
+        }
+        target.learners.insert(id);
+        self.change_membership(target)
+    }
+}

@@ -1,0 +1,578 @@
+//! `PartitionCore`: one Raft group's protocol state on one node.
+//!
+//! Files, one concern each:
+//! - `mod.rs` — the struct, construction, inputs that are not messages, persistence gating and
+//!   the action buffer;
+//! - `election.rs` — ticks, pre-vote, votes, role transitions, check-quorum, TimeoutNow;
+//! - `follower.rs` — AppendEntries, heartbeats and snapshot installation on the receiving side;
+//! - `leader.rs` — proposals, progress, the commit rule, heartbeats, leader transfer,
+//!   membership changes;
+//! - `read.rs` — ReadIndex;
+//! - `snapshot.rs` — snapshot and compaction decisions on the local side;
+//! - `step.rs` — the message dispatcher.
+
+mod election;
+mod follower;
+mod leader;
+mod read;
+mod snapshot;
+mod step;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tracing::{debug, warn};
+
+use crate::action::Action;
+use crate::config::Config;
+use crate::error::Error;
+use crate::log_meta::LogTerms;
+use crate::membership::Membership;
+use crate::message::{Message, MessageBody};
+use crate::rng::SplitMix64;
+use crate::types::{Entry, EntryPayload, GroupId, HardState, Index, NodeId, Role, SnapshotMeta, Term};
+
+pub(crate) use leader::LeaderState;
+pub use leader::Proposed;
+
+/// Everything a partition core needs to start: what storage recovered, or a fresh group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialState {
+    /// Durable term, vote and (informational) commit index.
+    pub hard_state: HardState,
+    /// The latest durable snapshot (index 0 with the initial membership for a new group).
+    pub snapshot: SnapshotMeta,
+    /// Terms of the durable log entries; entries up to `log.snapshot_index()` are compacted.
+    pub log: LogTerms,
+    /// Configuration entries found in the durable log after the snapshot, ascending by index.
+    pub config_entries: Vec<(Index, Membership)>,
+}
+
+impl InitialState {
+    /// A brand-new group with the given initial membership and an empty log.
+    pub fn bootstrap(membership: Membership) -> Self {
+        InitialState {
+            hard_state: HardState::default(),
+            snapshot: SnapshotMeta { index: 0, term: 0, membership },
+            log: LogTerms::new(0, 0),
+            config_entries: Vec::new(),
+        }
+    }
+
+    /// A node joining an existing group: it knows nothing and waits for a leader to send it the
+    /// log or a snapshot. It never campaigns until a configuration makes it a voter.
+    pub fn joining() -> Self {
+        InitialState::bootstrap(Membership::default())
+    }
+
+    /// Rebuilds the state from a recovered snapshot and the durable entries that follow it
+    /// (entries kept behind the snapshot for lagging followers may precede it).
+    pub fn recover(
+        hard_state: HardState,
+        snapshot: SnapshotMeta,
+        entries: &[Entry],
+    ) -> Result<Self, Error> {
+        let (start_index, start_term, kept) = match (entries.first(), entries.last()) {
+            (Some(first), _) if first.index > snapshot.index + 1 => {
+                return Err(Error::InvalidState("gap between the snapshot and the first entry"));
+            }
+            (Some(_), Some(last)) if last.index > snapshot.index => {
+                let first = &entries[0];
+                if first.index == snapshot.index + 1 {
+                    (snapshot.index, snapshot.term, entries)
+                } else {
+                    // Trailing entries kept behind the snapshot. The term of the entry before
+                    // the first one is unknown; it is only consulted for indices the whole
+                    // group has committed, where the follower skips the check.
+                    (first.index - 1, first.term, entries)
+                }
+            }
+            // No entries, or all of them covered by the snapshot.
+            _ => (snapshot.index, snapshot.term, &entries[..0]),
+        };
+        let log = LogTerms::from_entries(start_index, start_term, kept.iter().map(|e| (e.index, e.term)))
+            .ok_or(Error::InvalidState("log entries are not consecutive or terms decrease"))?;
+        if log.term(snapshot.index) != Some(snapshot.term) {
+            return Err(Error::InvalidState("the log disagrees with the snapshot's term"));
+        }
+        let after: Vec<Entry> = kept.iter().filter(|e| e.index > snapshot.index).cloned().collect();
+        Ok(InitialState { hard_state, config_entries: config_entries(&after), snapshot, log })
+    }
+}
+
+fn config_entries(entries: &[Entry]) -> Vec<(Index, Membership)> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some((e.index, m.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Something held back until a persistence sequence number is durable (DESIGN.md I7).
+#[derive(Clone, Debug)]
+enum Gated {
+    /// A message that promises durable state; dropped if the term changed meanwhile.
+    Send { term: Term, msg: Message },
+    /// Entries up to `last` are durable once this fires.
+    Entries { last: Index },
+    /// The candidate's own vote counts once its term and vote are durable.
+    SelfVote { term: Term },
+}
+
+/// The protocol state of one Raft group on one node. See the crate docs for the contract.
+#[derive(Debug)]
+pub struct PartitionCore {
+    pub(crate) cfg: Config,
+    pub(crate) group: GroupId,
+    pub(crate) id: NodeId,
+
+    // Persistent state (mirrors what storage holds once persisted).
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) log: LogTerms,
+
+    // Volatile state.
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) commit: Index,
+    pub(crate) applied: Index,
+    /// Highest index such that the log up to it is durable here.
+    pub(crate) durable_index: Index,
+    /// Highest index announced in an `Apply` action.
+    pub(crate) apply_announced: Index,
+
+    // Membership: `base` is in effect at `base_index` (committed); `configs` are the later
+    // configuration entries, in log order. The effective membership is the last of them.
+    pub(crate) base_index: Index,
+    pub(crate) base_membership: Membership,
+    pub(crate) configs: Vec<(Index, Membership)>,
+    pub(crate) membership: Membership,
+
+    // Snapshots.
+    pub(crate) snapshot: SnapshotMeta,
+    pub(crate) snapshot_requested: bool,
+    /// The snapshot being received from a leader: its meta and the next expected offset.
+    pub(crate) incoming_snapshot: Option<(SnapshotMeta, u64)>,
+
+    // Timers (in ticks).
+    pub(crate) election_elapsed: u32,
+    pub(crate) randomized_timeout: u32,
+    pub(crate) rng: SplitMix64,
+
+    // Elections.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+
+    // Persistence gating. Invariant: persisted_seq <= persist_seq; `gated` is sorted by seq.
+    pub(crate) persist_seq: u64,
+    pub(crate) persisted_seq: u64,
+    pub(crate) hard_state_seq: u64,
+    gated: VecDeque<(u64, Gated)>,
+
+    pub(crate) lead: Option<LeaderState>,
+
+    // Output.
+    actions: Vec<Action>,
+    replicate_dirty: bool,
+}
+
+/// Read-only summary of a core, for metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Current term.
+    pub term: Term,
+    /// The vote cast in this term.
+    pub vote: Option<NodeId>,
+    /// The leader this node follows (itself when leader).
+    pub leader: Option<NodeId>,
+    /// First index still in the log.
+    pub first_index: Index,
+    /// Last log index.
+    pub last_index: Index,
+    /// Term of the last entry.
+    pub last_term: Term,
+    /// Commit index.
+    pub commit: Index,
+    /// Applied index, as reported by the runtime.
+    pub applied: Index,
+    /// Highest index durable here.
+    pub durable_index: Index,
+    /// The effective membership.
+    pub membership: Membership,
+    /// Leader only: each peer's acknowledged match index.
+    pub matched: BTreeMap<NodeId, Index>,
+}
+
+impl PartitionCore {
+    /// Creates the core of `group` on node `cfg.id` from recovered (or bootstrap) state.
+    pub fn new(cfg: Config, group: GroupId, init: InitialState) -> Result<Self, Error> {
+        cfg.validate()?;
+        init.snapshot.membership.validate().or_else(|e| {
+            // An empty membership is allowed: a joining node learns it from the leader.
+            if init.snapshot.membership == Membership::default() { Ok(()) } else { Err(e) }
+        })?;
+        let log = init.log;
+        if init.snapshot.index > log.last_index() {
+            return Err(Error::InvalidState("the snapshot is past the end of the log"));
+        }
+        if log.term(init.snapshot.index).is_some_and(|t| t != init.snapshot.term) {
+            return Err(Error::InvalidState("the log disagrees with the snapshot's term"));
+        }
+        if init.hard_state.term < log.last_term() {
+            return Err(Error::InvalidState("the hard state's term is behind the log"));
+        }
+        if init.config_entries.windows(2).any(|w| w[0].0 >= w[1].0)
+            || init.config_entries.iter().any(|(i, _)| *i <= init.snapshot.index || *i > log.last_index())
+        {
+            return Err(Error::InvalidState("configuration entries are out of range or order"));
+        }
+        let commit = init.hard_state.commit.clamp(init.snapshot.index, log.last_index());
+        let membership =
+            init.config_entries.last().map_or_else(|| init.snapshot.membership.clone(), |c| c.1.clone());
+        let seed = cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ group.rotate_left(17);
+        let mut core = PartitionCore {
+            id: cfg.id,
+            group,
+            term: init.hard_state.term,
+            vote: init.hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            commit,
+            applied: init.snapshot.index,
+            durable_index: log.last_index(),
+            apply_announced: init.snapshot.index,
+            base_index: init.snapshot.index,
+            base_membership: init.snapshot.membership.clone(),
+            configs: init.config_entries,
+            membership,
+            snapshot: init.snapshot,
+            snapshot_requested: false,
+            incoming_snapshot: None,
+            election_elapsed: 0,
+            randomized_timeout: cfg.election_ticks,
+            rng: SplitMix64::new(seed),
+            votes: BTreeMap::new(),
+            persist_seq: 0,
+            persisted_seq: 0,
+            hard_state_seq: 0,
+            gated: VecDeque::new(),
+            lead: None,
+            actions: Vec::new(),
+            replicate_dirty: false,
+            log,
+            cfg,
+        };
+        core.fold_committed_configs();
+        core.reset_election_timer();
+        core.maybe_apply();
+        Ok(core)
+    }
+
+    /// Drains the actions produced so far. Call after every input.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        if self.replicate_dirty {
+            self.replicate_dirty = false;
+            if self.role == Role::Leader {
+                self.actions.push(Action::Replicate {
+                    term: self.term,
+                    first_index: self.log.first_index(),
+                    last_index: self.log.last_index(),
+                    commit: self.commit,
+                });
+            }
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    /// True if actions are waiting to be taken.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty() || self.replicate_dirty
+    }
+
+    /// Storage reports that every persistence action up to and including `seq` is durable.
+    pub fn persisted(&mut self, seq: u64) {
+        if seq <= self.persisted_seq {
+            return;
+        }
+        if seq > self.persist_seq {
+            warn!(group = self.group, seq, issued = self.persist_seq, "persisted() for a sequence never issued; ignored");
+            return;
+        }
+        self.persisted_seq = seq;
+        while self.gated.front().is_some_and(|(s, _)| *s <= seq) {
+            let Some((_, gated)) = self.gated.pop_front() else { break };
+            self.release(gated);
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.maybe_apply();
+    }
+
+    /// The runtime applied every entry up to `index` to the state machine.
+    pub fn applied(&mut self, index: Index) {
+        if index <= self.applied {
+            return;
+        }
+        if index > self.commit {
+            warn!(group = self.group, index, commit = self.commit, "applied() past the commit index; clamped");
+        }
+        self.applied = index.min(self.commit);
+        self.release_reads();
+        self.maybe_request_snapshot();
+    }
+
+    /// A summary of the core's state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role(),
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            first_index: self.log.first_index(),
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            commit: self.commit,
+            applied: self.applied,
+            durable_index: self.durable_index,
+            membership: self.membership.clone(),
+            matched: self
+                .lead
+                .as_ref()
+                .map(|l| l.progress.iter().map(|(id, p)| (*id, p.matched)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The current role. A follower that is not a voter reports [`Role::Learner`].
+    pub fn role(&self) -> Role {
+        if self.role == Role::Follower && !self.membership.is_voter(self.id) {
+            Role::Learner
+        } else {
+            self.role
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader this node believes in.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+
+    /// The log's term index (terms of every entry, no payloads).
+    pub fn log(&self) -> &LogTerms {
+        &self.log
+    }
+
+    /// The effective membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The latest snapshot this node holds.
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The group this core runs.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The current hard state.
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.commit }
+    }
+
+    // ---- helpers shared by the other files ----
+
+    pub(crate) fn emit(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    pub(crate) fn mark_replicate(&mut self) {
+        if self.role == Role::Leader {
+            self.replicate_dirty = true;
+        }
+    }
+
+    /// Writes the hard state; messages sent afterwards wait for it.
+    pub(crate) fn persist_hard_state(&mut self) {
+        self.persist_seq += 1;
+        self.hard_state_seq = self.persist_seq;
+        let hard_state = self.hard_state();
+        self.actions.push(Action::PersistHardState { seq: self.persist_seq, hard_state });
+    }
+
+    /// Persists entries (after an optional truncation) and returns the write's sequence.
+    pub(crate) fn persist_entries(&mut self, truncate_from: Option<Index>, entries: Vec<Entry>) -> u64 {
+        self.persist_seq += 1;
+        let seq = self.persist_seq;
+        let last = entries.last().map(|e| e.index);
+        self.actions.push(Action::PersistEntries { seq, truncate_from, entries });
+        if let Some(last) = last {
+            self.gate(seq, Gated::Entries { last });
+        }
+        seq
+    }
+
+    pub(crate) fn next_persist_seq(&mut self) -> u64 {
+        self.persist_seq += 1;
+        self.persist_seq
+    }
+
+    pub(crate) fn gate_entries(&mut self, seq: u64, last: Index) {
+        self.gate(seq, Gated::Entries { last });
+    }
+
+    pub(crate) fn gate_self_vote(&mut self, seq: u64) {
+        let term = self.term;
+        self.gate(seq, Gated::SelfVote { term });
+    }
+
+    fn gate(&mut self, seq: u64, item: Gated) {
+        if seq <= self.persisted_seq {
+            self.release(item);
+        } else {
+            let pos = self.gated.partition_point(|(s, _)| *s <= seq);
+            self.gated.insert(pos, (seq, item));
+        }
+    }
+
+    fn release(&mut self, item: Gated) {
+        match item {
+            Gated::Send { term, msg } => {
+                if term == self.term {
+                    self.actions.push(Action::Send(msg));
+                } else {
+                    debug!(group = self.group, kind = msg.kind(), "dropped a held-back message from an older term");
+                }
+            }
+            Gated::Entries { last } => self.durable_index = self.durable_index.max(last),
+            Gated::SelfVote { term } => {
+                if term == self.term && self.role == Role::Candidate {
+                    self.record_vote(self.id, true);
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` once everything written so far is durable (acknowledgements, votes).
+    pub(crate) fn send_when_durable(&mut self, msg: Message) {
+        let seq = self.persist_seq;
+        if seq <= self.persisted_seq {
+            self.actions.push(Action::Send(msg));
+        } else {
+            let term = self.term;
+            self.gate(seq, Gated::Send { term, msg });
+        }
+    }
+
+    /// Sends `msg` once the latest hard state (term, vote) is durable; other pending writes
+    /// do not hold it back.
+    pub(crate) fn send(&mut self, msg: Message) {
+        if self.hard_state_seq <= self.persisted_seq {
+            self.actions.push(Action::Send(msg));
+        } else {
+            let term = self.term;
+            let seq = self.hard_state_seq;
+            self.gate(seq, Gated::Send { term, msg });
+        }
+    }
+
+    pub(crate) fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message { from: self.id, to, term: self.term, body }
+    }
+
+    /// Log truncation from `index` on: pending durability marks past it are capped, and
+    /// configuration entries past it are forgotten.
+    pub(crate) fn truncate_log(&mut self, index: Index) {
+        self.log.truncate_from(index);
+        self.durable_index = self.durable_index.min(index - 1);
+        for (_, g) in self.gated.iter_mut() {
+            if let Gated::Entries { last } = g {
+                *last = (*last).min(index - 1);
+            }
+        }
+        if self.configs.last().is_some_and(|(i, _)| *i >= index) {
+            self.configs.retain(|(i, _)| *i < index);
+            self.refresh_membership();
+        }
+    }
+
+    /// Records an appended configuration entry.
+    pub(crate) fn push_config(&mut self, index: Index, membership: Membership) {
+        self.configs.push((index, membership));
+        self.refresh_membership();
+    }
+
+    pub(crate) fn refresh_membership(&mut self) {
+        let effective =
+            self.configs.last().map_or_else(|| self.base_membership.clone(), |c| c.1.clone());
+        if effective != self.membership {
+            self.membership = effective.clone();
+            if let Some(lead) = self.lead.as_mut() {
+                lead.sync_peers(self.id, &effective);
+            }
+            self.emit(Action::MembershipChanged { membership: effective });
+        }
+    }
+
+    /// Configuration entries at or below the commit index become the base.
+    pub(crate) fn fold_committed_configs(&mut self) {
+        while self.configs.first().is_some_and(|(i, _)| *i <= self.commit) {
+            let (index, membership) = self.configs.remove(0);
+            self.base_index = index;
+            self.base_membership = membership;
+        }
+    }
+
+    /// Index of the latest configuration entry (committed or not).
+    pub(crate) fn latest_config_index(&self) -> Index {
+        self.configs.last().map_or(self.base_index, |c| c.0)
+    }
+
+    /// Announces newly applicable entries: committed and durable here.
+    pub(crate) fn maybe_apply(&mut self) {
+        let target = self.commit.min(self.durable_index);
+        if target > self.apply_announced {
+            self.apply_announced = target;
+            // Replace an earlier Apply of the same batch: latest value only.
+            if let Some(Action::Apply { index }) =
+                self.actions.iter_mut().rev().find(|a| matches!(a, Action::Apply { .. }))
+            {
+                *index = target;
+            } else {
+                self.actions.push(Action::Apply { index: target });
+            }
+        }
+    }
+
+    /// Raises the commit index (follower side, from the leader).
+    pub(crate) fn advance_commit_to(&mut self, index: Index) {
+        if index > self.commit {
+            self.commit = index.min(self.log.last_index());
+            self.fold_committed_configs();
+            self.maybe_apply();
+        }
+    }
+}

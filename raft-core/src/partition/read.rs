@@ -1,0 +1,91 @@
+//! ReadIndex (Raft thesis, 6.4): linearizable reads without writing to the log.
+//!
+//! 1. The leader records its commit index as the read index — but not before an entry of its
+//!    own term has committed (its no-op), since until then it may not know the latest commit.
+//! 2. It confirms it is still leader: a heartbeat round tagged with a sequence number must be
+//!    acknowledged by a quorum after the read was registered.
+//! 3. Once applied has reached the read index, the read is served (`Action::ReadReady`).
+
+use super::PartitionCore;
+use super::leader::PendingRead;
+use crate::action::Action;
+use crate::error::Error;
+use crate::quorum::committed_index;
+use crate::types::{NodeId, Role};
+
+impl PartitionCore {
+    /// Asks for a linearizable read, identified by the caller's `ctx`. `Action::ReadReady` with
+    /// the same `ctx` says when the state machine may be queried; `Action::ReadAborted` says the
+    /// read must be retried elsewhere.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), Error> {
+        let commit = self.commit;
+        let limit = self.cfg.max_pending_reads;
+        let single = self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1;
+        let Some(lead) = self.lead.as_mut() else {
+            return Err(Error::NotLeader { leader: self.leader });
+        };
+        if lead.pending_reads.len() >= limit {
+            return Err(Error::ReadsOverloaded { limit });
+        }
+        let index = commit.max(lead.noop_index);
+        if single {
+            lead.pending_reads.push_back(PendingRead { ctx, index, seq: 0 });
+        } else {
+            lead.read_seq += 1;
+            let seq = lead.read_seq;
+            lead.pending_reads.push_back(PendingRead { ctx, index, seq });
+            self.broadcast_heartbeat();
+        }
+        self.release_reads();
+        Ok(())
+    }
+
+    /// A heartbeat acknowledgement: the peer is alive and confirms ReadIndex round `read_seq`.
+    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
+        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(p) = lead.progress.get_mut(&from) else { return };
+        p.active = true;
+        if read_seq > p.read_ack {
+            p.read_ack = read_seq;
+            self.release_reads();
+        }
+    }
+
+    /// Serves every pending read whose round a quorum confirmed, whose index committed in this
+    /// term, and which the state machine has applied. Reads are in order, so stop at the first
+    /// one that is not ready.
+    pub(crate) fn release_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let (me, commit, applied) = (self.id, self.commit, self.applied);
+        let Some(lead) = self.lead.as_mut() else { return };
+        if lead.pending_reads.is_empty() || commit < lead.noop_index {
+            return;
+        }
+        let own = lead.read_seq;
+        let confirmed = committed_index(&self.membership, |id| {
+            if id == me { own } else { lead.progress.get(&id).map_or(0, |p| p.read_ack) }
+        });
+        let mut ready = Vec::new();
+        while let Some(r) = lead.pending_reads.front() {
+            if r.seq > confirmed || r.index > applied {
+                break;
+            }
+            let r = lead.pending_reads.pop_front().expect("front exists");
+            ready.push(Action::ReadReady { ctx: r.ctx, index: r.index });
+        }
+        for action in ready {
+            self.emit(action);
+        }
+    }
+
+    /// Leadership is lost: every pending read must be retried at the new leader.
+    pub(crate) fn abort_reads(&mut self, leader: Option<NodeId>) {
+        let Some(lead) = self.lead.as_mut() else { return };
+        let aborted: Vec<u64> = lead.pending_reads.drain(..).map(|r| r.ctx).collect();
+        for ctx in aborted {
+            self.emit(Action::ReadAborted { ctx, leader });
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Local snapshot and compaction decisions: when to ask the state machine for a snapshot, and
+//! how much log a new snapshot lets storage drop.
+
+use tracing::{debug, warn};
+
+use super::PartitionCore;
+use crate::action::Action;
+use crate::error::Error;
+use crate::types::SnapshotMeta;
+
+impl PartitionCore {
+    /// Asks for a snapshot once enough entries were applied since the last one.
+    pub(crate) fn maybe_request_snapshot(&mut self) {
+        let threshold = self.cfg.snapshot_threshold;
+        if threshold == 0 || self.snapshot_requested {
+            return;
+        }
+        if self.applied.saturating_sub(self.snapshot.index) >= threshold {
+            self.snapshot_requested = true;
+            let index = self.applied;
+            debug!(group = self.group, index, "requesting a snapshot");
+            self.emit(Action::TakeSnapshot { index });
+        }
+    }
+
+    /// The state machine took a snapshot covering `meta.index` (durably). The log up to
+    /// `meta.index - compact_trailing` may go.
+    pub fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), Error> {
+        self.snapshot_requested = false;
+        let index = meta.index;
+        if index <= self.snapshot.index {
+            return Err(Error::Snapshot { index, reason: "not newer than the current snapshot" });
+        }
+        if index > self.applied {
+            return Err(Error::Snapshot { index, reason: "covers entries not yet applied" });
+        }
+        if self.log.term(index) != Some(meta.term) {
+            warn!(group = self.group, index, term = meta.term, "snapshot term disagrees with the log");
+            return Err(Error::Snapshot { index, reason: "its term disagrees with the log" });
+        }
+        self.snapshot = meta;
+        let compact_to = index.saturating_sub(self.cfg.compact_trailing);
+        if compact_to > self.log.snapshot_index() {
+            self.log.compact_to(compact_to);
+            self.mark_replicate();
+            self.emit(Action::CompactLog { index: compact_to });
+        }
+        Ok(())
+    }
+}
