@@ -1,3 +1,63 @@
 //! Wire format, handshake and transports for raft-actor.
 //!
-//! Not yet implemented: see issue 3. This crate builds so the workspace layout of DESIGN.md holds.
+//! What this crate is not: it knows nothing about Raft. It moves any serde message type `M`,
+//! tagged with a Raft group id, between nodes, on two lanes per peer, and never blocks a sender.
+//!
+//! # Layout
+//!
+//! - [`transport`]: ids ([`NodeId`], [`GroupId`], [`ClusterId`]), [`Lane`], [`Envelope`],
+//!   [`Inbound`] and the [`Transport`] trait raft-actor programs against.
+//! - [`frame`]: the wire format: length-prefixed postcard frames with a protocol version, and
+//!   the decoder that checks a frame before decoding it.
+//! - `conn`: turns a byte stream into frames (read buffer + decoder), cancel-safe.
+//! - [`handshake`]: the hello exchange (cluster id, node ids, version, lane) and its checks.
+//! - [`config`]: [`TcpConfig`], [`MemConfig`], [`PeerAddrs`] and their validation.
+//! - [`error`]: [`NetError`] and its parts [`SendError`], [`ConfigError`], [`FrameError`],
+//!   [`HandshakeError`].
+//! - [`metrics`]: per-peer, per-lane counters and [`MetricsSnapshot`].
+//! - [`tls`]: optional mutual TLS ([`TlsConfig`], rustls with the ring provider).
+//! - [`tcp`]: [`TcpTransport`] and [`Listeners`]; `tcp/link.rs` owns one outbound connection
+//!   (dial, handshake, batched writes, reconnect), `tcp/listener.rs` accepts and reads.
+//! - [`mem`]: [`MemNetwork`] and [`MemTransport`], in-memory, with seeded fault injection.
+//! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults.
+//! - `backoff`: capped exponential reconnect backoff with jitter.
+//! - `shutdown`: shutdown signal and task-completion tracking (DESIGN I10).
+//!
+//! # Policies
+//!
+//! - **Sending never blocks** ([`Transport::send`]): bounded per-peer, per-lane queues filled
+//!   with `try_send`; full queue or dead peer: dropped and counted (DESIGN I2).
+//! - **Receiving never blocks the socket**: each lane has one bounded inbound channel; when full
+//!   the message is dropped and counted against its sender.
+//! - **Heartbeat lane**: its own connection, queue, listener and runtime (DESIGN I5).
+//! - **Large frames**: on the data lane, frames above `large_frame_threshold` go to a separate
+//!   bulk queue; the writer sends at most one large frame per batch of small frames, so a small
+//!   frame waits behind at most one large frame. Order is kept within each class; a small frame
+//!   may overtake an earlier large one.
+//! - **Hostile input**: a frame's length is checked before any allocation; before the
+//!   handshake completes the limit is [`frame::HANDSHAKE_MAX_FRAME`]; a bad frame or handshake
+//!   closes that connection only, with a `tracing` warning naming the peer and the reason.
+
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mem;
+pub mod metrics;
+pub mod rng;
+pub mod tcp;
+pub mod tls;
+pub mod transport;
+
+mod backoff;
+mod conn;
+mod shutdown;
+
+pub use config::{MemConfig, PeerAddrs, TcpConfig};
+pub use error::{ConfigError, FrameError, HandshakeError, NetError, SendError};
+pub use mem::{Faults, MemNetwork, MemNode, MemTransport};
+pub use metrics::{LaneStats, MetricsSnapshot, PeerStats};
+pub use rng::SplitMix64;
+pub use tcp::{Listeners, TcpTransport};
+pub use tls::TlsConfig;
+pub use transport::{ClusterId, Envelope, GroupId, Inbound, Lane, NodeId, Transport};

@@ -1,0 +1,89 @@
+//! Turns a byte stream into frames: a read buffer plus a [`FrameDecoder`].
+//!
+//! [`FrameReader::read_frame`] is cancel-safe (bytes already read stay in the buffer), so tasks
+//! can race it against shutdown in a `select!`.
+
+use std::fmt;
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::error::FrameError;
+use crate::frame::{FrameDecoder, RawFrame};
+
+/// Anything a connection can run over: a plain TCP stream or a TLS stream.
+pub(crate) trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+/// A connection's stream, plain or TLS.
+pub(crate) type BoxStream = Box<dyn AsyncStream>;
+
+/// Bytes requested from the socket per read while no frame length is known.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why reading a frame failed.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// Socket error.
+    Io(io::Error),
+    /// The peer sent an unacceptable frame (or stopped mid-frame).
+    Frame(FrameError),
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "i/o error: {e}"),
+            ConnError::Frame(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Read side of a connection.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max_frame_size: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_CHUNK.min(max_frame_size + 4)),
+            decoder: FrameDecoder::new(max_frame_size),
+        }
+    }
+
+    /// Raises the frame limit once the peer is authenticated; buffered bytes are kept.
+    pub(crate) fn set_max_frame_size(&mut self, max_frame_size: usize) {
+        self.decoder = FrameDecoder::new(max_frame_size);
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream at a frame boundary.
+    pub(crate) async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<Option<RawFrame>, ConnError> {
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(ConnError::Frame)?
+            {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(ConnError::Io)?;
+            if n == 0 {
+                self.decoder.finish(&self.buf).map_err(ConnError::Frame)?;
+                return Ok(None);
+            }
+        }
+    }
+}
