@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raft_net::{Envelope, Inbound, Listeners, NodeId, PeerAddrs, TcpConfig, TcpTransport};
+use serde::{Deserialize, Serialize};
+
+/// The payload used by the tests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// A numbered small message.
+    Ping(u64),
+    /// A heartbeat carrying its send time (nanoseconds since a shared epoch).
+    Stamp { seq: u64, sent_ns: u64 },
+    /// A large payload.
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+pub type Node = (TcpTransport<Msg>, Inbound<Msg>);
+
+pub const CLUSTER: u64 = 0xC1A5_7E55;
+
+/// Binds listeners for `ids`, returning them with their addresses.
+pub fn bind_all(ids: &[NodeId]) -> (Vec<Listeners>, BTreeMap<NodeId, PeerAddrs>) {
+    let mut listeners = Vec::new();
+    let mut addrs = BTreeMap::new();
+    for &id in ids {
+        let l = Listeners::bind_loopback().expect("bind");
+        addrs.insert(id, l.local_addrs().expect("addrs"));
+        listeners.push(l);
+    }
+    (listeners, addrs)
+}
+
+/// A config for `id` in a mesh described by `addrs`, with test-friendly timings.
+pub fn config(id: NodeId, addrs: &BTreeMap<NodeId, PeerAddrs>) -> TcpConfig {
+    let mut c = TcpConfig::new(id, CLUSTER, addrs.clone());
+    c.backoff_min = Duration::from_millis(10);
+    c.backoff_max = Duration::from_millis(200);
+    c.handshake_timeout = Duration::from_secs(2);
+    c.shutdown_timeout = Duration::from_secs(2);
+    c
+}
+
+/// Starts a full mesh of `ids` on loopback, tweaking each config with `tweak`.
+pub fn mesh(ids: &[NodeId], tweak: impl Fn(&mut TcpConfig)) -> Vec<Node> {
+    let (listeners, addrs) = bind_all(ids);
+    ids.iter()
+        .zip(listeners)
+        .map(|(&id, l)| {
+            let mut c = config(id, &addrs);
+            tweak(&mut c);
+            TcpTransport::start(c, l).expect("start")
+        })
+        .collect()
+}
+
+/// Receives until `count` messages arrived or `limit` passed; returns what arrived.
+pub async fn collect(
+    rx: &flume::Receiver<Envelope<Msg>>,
+    count: usize,
+    limit: Duration,
+) -> Vec<Envelope<Msg>> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < count {
+        match tokio::time::timeout_at(deadline, rx.recv_async()).await {
+            Ok(Ok(e)) => out.push(e),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
