@@ -168,7 +168,7 @@ impl<M: DeserializeOwned + Send + 'static> InboundConn<M> {
                         }
                     }
                     Err(e) => {
-                        self.bad_frame(from, &e.to_string());
+                        self.bad_frame(from, &e);
                         return;
                     }
                 },
@@ -177,7 +177,7 @@ impl<M: DeserializeOwned + Send + 'static> InboundConn<M> {
                     return;
                 }
                 Err(ConnError::Frame(e)) => {
-                    self.bad_frame(from, &e.to_string());
+                    self.bad_frame(from, &e);
                     return;
                 }
                 Err(ConnError::Io(e)) => {
@@ -188,14 +188,14 @@ impl<M: DeserializeOwned + Send + 'static> InboundConn<M> {
         }
     }
 
-    fn bad_frame(&self, from: NodeId, reason: &str) {
+    fn bad_frame(&self, from: NodeId, reason: &dyn std::fmt::Display) {
         bump(&self.metrics.global.closed_bad_frames, 1);
         warn!(
             node = self.settings.identity.node_id,
             lane = %self.settings.identity.lane,
             peer = %self.addr,
             from,
-            reason,
+            reason = %reason,
             "bad frame; closing connection"
         );
     }
