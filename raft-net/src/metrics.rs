@@ -15,6 +15,7 @@ use crate::transport::{Lane, NodeId};
 pub(crate) struct LaneCounters {
     pub(crate) frames_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) write_batches: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
@@ -40,6 +41,7 @@ impl LaneCounters {
         LaneStats {
             frames_sent: g(&self.frames_sent),
             bytes_sent: g(&self.bytes_sent),
+            write_batches: g(&self.write_batches),
             frames_received: g(&self.frames_received),
             bytes_received: g(&self.bytes_received),
             dropped_queue_full: g(&self.dropped_queue_full),
@@ -139,6 +141,9 @@ pub struct LaneStats {
     pub frames_sent: u64,
     /// Bytes written, length prefixes included (0 for the in-memory transport).
     pub bytes_sent: u64,
+    /// Write batches: each is one buffer of coalesced small frames (plus at most one large
+    /// frame). `frames_sent / write_batches` is the batching factor.
+    pub write_batches: u64,
     /// Frames received from the peer and decoded.
     pub frames_received: u64,
     /// Bytes received, length prefixes included (0 for the in-memory transport).

@@ -1,5 +1,6 @@
 //! The heartbeat lane is never queued behind bulk data (DESIGN I5, incident 1): while the data
-//! lane to a peer carries 64 MiB of 1 MiB frames, heartbeats keep arriving promptly.
+//! lane to a peer carries 64 MiB of 1 MiB frames and a task hogs a data-runtime worker,
+//! heartbeats keep arriving promptly.
 
 mod common;
 
@@ -31,6 +32,7 @@ async fn one_run() -> Vec<Duration> {
 
     // Heartbeat sender on node 1's heartbeat runtime.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_spin = stop_rx.clone();
     let hb_sender = {
         let a = a.clone();
         let mut stop = stop_rx.clone();
@@ -92,6 +94,22 @@ async fn one_run() -> Vec<Duration> {
             }
         })
     };
+    // Load the data runtime too: a task that hogs one of its two workers in 5 ms slices
+    // (DESIGN I5: a CPU-saturated data runtime must not delay heartbeats).
+    let spinners: Vec<_> = (0..1)
+        .map(|_| {
+            let mut stop = stop_rx_spin.clone();
+            tokio::spawn(async move {
+                while !*stop.borrow_and_update() {
+                    let slice = Instant::now();
+                    while slice.elapsed() < Duration::from_millis(5) {
+                        std::hint::spin_loop();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
     let started = Instant::now();
     let window_start = epoch.elapsed().as_nanos() as u64;
     let got = collect(&b_in.data, TOTAL / CHUNK, Duration::from_secs(60)).await;
@@ -100,6 +118,9 @@ async fn one_run() -> Vec<Duration> {
     sender.await.unwrap();
     assert_eq!(got.len(), TOTAL / CHUNK, "all data frames arrive");
     let _ = stop_tx.send(true);
+    for s in spinners {
+        s.await.unwrap();
+    }
     let sent_heartbeats = hb_sender.await.unwrap();
     let all = hb_receiver.await.unwrap();
     let received = all.len();

@@ -182,6 +182,19 @@ async fn duplicate_delay_and_reorder() {
     );
 }
 
+/// Both transports are usable as trait objects.
+#[tokio::test]
+async fn transports_are_object_safe() {
+    let mut nodes = MemNetwork::<Msg>::direct(&[1, 2], &MemConfig::default()).unwrap();
+    let (t, inbound) = nodes.remove(0);
+    let dynamic: std::sync::Arc<dyn Transport<Msg>> = std::sync::Arc::new(t);
+    dynamic.send(1, Lane::Data, 3, Msg::Ping(1)).unwrap();
+    assert_eq!(inbound.data.recv_async().await.unwrap().group, 3);
+    fn _tcp_too(t: raft_net::TcpTransport<Msg>) -> Box<dyn Transport<Msg>> {
+        Box::new(t)
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn restart_and_shutdown() {
     let (net, nodes) = MemNetwork::<Msg>::with_faults(&[1, 2], &MemConfig::default(), 4).unwrap();

@@ -238,6 +238,7 @@ impl Link {
             match result {
                 Ok(Ok(())) => {
                     bump(&self.counters().frames_sent, frames);
+                    bump(&self.counters().write_batches, 1);
                     bump(&self.counters().bytes_sent, bytes as u64);
                 }
                 Ok(Err(e)) => {
