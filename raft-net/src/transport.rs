@@ -140,9 +140,10 @@ pub trait Transport<M>: Send + Sync + 'static {
     /// Queues `msg` for `to` on `lane`, tagged with `group`. Never blocks and never awaits.
     ///
     /// A message to this node itself is delivered to the local [`Inbound`] without the network.
-    /// When the per-peer, per-lane queue is full, or the peer is known dead, the message is
-    /// dropped, counted and an error returned; Raft's retransmission recovers. `Ok` means
-    /// "queued", not "delivered".
+    /// When the per-peer, per-lane queue is full the message is dropped, counted and an error
+    /// returned; Raft's retransmission recovers. `Ok` means "queued", not "delivered": while a
+    /// peer is unreachable its link discards what is queued between redial attempts (counted
+    /// as `dropped_disconnected`), so queues hold fresh messages when it comes back.
     fn send(&self, to: NodeId, lane: Lane, group: GroupId, msg: M) -> Result<(), SendError>;
 
     /// A point-in-time copy of the per-peer counters.
