@@ -78,13 +78,19 @@ impl Default for Config {
 impl Config {
     /// A default configuration for node `id`.
     pub fn new(id: NodeId) -> Self {
-        Config { id, ..Default::default() }
+        Config {
+            id,
+            ..Default::default()
+        }
     }
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &'static str, reason: &str| {
-            Err(ConfigError { field, reason: reason.to_string() })
+            Err(ConfigError {
+                field,
+                reason: reason.to_string(),
+            })
         };
         if self.id == 0 {
             return bad("id", "node id 0 is reserved for \"no node\"");
@@ -145,7 +151,10 @@ mod tests {
             ("election_ticks", Box::new(|c| c.election_ticks = u32::MAX)),
             ("max_inflight_msgs", Box::new(|c| c.max_inflight_msgs = 0)),
             ("max_inflight_bytes", Box::new(|c| c.max_inflight_bytes = 0)),
-            ("max_entries_per_msg", Box::new(|c| c.max_entries_per_msg = 0)),
+            (
+                "max_entries_per_msg",
+                Box::new(|c| c.max_entries_per_msg = 0),
+            ),
             ("max_msg_bytes", Box::new(|c| c.max_msg_bytes = 0)),
             ("max_pending_reads", Box::new(|c| c.max_pending_reads = 0)),
             ("probe_ticks", Box::new(|c| c.probe_ticks = 0)),

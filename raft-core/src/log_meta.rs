@@ -25,7 +25,12 @@ pub struct LogTerms {
 impl LogTerms {
     /// An empty log whose prefix up to `snapshot_index` is covered by a snapshot.
     pub fn new(snapshot_index: Index, snapshot_term: Term) -> Self {
-        LogTerms { snapshot_index, snapshot_term, runs: Vec::new(), last_index: snapshot_index }
+        LogTerms {
+            snapshot_index,
+            snapshot_term,
+            runs: Vec::new(),
+            last_index: snapshot_index,
+        }
     }
 
     /// Rebuilds the view from `(index, term)` pairs of consecutive entries after the snapshot.
@@ -139,7 +144,8 @@ impl LogTerms {
     /// True if a log ending at `(last_index, last_term)` is at least as up to date as this one
     /// (Raft paper, 5.4.1).
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index)
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index)
     }
 }
 

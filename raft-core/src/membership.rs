@@ -26,7 +26,10 @@ pub struct Membership {
 impl Membership {
     /// A simple configuration with the given voters and no learners.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        Membership { voters: voters.into_iter().collect(), ..Default::default() }
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     /// A simple configuration with voters and learners.

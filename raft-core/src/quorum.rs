@@ -40,7 +40,10 @@ pub fn committed_index(membership: &Membership, acked: impl Fn(NodeId) -> Index 
 
 /// Counts votes of one simple voter set. `vote(id)` is `Some(true)` for granted, `Some(false)`
 /// for refused, `None` for no answer yet.
-pub fn majority_vote(voters: &BTreeSet<NodeId>, vote: impl Fn(NodeId) -> Option<bool>) -> VoteResult {
+pub fn majority_vote(
+    voters: &BTreeSet<NodeId>,
+    vote: impl Fn(NodeId) -> Option<bool>,
+) -> VoteResult {
     if voters.is_empty() {
         return VoteResult::Won;
     }
@@ -63,7 +66,10 @@ pub fn majority_vote(voters: &BTreeSet<NodeId>, vote: impl Fn(NodeId) -> Option<
 }
 
 /// Counts votes under a possibly joint configuration: both halves must win.
-pub fn joint_vote(membership: &Membership, vote: impl Fn(NodeId) -> Option<bool> + Copy) -> VoteResult {
+pub fn joint_vote(
+    membership: &Membership,
+    vote: impl Fn(NodeId) -> Option<bool> + Copy,
+) -> VoteResult {
     let a = majority_vote(&membership.voters, vote);
     let b = majority_vote(&membership.voters_outgoing, vote);
     match (a, b) {
@@ -128,7 +134,13 @@ mod tests {
         assert_eq!(joint_vote(&m, v(&[1, 2], &[])), VoteResult::Pending);
         assert_eq!(joint_vote(&m, v(&[1, 2, 4, 5], &[])), VoteResult::Won);
         assert_eq!(joint_vote(&m, v(&[1, 2], &[4, 5])), VoteResult::Lost);
-        assert_eq!(majority_vote(&set(&[1, 2, 3, 4]), v(&[1], &[2, 3])), VoteResult::Lost);
-        assert_eq!(majority_vote(&set(&[1, 2, 3, 4]), v(&[1, 2], &[3])), VoteResult::Pending);
+        assert_eq!(
+            majority_vote(&set(&[1, 2, 3, 4]), v(&[1], &[2, 3])),
+            VoteResult::Lost
+        );
+        assert_eq!(
+            majority_vote(&set(&[1, 2, 3, 4]), v(&[1, 2], &[3])),
+            VoteResult::Pending
+        );
     }
 }

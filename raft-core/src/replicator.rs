@@ -76,6 +76,8 @@ pub struct ReplicatorCore {
     matched: Index,
     /// Next index to send.
     next: Index,
+    /// Highest commit index told to the peer (to send a commit-only update when it moves).
+    sent_commit: Index,
     /// Messages in flight in Replicate state: (last index, bytes), ascending.
     inflight: VecDeque<(Index, u64)>,
     inflight_bytes: u64,
@@ -99,6 +101,7 @@ impl ReplicatorCore {
             state: ReplState::Probe,
             matched: 0,
             next: last_index + 1,
+            sent_commit: 0,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             probe_sent: false,
@@ -147,41 +150,60 @@ impl ReplicatorCore {
 
     /// True if the window is full (by count or bytes).
     pub fn window_full(&self) -> bool {
-        self.inflight.len() >= self.max_inflight_msgs || self.inflight_bytes >= self.max_inflight_bytes
+        self.inflight.len() >= self.max_inflight_msgs
+            || self.inflight_bytes >= self.max_inflight_bytes
     }
 
-    /// What to send next given the leader's log bounds, or `None` to wait (window full, probe
-    /// outstanding, snapshot in progress, or nothing new).
-    pub fn next_plan(&self, first_index: Index, last_index: Index) -> Option<Plan> {
+    /// What to send next given the leader's log bounds and commit index, or `None` to wait
+    /// (window full, probe outstanding, snapshot in progress, or nothing new). When there are no
+    /// new entries but the peer could learn a higher commit index, the plan is an empty append
+    /// at the peer's match index (as etcd-raft does), so followers apply without waiting for
+    /// the next heartbeat.
+    pub fn next_plan(&self, first_index: Index, last_index: Index, commit: Index) -> Option<Plan> {
         let send_from = |next: Index| {
             if next < first_index {
                 return Plan::Snapshot;
             }
             let to = last_index.min(next.saturating_add(self.max_entries_per_msg - 1));
-            Plan::Append { prev_index: next - 1, from: next, to }
+            Plan::Append {
+                prev_index: next - 1,
+                from: next,
+                to,
+            }
         };
         match self.state {
             ReplState::Snapshot { .. } => None,
             ReplState::Probe => {
-                if self.probe_sent || (self.matched >= last_index && self.matched + 1 == self.next) {
+                if self.probe_sent || (self.matched >= last_index && self.matched + 1 == self.next)
+                {
                     None
                 } else {
                     Some(send_from(self.next))
                 }
             }
             ReplState::Replicate => {
-                if self.window_full() || self.next > last_index {
-                    None
-                } else {
+                if self.next <= last_index && !self.window_full() {
                     Some(send_from(self.next))
+                } else if commit.min(self.matched) > self.sent_commit
+                    && self.matched >= first_index.saturating_sub(1)
+                {
+                    let m = self.matched;
+                    Some(Plan::Append {
+                        prev_index: m,
+                        from: m + 1,
+                        to: m,
+                    })
+                } else {
+                    None
                 }
             }
         }
     }
 
     /// The runtime sent AppendEntries with entries up to `last_sent` (`prev_index` when empty),
-    /// `bytes` of entries in all.
-    pub fn sent(&mut self, prev_index: Index, last_sent: Index, bytes: u64) {
+    /// `bytes` of entries in all, carrying commit index `commit`.
+    pub fn sent(&mut self, prev_index: Index, last_sent: Index, bytes: u64, commit: Index) {
+        self.sent_commit = self.sent_commit.max(commit.min(last_sent));
         match self.state {
             ReplState::Probe => {
                 self.probe_sent = true;
@@ -212,13 +234,19 @@ impl ReplicatorCore {
     /// An AppendEntries answer from the peer, sent in the peer's `term`.
     pub fn on_append_response(&mut self, term: Term, resp: &AppendResponse) -> Outcome {
         if term > self.term {
-            return Outcome { higher_term: Some(term), ..Default::default() };
+            return Outcome {
+                higher_term: Some(term),
+                ..Default::default()
+            };
         }
         if term < self.term {
             return Outcome::default();
         }
         self.idle_ticks = 0;
-        let mut out = Outcome { heard: true, ..Default::default() };
+        let mut out = Outcome {
+            heard: true,
+            ..Default::default()
+        };
         match *resp {
             AppendResponse::Success { match_index } => {
                 if match_index > self.matched {
@@ -232,11 +260,17 @@ impl ReplicatorCore {
                         self.probe_sent = false;
                         self.become_replicate();
                     }
-                    ReplState::Snapshot { index } if self.matched >= index => self.become_replicate(),
+                    ReplState::Snapshot { index } if self.matched >= index => {
+                        self.become_replicate()
+                    }
                     _ => {}
                 }
             }
-            AppendResponse::Reject { rejected_index, last_index, hint } => {
+            AppendResponse::Reject {
+                rejected_index,
+                last_index,
+                hint,
+            } => {
                 if rejected_index < self.matched {
                     return out; // stale: we already know the peer matches further
                 }
@@ -251,7 +285,12 @@ impl ReplicatorCore {
                     next = next.min(h.first_index);
                 }
                 self.next = next.max(self.matched + 1);
-                debug!(peer = self.peer, rejected_index, next = self.next, "rejected; probing back");
+                debug!(
+                    peer = self.peer,
+                    rejected_index,
+                    next = self.next,
+                    "rejected; probing back"
+                );
                 self.become_probe();
             }
         }
@@ -259,16 +298,29 @@ impl ReplicatorCore {
     }
 
     /// A snapshot answer from the peer.
-    pub fn on_snapshot_response(&mut self, term: Term, index: Index, status: SnapshotStatus) -> Outcome {
+    pub fn on_snapshot_response(
+        &mut self,
+        term: Term,
+        index: Index,
+        status: SnapshotStatus,
+    ) -> Outcome {
         if term > self.term {
-            return Outcome { higher_term: Some(term), ..Default::default() };
+            return Outcome {
+                higher_term: Some(term),
+                ..Default::default()
+            };
         }
         if term < self.term {
             return Outcome::default();
         }
         self.idle_ticks = 0;
-        let mut out = Outcome { heard: true, ..Default::default() };
-        let ReplState::Snapshot { index: sending } = self.state else { return out };
+        let mut out = Outcome {
+            heard: true,
+            ..Default::default()
+        };
+        let ReplState::Snapshot { index: sending } = self.state else {
+            return out;
+        };
         if index != sending {
             return out;
         }
@@ -306,7 +358,10 @@ impl ReplicatorCore {
             ReplState::Replicate if !self.inflight.is_empty() => {
                 self.idle_ticks += 1;
                 if self.idle_ticks >= 4 * self.probe_ticks {
-                    debug!(peer = self.peer, "no answer to the pipelined window; probing");
+                    debug!(
+                        peer = self.peer,
+                        "no answer to the pipelined window; probing"
+                    );
                     self.next = self.matched + 1;
                     self.become_probe();
                     return true;

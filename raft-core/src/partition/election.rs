@@ -45,14 +45,20 @@ impl PartitionCore {
     /// election timeout. It steps down so a reachable majority can elect a new leader.
     pub fn quorum_lost(&mut self) {
         if self.role == Role::Leader {
-            warn!(group = self.group, term = self.term, "leader lost contact with a quorum; stepping down");
+            warn!(
+                group = self.group,
+                term = self.term,
+                "leader lost contact with a quorum; stepping down"
+            );
             let term = self.term;
             self.become_follower(term, None);
         }
     }
 
     pub(crate) fn tick_leader(&mut self) {
-        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         lead.heartbeat_elapsed += 1;
         let heartbeat_due = lead.heartbeat_elapsed >= self.cfg.heartbeat_ticks;
         if heartbeat_due {
@@ -61,7 +67,11 @@ impl PartitionCore {
         if let Some(transfer) = lead.transfer.as_mut() {
             transfer.elapsed += 1;
             if transfer.elapsed >= self.cfg.election_ticks {
-                info!(group = self.group, target = transfer.target, "leader transfer timed out; aborted");
+                info!(
+                    group = self.group,
+                    target = transfer.target,
+                    "leader transfer timed out; aborted"
+                );
                 lead.transfer = None;
             }
         }
@@ -81,8 +91,12 @@ impl PartitionCore {
     /// the activity marks for the next period.
     fn check_quorum_active(&mut self) -> bool {
         let id = self.id;
-        let Some(lead) = self.lead.as_mut() else { return false };
-        let ok = has_quorum(&self.membership, |n| n == id || lead.progress.get(&n).is_some_and(|p| p.active));
+        let Some(lead) = self.lead.as_mut() else {
+            return false;
+        };
+        let ok = has_quorum(&self.membership, |n| {
+            n == id || lead.progress.get(&n).is_some_and(|p| p.active)
+        });
         for p in lead.progress.values_mut() {
             p.active = false;
         }
@@ -100,7 +114,11 @@ impl PartitionCore {
         self.role = role;
         self.leader = leader;
         if changed {
-            self.emit(Action::RoleChanged { role: self.role(), term: self.term, leader });
+            self.emit(Action::RoleChanged {
+                role: self.role(),
+                term: self.term,
+                leader,
+            });
         }
     }
 
@@ -123,7 +141,11 @@ impl PartitionCore {
             // Emit even when role and leader are unchanged, so the runtime sees the new term.
             self.role = Role::Follower;
             self.leader = leader;
-            self.emit(Action::RoleChanged { role: self.role(), term: self.term, leader });
+            self.emit(Action::RoleChanged {
+                role: self.role(),
+                term: self.term,
+                leader,
+            });
         } else {
             self.set_role(Role::Follower, leader);
         }
@@ -143,7 +165,12 @@ impl PartitionCore {
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
         self.term += 1;
         self.vote = Some(self.id);
-        info!(group = self.group, term = self.term, transfer, "starting election");
+        info!(
+            group = self.group,
+            term = self.term,
+            transfer,
+            "starting election"
+        );
         self.persist_hard_state();
         self.votes.clear();
         self.set_role(Role::Candidate, None);
@@ -156,11 +183,25 @@ impl PartitionCore {
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         let term = if pre_vote { self.term + 1 } else { self.term };
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let voters: Vec<NodeId> =
-            self.membership.all_nodes().into_iter().filter(|&n| n != self.id && self.membership.is_voter(n)).collect();
+        let voters: Vec<NodeId> = self
+            .membership
+            .all_nodes()
+            .into_iter()
+            .filter(|&n| n != self.id && self.membership.is_voter(n))
+            .collect();
         for to in voters {
-            let body = MessageBody::RequestVote { pre_vote, last_index, last_term, transfer };
-            let msg = Message { from: self.id, to, term, body };
+            let body = MessageBody::RequestVote {
+                pre_vote,
+                last_index,
+                last_term,
+                transfer,
+            };
+            let msg = Message {
+                from: self.id,
+                to,
+                term,
+                body,
+            };
             self.send(msg);
         }
     }
@@ -177,7 +218,12 @@ impl PartitionCore {
             VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(false),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => {
-                info!(group = self.group, term = self.term, pre_vote = (self.role == Role::PreCandidate), "election lost");
+                info!(
+                    group = self.group,
+                    term = self.term,
+                    pre_vote = (self.role == Role::PreCandidate),
+                    "election lost"
+                );
                 let term = self.term;
                 self.become_follower(term, None);
             }
@@ -189,9 +235,15 @@ impl PartitionCore {
     pub(crate) fn check_term(&mut self, m: &Message) -> bool {
         if m.term > self.term {
             match &m.body {
-                MessageBody::RequestVote { pre_vote, transfer, .. } => {
+                MessageBody::RequestVote {
+                    pre_vote, transfer, ..
+                } => {
                     if self.in_leader_lease() && !transfer {
-                        debug!(group = self.group, from = m.from, "vote request ignored: the current leader is alive (lease)");
+                        debug!(
+                            group = self.group,
+                            from = m.from,
+                            "vote request ignored: the current leader is alive (lease)"
+                        );
                         return false;
                     }
                     if !pre_vote {
@@ -200,8 +252,13 @@ impl PartitionCore {
                     true
                 }
                 // A granted pre-vote carries the term the candidate proposed; it changes nothing.
-                MessageBody::VoteResponse { pre_vote: true, granted: true } => true,
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
+                MessageBody::VoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => true,
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     self.become_follower(m.term, Some(m.from));
                     true
                 }
@@ -214,15 +271,29 @@ impl PartitionCore {
             match &m.body {
                 // A stale leader: tell it the newer term so it steps down (with pre-vote and
                 // check-quorum a partitioned node no longer bumps terms, so it must learn here).
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
-                    let reply = self.message(m.from, MessageBody::HeartbeatResponse { read_seq: 0 });
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
+                    let reply =
+                        self.message(m.from, MessageBody::HeartbeatResponse { read_seq: 0 });
                     self.send(reply);
                 }
                 MessageBody::RequestVote { pre_vote: true, .. } => {
-                    let reply = self.message(m.from, MessageBody::VoteResponse { pre_vote: true, granted: false });
+                    let reply = self.message(
+                        m.from,
+                        MessageBody::VoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
                     self.send(reply);
                 }
-                _ => debug!(group = self.group, from = m.from, kind = m.kind(), "stale message ignored"),
+                _ => debug!(
+                    group = self.group,
+                    from = m.from,
+                    kind = m.kind(),
+                    "stale message ignored"
+                ),
             }
             false
         } else {
@@ -254,14 +325,26 @@ impl PartitionCore {
         let up_to_date = self.log.is_up_to_date(last_index, last_term);
         let granted = can_vote && known && up_to_date;
         if !known {
-            debug!(group = self.group, from = from, "vote request from a node that is not a voter here; refused");
+            debug!(
+                group = self.group,
+                from = from,
+                "vote request from a node that is not a voter here; refused"
+            );
         }
         if pre_vote {
             // Answer in the term the candidate proposed when granting, so it can count the
             // answer; otherwise in our own term, so it learns of a newer one.
             let reply_term = if granted { term } else { self.term };
-            let body = MessageBody::VoteResponse { pre_vote: true, granted };
-            self.send(Message { from: self.id, to: from, term: reply_term, body });
+            let body = MessageBody::VoteResponse {
+                pre_vote: true,
+                granted,
+            };
+            self.send(Message {
+                from: self.id,
+                to: from,
+                term: reply_term,
+                body,
+            });
             return;
         }
         if granted {
@@ -269,13 +352,29 @@ impl PartitionCore {
             self.reset_election_timer();
             self.persist_hard_state();
         }
-        let reply = self.message(from, MessageBody::VoteResponse { pre_vote: false, granted });
+        let reply = self.message(
+            from,
+            MessageBody::VoteResponse {
+                pre_vote: false,
+                granted,
+            },
+        );
         self.send(reply);
     }
 
     /// Handles a vote response at the current term (or a granted pre-vote for term + 1).
-    pub(crate) fn handle_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
-        let expected = if pre_vote { Role::PreCandidate } else { Role::Candidate };
+    pub(crate) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        granted: bool,
+    ) {
+        let expected = if pre_vote {
+            Role::PreCandidate
+        } else {
+            Role::Candidate
+        };
         if self.role != expected {
             return;
         }
@@ -291,13 +390,21 @@ impl PartitionCore {
     /// TimeoutNow from the leader: campaign at once, skipping pre-vote (Raft thesis, 3.10).
     pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
         if !self.membership.is_voter(self.id) {
-            warn!(group = self.group, from = from, "TimeoutNow ignored: not a voter");
+            warn!(
+                group = self.group,
+                from = from,
+                "TimeoutNow ignored: not a voter"
+            );
             return;
         }
         if self.role == Role::Leader {
             return;
         }
-        info!(group = self.group, from = from, "TimeoutNow received; campaigning");
+        info!(
+            group = self.group,
+            from = from,
+            "TimeoutNow received; campaigning"
+        );
         self.become_candidate(true);
     }
 

@@ -19,7 +19,10 @@ impl PartitionCore {
         leader_commit: Index,
     ) {
         if let Err(reason) = self.check_entries(prev_index, prev_term, &entries) {
-            warn!(group = self.group, from, prev_index, reason, "malformed AppendEntries; dropped");
+            warn!(
+                group = self.group,
+                from, prev_index, reason, "malformed AppendEntries; dropped"
+            );
             return;
         }
         let msg_last = prev_index + entries.len() as Index;
@@ -33,7 +36,12 @@ impl PartitionCore {
             prev_index = self.commit;
             prev_term = self.log.term(self.commit).unwrap_or(prev_term);
             if entries.is_empty() {
-                self.reply_append(from, AppendResponse::Success { match_index: msg_last.min(self.commit) });
+                self.reply_append(
+                    from,
+                    AppendResponse::Success {
+                        match_index: msg_last.min(self.commit),
+                    },
+                );
                 self.advance_commit_to(leader_commit.min(msg_last));
                 return;
             }
@@ -44,23 +52,48 @@ impl PartitionCore {
                 term,
                 first_index: self.log.first_index_of_term_at(prev_index),
             });
-            debug!(group = self.group, from, prev_index, prev_term, last_index, "log does not match at prev_index; rejecting");
-            self.reply_append(from, AppendResponse::Reject { rejected_index: prev_index, last_index, hint });
+            debug!(
+                group = self.group,
+                from,
+                prev_index,
+                prev_term,
+                last_index,
+                "log does not match at prev_index; rejecting"
+            );
+            self.reply_append(
+                from,
+                AppendResponse::Reject {
+                    rejected_index: prev_index,
+                    last_index,
+                    hint,
+                },
+            );
             return;
         }
         // Find the first entry that is new or conflicts (Figure 2, AppendEntries steps 3-4):
         // never truncate on a matching entry, because the message may be stale or reordered.
         let last = self.log.last_index();
-        let first_new = entries.iter().position(|e| e.index > last || self.log.term(e.index) != Some(e.term));
+        let first_new = entries
+            .iter()
+            .position(|e| e.index > last || self.log.term(e.index) != Some(e.term));
         if let Some(pos) = first_new {
             let new_entries = entries.split_off(pos);
             let first = new_entries[0].index;
             let truncate_from = if first <= last {
                 if first <= self.commit {
-                    error!(group = self.group, from, first, commit = self.commit, "leader would overwrite a committed entry; dropped");
+                    error!(
+                        group = self.group,
+                        from,
+                        first,
+                        commit = self.commit,
+                        "leader would overwrite a committed entry; dropped"
+                    );
                     return;
                 }
-                info!(group = self.group, from, first, last, "truncating conflicting entries");
+                info!(
+                    group = self.group,
+                    from, first, last, "truncating conflicting entries"
+                );
                 self.truncate_log(first);
                 Some(first)
             } else {
@@ -74,7 +107,12 @@ impl PartitionCore {
             }
             self.persist_entries(truncate_from, new_entries);
         }
-        self.reply_append(from, AppendResponse::Success { match_index: msg_last });
+        self.reply_append(
+            from,
+            AppendResponse::Success {
+                match_index: msg_last,
+            },
+        );
         // Commit only what this message proved we share with the leader (Figure 2, step 5).
         self.advance_commit_to(leader_commit.min(msg_last));
     }
@@ -86,7 +124,12 @@ impl PartitionCore {
     }
 
     /// Structural checks of an AppendEntries body before anything is changed.
-    fn check_entries(&self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Result<(), &'static str> {
+    fn check_entries(
+        &self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> Result<(), &'static str> {
         let mut expect_index = prev_index.checked_add(1).ok_or("prev_index overflows")?;
         let mut min_term = prev_term;
         for e in entries {
@@ -133,18 +176,39 @@ impl PartitionCore {
             _ => u64::MAX,
         };
         if offset != expected {
-            debug!(group = self.group, from, offset, expected, "snapshot chunk out of order; rejected");
+            debug!(
+                group = self.group,
+                from, offset, expected, "snapshot chunk out of order; rejected"
+            );
             self.incoming_snapshot = None;
-            let reply = self.message(from, MessageBody::SnapshotResponse { index: meta.index, status: SnapshotStatus::Rejected });
+            let reply = self.message(
+                from,
+                MessageBody::SnapshotResponse {
+                    index: meta.index,
+                    status: SnapshotStatus::Rejected,
+                },
+            );
             self.send(reply);
             return;
         }
         let next_offset = offset.saturating_add(data.len() as u64);
-        self.emit(Action::SnapshotChunk { from, meta: meta.clone(), offset, data, done });
+        self.emit(Action::SnapshotChunk {
+            from,
+            meta: meta.clone(),
+            offset,
+            data,
+            done,
+        });
         if !done {
             self.incoming_snapshot = Some((meta.clone(), next_offset));
             let status = SnapshotStatus::ChunkReceived { next_offset };
-            let reply = self.message(from, MessageBody::SnapshotResponse { index: meta.index, status });
+            let reply = self.message(
+                from,
+                MessageBody::SnapshotResponse {
+                    index: meta.index,
+                    status,
+                },
+            );
             self.send(reply);
             return;
         }
@@ -157,22 +221,50 @@ impl PartitionCore {
         let index = meta.index;
         if index <= self.commit {
             // We already hold everything it covers; nothing to install.
-            debug!(group = self.group, from, index, commit = self.commit, "stale snapshot discarded");
+            debug!(
+                group = self.group,
+                from,
+                index,
+                commit = self.commit,
+                "stale snapshot discarded"
+            );
             self.emit(Action::DiscardSnapshot { index });
-            let reply = self.message(from, MessageBody::SnapshotResponse { index, status: SnapshotStatus::Installed });
+            let reply = self.message(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    status: SnapshotStatus::Installed,
+                },
+            );
             self.send_when_durable(reply);
             return;
         }
         if meta.membership.validate().is_err() {
-            warn!(group = self.group, from, index, "snapshot with an invalid membership; rejected");
+            warn!(
+                group = self.group,
+                from, index, "snapshot with an invalid membership; rejected"
+            );
             self.emit(Action::DiscardSnapshot { index });
-            let reply = self.message(from, MessageBody::SnapshotResponse { index, status: SnapshotStatus::Rejected });
+            let reply = self.message(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    status: SnapshotStatus::Rejected,
+                },
+            );
             self.send(reply);
             return;
         }
         // Step 6: if an entry at the snapshot's index has its term, keep the entries after it.
         let retain = self.log.term(index) == Some(meta.term);
-        info!(group = self.group, from, index, term = meta.term, retain, "installing snapshot");
+        info!(
+            group = self.group,
+            from,
+            index,
+            term = meta.term,
+            retain,
+            "installing snapshot"
+        );
         if retain {
             self.log.compact_to(index);
             self.configs.retain(|(i, _)| *i > index);
@@ -193,7 +285,11 @@ impl PartitionCore {
         self.snapshot = meta.clone();
         self.snapshot_requested = false;
         let seq = self.next_persist_seq();
-        self.emit(Action::InstallSnapshot { seq, meta, discard_log: !retain });
+        self.emit(Action::InstallSnapshot {
+            seq,
+            meta,
+            discard_log: !retain,
+        });
         if retain {
             // The suffix kept its durability; the snapshot itself becomes durable at `seq`.
             self.gate_entries(seq, index);
@@ -201,7 +297,13 @@ impl PartitionCore {
             self.durable_index = self.durable_index.min(index);
             self.gate_entries(seq, index);
         }
-        let reply = self.message(from, MessageBody::SnapshotResponse { index, status: SnapshotStatus::Installed });
+        let reply = self.message(
+            from,
+            MessageBody::SnapshotResponse {
+                index,
+                status: SnapshotStatus::Installed,
+            },
+        );
         self.send_when_durable(reply);
     }
 }

@@ -60,7 +60,10 @@ impl LeaderState {
         self.progress.retain(|id, _| all.contains(id));
         for id in all {
             if id != me {
-                self.progress.entry(id).or_insert(PeerProgress { active: true, ..Default::default() });
+                self.progress.entry(id).or_insert(PeerProgress {
+                    active: true,
+                    ..Default::default()
+                });
             }
         }
     }
@@ -89,7 +92,11 @@ impl PartitionCore {
         let id = self.id;
         self.role = Role::Leader;
         self.leader = Some(id);
-        self.emit(Action::RoleChanged { role: Role::Leader, term: self.term, leader: Some(id) });
+        self.emit(Action::RoleChanged {
+            role: Role::Leader,
+            term: self.term,
+            leader: Some(id),
+        });
         // I8: a no-op of the new term, so earlier-term entries can commit (paper, 5.4.2).
         let (_, noop) = self.append_local(vec![EntryPayload::Noop]);
         if let Some(lead) = self.lead.as_mut() {
@@ -101,7 +108,9 @@ impl PartitionCore {
 
     fn check_can_propose(&self) -> Result<(), Error> {
         match &self.lead {
-            None => Err(Error::NotLeader { leader: self.leader }),
+            None => Err(Error::NotLeader {
+                leader: self.leader,
+            }),
             Some(l) if l.transfer.is_some() => Err(Error::TransferInProgress),
             Some(_) => Ok(()),
         }
@@ -114,11 +123,19 @@ impl PartitionCore {
         self.check_can_propose()?;
         if commands.is_empty() {
             let last = self.log.last_index();
-            return Ok(Proposed { term: self.term, first_index: last + 1, last_index: last });
+            return Ok(Proposed {
+                term: self.term,
+                first_index: last + 1,
+                last_index: last,
+            });
         }
         let payloads = commands.into_iter().map(EntryPayload::Normal).collect();
         let (first_index, last_index) = self.append_local(payloads);
-        Ok(Proposed { term: self.term, first_index, last_index })
+        Ok(Proposed {
+            term: self.term,
+            first_index,
+            last_index,
+        })
     }
 
     /// Appends entries of the current term to the leader's own log.
@@ -131,7 +148,11 @@ impl PartitionCore {
             if let EntryPayload::Membership(m) = &payload {
                 self.push_config(index, m.clone());
             }
-            entries.push(Entry { index, term: self.term, payload });
+            entries.push(Entry {
+                index,
+                term: self.term,
+                payload,
+            });
         }
         let last = self.log.last_index();
         self.persist_entries(None, entries);
@@ -146,14 +167,22 @@ impl PartitionCore {
             return;
         }
         let last = self.log.last_index();
-        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         let Some(p) = lead.progress.get_mut(&peer) else {
-            warn!(group = self.group, peer, "progress from a peer outside the configuration; ignored");
+            warn!(
+                group = self.group,
+                peer, "progress from a peer outside the configuration; ignored"
+            );
             return;
         };
         p.active = true;
         if matched > last {
-            warn!(group = self.group, peer, matched, last, "progress past the end of the log; clamped");
+            warn!(
+                group = self.group,
+                peer, matched, last, "progress past the end of the log; clamped"
+            );
         }
         let matched = matched.min(last);
         if matched > p.matched {
@@ -166,10 +195,16 @@ impl PartitionCore {
     /// The commit rule: the highest index a quorum holds, if it is of the current term
     /// (paper, 5.4.2 and Figure 8). The leader counts itself only up to its own durable index.
     pub(crate) fn maybe_commit(&mut self) {
-        let Some(lead) = self.lead.as_ref() else { return };
+        let Some(lead) = self.lead.as_ref() else {
+            return;
+        };
         let (me, durable) = (self.id, self.durable_index);
         let quorum = committed_index(&self.membership, |id| {
-            if id == me { durable } else { lead.progress.get(&id).map_or(0, |p| p.matched) }
+            if id == me {
+                durable
+            } else {
+                lead.progress.get(&id).map_or(0, |p| p.matched)
+            }
         });
         if quorum <= self.commit || quorum == Index::MAX {
             return;
@@ -194,10 +229,17 @@ impl PartitionCore {
         }
         if self.membership.is_joint() {
             let next = self.membership.leave_joint();
-            info!(group = self.group, ?next, "joint configuration committed; leaving joint consensus");
+            info!(
+                group = self.group,
+                ?next,
+                "joint configuration committed; leaving joint consensus"
+            );
             self.append_local(vec![EntryPayload::Membership(next)]);
         } else if !self.membership.is_voter(self.id) {
-            info!(group = self.group, "removed from the configuration; stepping down");
+            info!(
+                group = self.group,
+                "removed from the configuration; stepping down"
+            );
             // Hand over quickly: the most up-to-date voter campaigns at once.
             let best = self.lead.as_ref().and_then(|l| {
                 l.progress
@@ -217,10 +259,15 @@ impl PartitionCore {
 
     /// Sends a heartbeat to every peer, carrying the current ReadIndex round.
     pub(crate) fn broadcast_heartbeat(&mut self) {
-        let Some(lead) = self.lead.as_ref() else { return };
+        let Some(lead) = self.lead.as_ref() else {
+            return;
+        };
         let read_seq = lead.read_seq;
-        let beats: Vec<(NodeId, Index)> =
-            lead.progress.iter().map(|(id, p)| (*id, self.commit.min(p.matched))).collect();
+        let beats: Vec<(NodeId, Index)> = lead
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, self.commit.min(p.matched)))
+            .collect();
         for (to, commit) in beats {
             let msg = self.message(to, MessageBody::Heartbeat { commit, read_seq });
             self.send(msg);
@@ -238,20 +285,33 @@ impl PartitionCore {
     /// the target's log is caught up it receives TimeoutNow. Aborted after an election timeout.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
         if self.role != Role::Leader {
-            return Err(Error::NotLeader { leader: self.leader });
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
         }
         if target == self.id {
             return Ok(());
         }
         if !self.membership.is_voter(target) {
-            return Err(Error::Transfer { target, reason: "not a voter of the current configuration" });
+            return Err(Error::Transfer {
+                target,
+                reason: "not a voter of the current configuration",
+            });
         }
-        let Some(lead) = self.lead.as_mut() else { return Err(Error::NotLeader { leader: self.leader }) };
+        let Some(lead) = self.lead.as_mut() else {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        };
         if lead.transfer.as_ref().is_some_and(|t| t.target == target) {
             return Ok(());
         }
         info!(group = self.group, target, "leader transfer started");
-        lead.transfer = Some(Transfer { target, elapsed: 0, timeout_now_sent: false });
+        lead.transfer = Some(Transfer {
+            target,
+            elapsed: 0,
+            timeout_now_sent: false,
+        });
         self.mark_replicate();
         self.maybe_send_timeout_now();
         Ok(())
@@ -266,8 +326,12 @@ impl PartitionCore {
 
     fn maybe_send_timeout_now(&mut self) {
         let last = self.log.last_index();
-        let Some(lead) = self.lead.as_mut() else { return };
-        let Some(t) = lead.transfer.as_mut() else { return };
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let Some(t) = lead.transfer.as_mut() else {
+            return;
+        };
         if t.timeout_now_sent || lead.progress.get(&t.target).map_or(0, |p| p.matched) < last {
             return;
         }
@@ -284,7 +348,9 @@ impl PartitionCore {
     pub fn change_membership(&mut self, target: Membership) -> Result<Index, Error> {
         self.check_can_propose()?;
         if target.is_joint() {
-            return Err(Error::Membership(MembershipError::ChangeInProgress { index: self.latest_config_index() }));
+            return Err(Error::Membership(MembershipError::ChangeInProgress {
+                index: self.latest_config_index(),
+            }));
         }
         target.validate()?;
         let pending = self.latest_config_index();
@@ -297,7 +363,11 @@ impl PartitionCore {
         let next = if target.voters == self.membership.voters {
             target
         } else {
-            if let Some(&id) = target.learners.iter().find(|id| self.membership.voters.contains(id)) {
+            if let Some(&id) = target
+                .learners
+                .iter()
+                .find(|id| self.membership.voters.contains(id))
+            {
                 return Err(MembershipError::LearnerIsVoter(id).into());
             }
             self.membership.enter_joint(&target)

@@ -29,7 +29,9 @@ use crate::log_meta::LogTerms;
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody};
 use crate::rng::SplitMix64;
-use crate::types::{Entry, EntryPayload, GroupId, HardState, Index, NodeId, Role, SnapshotMeta, Term};
+use crate::types::{
+    Entry, EntryPayload, GroupId, HardState, Index, NodeId, Role, SnapshotMeta, Term,
+};
 
 pub(crate) use leader::LeaderState;
 pub use leader::Proposed;
@@ -52,7 +54,11 @@ impl InitialState {
     pub fn bootstrap(membership: Membership) -> Self {
         InitialState {
             hard_state: HardState::default(),
-            snapshot: SnapshotMeta { index: 0, term: 0, membership },
+            snapshot: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership,
+            },
             log: LogTerms::new(0, 0),
             config_entries: Vec::new(),
         }
@@ -73,7 +79,9 @@ impl InitialState {
     ) -> Result<Self, Error> {
         let (start_index, start_term, kept) = match (entries.first(), entries.last()) {
             (Some(first), _) if first.index > snapshot.index + 1 => {
-                return Err(Error::InvalidState("gap between the snapshot and the first entry"));
+                return Err(Error::InvalidState(
+                    "gap between the snapshot and the first entry",
+                ));
             }
             (Some(_), Some(last)) if last.index > snapshot.index => {
                 let first = &entries[0];
@@ -89,13 +97,30 @@ impl InitialState {
             // No entries, or all of them covered by the snapshot.
             _ => (snapshot.index, snapshot.term, &entries[..0]),
         };
-        let log = LogTerms::from_entries(start_index, start_term, kept.iter().map(|e| (e.index, e.term)))
-            .ok_or(Error::InvalidState("log entries are not consecutive or terms decrease"))?;
+        let log = LogTerms::from_entries(
+            start_index,
+            start_term,
+            kept.iter().map(|e| (e.index, e.term)),
+        )
+        .ok_or(Error::InvalidState(
+            "log entries are not consecutive or terms decrease",
+        ))?;
         if log.term(snapshot.index) != Some(snapshot.term) {
-            return Err(Error::InvalidState("the log disagrees with the snapshot's term"));
+            return Err(Error::InvalidState(
+                "the log disagrees with the snapshot's term",
+            ));
         }
-        let after: Vec<Entry> = kept.iter().filter(|e| e.index > snapshot.index).cloned().collect();
-        Ok(InitialState { hard_state, config_entries: config_entries(&after), snapshot, log })
+        let after: Vec<Entry> = kept
+            .iter()
+            .filter(|e| e.index > snapshot.index)
+            .cloned()
+            .collect();
+        Ok(InitialState {
+            hard_state,
+            config_entries: config_entries(&after),
+            snapshot,
+            log,
+        })
     }
 }
 
@@ -213,27 +238,50 @@ impl PartitionCore {
         cfg.validate()?;
         init.snapshot.membership.validate().or_else(|e| {
             // An empty membership is allowed: a joining node learns it from the leader.
-            if init.snapshot.membership == Membership::default() { Ok(()) } else { Err(e) }
+            if init.snapshot.membership == Membership::default() {
+                Ok(())
+            } else {
+                Err(e)
+            }
         })?;
         let log = init.log;
         if init.snapshot.index > log.last_index() {
-            return Err(Error::InvalidState("the snapshot is past the end of the log"));
+            return Err(Error::InvalidState(
+                "the snapshot is past the end of the log",
+            ));
         }
-        if log.term(init.snapshot.index).is_some_and(|t| t != init.snapshot.term) {
-            return Err(Error::InvalidState("the log disagrees with the snapshot's term"));
+        if log
+            .term(init.snapshot.index)
+            .is_some_and(|t| t != init.snapshot.term)
+        {
+            return Err(Error::InvalidState(
+                "the log disagrees with the snapshot's term",
+            ));
         }
         if init.hard_state.term < log.last_term() {
-            return Err(Error::InvalidState("the hard state's term is behind the log"));
+            return Err(Error::InvalidState(
+                "the hard state's term is behind the log",
+            ));
         }
         if init.config_entries.windows(2).any(|w| w[0].0 >= w[1].0)
-            || init.config_entries.iter().any(|(i, _)| *i <= init.snapshot.index || *i > log.last_index())
+            || init
+                .config_entries
+                .iter()
+                .any(|(i, _)| *i <= init.snapshot.index || *i > log.last_index())
         {
-            return Err(Error::InvalidState("configuration entries are out of range or order"));
+            return Err(Error::InvalidState(
+                "configuration entries are out of range or order",
+            ));
         }
-        let commit = init.hard_state.commit.clamp(init.snapshot.index, log.last_index());
-        let membership =
-            init.config_entries.last().map_or_else(|| init.snapshot.membership.clone(), |c| c.1.clone());
-        let seed = cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ group.rotate_left(17);
+        let commit = init
+            .hard_state
+            .commit
+            .clamp(init.snapshot.index, log.last_index());
+        let membership = init
+            .config_entries
+            .last()
+            .map_or_else(|| init.snapshot.membership.clone(), |c| c.1.clone());
+        let seed = SplitMix64::derive(cfg.seed, &[cfg.id, group]);
         let mut core = PartitionCore {
             id: cfg.id,
             group,
@@ -299,12 +347,19 @@ impl PartitionCore {
             return;
         }
         if seq > self.persist_seq {
-            warn!(group = self.group, seq, issued = self.persist_seq, "persisted() for a sequence never issued; ignored");
+            warn!(
+                group = self.group,
+                seq,
+                issued = self.persist_seq,
+                "persisted() for a sequence never issued; ignored"
+            );
             return;
         }
         self.persisted_seq = seq;
         while self.gated.front().is_some_and(|(s, _)| *s <= seq) {
-            let Some((_, gated)) = self.gated.pop_front() else { break };
+            let Some((_, gated)) = self.gated.pop_front() else {
+                break;
+            };
             self.release(gated);
         }
         if self.role == Role::Leader {
@@ -319,7 +374,12 @@ impl PartitionCore {
             return;
         }
         if index > self.commit {
-            warn!(group = self.group, index, commit = self.commit, "applied() past the commit index; clamped");
+            warn!(
+                group = self.group,
+                index,
+                commit = self.commit,
+                "applied() past the commit index; clamped"
+            );
         }
         self.applied = index.min(self.commit);
         self.release_reads();
@@ -356,6 +416,11 @@ impl PartitionCore {
         } else {
             self.role
         }
+    }
+
+    /// The election timer: `(ticks elapsed, randomized timeout)`.
+    pub fn election_timer(&self) -> (u32, u32) {
+        (self.election_elapsed, self.randomized_timeout)
     }
 
     /// The current term.
@@ -400,7 +465,11 @@ impl PartitionCore {
 
     /// The current hard state.
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.commit }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.commit,
+        }
     }
 
     // ---- helpers shared by the other files ----
@@ -420,15 +489,26 @@ impl PartitionCore {
         self.persist_seq += 1;
         self.hard_state_seq = self.persist_seq;
         let hard_state = self.hard_state();
-        self.actions.push(Action::PersistHardState { seq: self.persist_seq, hard_state });
+        self.actions.push(Action::PersistHardState {
+            seq: self.persist_seq,
+            hard_state,
+        });
     }
 
     /// Persists entries (after an optional truncation) and returns the write's sequence.
-    pub(crate) fn persist_entries(&mut self, truncate_from: Option<Index>, entries: Vec<Entry>) -> u64 {
+    pub(crate) fn persist_entries(
+        &mut self,
+        truncate_from: Option<Index>,
+        entries: Vec<Entry>,
+    ) -> u64 {
         self.persist_seq += 1;
         let seq = self.persist_seq;
         let last = entries.last().map(|e| e.index);
-        self.actions.push(Action::PersistEntries { seq, truncate_from, entries });
+        self.actions.push(Action::PersistEntries {
+            seq,
+            truncate_from,
+            entries,
+        });
         if let Some(last) = last {
             self.gate(seq, Gated::Entries { last });
         }
@@ -464,7 +544,11 @@ impl PartitionCore {
                 if term == self.term {
                     self.actions.push(Action::Send(msg));
                 } else {
-                    debug!(group = self.group, kind = msg.kind(), "dropped a held-back message from an older term");
+                    debug!(
+                        group = self.group,
+                        kind = msg.kind(),
+                        "dropped a held-back message from an older term"
+                    );
                 }
             }
             Gated::Entries { last } => self.durable_index = self.durable_index.max(last),
@@ -500,7 +584,12 @@ impl PartitionCore {
     }
 
     pub(crate) fn message(&self, to: NodeId, body: MessageBody) -> Message {
-        Message { from: self.id, to, term: self.term, body }
+        Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        }
     }
 
     /// Log truncation from `index` on: pending durability marks past it are capped, and
@@ -526,14 +615,18 @@ impl PartitionCore {
     }
 
     pub(crate) fn refresh_membership(&mut self) {
-        let effective =
-            self.configs.last().map_or_else(|| self.base_membership.clone(), |c| c.1.clone());
+        let effective = self
+            .configs
+            .last()
+            .map_or_else(|| self.base_membership.clone(), |c| c.1.clone());
         if effective != self.membership {
             self.membership = effective.clone();
             if let Some(lead) = self.lead.as_mut() {
                 lead.sync_peers(self.id, &effective);
             }
-            self.emit(Action::MembershipChanged { membership: effective });
+            self.emit(Action::MembershipChanged {
+                membership: effective,
+            });
         }
     }
 
@@ -557,8 +650,11 @@ impl PartitionCore {
         if target > self.apply_announced {
             self.apply_announced = target;
             // Replace an earlier Apply of the same batch: latest value only.
-            if let Some(Action::Apply { index }) =
-                self.actions.iter_mut().rev().find(|a| matches!(a, Action::Apply { .. }))
+            if let Some(Action::Apply { index }) = self
+                .actions
+                .iter_mut()
+                .rev()
+                .find(|a| matches!(a, Action::Apply { .. }))
             {
                 *index = target;
             } else {

@@ -20,20 +20,25 @@ impl PartitionCore {
     pub fn read_index(&mut self, ctx: u64) -> Result<(), Error> {
         let commit = self.commit;
         let limit = self.cfg.max_pending_reads;
-        let single = self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1;
+        let single =
+            self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1;
         let Some(lead) = self.lead.as_mut() else {
-            return Err(Error::NotLeader { leader: self.leader });
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
         };
         if lead.pending_reads.len() >= limit {
             return Err(Error::ReadsOverloaded { limit });
         }
         let index = commit.max(lead.noop_index);
         if single {
-            lead.pending_reads.push_back(PendingRead { ctx, index, seq: 0 });
+            lead.pending_reads
+                .push_back(PendingRead { ctx, index, seq: 0 });
         } else {
             lead.read_seq += 1;
             let seq = lead.read_seq;
-            lead.pending_reads.push_back(PendingRead { ctx, index, seq });
+            lead.pending_reads
+                .push_back(PendingRead { ctx, index, seq });
             self.broadcast_heartbeat();
         }
         self.release_reads();
@@ -42,8 +47,12 @@ impl PartitionCore {
 
     /// A heartbeat acknowledgement: the peer is alive and confirms ReadIndex round `read_seq`.
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
-        let Some(lead) = self.lead.as_mut() else { return };
-        let Some(p) = lead.progress.get_mut(&from) else { return };
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        let Some(p) = lead.progress.get_mut(&from) else {
+            return;
+        };
         p.active = true;
         if read_seq > p.read_ack {
             p.read_ack = read_seq;
@@ -59,13 +68,19 @@ impl PartitionCore {
             return;
         }
         let (me, commit, applied) = (self.id, self.commit, self.applied);
-        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         if lead.pending_reads.is_empty() || commit < lead.noop_index {
             return;
         }
         let own = lead.read_seq;
         let confirmed = committed_index(&self.membership, |id| {
-            if id == me { own } else { lead.progress.get(&id).map_or(0, |p| p.read_ack) }
+            if id == me {
+                own
+            } else {
+                lead.progress.get(&id).map_or(0, |p| p.read_ack)
+            }
         });
         let mut ready = Vec::new();
         while let Some(r) = lead.pending_reads.front() {
@@ -73,7 +88,10 @@ impl PartitionCore {
                 break;
             }
             let r = lead.pending_reads.pop_front().expect("front exists");
-            ready.push(Action::ReadReady { ctx: r.ctx, index: r.index });
+            ready.push(Action::ReadReady {
+                ctx: r.ctx,
+                index: r.index,
+            });
         }
         for action in ready {
             self.emit(action);
@@ -82,7 +100,9 @@ impl PartitionCore {
 
     /// Leadership is lost: every pending read must be retried at the new leader.
     pub(crate) fn abort_reads(&mut self, leader: Option<NodeId>) {
-        let Some(lead) = self.lead.as_mut() else { return };
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
         let aborted: Vec<u64> = lead.pending_reads.drain(..).map(|r| r.ctx).collect();
         for ctx in aborted {
             self.emit(Action::ReadAborted { ctx, leader });

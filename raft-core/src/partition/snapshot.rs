@@ -29,14 +29,28 @@ impl PartitionCore {
         self.snapshot_requested = false;
         let index = meta.index;
         if index <= self.snapshot.index {
-            return Err(Error::Snapshot { index, reason: "not newer than the current snapshot" });
+            return Err(Error::Snapshot {
+                index,
+                reason: "not newer than the current snapshot",
+            });
         }
         if index > self.applied {
-            return Err(Error::Snapshot { index, reason: "covers entries not yet applied" });
+            return Err(Error::Snapshot {
+                index,
+                reason: "covers entries not yet applied",
+            });
         }
         if self.log.term(index) != Some(meta.term) {
-            warn!(group = self.group, index, term = meta.term, "snapshot term disagrees with the log");
-            return Err(Error::Snapshot { index, reason: "its term disagrees with the log" });
+            warn!(
+                group = self.group,
+                index,
+                term = meta.term,
+                "snapshot term disagrees with the log"
+            );
+            return Err(Error::Snapshot {
+                index,
+                reason: "its term disagrees with the log",
+            });
         }
         self.snapshot = meta;
         let compact_to = index.saturating_sub(self.cfg.compact_trailing);

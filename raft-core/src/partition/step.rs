@@ -16,11 +16,21 @@ impl PartitionCore {
     /// here they only apply the term rules (a newer term makes a leader step down).
     pub fn step(&mut self, m: Message) {
         if m.to != self.id {
-            warn!(group = self.group, to = m.to, from = m.from, "message addressed to another node; dropped");
+            warn!(
+                group = self.group,
+                to = m.to,
+                from = m.from,
+                "message addressed to another node; dropped"
+            );
             return;
         }
         if m.from == self.id || m.from == 0 {
-            warn!(group = self.group, from = m.from, kind = m.kind(), "message with an invalid sender; dropped");
+            warn!(
+                group = self.group,
+                from = m.from,
+                kind = m.kind(),
+                "message with an invalid sender; dropped"
+            );
             return;
         }
         if !self.check_term(&m) {
@@ -28,13 +38,23 @@ impl PartitionCore {
         }
         let from = m.from;
         match m.body {
-            MessageBody::RequestVote { pre_vote, last_index, last_term, .. } => {
+            MessageBody::RequestVote {
+                pre_vote,
+                last_index,
+                last_term,
+                ..
+            } => {
                 self.handle_vote_request(from, m.term, pre_vote, last_index, last_term);
             }
             MessageBody::VoteResponse { pre_vote, granted } => {
                 self.handle_vote_response(from, m.term, pre_vote, granted);
             }
-            MessageBody::AppendEntries { prev_index, prev_term, entries, commit } => {
+            MessageBody::AppendEntries {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
                 if self.accept_leader(from) {
                     self.handle_append(from, prev_index, prev_term, entries, commit);
                 }
@@ -44,12 +64,19 @@ impl PartitionCore {
                     self.handle_heartbeat(from, commit, read_seq);
                 }
             }
-            MessageBody::InstallSnapshot { meta, offset, data, done } => {
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
                 if self.accept_leader(from) {
                     self.handle_snapshot_chunk(from, meta, offset, data, done);
                 }
             }
-            MessageBody::HeartbeatResponse { read_seq } => self.handle_heartbeat_response(from, read_seq),
+            MessageBody::HeartbeatResponse { read_seq } => {
+                self.handle_heartbeat_response(from, read_seq)
+            }
             MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. } => {
                 // Handled by the peer's replicator; the term rules above were all we needed.
@@ -67,7 +94,12 @@ impl PartitionCore {
     fn accept_leader(&mut self, from: u64) -> bool {
         match self.role {
             Role::Leader => {
-                warn!(group = self.group, from, term = self.term, "another leader claims this term; message dropped");
+                warn!(
+                    group = self.group,
+                    from,
+                    term = self.term,
+                    "another leader claims this term; message dropped"
+                );
                 false
             }
             Role::Candidate | Role::PreCandidate => {
@@ -78,7 +110,10 @@ impl PartitionCore {
             Role::Follower | Role::Learner => {
                 if self.leader != Some(from) {
                     if self.leader.is_some() {
-                        debug!(group = self.group, from, "leader changed within a term? keeping the newcomer");
+                        debug!(
+                            group = self.group,
+                            from, "leader changed within a term? keeping the newcomer"
+                        );
                     }
                     let term = self.term;
                     self.become_follower(term, Some(from));
