@@ -1,0 +1,112 @@
+//! The storage contract between raft-actor's storage thread and a concrete store.
+
+use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
+use thiserror::Error;
+
+/// Errors of a store. Every one is fatal for the groups it touches: raft-actor stops them
+/// cleanly and reports the message, as etcd does after a failed fsync. Nothing is retried
+/// silently, because a failed write may have left the disk in an unknown state.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// An operating-system I/O error (disk full, permission denied, EIO on fsync, ...).
+    #[error("storage I/O error during {op}: {source}")]
+    Io {
+        /// What the store was doing.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Data on disk is corrupt where it cannot be a torn tail (e.g. mid-segment).
+    #[error("corrupt storage: {0}")]
+    Corrupt(String),
+    /// The caller asked for something the store does not hold (compacted or never written).
+    #[error("group {group}: entries {from}..={to} are not available (first {first}, last {last})")]
+    Unavailable {
+        /// The group.
+        group: GroupId,
+        /// First index asked for.
+        from: Index,
+        /// Last index asked for.
+        to: Index,
+        /// First index held.
+        first: Index,
+        /// Last index held.
+        last: Index,
+    },
+    /// A request that breaks the store's rules (e.g. an append that leaves a gap).
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+}
+
+/// What a store recovered for one group at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// The durable term, vote and commit.
+    pub hard_state: HardState,
+    /// The latest durable snapshot's metadata (index 0 if none).
+    pub snapshot: SnapshotMeta,
+    /// The durable entries, consecutive (they may begin before `snapshot.index` when entries
+    /// were kept behind the snapshot for lagging followers).
+    pub entries: Vec<Entry>,
+}
+
+/// A node's durable Raft state for all of its groups.
+///
+/// Writes (`append`, `save_hard_state`, `save_snapshot`, `compact`) may be buffered; they are
+/// durable only after `sync` returns `Ok`. raft-actor reports `persisted` to a group only after
+/// that (DESIGN.md I7). Reads see every write, synced or not, in order.
+pub trait LogStore: Send + 'static {
+    /// Every group with state in the store.
+    fn groups(&self) -> Vec<GroupId>;
+
+    /// The recovered state of `group`, or `None` if the store holds nothing for it.
+    fn recover(&self, group: GroupId) -> Result<Option<Recovered>, StorageError>;
+
+    /// Removes entries from `truncate_from` on (if set), then appends `entries` (consecutive,
+    /// starting right after the log's last entry once truncated).
+    fn append(
+        &mut self,
+        group: GroupId,
+        truncate_from: Option<Index>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError>;
+
+    /// Records the group's term, vote and commit.
+    fn save_hard_state(&mut self, group: GroupId, hard_state: HardState) -> Result<(), StorageError>;
+
+    /// Stores a snapshot. With `discard_log` the whole log is dropped (it conflicts with the
+    /// snapshot); otherwise only entries up to `meta.index` may be dropped.
+    fn save_snapshot(
+        &mut self,
+        group: GroupId,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        discard_log: bool,
+    ) -> Result<(), StorageError>;
+
+    /// Entries up to `index` are no longer needed (covered by a durable snapshot).
+    fn compact(&mut self, group: GroupId, index: Index) -> Result<(), StorageError>;
+
+    /// Forgets a group entirely.
+    fn remove_group(&mut self, group: GroupId) -> Result<(), StorageError>;
+
+    /// Makes every write so far durable (one fsync for all groups: group commit).
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Entries `from..=to`, stopping early after `max_bytes` (at least one entry is returned).
+    fn entries(
+        &self,
+        group: GroupId,
+        from: Index,
+        to: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// The term of the entry at `index` (the snapshot's index answers with its term), or `None`
+    /// if it is not held.
+    fn term(&self, group: GroupId, index: Index) -> Result<Option<Term>, StorageError>;
+
+    /// The latest snapshot of `group`: metadata and bytes.
+    fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+}
