@@ -1,3 +1,68 @@
-//! The actor runtime and the `Node` API.
+//! # raft-actor: the actor runtime and the `Node` API
 //!
-//! Not yet implemented: see issue 4. This crate builds so the workspace layout of DESIGN.md holds.
+//! Runs [`raft_core`]'s pure state machines as actors that own their state and talk over
+//! bounded channels. No shared locks (DESIGN.md I1): state belongs to one actor; the only shared
+//! values are immutable (`Arc`), latest-value `watch` channels and metric counters.
+//!
+//! ## Layout
+//! - [`node`] — [`Node`] (the API), [`NodeBuilder`], the registry actor (table of groups) and
+//!   the router (network → partitions).
+//! - [`partition`](crate::partition) — the partition actor: drives one group's `PartitionCore`.
+//! - `replicator` — one actor per (group, peer) while leading: drives a `ReplicatorCore`.
+//! - `apply` — one actor per group: the user's [`StateMachine`], client sessions, snapshots.
+//! - `storage` — one actor per node around a [`raft_storage::LogStore`]: group commit.
+//! - `heartbeat` — one actor per node on its own executor: heartbeats, election timers,
+//!   check-quorum, stall detection.
+//! - [`config`] — [`NodeConfig`]: every timeout and channel capacity.
+//! - [`error`] — [`Error`].
+//! - [`metrics`] — counters and snapshots.
+//! - [`wire`] — [`WireMsg`], what crosses the network.
+//! - [`state_machine`] — the [`StateMachine`] trait and [`RequestId`].
+//!
+//! ## Channel edges (DESIGN.md I2)
+//!
+//! Every edge, its capacity (a [`NodeConfig`] field) and what happens when it is full:
+//!
+//! | from → to | channel | capacity | when full |
+//! | --- | --- | --- | --- |
+//! | API → partition | flume | `client_queue` | `try_send`: caller gets `Overloaded` |
+//! | router → partition | flume | `raft_queue` | `try_send`: dropped and counted (Raft retransmits) |
+//! | replicator / apply / heartbeat → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on the next tick; timers fire again |
+//! | partition → replicators | `watch` | latest value | never full |
+//! | partition → replicator (acks) | flume | `replicator_queue` | `try_send`: dropped and counted |
+//! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
+//! | partition → apply (commit index) | `watch` | latest value | never full |
+//! | apply → partition (applied index) | `watch` | latest value | never full |
+//! | partition / replicator / apply → storage | flume | `storage_queue` | partition: kept in its backlog, no client work until drained; readers: retry next tick |
+//! | storage → partition (persisted) | `watch` | latest value | never full |
+//! | storage → readers | one-shot | 1 | never full |
+//! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates retried on the next tick |
+//! | actors → transport | raft-net queues | per peer and lane | dropped and counted |
+//!
+//! **No bounded cycle can deadlock:** no actor ever awaits a send on a bounded channel while
+//! handling a message — every edge above is `try_send`, a `watch` or a one-shot — so a full
+//! queue never makes its sender wait, and no cycle of waiting senders can form. Replies
+//! (storage reads, metrics) are separate events of the receiving actor's loop (I3); the only
+//! awaited replies are at the API boundary and in the registry's group start, which no actor
+//! waits on.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod state_machine;
+pub mod wire;
+
+mod apply;
+mod heartbeat;
+pub(crate) mod partition;
+mod replicator;
+mod storage;
+
+pub use config::NodeConfig;
+pub use error::Error;
+pub use metrics::{GroupMetrics, NodeMetrics};
+pub use node::{HeartbeatExecutor, Node, NodeBuilder};
+pub use state_machine::{RequestId, StateMachine};
+pub use storage::StorageMode;
+pub use wire::WireMsg;

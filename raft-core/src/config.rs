@@ -49,6 +49,11 @@ pub struct Config {
     /// one in replicate state with unanswered messages falls back to probing after four times
     /// as long (messages may have been lost).
     pub probe_ticks: u32,
+    /// The runtime runs election timers, heartbeats and check-quorum itself (raft-actor's
+    /// heartbeat actor, on its own executor, so a busy data path cannot cause elections) and
+    /// calls `election_timeout()` / `quorum_lost()`. `tick()` then only ages the leader lease
+    /// and the leader-transfer deadline. Off by default: `tick()` does everything.
+    pub external_timers: bool,
     /// Seed for the randomized election timeout (mixed with the node id so nodes differ). The
     /// same seed and the same inputs give the same outputs (DESIGN.md I11).
     pub seed: u64,
@@ -70,6 +75,7 @@ impl Default for Config {
             snapshot_threshold: 100_000,
             compact_trailing: 10_000,
             probe_ticks: 2,
+            external_timers: false,
             seed: 0,
         }
     }

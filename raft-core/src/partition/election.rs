@@ -17,7 +17,7 @@ impl PartitionCore {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_timeout {
+        } else if !self.cfg.external_timers && self.election_elapsed >= self.randomized_timeout {
             self.election_timeout();
         }
     }
@@ -74,6 +74,9 @@ impl PartitionCore {
                 );
                 lead.transfer = None;
             }
+        }
+        if self.cfg.external_timers {
+            return;
         }
         if self.election_elapsed >= self.cfg.election_ticks {
             self.election_elapsed = 0;

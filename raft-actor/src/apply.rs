@@ -1,0 +1,394 @@
+//! The apply actor: one per group. Applies committed entries to the user's state machine in
+//! log order, answers proposals and linearizable reads, keeps the client-session table that
+//! makes retried requests apply exactly once (it travels inside snapshots), and takes and
+//! restores snapshots.
+//!
+//! A slow `apply` delays only this actor: heartbeats run elsewhere (DESIGN.md I5).
+//!
+//! Edges: partition → apply: bounded queue (`client_queue + max_batch + 64`), `try_send`, with
+//! room checked before the partition takes client work; commit index by `watch` (latest
+//! value). Apply → partition: applied index by `watch`, snapshots by `try_send` on the control
+//! queue. Apply → storage: `try_send` reads whose answers are events of this loop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raft_core::{Entry, EntryPayload, GroupId, Index, Membership, SnapshotMeta, Term};
+use raft_storage::StorageError;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, error, warn};
+
+use crate::error::Error;
+use crate::metrics::GroupStats;
+use crate::partition::{Control, Reply};
+use crate::state_machine::{RequestId, StateMachine};
+use crate::storage::{StorageHandle, StorageRequest, WriteOp};
+
+/// What a log entry's command bytes hold: the optional session id and the encoded command.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Proposal {
+    pub(crate) id: Option<RequestId>,
+    pub(crate) command: Vec<u8>,
+}
+
+/// A proposal waiting for its entry to apply.
+pub(crate) struct Waiter<S: StateMachine> {
+    pub(crate) index: Index,
+    pub(crate) term: Term,
+    pub(crate) reply: Reply<S::Response>,
+}
+
+/// Messages to the apply actor.
+pub(crate) enum ApplyMsg<S: StateMachine> {
+    Waiters(Vec<Waiter<S>>),
+    Query {
+        index: Index,
+        query: S::Query,
+        reply: Reply<S::Response>,
+    },
+    Restore {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+    TakeSnapshot {
+        index: Index,
+    },
+    Shutdown,
+}
+
+/// The bytes of a snapshot: the framework's part (sessions) around the user's.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    /// client → (last applied sequence, encoded response).
+    sessions: BTreeMap<u64, (u64, Vec<u8>)>,
+    user: Vec<u8>,
+}
+
+/// Most entries read from storage per batch.
+const READ_BATCH: Index = 1024;
+const READ_BYTES: u64 = 4 << 20;
+
+type ReadReply = Result<Vec<Entry>, StorageError>;
+
+pub(crate) struct ApplyActor<S: StateMachine> {
+    group: GroupId,
+    sm: S,
+    applied: Index,
+    applied_term: Term,
+    membership: Membership,
+    sessions: BTreeMap<u64, (u64, Vec<u8>)>,
+    waiters: BTreeMap<Index, Waiter<S>>,
+    queries: Vec<(Index, S::Query, Reply<S::Response>)>,
+    rx: flume::Receiver<ApplyMsg<S>>,
+    commit_rx: watch::Receiver<Index>,
+    applied_tx: watch::Sender<Index>,
+    control: flume::Sender<Control>,
+    storage: StorageHandle,
+    stats: Arc<GroupStats>,
+    /// A snapshot to hand to storage and the partition once the queues have room.
+    unsent_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+impl<S: StateMachine> ApplyActor<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        group: GroupId,
+        sm: S,
+        from: SnapshotMeta,
+        snapshot: Option<Vec<u8>>,
+        rx: flume::Receiver<ApplyMsg<S>>,
+        commit_rx: watch::Receiver<Index>,
+        applied_tx: watch::Sender<Index>,
+        control: flume::Sender<Control>,
+        storage: StorageHandle,
+        stats: Arc<GroupStats>,
+    ) -> Result<Self, Error> {
+        let mut actor = ApplyActor {
+            group,
+            sm,
+            applied: from.index,
+            applied_term: from.term,
+            membership: from.membership.clone(),
+            sessions: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            queries: Vec::new(),
+            rx,
+            commit_rx,
+            applied_tx,
+            control,
+            storage,
+            stats,
+            unsent_snapshot: None,
+        };
+        if let Some(data) = snapshot {
+            actor.restore(&from, &data)?;
+        }
+        Ok(actor)
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut pending: Option<oneshot::Receiver<ReadReply>> = None;
+        loop {
+            if pending.is_none() {
+                pending = self.request_entries();
+            }
+            tokio::select! {
+                biased;
+                msg = self.rx.recv_async() => match msg {
+                    Ok(ApplyMsg::Shutdown) | Err(_) => break,
+                    Ok(m) => self.on_msg(m),
+                },
+                read = wait(&mut pending) => {
+                    pending = None;
+                    match read {
+                        Some(Ok(entries)) => self.apply_entries(entries),
+                        Some(Err(e)) => {
+                            debug!(group = self.group, error = %e, "entries not readable yet");
+                            // Not a hot loop: a snapshot restore or the next commit resolves it.
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                        None => break,
+                    }
+                }
+                changed = self.commit_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+            self.flush_snapshot();
+        }
+        for (_, w) in std::mem::take(&mut self.waiters) {
+            let _ = w.reply.send(Err(Error::Stopped));
+        }
+        for (_, _, reply) in std::mem::take(&mut self.queries) {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+    }
+
+    fn request_entries(&mut self) -> Option<oneshot::Receiver<ReadReply>> {
+        let commit = *self.commit_rx.borrow_and_update();
+        if commit <= self.applied {
+            return None;
+        }
+        let (reply, rx) = oneshot::channel();
+        let from = self.applied + 1;
+        let to = commit.min(self.applied + READ_BATCH);
+        let req = StorageRequest::Read {
+            group: self.group,
+            from,
+            to,
+            max_bytes: READ_BYTES,
+            reply,
+        };
+        self.storage.try_send(req).ok()?;
+        Some(rx)
+    }
+
+    fn on_msg(&mut self, m: ApplyMsg<S>) {
+        match m {
+            ApplyMsg::Waiters(ws) => {
+                for w in ws {
+                    if w.index <= self.applied {
+                        // Already applied (and answered through the session table if retried).
+                        let _ = w.reply.send(Err(Error::Timeout { group: self.group }));
+                    } else {
+                        self.waiters.insert(w.index, w);
+                    }
+                }
+            }
+            ApplyMsg::Query {
+                index,
+                query,
+                reply,
+            } => {
+                if index <= self.applied {
+                    let _ = reply.send(Ok(self.sm.query(query)));
+                } else {
+                    self.queries.push((index, query, reply));
+                }
+            }
+            ApplyMsg::Restore { meta, data } => {
+                if let Err(e) = self.restore(&meta, &data) {
+                    error!(group = self.group, error = %e, "snapshot could not be restored");
+                }
+            }
+            ApplyMsg::TakeSnapshot { index } => self.take_snapshot(index),
+            ApplyMsg::Shutdown => {}
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            if e.index != self.applied + 1 {
+                continue;
+            }
+            let response = match &e.payload {
+                EntryPayload::Normal(bytes) => self.apply_command(e.index, bytes),
+                EntryPayload::Membership(m) => {
+                    self.membership = m.clone();
+                    None
+                }
+                EntryPayload::Noop => None,
+            };
+            self.applied = e.index;
+            self.applied_term = e.term;
+            // Answer the proposal waiting on this index, if it is the same entry.
+            while let Some((&i, _)) = self.waiters.first_key_value() {
+                if i > e.index {
+                    break;
+                }
+                let Some(w) = self.waiters.remove(&i) else {
+                    break;
+                };
+                let result = if i == e.index && w.term == e.term {
+                    response
+                        .clone()
+                        .unwrap_or_else(|| Err(Error::Codec("entry has no response".into())))
+                } else {
+                    // Another leader's entry took this place: the proposal was lost. Retry.
+                    Err(Error::NotLeader {
+                        group: self.group,
+                        leader: None,
+                    })
+                };
+                let _ = w.reply.send(result);
+            }
+        }
+        self.applied_tx.send_replace(self.applied);
+        self.stats
+            .applied
+            .store(self.applied, std::sync::atomic::Ordering::Relaxed);
+        let ready: Vec<_> = {
+            let applied = self.applied;
+            let (ready, later) = std::mem::take(&mut self.queries)
+                .into_iter()
+                .partition(|(i, _, _)| *i <= applied);
+            self.queries = later;
+            ready
+        };
+        for (_, q, reply) in ready {
+            let _ = reply.send(Ok(self.sm.query(q)));
+        }
+    }
+
+    /// Applies one command, or answers from the session table if it is a retry.
+    fn apply_command(&mut self, index: Index, bytes: &[u8]) -> Option<Result<S::Response, Error>> {
+        let proposal: Proposal = match postcard::from_bytes(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(group = self.group, index, error = %e, "undecodable proposal skipped");
+                return Some(Err(Error::Codec(e.to_string())));
+            }
+        };
+        if let Some(id) = proposal.id {
+            if let Some((seq, cached)) = self.sessions.get(&id.client) {
+                if id.seq <= *seq {
+                    // A retry of an applied request: exactly once, same answer.
+                    return Some(
+                        postcard::from_bytes(cached).map_err(|e| Error::Codec(e.to_string())),
+                    );
+                }
+            }
+        }
+        let command: S::Command = match postcard::from_bytes(&proposal.command) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(group = self.group, index, error = %e, "undecodable command skipped");
+                return Some(Err(Error::Codec(e.to_string())));
+            }
+        };
+        let response = self.sm.apply(index, command);
+        if let Some(id) = proposal.id {
+            match postcard::to_allocvec(&response) {
+                Ok(bytes) => {
+                    self.sessions.insert(id.client, (id.seq, bytes));
+                }
+                Err(e) => warn!(group = self.group, error = %e, "response not cacheable"),
+            }
+        }
+        Some(Ok(response))
+    }
+
+    fn take_snapshot(&mut self, _requested: Index) {
+        let body = SnapshotBody {
+            sessions: self.sessions.clone(),
+            user: self.sm.snapshot(),
+        };
+        let data = match postcard::to_allocvec(&body) {
+            Ok(d) => d,
+            Err(e) => {
+                error!(group = self.group, error = %e, "snapshot encoding failed");
+                return;
+            }
+        };
+        let meta = SnapshotMeta {
+            index: self.applied,
+            term: self.applied_term,
+            membership: self.membership.clone(),
+        };
+        self.unsent_snapshot = Some((meta, data));
+        self.flush_snapshot();
+    }
+
+    /// Stores a taken snapshot, then tells the partition (which may then compact the log).
+    fn flush_snapshot(&mut self) {
+        let Some((meta, data)) = self.unsent_snapshot.take() else {
+            return;
+        };
+        if !self.storage.has_room(1) {
+            self.unsent_snapshot = Some((meta, data));
+            return;
+        }
+        let write = WriteOp::Snapshot {
+            meta: meta.clone(),
+            data,
+            discard_log: false,
+        };
+        if let Err(req) = self.storage.try_send(StorageRequest::Write {
+            group: self.group,
+            seq: 0,
+            op: write,
+        }) {
+            if let StorageRequest::Write {
+                op: WriteOp::Snapshot { data, .. },
+                ..
+            } = *req
+            {
+                self.unsent_snapshot = Some((meta, data));
+            }
+            return;
+        }
+        if self.control.try_send(Control::SnapshotTaken(meta)).is_err() {
+            debug!(
+                group = self.group,
+                "control queue full; snapshot stored but not reported"
+            );
+        }
+    }
+
+    fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Error> {
+        let body: SnapshotBody =
+            postcard::from_bytes(data).map_err(|e| Error::Codec(e.to_string()))?;
+        self.sm.restore(&body.user).map_err(Error::Codec)?;
+        self.sessions = body.sessions;
+        self.applied = meta.index;
+        self.applied_term = meta.term;
+        self.membership = meta.membership.clone();
+        // Proposals at or below the snapshot were decided elsewhere; their fate is unknown here.
+        let later = self.waiters.split_off(&(meta.index + 1));
+        for (_, w) in std::mem::replace(&mut self.waiters, later) {
+            let _ = w.reply.send(Err(Error::Timeout { group: self.group }));
+        }
+        self.applied_tx.send_replace(self.applied);
+        Ok(())
+    }
+}
+
+async fn wait(pending: &mut Option<oneshot::Receiver<ReadReply>>) -> Option<ReadReply> {
+    match pending {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
+}

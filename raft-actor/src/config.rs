@@ -1,0 +1,140 @@
+//! Node configuration: timing, channel capacities and the protocol template for every group.
+
+use std::time::Duration;
+
+use raft_core::NodeId;
+
+use crate::error::Error;
+
+/// Settings of a [`crate::Node`]. Every channel capacity of DESIGN.md I2 is here.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (non-zero, unique in the cluster).
+    pub node_id: NodeId,
+    /// Protocol settings used for every group this node hosts (`id` and `external_timers` are
+    /// set by the node).
+    pub raft: raft_core::Config,
+    /// How often a leader's heartbeat actor sends coalesced heartbeats to each peer node.
+    pub heartbeat_interval: Duration,
+    /// Minimum election timeout; each follower group waits a random time in `[min, 2 * min)`
+    /// without hearing from its leader before campaigning. Also the check-quorum window.
+    pub election_timeout: Duration,
+    /// Period of the partition actors' protocol tick (leader lease, transfer deadline,
+    /// replicator retransmission). Must be below `election_timeout`.
+    pub tick_interval: Duration,
+    /// I6: if a partition actor does not report progress for this long, its node stops
+    /// vouching for it (its heartbeats stop, so followers elect someone else) and the stall is
+    /// reported. Must exceed `election_timeout`; make it larger than any pause you want to
+    /// tolerate without an election.
+    pub stall_timeout: Duration,
+    /// How long `propose` and `read` wait for an answer before returning `Timeout`.
+    pub request_timeout: Duration,
+    /// Proposals and reads queued per group. When full, callers get `Overloaded` at once.
+    pub client_queue: usize,
+    /// Raft messages queued per group from the network. When full, messages are dropped and
+    /// counted (Raft retransmits).
+    pub raft_queue: usize,
+    /// Internal notifications queued per group (replicator progress, snapshots, timers).
+    /// Senders use `try_send` and retry later when full.
+    pub control_queue: usize,
+    /// Requests queued for the storage thread. Storage requests are never dropped: a
+    /// partition that finds it full stops taking client work until it drains.
+    pub storage_queue: usize,
+    /// Responses queued from the network per replicator.
+    pub replicator_queue: usize,
+    /// Updates queued for the heartbeat actor.
+    pub heartbeat_queue: usize,
+    /// Most proposals folded into one append.
+    pub max_batch: usize,
+    /// How long `shutdown` waits for actors before giving up on them (I10).
+    pub shutdown_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for node `node_id`: 50 ms heartbeats, 500 ms election timeout.
+    pub fn new(node_id: NodeId) -> Self {
+        NodeConfig {
+            node_id,
+            raft: raft_core::Config {
+                snapshot_threshold: 0,
+                ..raft_core::Config::new(node_id)
+            },
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(500),
+            tick_interval: Duration::from_millis(50),
+            stall_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            client_queue: 4096,
+            raft_queue: 4096,
+            control_queue: 1024,
+            storage_queue: 8192,
+            replicator_queue: 1024,
+            heartbeat_queue: 8192,
+            max_batch: 512,
+            shutdown_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::Config {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.node_id == 0 {
+            return bad("node_id", "0 is reserved");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat_interval", "must be positive");
+        }
+        if self.election_timeout <= self.heartbeat_interval * 2 {
+            return bad("election_timeout", "must exceed twice heartbeat_interval");
+        }
+        if self.tick_interval.is_zero() || self.tick_interval >= self.election_timeout {
+            return bad(
+                "tick_interval",
+                "must be positive and below election_timeout",
+            );
+        }
+        if self.stall_timeout <= self.election_timeout {
+            return bad("stall_timeout", "must exceed election_timeout");
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout", "must be positive");
+        }
+        for (field, v) in [
+            ("client_queue", self.client_queue),
+            ("raft_queue", self.raft_queue),
+            ("control_queue", self.control_queue),
+            ("storage_queue", self.storage_queue),
+            ("replicator_queue", self.replicator_queue),
+            ("heartbeat_queue", self.heartbeat_queue),
+            ("max_batch", self.max_batch),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
+        self.group_config().validate().map_err(|e| Error::Config {
+            field: e.field,
+            reason: e.reason,
+        })?;
+        Ok(())
+    }
+
+    /// The protocol config of every group on this node.
+    pub(crate) fn group_config(&self) -> raft_core::Config {
+        let ticks =
+            |d: Duration| (d.as_micros() / self.tick_interval.as_micros().max(1)).max(1) as u32;
+        raft_core::Config {
+            id: self.node_id,
+            external_timers: true,
+            election_ticks: ticks(self.election_timeout).max(2),
+            heartbeat_ticks: ticks(self.heartbeat_interval)
+                .clamp(1, ticks(self.election_timeout).max(2) - 1),
+            ..self.raft.clone()
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! `Node`: the public API, its builder, the registry actor that owns the table of groups, and
+//! the router that hands network messages to partitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use raft_core::{GroupId, Index, InitialState, Membership, NodeId, SnapshotMeta};
+use raft_net::{Envelope, Inbound, Transport};
+use raft_storage::LogStore;
+use tokio::sync::{oneshot, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::apply::Proposal;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::heartbeat::{self, HeartbeatHandle};
+use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
+use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
+use crate::state_machine::{RequestId, StateMachine};
+use crate::storage::{self, StorageHandle, StorageMode, StorageRequest};
+use crate::wire::WireMsg;
+
+/// Where the heartbeat actor runs.
+#[derive(Clone, Debug, Default)]
+pub enum HeartbeatExecutor {
+    /// Its own OS thread with a single-thread tokio runtime (production default).
+    #[default]
+    Dedicated,
+    /// A runtime the caller provides (e.g. `TcpTransport::heartbeat_runtime()`, so heartbeat
+    /// I/O and the heartbeat actor share one executor).
+    Handle(tokio::runtime::Handle),
+    /// The current runtime (tests and simulation, where one executor runs everything).
+    Current,
+}
+
+type StoreStarter = Box<dyn FnOnce(usize, StorageMode) -> std::io::Result<StorageHandle> + Send>;
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    cfg: NodeConfig,
+    net: Option<(Net, Inbound<WireMsg>)>,
+    store: Option<StoreStarter>,
+    storage_mode: StorageMode,
+    heartbeat: HeartbeatExecutor,
+}
+
+impl NodeBuilder {
+    /// The transport and its inbound channels (from `TcpTransport::start` or `MemNetwork`).
+    pub fn transport<T: Transport<WireMsg>>(
+        mut self,
+        transport: T,
+        inbound: Inbound<WireMsg>,
+    ) -> Self {
+        self.net = Some((Arc::new(transport), inbound));
+        self
+    }
+
+    /// The node's store (every group's log and hard state).
+    pub fn storage<L: LogStore>(mut self, store: L) -> Self {
+        self.store = Some(Box::new(move |cap, mode| storage::spawn(store, cap, mode)));
+        self
+    }
+
+    /// Run storage as a task on the current runtime instead of its own thread (simulation and
+    /// paused-time tests: one deterministic executor).
+    pub fn storage_mode(mut self, mode: StorageMode) -> Self {
+        self.storage_mode = mode;
+        self
+    }
+
+    /// Where the heartbeat actor runs.
+    pub fn heartbeat_executor(mut self, executor: HeartbeatExecutor) -> Self {
+        self.heartbeat = executor;
+        self
+    }
+
+    /// Everything on the current runtime: storage as a task, heartbeat actor as a task. For
+    /// deterministic tests; production keeps the defaults.
+    pub fn single_executor(self) -> Self {
+        self.storage_mode(StorageMode::Task)
+            .heartbeat_executor(HeartbeatExecutor::Current)
+    }
+
+    /// Starts the node's actors on the current runtime (the data runtime).
+    pub async fn start<S: StateMachine>(self) -> Result<Node<S>, Error> {
+        self.cfg.validate()?;
+        let (net, inbound) = self.net.ok_or(Error::Config {
+            field: "transport",
+            reason: "not set".into(),
+        })?;
+        let start_store = self.store.ok_or(Error::Config {
+            field: "storage",
+            reason: "not set".into(),
+        })?;
+        let storage = start_store(self.cfg.storage_queue, self.storage_mode)
+            .map_err(|e| Error::Storage(format!("could not start the storage thread: {e}")))?;
+        let (hb, hb_actor) = heartbeat::new(&self.cfg, net.clone(), inbound.heartbeat.clone());
+        let span = info_span!("heartbeat", node = self.cfg.node_id);
+        match self.heartbeat {
+            HeartbeatExecutor::Dedicated => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Storage(format!("heartbeat runtime: {e}")))?;
+                std::thread::Builder::new()
+                    .name("raft-heartbeat".into())
+                    .spawn(move || rt.block_on(hb_actor.run().instrument(span)))
+                    .map_err(|e| Error::Storage(format!("heartbeat thread: {e}")))?;
+            }
+            HeartbeatExecutor::Handle(h) => {
+                h.spawn(hb_actor.run().instrument(span));
+            }
+            HeartbeatExecutor::Current => {
+                tokio::spawn(hb_actor.run().instrument(span));
+            }
+        }
+        let (table_tx, table_rx) = watch::channel(Arc::new(BTreeMap::new()));
+        let (reg_tx, reg_rx) = flume::bounded(64);
+        let unknown = Arc::new(AtomicU64::new(0));
+        let cfg = Arc::new(self.cfg);
+        let registry = Registry {
+            cfg: cfg.clone(),
+            net: net.clone(),
+            storage,
+            heartbeat: hb,
+            table: BTreeMap::new(),
+            table_tx,
+            rx: reg_rx,
+        };
+        tokio::spawn(
+            registry
+                .run()
+                .instrument(info_span!("registry", node = cfg.node_id)),
+        );
+        let router = Router {
+            rx: inbound.data,
+            table: table_rx.clone(),
+            unknown: unknown.clone(),
+        };
+        tokio::spawn(
+            router
+                .run()
+                .instrument(info_span!("router", node = cfg.node_id)),
+        );
+        info!(node = cfg.node_id, "node started");
+        Ok(Node {
+            cfg,
+            registry: reg_tx,
+            table: table_rx,
+            net,
+            unknown,
+        })
+    }
+}
+
+/// One group in the node's table.
+struct GroupEntry<S: StateMachine> {
+    handle: PartitionHandle<S>,
+    stats: Arc<GroupStats>,
+}
+
+impl<S: StateMachine> Clone for GroupEntry<S> {
+    fn clone(&self) -> Self {
+        GroupEntry {
+            handle: self.handle.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+type Table<S> = Arc<BTreeMap<GroupId, GroupEntry<S>>>;
+
+enum RegistryMsg<S: StateMachine> {
+    Add {
+        group: GroupId,
+        membership: Option<Membership>,
+        sm: S,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Remove {
+        group: GroupId,
+        purge: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Owns the table of groups and publishes immutable copies of it (latest value) to the API and
+/// the router. Adding a group awaits storage recovery: the registry is on no path storage
+/// waits on, so this cannot close a cycle.
+struct Registry<S: StateMachine> {
+    cfg: Arc<NodeConfig>,
+    net: Net,
+    storage: StorageHandle,
+    heartbeat: HeartbeatHandle,
+    table: BTreeMap<GroupId, GroupEntry<S>>,
+    table_tx: watch::Sender<Table<S>>,
+    rx: flume::Receiver<RegistryMsg<S>>,
+}
+
+impl<S: StateMachine> Registry<S> {
+    async fn run(mut self) {
+        while let Ok(msg) = self.rx.recv_async().await {
+            match msg {
+                RegistryMsg::Add {
+                    group,
+                    membership,
+                    sm,
+                    reply,
+                } => {
+                    let r = self.add(group, membership, sm).await;
+                    let _ = reply.send(r);
+                }
+                RegistryMsg::Remove {
+                    group,
+                    purge,
+                    reply,
+                } => {
+                    let r = match self.table.remove(&group) {
+                        Some(e) => {
+                            let _ = e.handle.control.try_send(Control::Shutdown);
+                            let _ = self
+                                .storage
+                                .try_send(StorageRequest::Unregister { group, purge });
+                            self.publish();
+                            Ok(())
+                        }
+                        None => Err(Error::UnknownGroup(group)),
+                    };
+                    let _ = reply.send(r);
+                }
+                RegistryMsg::Shutdown { reply } => {
+                    self.shutdown().await;
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn add(
+        &mut self,
+        group: GroupId,
+        membership: Option<Membership>,
+        sm: S,
+    ) -> Result<(), Error> {
+        if self.table.contains_key(&group) {
+            return Err(Error::GroupExists(group));
+        }
+        if let Some(m) = &membership {
+            m.validate().map_err(|e| Error::Raft {
+                group,
+                source: e.into(),
+            })?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.storage
+            .send(StorageRequest::Recover { group, reply: tx })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let recovered = rx
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let (init, from, data) = match recovered {
+            Some(r) => {
+                if membership.is_some() {
+                    info!(
+                        group,
+                        "group found in storage; recovering it (the given membership is ignored)"
+                    );
+                }
+                let data = if r.snapshot.index > 0 {
+                    let (tx, rx) = oneshot::channel();
+                    self.storage
+                        .send(StorageRequest::ReadSnapshot { group, reply: tx })
+                        .await
+                        .map_err(|_| Error::Stopped)?;
+                    rx.await
+                        .map_err(|_| Error::Stopped)?
+                        .map_err(|e| Error::Storage(e.to_string()))?
+                        .map(|(_, d)| d)
+                } else {
+                    None
+                };
+                let from = r.snapshot.clone();
+                let init = InitialState::recover(r.hard_state, r.snapshot, &r.entries)
+                    .map_err(|e| Error::Storage(format!("group {group}: {e}")))?;
+                (init, from, data)
+            }
+            None => {
+                let m = membership.unwrap_or_default();
+                let from = SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    membership: m.clone(),
+                };
+                (InitialState::bootstrap(m), from, None)
+            }
+        };
+        let stats = Arc::new(GroupStats::default());
+        let wiring = Wiring {
+            cfg: (*self.cfg).clone(),
+            group,
+            net: self.net.clone(),
+            storage: self.storage.clone(),
+            heartbeat: self.heartbeat.clone(),
+            stats: stats.clone(),
+        };
+        let handle = PartitionActor::spawn(wiring, init, sm, from, data).await?;
+        self.table.insert(group, GroupEntry { handle, stats });
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.table_tx.send_replace(Arc::new(self.table.clone()));
+    }
+
+    /// I10: every actor is told to stop; nothing here waits on a peer.
+    async fn shutdown(&mut self) {
+        for e in self.table.values() {
+            let _ = e.handle.control.try_send(Control::Shutdown);
+        }
+        self.table.clear();
+        self.publish();
+        self.heartbeat.shutdown();
+        let _ = self.storage.try_send(StorageRequest::Shutdown);
+        let _ = tokio::time::timeout(self.cfg.shutdown_timeout, self.net.shutdown()).await;
+    }
+}
+
+/// Hands data-lane messages to their group's partition (drop and count when its queue is full
+/// or the group is unknown: Raft retransmits, DESIGN.md I2).
+struct Router<S: StateMachine> {
+    rx: flume::Receiver<Envelope<WireMsg>>,
+    table: watch::Receiver<Table<S>>,
+    unknown: Arc<AtomicU64>,
+}
+
+impl<S: StateMachine> Router<S> {
+    async fn run(self) {
+        while let Ok(env) = self.rx.recv_async().await {
+            let WireMsg::Raft(m) = env.msg else {
+                warn!(from = env.from, "heartbeat frame on the data lane; dropped");
+                continue;
+            };
+            if m.from != env.from {
+                warn!(
+                    from = env.from,
+                    claimed = m.from,
+                    "message claims another sender; dropped"
+                );
+                continue;
+            }
+            let target = self
+                .table
+                .borrow()
+                .get(&env.group)
+                .map(|e| e.handle.raft.clone());
+            match target {
+                Some(tx) => {
+                    if tx.try_send(m).is_err() {
+                        debug!(group = env.group, "partition queue full; message dropped");
+                    }
+                }
+                None => {
+                    self.unknown.fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        group = env.group,
+                        from = env.from,
+                        "message for an unknown group; dropped"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A running node: hosts many Raft groups of one state-machine type. Cheap to clone; every
+/// method may be called concurrently.
+pub struct Node<S: StateMachine> {
+    cfg: Arc<NodeConfig>,
+    registry: flume::Sender<RegistryMsg<S>>,
+    table: watch::Receiver<Table<S>>,
+    net: Net,
+    unknown: Arc<AtomicU64>,
+}
+
+impl<S: StateMachine> Clone for Node<S> {
+    fn clone(&self) -> Self {
+        Node {
+            cfg: self.cfg.clone(),
+            registry: self.registry.clone(),
+            table: self.table.clone(),
+            net: self.net.clone(),
+            unknown: self.unknown.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Starts building a node.
+    pub fn builder(cfg: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            cfg,
+            net: None,
+            store: None,
+            storage_mode: StorageMode::Thread,
+            heartbeat: HeartbeatExecutor::Dedicated,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// Hosts group `group` with state machine `sm`. If storage holds the group, it is
+    /// recovered; otherwise it starts with `members` as its voters (every node of a new group
+    /// must be given the same set).
+    pub async fn add_partition(
+        &self,
+        group: GroupId,
+        members: Membership,
+        sm: S,
+    ) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Add {
+            group,
+            membership: Some(members),
+            sm,
+            reply,
+        })
+        .await
+    }
+
+    /// Hosts group `group` as a joining node: it waits for the leader to send it the log (use
+    /// `add_learner` on the leader, then promote it with `change_membership`).
+    pub async fn join_partition(&self, group: GroupId, sm: S) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Add {
+            group,
+            membership: None,
+            sm,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops hosting a group; with `purge` its storage is deleted too.
+    pub async fn remove_partition(&self, group: GroupId, purge: bool) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Remove {
+            group,
+            purge,
+            reply,
+        })
+        .await
+    }
+
+    async fn registry_call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> RegistryMsg<S>,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.registry
+            .send_async(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    fn entry(&self, group: GroupId) -> Result<GroupEntry<S>, Error> {
+        self.table
+            .borrow()
+            .get(&group)
+            .cloned()
+            .ok_or(Error::UnknownGroup(group))
+    }
+
+    /// Sends a request to a group and waits (bounded) for its answer.
+    async fn request<T>(
+        &self,
+        group: GroupId,
+        make: impl FnOnce(Reply<T>) -> ClientReq<S>,
+    ) -> Result<T, Error> {
+        let entry = self.entry(group)?;
+        let (tx, rx) = oneshot::channel();
+        entry
+            .handle
+            .client
+            .try_send(make(tx))
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => Error::Overloaded { group },
+                flume::TrySendError::Disconnected(_) => Error::Stopped,
+            })?;
+        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout { group }),
+        }
+    }
+
+    /// Proposes a command; returns the state machine's response once it is applied here.
+    /// Without a session id a retry after `Timeout` may apply twice; see
+    /// [`Node::propose_with_id`].
+    pub async fn propose(&self, group: GroupId, command: S::Command) -> Result<S::Response, Error> {
+        self.propose_inner(group, None, command).await
+    }
+
+    /// Proposes a command under a client session: retries with the same `id` apply at most once
+    /// and return the first application's response (exactly-once).
+    pub async fn propose_with_id(
+        &self,
+        group: GroupId,
+        id: RequestId,
+        command: S::Command,
+    ) -> Result<S::Response, Error> {
+        self.propose_inner(group, Some(id), command).await
+    }
+
+    async fn propose_inner(
+        &self,
+        group: GroupId,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<S::Response, Error> {
+        let command = postcard::to_allocvec(&command).map_err(|e| Error::Codec(e.to_string()))?;
+        let payload = postcard::to_allocvec(&Proposal { id, command })
+            .map_err(|e| Error::Codec(e.to_string()))?;
+        self.request(group, |reply| ClientReq::Propose { payload, reply })
+            .await
+    }
+
+    /// A linearizable read (ReadIndex): reflects every write acknowledged before it began.
+    pub async fn read(&self, group: GroupId, query: S::Query) -> Result<S::Response, Error> {
+        self.request(group, |reply| ClientReq::Read { query, reply })
+            .await
+    }
+
+    /// Asks the leader to hand leadership to `to` (returns once the transfer started).
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), Error> {
+        self.request(group, |reply| ClientReq::Transfer { to, reply })
+            .await
+    }
+
+    /// Changes the voters and learners (joint consensus when voters change). Returns the index
+    /// of the configuration entry.
+    pub async fn change_membership(
+        &self,
+        group: GroupId,
+        target: Membership,
+    ) -> Result<Index, Error> {
+        self.request(group, |reply| ClientReq::ChangeMembership { target, reply })
+            .await
+    }
+
+    /// Adds a learner to the group.
+    pub async fn add_learner(&self, group: GroupId, id: NodeId) -> Result<Index, Error> {
+        self.request(group, |reply| ClientReq::AddLearner { id, reply })
+            .await
+    }
+
+    /// A snapshot of every group's state. A group whose actor does not answer within a second
+    /// is reported from its counters with `responsive: false`.
+    pub async fn metrics(&self) -> NodeMetrics {
+        let table = self.table.borrow().clone();
+        let mut groups = Vec::new();
+        for (&group, e) in table.iter() {
+            let (tx, rx) = oneshot::channel();
+            let answered = if e.handle.control.try_send(Control::Status(tx)).is_ok() {
+                tokio::time::timeout(Duration::from_secs(1), rx)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            } else {
+                None
+            };
+            groups.push(answered.unwrap_or_else(|| GroupMetrics::from_stats(group, &e.stats)));
+        }
+        NodeMetrics {
+            node: self.cfg.node_id,
+            groups,
+            unknown_group_drops: self.unknown.load(Ordering::Relaxed),
+            transport: self.net.metrics(),
+        }
+    }
+
+    /// Metrics of one group.
+    pub async fn group_metrics(&self, group: GroupId) -> Result<GroupMetrics, Error> {
+        let e = self.entry(group)?;
+        let (tx, rx) = oneshot::channel();
+        if e.handle.control.try_send(Control::Status(tx)).is_ok() {
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                return Ok(m);
+            }
+        }
+        Ok(GroupMetrics::from_stats(group, &e.stats))
+    }
+
+    /// Test hook (DESIGN.md I6): freezes a group's partition actor for `duration`.
+    #[doc(hidden)]
+    pub fn freeze_partition(&self, group: GroupId, duration: Duration) -> Result<(), Error> {
+        let e = self.entry(group)?;
+        e.handle
+            .control
+            .try_send(Control::Freeze(duration))
+            .map_err(|_| Error::Overloaded { group })
+    }
+
+    /// Stops every actor of the node and its transport. Completes within the configured
+    /// shutdown bound even when peers are unreachable (DESIGN.md I10).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .registry
+            .try_send(RegistryMsg::Shutdown { reply: tx })
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(self.cfg.shutdown_timeout * 2, rx).await;
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! The partition actor: one per Raft group on a node. It owns the group's `PartitionCore` and
+//! executes its actions. It never awaits another actor while handling a message (DESIGN.md I3):
+//! every send is `try_send`, a `watch` update or a one-shot reply, and when a role changes it
+//! publishes a new epoch to its replicators and moves on (I4).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_core::{
+    Action, GroupId, Index, InitialState, Membership, Message, MessageBody, NodeId, PartitionCore,
+    Role, SnapshotMeta, Term,
+};
+use raft_net::{Lane, Transport};
+use tokio::sync::{oneshot, watch};
+use tokio::time::MissedTickBehavior;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::apply::{ApplyMsg, Waiter};
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::heartbeat::{HbUpdate, HeartbeatHandle};
+use crate::metrics::{GroupMetrics, GroupStats};
+use crate::replicator::{ReplicateSignal, ReplicatorActor};
+use crate::state_machine::StateMachine;
+use crate::storage::{Persisted, StorageHandle, StorageRequest, WriteOp};
+use crate::wire::WireMsg;
+
+/// The transport type every actor uses.
+pub(crate) type Net = Arc<dyn Transport<WireMsg>>;
+
+/// A reply channel for a client request.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// Requests from `Node` API callers. Queue: `client_queue` per group, `try_send` (full →
+/// `Overloaded`).
+pub(crate) enum ClientReq<S: StateMachine> {
+    Propose {
+        payload: Vec<u8>,
+        reply: Reply<S::Response>,
+    },
+    Read {
+        query: S::Query,
+        reply: Reply<S::Response>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: Reply<()>,
+    },
+    ChangeMembership {
+        target: Membership,
+        reply: Reply<Index>,
+    },
+    AddLearner {
+        id: NodeId,
+        reply: Reply<Index>,
+    },
+}
+
+/// Internal notifications. Queue: `control_queue`, `try_send` by every sender; senders that
+/// find it full retry on their next tick, so nothing waits.
+pub(crate) enum Control {
+    /// A replicator's peer acknowledged up to `matched` in epoch `term`.
+    Progress {
+        peer: NodeId,
+        term: Term,
+        matched: Index,
+    },
+    /// A replicator saw a message with a newer term: step it into the core.
+    Step(Message),
+    /// The heartbeat actor's election timer fired.
+    ElectionTimeout,
+    /// The heartbeat actor saw no quorum contact within an election timeout.
+    QuorumLost,
+    /// The apply actor took a snapshot.
+    SnapshotTaken(SnapshotMeta),
+    /// Test hook (I6): stop processing anything for this long.
+    Freeze(Duration),
+    /// Metrics request.
+    Status(oneshot::Sender<GroupMetrics>),
+    /// Stop the actor (I10: shutdown is a message).
+    Shutdown,
+}
+
+/// Handle to a partition actor: only senders (STYLE.md "actors with a handle").
+pub(crate) struct PartitionHandle<S: StateMachine> {
+    pub(crate) client: flume::Sender<ClientReq<S>>,
+    pub(crate) raft: flume::Sender<Message>,
+    pub(crate) control: flume::Sender<Control>,
+}
+
+impl<S: StateMachine> Clone for PartitionHandle<S> {
+    fn clone(&self) -> Self {
+        PartitionHandle {
+            client: self.client.clone(),
+            raft: self.raft.clone(),
+            control: self.control.clone(),
+        }
+    }
+}
+
+/// Everything a partition actor needs from its node.
+pub(crate) struct Wiring {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) group: GroupId,
+    pub(crate) net: Net,
+    pub(crate) storage: StorageHandle,
+    pub(crate) heartbeat: HeartbeatHandle,
+    pub(crate) stats: Arc<GroupStats>,
+}
+
+/// A proposal waiting to be handed to the apply actor.
+struct PendingRead<S: StateMachine> {
+    query: S::Query,
+    reply: Reply<S::Response>,
+}
+
+pub(crate) struct PartitionActor<S: StateMachine> {
+    w: Wiring,
+    core: PartitionCore,
+    client_rx: flume::Receiver<ClientReq<S>>,
+    raft_rx: flume::Receiver<Message>,
+    control_rx: flume::Receiver<Control>,
+    control_tx: flume::Sender<Control>,
+    persisted_rx: watch::Receiver<Persisted>,
+    applied_rx: watch::Receiver<Index>,
+    apply_tx: flume::Sender<ApplyMsg<S>>,
+    commit_tx: watch::Sender<Index>,
+    signal_tx: watch::Sender<ReplicateSignal>,
+    /// Replicators of the current leadership epoch: peer → its response queue.
+    replicators: BTreeMap<NodeId, flume::Sender<Message>>,
+    /// Storage writes that found the queue full; flushed before anything else.
+    backlog: VecDeque<StorageRequest>,
+    reads: BTreeMap<u64, PendingRead<S>>,
+    next_read: u64,
+    /// Snapshot being received: bytes so far.
+    incoming_snapshot: Vec<u8>,
+    /// The heartbeat actor must hear about a role/membership change it may have missed.
+    hb_dirty: bool,
+    /// Registration with the heartbeat actor went through (retried on ticks until it does).
+    hb_registered: bool,
+    fatal: Option<String>,
+}
+
+impl<S: StateMachine> PartitionActor<S> {
+    /// Builds the actor and its apply actor, registers with storage and heartbeat actor, and
+    /// spawns both on the current (data) runtime. `recovered` is what storage held.
+    pub(crate) async fn spawn(
+        w: Wiring,
+        init: InitialState,
+        state_machine: S,
+        apply_from: SnapshotMeta,
+        snapshot_data: Option<Vec<u8>>,
+    ) -> Result<PartitionHandle<S>, Error> {
+        let cfg = w.cfg.clone();
+        let group = w.group;
+        let core = PartitionCore::new(cfg.group_config(), group, init)
+            .map_err(|e| Error::raft(group, e))?;
+        let (client_tx, client_rx) = flume::bounded(cfg.client_queue);
+        let (raft_tx, raft_rx) = flume::bounded(cfg.raft_queue);
+        let (control_tx, control_rx) = flume::bounded(cfg.control_queue);
+        let (persisted_tx, persisted_rx) = watch::channel(Persisted::default());
+        let (applied_tx, applied_rx) = watch::channel(apply_from.index);
+        let (commit_tx, commit_rx) = watch::channel(apply_from.index);
+        // Apply queue: room for one waiter per queued client request, plus control traffic.
+        let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
+        let (signal_tx, _) = watch::channel(ReplicateSignal::default());
+        w.storage
+            .send(StorageRequest::Register {
+                group,
+                persisted: persisted_tx,
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        let apply = crate::apply::ApplyActor::new(
+            group,
+            state_machine,
+            apply_from,
+            snapshot_data,
+            apply_rx,
+            commit_rx,
+            applied_tx,
+            control_tx.clone(),
+            w.storage.clone(),
+            w.stats.clone(),
+        )?;
+        let span = info_span!("apply", node = cfg.node_id, group);
+        tokio::spawn(apply.run().instrument(span));
+        let registered = w
+            .heartbeat
+            .register(group, control_tx.clone(), w.stats.clone());
+        let actor = PartitionActor {
+            core,
+            client_rx,
+            raft_rx,
+            control_rx,
+            control_tx: control_tx.clone(),
+            persisted_rx,
+            applied_rx,
+            apply_tx,
+            commit_tx,
+            signal_tx,
+            replicators: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
+            incoming_snapshot: Vec::new(),
+            hb_dirty: true,
+            hb_registered: registered,
+            fatal: None,
+            w,
+        };
+        let span = info_span!("partition", node = cfg.node_id, group);
+        tokio::spawn(actor.run().instrument(span));
+        Ok(PartitionHandle {
+            client: client_tx,
+            raft: raft_tx,
+            control: control_tx,
+        })
+    }
+
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.w.cfg.tick_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.publish_role();
+        loop {
+            let accept_clients = self.can_accept_clients();
+            tokio::select! {
+                biased;
+                ctrl = self.control_rx.recv_async() => match ctrl {
+                    Ok(Control::Shutdown) | Err(_) => break,
+                    Ok(c) => self.handle_control(c).await,
+                },
+                changed = self.persisted_rx.changed() => {
+                    if changed.is_err() { break; }
+                    let p = self.persisted_rx.borrow_and_update().clone();
+                    if let Some(err) = p.error {
+                        self.fatal(format!("storage failed: {err}"));
+                    } else {
+                        self.core.persisted(p.seq);
+                    }
+                }
+                changed = self.applied_rx.changed() => {
+                    if changed.is_err() { break; }
+                    let applied = *self.applied_rx.borrow_and_update();
+                    self.core.applied(applied);
+                }
+                msg = self.raft_rx.recv_async() => {
+                    let Ok(m) = msg else { break };
+                    self.on_raft(m);
+                    // Drain a batch of queued messages before acting on the results.
+                    for _ in 0..256 {
+                        let Ok(m) = self.raft_rx.try_recv() else { break };
+                        self.on_raft(m);
+                    }
+                }
+                _ = ticker.tick() => self.on_tick(),
+                req = self.client_rx.recv_async(), if accept_clients => {
+                    let Ok(req) = req else { break };
+                    self.on_client_batch(req);
+                }
+            }
+            self.drive();
+            if self.fatal.is_some() {
+                break;
+            }
+        }
+        self.stop();
+    }
+
+    fn can_accept_clients(&self) -> bool {
+        self.fatal.is_none()
+            && self.backlog.is_empty()
+            && self.w.storage.has_room(2)
+            && self
+                .apply_tx
+                .capacity()
+                .is_none_or(|c| c - self.apply_tx.len() > self.w.cfg.max_batch)
+    }
+
+    fn on_tick(&mut self) {
+        self.core.tick();
+        self.w.stats.record_alive();
+        if !self.hb_registered {
+            self.hb_registered = self.w.heartbeat.register(
+                self.w.group,
+                self.control_tx.clone(),
+                self.w.stats.clone(),
+            );
+            self.hb_dirty = true;
+        }
+        self.w.heartbeat.alive(self.w.group);
+        if self.hb_dirty {
+            self.publish_role();
+        }
+    }
+
+    /// A Raft message from the network. Acknowledgements go to the peer's replicator; every
+    /// message is stepped into the core for the term rules.
+    fn on_raft(&mut self, m: Message) {
+        if matches!(
+            m.body,
+            MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
+        ) {
+            if let Some(tx) = self.replicators.get(&m.from) {
+                if tx.try_send(m.clone()).is_err() {
+                    self.w
+                        .stats
+                        .dropped_messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            if m.term <= self.core.term() {
+                return;
+            }
+        }
+        if matches!(
+            m.body,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        ) && m.term >= self.core.term()
+        {
+            self.w.heartbeat.contact(self.w.group, m.term);
+        }
+        self.core.step(m);
+    }
+
+    /// Takes one request and as many queued proposals as fit in a batch.
+    fn on_client_batch(&mut self, first: ClientReq<S>) {
+        let mut proposals: Vec<(Vec<u8>, Reply<S::Response>)> = Vec::new();
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            match req {
+                ClientReq::Propose { payload, reply } => proposals.push((payload, reply)),
+                other => {
+                    self.flush_proposals(std::mem::take(&mut proposals));
+                    self.on_client_other(other);
+                }
+            }
+            if proposals.len() < self.w.cfg.max_batch {
+                next = self.client_rx.try_recv().ok();
+            }
+        }
+        self.flush_proposals(proposals);
+    }
+
+    fn flush_proposals(&mut self, proposals: Vec<(Vec<u8>, Reply<S::Response>)>) {
+        if proposals.is_empty() {
+            return;
+        }
+        let group = self.w.group;
+        let (payloads, replies): (Vec<Vec<u8>>, Vec<Reply<S::Response>>) =
+            proposals.into_iter().unzip();
+        match self.core.propose(payloads) {
+            Ok(p) => {
+                let waiters: Vec<Waiter<S>> = replies
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, reply)| Waiter {
+                        index: p.first_index + i as Index,
+                        term: p.term,
+                        reply,
+                    })
+                    .collect();
+                // Room was checked before accepting client work (can_accept_clients).
+                if let Err(e) = self.apply_tx.try_send(ApplyMsg::Waiters(waiters)) {
+                    warn!(
+                        group,
+                        "apply queue full; proposals will not be answered (in doubt)"
+                    );
+                    if let ApplyMsg::Waiters(ws) = e.into_inner() {
+                        for w in ws {
+                            let _ = w.reply.send(Err(Error::Timeout { group }));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let err = Error::raft(group, e);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn on_client_other(&mut self, req: ClientReq<S>) {
+        let group = self.w.group;
+        match req {
+            ClientReq::Propose { .. } => {}
+            ClientReq::Read { query, reply } => {
+                let ctx = self.next_read;
+                self.next_read += 1;
+                match self.core.read_index(ctx) {
+                    Ok(()) => {
+                        self.reads.insert(ctx, PendingRead { query, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::raft(group, e)));
+                    }
+                }
+            }
+            ClientReq::Transfer { to, reply } => {
+                let _ = reply.send(
+                    self.core
+                        .transfer_leader(to)
+                        .map_err(|e| Error::raft(group, e)),
+                );
+            }
+            ClientReq::ChangeMembership { target, reply } => {
+                let _ = reply.send(
+                    self.core
+                        .change_membership(target)
+                        .map_err(|e| Error::raft(group, e)),
+                );
+            }
+            ClientReq::AddLearner { id, reply } => {
+                let _ = reply.send(self.core.add_learner(id).map_err(|e| Error::raft(group, e)));
+            }
+        }
+    }
+
+    async fn handle_control(&mut self, c: Control) {
+        match c {
+            Control::Progress {
+                peer,
+                term,
+                matched,
+            } => self.core.progress(peer, term, matched),
+            Control::Step(m) => self.core.step(m),
+            Control::ElectionTimeout => {
+                self.w
+                    .stats
+                    .elections_started
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.core.election_timeout();
+            }
+            Control::QuorumLost => self.core.quorum_lost(),
+            Control::SnapshotTaken(meta) => {
+                if let Err(e) = self.core.snapshot_taken(meta) {
+                    warn!(group = self.w.group, error = %e, "snapshot not used");
+                }
+            }
+            Control::Freeze(d) => {
+                warn!(
+                    group = self.w.group,
+                    ?d,
+                    "test hook: partition actor frozen"
+                );
+                // Deliberately blocks this actor only (simulates a stuck partition, I6).
+                tokio::time::sleep(d).await;
+            }
+            Control::Status(reply) => {
+                let _ = reply.send(self.metrics());
+            }
+            Control::Shutdown => {}
+        }
+    }
+
+    /// Executes the core's actions.
+    fn drive(&mut self) {
+        self.flush_backlog();
+        for _ in 0..64 {
+            let actions = self.core.take_actions();
+            if actions.is_empty() {
+                break;
+            }
+            for a in actions {
+                self.execute(a);
+            }
+        }
+        self.w.stats.update(&self.core);
+    }
+
+    fn execute(&mut self, action: Action) {
+        let group = self.w.group;
+        match action {
+            Action::PersistHardState { seq, hard_state } => self.store(StorageRequest::Write {
+                group,
+                seq,
+                op: WriteOp::HardState(hard_state),
+            }),
+            Action::PersistEntries {
+                seq,
+                truncate_from,
+                entries,
+            } => self.store(StorageRequest::Write {
+                group,
+                seq,
+                op: WriteOp::Entries {
+                    truncate_from,
+                    entries,
+                },
+            }),
+            Action::Send(m) => {
+                let to = m.to;
+                if self
+                    .w
+                    .net
+                    .send(to, Lane::Data, group, WireMsg::Raft(m))
+                    .is_err()
+                {
+                    self.w
+                        .stats
+                        .dropped_messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Action::Replicate {
+                term,
+                first_index,
+                last_index,
+                commit,
+            } => {
+                self.publish_signal(ReplicateSignal {
+                    term,
+                    first_index,
+                    last_index,
+                    commit,
+                });
+            }
+            Action::Apply { index } => {
+                self.commit_tx.send_replace(index);
+            }
+            Action::ReadReady { ctx, index } => {
+                if let Some(r) = self.reads.remove(&ctx) {
+                    if let Err(e) = self.apply_tx.try_send(ApplyMsg::Query {
+                        index,
+                        query: r.query,
+                        reply: r.reply,
+                    }) {
+                        if let ApplyMsg::Query { reply, .. } = e.into_inner() {
+                            let _ = reply.send(Err(Error::Overloaded { group }));
+                        }
+                    }
+                }
+            }
+            Action::ReadAborted { ctx, leader } => {
+                if let Some(r) = self.reads.remove(&ctx) {
+                    let _ = r.reply.send(Err(Error::NotLeader { group, leader }));
+                }
+            }
+            Action::RoleChanged { role, term, leader } => self.on_role_changed(role, term, leader),
+            Action::MembershipChanged { .. } => {
+                if self.core.role() == Role::Leader {
+                    self.sync_replicators();
+                }
+                self.publish_role();
+            }
+            Action::SnapshotChunk { offset, data, .. } => {
+                if offset == 0 {
+                    self.incoming_snapshot.clear();
+                }
+                self.incoming_snapshot.extend_from_slice(&data);
+            }
+            Action::InstallSnapshot {
+                seq,
+                meta,
+                discard_log,
+            } => {
+                let data = std::mem::take(&mut self.incoming_snapshot);
+                let restore = ApplyMsg::Restore {
+                    meta: meta.clone(),
+                    data: data.clone(),
+                };
+                if self.apply_tx.try_send(restore).is_err() {
+                    self.fatal("apply queue full while installing a snapshot".into());
+                    return;
+                }
+                self.store(StorageRequest::Write {
+                    group,
+                    seq,
+                    op: WriteOp::Snapshot {
+                        meta,
+                        data,
+                        discard_log,
+                    },
+                });
+            }
+            Action::DiscardSnapshot { .. } => self.incoming_snapshot.clear(),
+            Action::TakeSnapshot { index } => {
+                if self
+                    .apply_tx
+                    .try_send(ApplyMsg::TakeSnapshot { index })
+                    .is_err()
+                {
+                    debug!(
+                        group,
+                        "apply queue full; snapshot request dropped (asked again later)"
+                    );
+                }
+            }
+            Action::CompactLog { index } => {
+                self.store(StorageRequest::Write {
+                    group,
+                    seq: 0,
+                    op: WriteOp::Compact(index),
+                });
+            }
+        }
+    }
+
+    fn store(&mut self, req: StorageRequest) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(req);
+            return;
+        }
+        if let Err(req) = self.w.storage.try_send(req) {
+            self.backlog.push_back(*req);
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(req) = self.backlog.pop_front() {
+            if let Err(req) = self.w.storage.try_send(req) {
+                self.backlog.push_front(*req);
+                return;
+            }
+        }
+    }
+
+    fn on_role_changed(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
+        info!(group = self.w.group, ?role, term, ?leader, "role changed");
+        // I4: a new epoch for the replicators, then move on. Dropping their queues ends the
+        // old ones; they also stop on their own when the signal's term changes.
+        self.replicators.clear();
+        if role == Role::Leader {
+            self.w
+                .stats
+                .leader_terms
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.sync_replicators();
+        }
+        self.publish_role();
+    }
+
+    /// Keeps one replicator per peer of the current membership while leading.
+    fn sync_replicators(&mut self) {
+        let me = self.w.cfg.node_id;
+        let peers: Vec<NodeId> = self
+            .core
+            .membership()
+            .all_nodes()
+            .into_iter()
+            .filter(|&p| p != me)
+            .collect();
+        self.replicators.retain(|p, _| peers.contains(p));
+        let term = self.core.term();
+        let last = self.core.log().last_index();
+        for peer in peers {
+            if self.replicators.contains_key(&peer) {
+                continue;
+            }
+            let (tx, rx) = flume::bounded(self.w.cfg.replicator_queue);
+            let actor = ReplicatorActor::new(
+                &self.w,
+                peer,
+                term,
+                last,
+                rx,
+                self.signal_tx.subscribe(),
+                self.control_tx.clone(),
+            );
+            let span = info_span!("replicator", node = me, group = self.w.group, peer, term);
+            tokio::spawn(actor.run().instrument(span));
+            self.replicators.insert(peer, tx);
+        }
+        let s = ReplicateSignal {
+            term,
+            first_index: self.core.log().first_index(),
+            last_index: last,
+            commit: self.core.commit_index(),
+        };
+        self.publish_signal(s);
+    }
+
+    /// Wakes the replicators (latest value: one wake-up per change, never a lost one, I9).
+    fn publish_signal(&mut self, s: ReplicateSignal) {
+        if self.signal_tx.send_replace(s) != s {
+            self.w
+                .stats
+                .replicate_signals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn publish_role(&mut self) {
+        let m = self.core.membership();
+        let update = HbUpdate::Role {
+            group: self.w.group,
+            role: self.core.role(),
+            term: self.core.term(),
+            voters: m.voters.clone(),
+            voters_outgoing: m.voters_outgoing.clone(),
+            members: m.all_nodes(),
+        };
+        self.hb_dirty = !self.w.heartbeat.update(update);
+    }
+
+    fn metrics(&self) -> GroupMetrics {
+        let s = self.core.status();
+        GroupMetrics {
+            group: self.w.group,
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            commit: s.commit,
+            applied: s.applied,
+            last_index: s.last_index,
+            matched: s.matched.clone(),
+            lag: s
+                .matched
+                .iter()
+                .map(|(p, m)| (*p, s.last_index.saturating_sub(*m)))
+                .collect(),
+            client_queue: self.client_rx.len(),
+            raft_queue: self.raft_rx.len(),
+            control_queue: self.control_rx.len(),
+            stalled: self
+                .w
+                .stats
+                .stalled
+                .load(std::sync::atomic::Ordering::Relaxed),
+            elections_started: self
+                .w
+                .stats
+                .elections_started
+                .load(std::sync::atomic::Ordering::Relaxed),
+            leader_terms: self
+                .w
+                .stats
+                .leader_terms
+                .load(std::sync::atomic::Ordering::Relaxed),
+            replicator_wakeups: self
+                .w
+                .stats
+                .replicator_wakeups
+                .load(std::sync::atomic::Ordering::Relaxed),
+            replicate_signals: self
+                .w
+                .stats
+                .replicate_signals
+                .load(std::sync::atomic::Ordering::Relaxed),
+            dropped_messages: self
+                .w
+                .stats
+                .dropped_messages
+                .load(std::sync::atomic::Ordering::Relaxed),
+            responsive: true,
+        }
+    }
+
+    fn fatal(&mut self, message: String) {
+        error!(group = self.w.group, %message, "group stopped after a fatal error");
+        self.fatal = Some(message);
+    }
+
+    /// Ends the actor: answers everything pending with `Stopped` and releases its peers.
+    fn stop(mut self) {
+        let group = self.w.group;
+        self.replicators.clear();
+        let _ = self.apply_tx.try_send(ApplyMsg::Shutdown);
+        self.w.heartbeat.unregister(group);
+        for (_, r) in std::mem::take(&mut self.reads) {
+            let _ = r.reply.send(Err(Error::Stopped));
+        }
+        while let Ok(req) = self.client_rx.try_recv() {
+            match req {
+                ClientReq::Propose { reply, .. } | ClientReq::Read { reply, .. } => {
+                    let _ = reply.send(Err(Error::Stopped));
+                }
+                ClientReq::Transfer { reply, .. } => {
+                    let _ = reply.send(Err(Error::Stopped));
+                }
+                ClientReq::ChangeMembership { reply, .. } | ClientReq::AddLearner { reply, .. } => {
+                    let _ = reply.send(Err(Error::Stopped));
+                }
+            }
+        }
+        info!(group, "partition actor stopped");
+    }
+}

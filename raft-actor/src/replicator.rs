@@ -1,0 +1,340 @@
+//! The replicator actor: one per (group, peer) while this node leads the group, for one
+//! leadership term (its epoch).
+//!
+//! It owns a `ReplicatorCore` and its own wake-up state (incident 5: no shared wait records).
+//! Woken by the partition's latest-value signal (`watch`) on every log or commit change, it
+//! reads the entries to send from storage — the read's answer is just another event of its
+//! loop, never awaited while something else waits — pipelines AppendEntries over the data lane,
+//! streams snapshots in chunks (one chunk in flight), and reports progress to the partition
+//! tagged with its epoch. It ends when the signal's term changes or the partition drops its
+//! queue (I4: role changes never wait for it).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use raft_core::{
+    GroupId, Index, Message, MessageBody, NodeId, Plan, ReplicatorCore, SnapshotMeta,
+    SnapshotStatus, Term,
+};
+use raft_net::Lane;
+use tokio::sync::{oneshot, watch};
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, warn};
+
+use crate::metrics::GroupStats;
+use crate::partition::{Control, Net, Wiring};
+use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
+use crate::wire::WireMsg;
+
+/// What the partition publishes to its replicators: the leader's log bounds and commit index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReplicateSignal {
+    pub(crate) term: Term,
+    pub(crate) first_index: Index,
+    pub(crate) last_index: Index,
+    pub(crate) commit: Index,
+}
+
+/// Bytes per snapshot chunk: below raft-net's large-frame threshold would starve nothing, but
+/// chunks are large frames on purpose so the transport schedules them behind small ones.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// An outstanding storage read.
+enum Pending {
+    Append {
+        prev_index: Index,
+        commit: Index,
+        rx: oneshot::Receiver<AppendRead>,
+    },
+    Snapshot {
+        rx: oneshot::Receiver<SnapshotRead>,
+    },
+}
+
+/// A snapshot being streamed.
+struct Outgoing {
+    meta: SnapshotMeta,
+    data: Arc<Vec<u8>>,
+}
+
+pub(crate) struct ReplicatorActor {
+    group: GroupId,
+    me: NodeId,
+    peer: NodeId,
+    epoch: Term,
+    core: ReplicatorCore,
+    view: ReplicateSignal,
+    responses: flume::Receiver<Message>,
+    signal: watch::Receiver<ReplicateSignal>,
+    control: flume::Sender<Control>,
+    storage: StorageHandle,
+    net: Net,
+    stats: Arc<GroupStats>,
+    max_msg_bytes: u64,
+    tick: std::time::Duration,
+    unreported: Option<Index>,
+    outgoing: Option<Outgoing>,
+    /// A read failed: plan nothing until the next tick or signal (no hot retry loop).
+    hold: bool,
+}
+
+impl ReplicatorActor {
+    pub(crate) fn new(
+        w: &Wiring,
+        peer: NodeId,
+        epoch: Term,
+        last_index: Index,
+        responses: flume::Receiver<Message>,
+        signal: watch::Receiver<ReplicateSignal>,
+        control: flume::Sender<Control>,
+    ) -> Self {
+        let cfg = w.cfg.group_config();
+        ReplicatorActor {
+            group: w.group,
+            me: w.cfg.node_id,
+            peer,
+            epoch,
+            core: ReplicatorCore::new(&cfg, peer, epoch, last_index),
+            view: ReplicateSignal {
+                term: epoch,
+                ..Default::default()
+            },
+            responses,
+            signal,
+            control,
+            storage: w.storage.clone(),
+            net: w.net.clone(),
+            stats: w.stats.clone(),
+            max_msg_bytes: cfg.max_msg_bytes,
+            tick: w.cfg.tick_interval,
+            unreported: None,
+            outgoing: None,
+            hold: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pending: Option<Pending> = None;
+        // The signal may already hold this epoch's bounds.
+        let s = *self.signal.borrow_and_update();
+        if s.term == self.epoch {
+            self.view = s;
+        }
+        loop {
+            if pending.is_none() && !self.hold {
+                pending = self.plan();
+            }
+            tokio::select! {
+                biased;
+                changed = self.signal.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let s = *self.signal.borrow_and_update();
+                    if s.term != self.epoch {
+                        break;
+                    }
+                    self.stats.replicator_wakeups.fetch_add(1, Ordering::Relaxed);
+                    self.view = s;
+                    self.hold = false;
+                }
+                msg = self.responses.recv_async() => {
+                    let Ok(m) = msg else { break };
+                    self.on_response(m);
+                }
+                read = wait(&mut pending) => {
+                    let p = pending.take();
+                    self.on_read(p, read);
+                }
+                _ = ticker.tick() => {
+                    self.hold = false;
+                    self.core.tick();
+                    self.report(None);
+                }
+            }
+        }
+        debug!(
+            group = self.group,
+            peer = self.peer,
+            epoch = self.epoch,
+            "replicator stopped"
+        );
+    }
+
+    /// Asks storage for what the core wants to send next.
+    fn plan(&mut self) -> Option<Pending> {
+        let v = self.view;
+        match self.core.next_plan(v.first_index, v.last_index, v.commit)? {
+            Plan::Append { prev_index, to, .. } => {
+                let (reply, rx) = oneshot::channel();
+                let req = StorageRequest::ReadForAppend {
+                    group: self.group,
+                    prev_index,
+                    to,
+                    max_bytes: self.max_msg_bytes,
+                    reply,
+                };
+                // A full storage queue: try again on the next tick.
+                self.storage.try_send(req).ok()?;
+                Some(Pending::Append {
+                    prev_index,
+                    commit: v.commit,
+                    rx,
+                })
+            }
+            Plan::Snapshot => {
+                let (reply, rx) = oneshot::channel();
+                self.storage
+                    .try_send(StorageRequest::ReadSnapshot {
+                        group: self.group,
+                        reply,
+                    })
+                    .ok()?;
+                Some(Pending::Snapshot { rx })
+            }
+        }
+    }
+
+    fn on_read(&mut self, pending: Option<Pending>, read: ReadResult) {
+        match (pending, read) {
+            (
+                Some(Pending::Append {
+                    prev_index, commit, ..
+                }),
+                ReadResult::Append(Ok((prev_term, entries))),
+            ) => {
+                let bytes: u64 = entries.iter().map(|e| e.size_hint()).sum();
+                let last_sent = prev_index + entries.len() as Index;
+                let body = MessageBody::AppendEntries {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                };
+                self.send(body);
+                self.core.sent(prev_index, last_sent, bytes, commit);
+            }
+            (_, ReadResult::Append(Err(e))) => {
+                // Compacted meanwhile, or the group is going away: plan again from the new view.
+                debug!(group = self.group, peer = self.peer, error = %e, "read for append failed");
+                self.hold = true;
+            }
+            (_, ReadResult::Snapshot(Ok(Some((meta, data))))) => {
+                self.core.snapshot_sent(meta.index);
+                let out = Outgoing {
+                    meta,
+                    data: Arc::new(data),
+                };
+                self.send_chunk(&out, 0);
+                self.outgoing = Some(out);
+            }
+            (_, ReadResult::Snapshot(Ok(None))) => {
+                warn!(
+                    group = self.group,
+                    peer = self.peer,
+                    "peer needs a snapshot but none exists yet"
+                );
+                self.hold = true;
+            }
+            (_, ReadResult::Snapshot(Err(e))) => {
+                warn!(group = self.group, peer = self.peer, error = %e, "snapshot read failed");
+                self.hold = true;
+            }
+            _ => self.hold = true,
+        }
+    }
+
+    fn send_chunk(&self, out: &Outgoing, offset: u64) {
+        let start = (offset as usize).min(out.data.len());
+        let end = (start + CHUNK_BYTES).min(out.data.len());
+        let body = MessageBody::InstallSnapshot {
+            meta: out.meta.clone(),
+            offset: start as u64,
+            data: out.data[start..end].to_vec(),
+            done: end == out.data.len(),
+        };
+        self.send(body);
+    }
+
+    fn send(&self, body: MessageBody) {
+        let msg = Message {
+            from: self.me,
+            to: self.peer,
+            term: self.epoch,
+            body,
+        };
+        if self
+            .net
+            .send(self.peer, Lane::Data, self.group, WireMsg::Raft(msg))
+            .is_err()
+        {
+            self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_response(&mut self, m: Message) {
+        let outcome = match &m.body {
+            MessageBody::AppendResponse(r) => self.core.on_append_response(m.term, r),
+            MessageBody::SnapshotResponse { index, status } => {
+                if let (SnapshotStatus::ChunkReceived { next_offset }, Some(out)) =
+                    (status, &self.outgoing)
+                {
+                    if out.meta.index == *index {
+                        self.send_chunk(out, *next_offset);
+                    }
+                }
+                if matches!(status, SnapshotStatus::Installed | SnapshotStatus::Rejected) {
+                    self.outgoing = None;
+                }
+                self.core.on_snapshot_response(m.term, *index, *status)
+            }
+            _ => return,
+        };
+        if outcome.higher_term.is_some() {
+            // The partition steps down; it will end this replicator.
+            let _ = self.control.try_send(Control::Step(m));
+            return;
+        }
+        self.report(outcome.progress);
+    }
+
+    /// Reports progress; if the partition's queue is full, keeps it for the next tick.
+    fn report(&mut self, matched: Option<Index>) {
+        if let Some(m) = matched {
+            self.unreported = Some(self.unreported.map_or(m, |u| u.max(m)));
+        }
+        if let Some(matched) = self.unreported {
+            let msg = Control::Progress {
+                peer: self.peer,
+                term: self.epoch,
+                matched,
+            };
+            if self.control.try_send(msg).is_ok() {
+                self.unreported = None;
+            }
+        }
+    }
+}
+
+/// The answer of an outstanding read.
+enum ReadResult {
+    Append(AppendRead),
+    Snapshot(SnapshotRead),
+    /// Storage dropped the request (shutting down).
+    Dropped,
+}
+
+/// Waits for the outstanding read, or forever if there is none.
+async fn wait(pending: &mut Option<Pending>) -> ReadResult {
+    match pending {
+        Some(Pending::Append { rx, .. }) => {
+            rx.await.map_or(ReadResult::Dropped, ReadResult::Append)
+        }
+        Some(Pending::Snapshot { rx }) => {
+            rx.await.map_or(ReadResult::Dropped, ReadResult::Snapshot)
+        }
+        None => std::future::pending().await,
+    }
+}

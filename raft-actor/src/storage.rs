@@ -1,0 +1,346 @@
+//! The storage actor: one per node, owning the node's [`LogStore`].
+//!
+//! Runs on a dedicated OS thread in production (file I/O and fsync never block a tokio worker),
+//! or as a task in simulation. It drains every queued request, applies the writes of all
+//! groups, calls `sync` **once** (group commit), and only then publishes each group's
+//! persisted sequence number (DESIGN.md I7). Reads are answered on one-shot channels.
+//!
+//! Edges: partitions, replicators and apply actors → storage: bounded `storage_queue`, sent with
+//! `try_send` (a partition that finds it full stops taking client work). Storage → partition:
+//! a `watch` per group (latest value, never blocks). Storage → readers: one-shot replies.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
+use raft_storage::{LogStore, Recovered, StorageError};
+use tokio::sync::{oneshot, watch};
+use tracing::{error, warn};
+
+/// The latest durable point of a group, published after each group commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    /// Every persistence action up to this sequence number is durable.
+    pub seq: u64,
+    /// Set once the store failed: the group must stop (fatal).
+    pub error: Option<Arc<str>>,
+}
+
+/// A write to make durable, tagged with the core's sequence number.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    HardState(HardState),
+    Entries {
+        truncate_from: Option<Index>,
+        entries: Vec<Entry>,
+    },
+    Snapshot {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+        discard_log: bool,
+    },
+    Compact(Index),
+}
+
+/// The answer to a read for an AppendEntries: the term at `prev_index` and the entries.
+pub(crate) type AppendRead = Result<(Term, Vec<Entry>), StorageError>;
+
+/// The answer to a snapshot read: the latest snapshot's metadata and bytes, if any.
+pub(crate) type SnapshotRead = Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+
+/// Requests to the storage actor.
+pub(crate) enum StorageRequest {
+    /// Registers a group's persisted-notification channel.
+    Register {
+        group: GroupId,
+        persisted: watch::Sender<Persisted>,
+    },
+    /// Forgets a group (its state stays on disk unless `purge`).
+    Unregister { group: GroupId, purge: bool },
+    /// A write; `seq` 0 means "not tracked by the core" (compaction, local snapshots).
+    Write {
+        group: GroupId,
+        seq: u64,
+        op: WriteOp,
+    },
+    /// Entries `prev_index + 1 ..= to` plus the term at `prev_index`.
+    ReadForAppend {
+        group: GroupId,
+        prev_index: Index,
+        to: Index,
+        max_bytes: u64,
+        reply: oneshot::Sender<AppendRead>,
+    },
+    /// Entries `from ..= to` (for the apply actor).
+    Read {
+        group: GroupId,
+        from: Index,
+        to: Index,
+        max_bytes: u64,
+        reply: oneshot::Sender<Result<Vec<Entry>, StorageError>>,
+    },
+    /// The latest snapshot of a group.
+    ReadSnapshot {
+        group: GroupId,
+        reply: oneshot::Sender<SnapshotRead>,
+    },
+    /// What the store holds for a group (at start-up or when a group is added).
+    Recover {
+        group: GroupId,
+        reply: oneshot::Sender<Result<Option<Recovered>, StorageError>>,
+    },
+    /// Stop the actor.
+    Shutdown,
+}
+
+/// Cheap handle to the storage actor.
+#[derive(Clone)]
+pub(crate) struct StorageHandle {
+    tx: flume::Sender<StorageRequest>,
+}
+
+impl StorageHandle {
+    /// Queues a request without waiting. Fails (handing the request back, boxed) when the queue
+    /// is full or the actor is gone.
+    pub(crate) fn try_send(&self, req: StorageRequest) -> Result<(), Box<StorageRequest>> {
+        self.tx.try_send(req).map_err(|e| Box::new(e.into_inner()))
+    }
+
+    /// Room left in the queue (for backpressure decisions).
+    pub(crate) fn has_room(&self, needed: usize) -> bool {
+        self.tx
+            .capacity()
+            .is_none_or(|cap| cap.saturating_sub(self.tx.len()) >= needed)
+    }
+
+    /// Queues a request, waiting for room (used outside any actor's message handling:
+    /// registration and recovery at group start).
+    pub(crate) async fn send(&self, req: StorageRequest) -> Result<(), ()> {
+        self.tx.send_async(req).await.map_err(|_| ())
+    }
+}
+
+/// How the storage actor is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageMode {
+    /// On a dedicated OS thread (production).
+    Thread,
+    /// As a task on the current tokio runtime (deterministic simulation, paused-time tests).
+    Task,
+}
+
+/// Starts the storage actor over `store`.
+pub(crate) fn spawn<S: LogStore>(
+    store: S,
+    capacity: usize,
+    mode: StorageMode,
+) -> std::io::Result<StorageHandle> {
+    let (tx, rx) = flume::bounded(capacity);
+    let actor = StorageActor {
+        store,
+        rx,
+        groups: BTreeMap::new(),
+        failed: None,
+    };
+    match mode {
+        StorageMode::Thread => {
+            std::thread::Builder::new()
+                .name("raft-storage".into())
+                .spawn(move || actor.run_blocking())?;
+        }
+        StorageMode::Task => {
+            tokio::spawn(actor.run_async());
+        }
+    }
+    Ok(StorageHandle { tx })
+}
+
+struct StorageActor<S> {
+    store: S,
+    rx: flume::Receiver<StorageRequest>,
+    groups: BTreeMap<GroupId, (watch::Sender<Persisted>, u64)>,
+    failed: Option<Arc<str>>,
+}
+
+/// Most requests folded into one group commit.
+const MAX_BATCH: usize = 4096;
+
+impl<S: LogStore> StorageActor<S> {
+    fn run_blocking(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            if !self.handle_batch(first) {
+                return;
+            }
+        }
+    }
+
+    async fn run_async(mut self) {
+        while let Ok(first) = self.rx.recv_async().await {
+            if !self.handle_batch(first) {
+                return;
+            }
+            // Let other tasks run between group commits, as a thread would.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Handles `first` and everything queued behind it, with one sync. Returns false on
+    /// shutdown.
+    fn handle_batch(&mut self, first: StorageRequest) -> bool {
+        let mut dirty: BTreeMap<GroupId, u64> = BTreeMap::new();
+        let mut wrote = false;
+        let mut next = Some(first);
+        let mut count = 0;
+        while let Some(req) = next.take() {
+            count += 1;
+            match req {
+                StorageRequest::Shutdown => {
+                    self.sync_and_publish(wrote, &dirty);
+                    return false;
+                }
+                StorageRequest::Write { group, seq, op } => {
+                    wrote = true;
+                    if self.failed.is_none() {
+                        if let Err(e) = self.write(group, op) {
+                            self.fail(format!("group {group}: {e}"));
+                        }
+                    }
+                    if seq > 0 {
+                        let s = dirty.entry(group).or_default();
+                        *s = (*s).max(seq);
+                    }
+                }
+                other => self.handle_other(other),
+            }
+            if count < MAX_BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        self.sync_and_publish(wrote, &dirty);
+        true
+    }
+
+    fn write(&mut self, group: GroupId, op: WriteOp) -> Result<(), StorageError> {
+        match op {
+            WriteOp::HardState(hs) => self.store.save_hard_state(group, hs),
+            WriteOp::Entries {
+                truncate_from,
+                entries,
+            } => self.store.append(group, truncate_from, &entries),
+            WriteOp::Snapshot {
+                meta,
+                data,
+                discard_log,
+            } => self.store.save_snapshot(group, &meta, &data, discard_log),
+            WriteOp::Compact(index) => self.store.compact(group, index),
+        }
+    }
+
+    fn handle_other(&mut self, req: StorageRequest) {
+        match req {
+            StorageRequest::Register { group, persisted } => {
+                if let Some(err) = &self.failed {
+                    persisted.send_replace(Persisted {
+                        seq: 0,
+                        error: Some(err.clone()),
+                    });
+                }
+                self.groups.insert(group, (persisted, 0));
+            }
+            StorageRequest::Unregister { group, purge } => {
+                self.groups.remove(&group);
+                if purge {
+                    if let Err(e) = self.store.remove_group(group) {
+                        warn!(group, error = %e, "could not remove a group's storage");
+                    }
+                }
+            }
+            StorageRequest::ReadForAppend {
+                group,
+                prev_index,
+                to,
+                max_bytes,
+                reply,
+            } => {
+                let result = self.read_for_append(group, prev_index, to, max_bytes);
+                let _ = reply.send(result);
+            }
+            StorageRequest::Read {
+                group,
+                from,
+                to,
+                max_bytes,
+                reply,
+            } => {
+                let _ = reply.send(self.store.entries(group, from, to, max_bytes));
+            }
+            StorageRequest::ReadSnapshot { group, reply } => {
+                let _ = reply.send(self.store.snapshot(group));
+            }
+            StorageRequest::Recover { group, reply } => {
+                let _ = reply.send(self.store.recover(group));
+            }
+            StorageRequest::Write { .. } | StorageRequest::Shutdown => {}
+        }
+    }
+
+    fn read_for_append(
+        &self,
+        group: GroupId,
+        prev_index: Index,
+        to: Index,
+        max_bytes: u64,
+    ) -> AppendRead {
+        let prev_term = self
+            .store
+            .term(group, prev_index)?
+            .ok_or(StorageError::Unavailable {
+                group,
+                from: prev_index,
+                to: prev_index,
+                first: 0,
+                last: 0,
+            })?;
+        let entries = if to > prev_index {
+            self.store.entries(group, prev_index + 1, to, max_bytes)?
+        } else {
+            Vec::new()
+        };
+        Ok((prev_term, entries))
+    }
+
+    fn sync_and_publish(&mut self, wrote: bool, dirty: &BTreeMap<GroupId, u64>) {
+        if wrote && self.failed.is_none() {
+            if let Err(e) = self.store.sync() {
+                self.fail(format!("sync: {e}"));
+            }
+        }
+        if self.failed.is_some() {
+            return; // fail() already told every group
+        }
+        for (group, seq) in dirty {
+            if let Some((tx, last)) = self.groups.get_mut(group) {
+                if *seq > *last {
+                    *last = *seq;
+                    tx.send_replace(Persisted {
+                        seq: *seq,
+                        error: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A storage error is fatal: tell every group, never retry silently (DESIGN.md, issue 5).
+    fn fail(&mut self, message: String) {
+        error!(error = %message, "storage failed; stopping every group on this node");
+        let err: Arc<str> = Arc::from(message);
+        self.failed = Some(err.clone());
+        for (tx, last) in self.groups.values() {
+            tx.send_replace(Persisted {
+                seq: *last,
+                error: Some(err.clone()),
+            });
+        }
+    }
+}

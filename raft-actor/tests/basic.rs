@@ -1,0 +1,72 @@
+//! Basic operation: elections, replication, apply order, many groups (issue 4, "Basic").
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Cmd, Query, config};
+use raft_core::Role;
+
+async fn elect_commit_apply(n: u64) {
+    let ids: Vec<u64> = (1..=n).collect();
+    let c = Cluster::start(&ids, config).await;
+    c.add_group(7).await;
+    let leader = c.leader(7).await;
+    let mut expected = 0;
+    for i in 1..=20 {
+        expected += i;
+        assert_eq!(c.propose(7, Cmd::Add(i)).await.unwrap(), expected);
+    }
+    // Linearizable read at the leader sees every acknowledged write.
+    assert_eq!(
+        c.nodes[&leader].read(7, Query::Get).await.unwrap(),
+        expected
+    );
+    // Every node applies the same entries in order.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut leaders = 0;
+    for node in c.nodes.values() {
+        let m = node.group_metrics(7).await.unwrap();
+        assert!(m.applied >= 21, "node {} applied {}", node.id(), m.applied);
+        if m.role == Role::Leader {
+            leaders += 1;
+        }
+        eprintln!(
+            "node {}: {:?} term {} commit {} applied {} elections {}",
+            node.id(),
+            m.role,
+            m.term,
+            m.commit,
+            m.applied,
+            m.elections_started
+        );
+    }
+    assert_eq!(leaders, 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_elect_commit_and_apply() {
+    elect_commit_apply(3).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_nodes_elect_commit_and_apply() {
+    elect_commit_apply(5).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn hundred_groups_on_three_nodes_all_make_progress() {
+    let c = Cluster::start(&[1, 2, 3], config).await;
+    for g in 1..=100 {
+        c.add_group(g).await;
+    }
+    for g in 1..=100 {
+        assert_eq!(
+            c.propose(g, Cmd::Add(g as i64)).await.unwrap(),
+            g as i64,
+            "group {g}"
+        );
+    }
+    c.shutdown().await;
+}

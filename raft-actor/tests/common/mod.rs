@@ -1,0 +1,165 @@
+//! Shared test fixtures: a counter state machine and an in-memory cluster on paused time.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raft_actor::{Error, Node, NodeConfig, StateMachine, WireMsg};
+use raft_core::{GroupId, Membership, NodeId, Role};
+use raft_net::{MemConfig, MemNetwork};
+use raft_storage::MemStore;
+use serde::{Deserialize, Serialize};
+
+/// A replicated counter that also records every applied index (to check order).
+#[derive(Default)]
+pub struct Counter {
+    pub value: i64,
+    pub applied: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub enum Cmd {
+    Add(i64),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub enum Query {
+    Get,
+}
+
+impl StateMachine for Counter {
+    type Command = Cmd;
+    type Query = Query;
+    type Response = i64;
+
+    fn apply(&mut self, index: u64, command: Cmd) -> i64 {
+        self.applied.push(index);
+        match command {
+            Cmd::Add(n) => self.value += n,
+        }
+        self.value
+    }
+
+    fn query(&self, _q: Query) -> i64 {
+        self.value
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&self.value).expect("encode")
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.value = postcard::from_bytes(snapshot).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+pub fn config(id: NodeId) -> NodeConfig {
+    let mut c = NodeConfig::new(id);
+    c.raft.seed = 42;
+    c
+}
+
+/// A cluster of nodes on an in-memory network, all on the current (paused) runtime.
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node<Counter>>,
+    pub net: Option<MemNetwork<WireMsg>>,
+}
+
+impl Cluster {
+    pub async fn start(ids: &[NodeId], cfg: impl Fn(NodeId) -> NodeConfig) -> Cluster {
+        let transports =
+            MemNetwork::<WireMsg>::direct(ids, &MemConfig::default()).expect("network");
+        let mut nodes = BTreeMap::new();
+        for (id, (t, inbound)) in ids.iter().zip(transports) {
+            let node = Node::<Counter>::builder(cfg(*id))
+                .transport(t, inbound)
+                .storage(MemStore::new())
+                .single_executor()
+                .start()
+                .await
+                .expect("start");
+            nodes.insert(*id, node);
+        }
+        Cluster { nodes, net: None }
+    }
+
+    pub async fn start_with_faults(
+        ids: &[NodeId],
+        cfg: impl Fn(NodeId) -> NodeConfig,
+        seed: u64,
+    ) -> Cluster {
+        let (net, transports) =
+            MemNetwork::<WireMsg>::with_faults(ids, &MemConfig::default(), seed).expect("network");
+        let mut nodes = BTreeMap::new();
+        for (id, (t, inbound)) in ids.iter().zip(transports) {
+            let node = Node::<Counter>::builder(cfg(*id))
+                .transport(t, inbound)
+                .storage(MemStore::new())
+                .single_executor()
+                .start()
+                .await
+                .expect("start");
+            nodes.insert(*id, node);
+        }
+        Cluster {
+            nodes,
+            net: Some(net),
+        }
+    }
+
+    pub async fn add_group(&self, group: GroupId) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for node in self.nodes.values() {
+            node.add_partition(
+                group,
+                Membership::new(ids.iter().copied()),
+                Counter::default(),
+            )
+            .await
+            .expect("add");
+        }
+    }
+
+    /// Waits (in simulated time) until exactly one node leads `group`; returns it.
+    pub async fn leader(&self, group: GroupId) -> NodeId {
+        for _ in 0..600 {
+            let mut leaders = Vec::new();
+            for (id, n) in &self.nodes {
+                if let Ok(m) = n.group_metrics(group).await {
+                    if m.role == Role::Leader {
+                        leaders.push((m.term, *id));
+                    }
+                }
+            }
+            leaders.sort();
+            if let Some(&(_, id)) = leaders.last() {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader for group {group} within 30 s of simulated time");
+    }
+
+    /// Proposes at the current leader, following hints and retrying on retryable errors.
+    pub async fn propose(&self, group: GroupId, cmd: Cmd) -> Result<i64, Error> {
+        let mut last = Error::Stopped;
+        for _ in 0..100 {
+            let leader = self.leader(group).await;
+            match self.nodes[&leader].propose(group, cmd.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() => last = e,
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(last)
+    }
+
+    pub async fn shutdown(&self) {
+        for n in self.nodes.values() {
+            n.shutdown().await;
+        }
+    }
+}
