@@ -18,7 +18,9 @@ struct GroupLog {
 
 impl GroupLog {
     fn first_index(&self) -> Index {
-        self.entries.front().map_or(self.snapshot.index + 1, |e| e.index)
+        self.entries
+            .front()
+            .map_or(self.snapshot.index + 1, |e| e.index)
     }
 
     fn last_index(&self) -> Index {
@@ -86,7 +88,11 @@ impl LogStore for MemStore {
         Ok(())
     }
 
-    fn save_hard_state(&mut self, group: GroupId, hard_state: HardState) -> Result<(), StorageError> {
+    fn save_hard_state(
+        &mut self,
+        group: GroupId,
+        hard_state: HardState,
+    ) -> Result<(), StorageError> {
         self.groups.entry(group).or_default().hard_state = hard_state;
         Ok(())
     }
@@ -135,9 +141,21 @@ impl LogStore for MemStore {
         let g = self.groups.get(&group);
         let (first, last) = g.map_or((1, 0), |g| (g.first_index(), g.last_index()));
         if from < first || to > last || from > to {
-            return Err(StorageError::Unavailable { group, from, to, first, last });
+            return Err(StorageError::Unavailable {
+                group,
+                from,
+                to,
+                first,
+                last,
+            });
         }
-        let g = g.ok_or(StorageError::Unavailable { group, from, to, first, last })?;
+        let g = g.ok_or(StorageError::Unavailable {
+            group,
+            from,
+            to,
+            first,
+            last,
+        })?;
         let mut out = Vec::new();
         let mut bytes = 0;
         for i in from..=to {
@@ -152,7 +170,9 @@ impl LogStore for MemStore {
     }
 
     fn term(&self, group: GroupId, index: Index) -> Result<Option<Term>, StorageError> {
-        let Some(g) = self.groups.get(&group) else { return Ok(None) };
+        let Some(g) = self.groups.get(&group) else {
+            return Ok(None);
+        };
         if index == g.snapshot.index {
             return Ok(Some(g.snapshot.term));
         }
@@ -174,7 +194,11 @@ mod tests {
     use raft_core::EntryPayload;
 
     fn e(index: Index, term: Term) -> Entry {
-        Entry { index, term, payload: EntryPayload::Normal(vec![index as u8]) }
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Normal(vec![index as u8]),
+        }
     }
 
     #[test]
@@ -185,7 +209,10 @@ mod tests {
         assert_eq!(s.term(1, 3).unwrap(), Some(2));
         assert!(s.append(1, None, &[e(9, 2)]).is_err());
         s.compact(1, 2).unwrap();
-        assert!(matches!(s.entries(1, 1, 3, u64::MAX), Err(StorageError::Unavailable { .. })));
+        assert!(matches!(
+            s.entries(1, 1, 3, u64::MAX),
+            Err(StorageError::Unavailable { .. })
+        ));
         assert_eq!(s.entries(1, 3, 4, u64::MAX).unwrap().len(), 2);
         assert_eq!(s.entries(1, 3, 4, 1).unwrap().len(), 1);
         let r = s.recover(1).unwrap().unwrap();

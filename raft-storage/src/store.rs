@@ -37,6 +37,22 @@ pub enum StorageError {
     /// A request that breaks the store's rules (e.g. an append that leaves a gap).
     #[error("invalid storage request: {0}")]
     Invalid(String),
+    /// A configuration value is out of range; nothing was opened or written.
+    #[error("invalid storage configuration: `{field}` {reason}")]
+    Config {
+        /// The offending field's name.
+        field: &'static str,
+        /// Why it was refused and what is accepted.
+        reason: String,
+    },
+    /// An earlier write or sync failed, so what is on disk is unknown; the store refuses every
+    /// further write (as etcd does after a failed fsync). Restart the node to recover from what
+    /// is durable.
+    #[error("storage is poisoned by an earlier failure and refuses writes: {reason}")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        reason: String,
+    },
 }
 
 /// What a store recovered for one group at start-up.
@@ -73,7 +89,11 @@ pub trait LogStore: Send + 'static {
     ) -> Result<(), StorageError>;
 
     /// Records the group's term, vote and commit.
-    fn save_hard_state(&mut self, group: GroupId, hard_state: HardState) -> Result<(), StorageError>;
+    fn save_hard_state(
+        &mut self,
+        group: GroupId,
+        hard_state: HardState,
+    ) -> Result<(), StorageError>;
 
     /// Stores a snapshot. With `discard_log` the whole log is dropped (it conflicts with the
     /// snapshot); otherwise only entries up to `meta.index` may be dropped.
