@@ -456,9 +456,14 @@ impl Wal {
         // A truncation is implied by the first entry's record when that entry lands where the
         // truncation starts; otherwise (nothing to append, or a log that starts past the
         // snapshot) it needs its own record. A new group gets a record so that it exists.
-        let implied = entries
-            .first()
-            .is_some_and(|e| g.is_some_and(|g| e.index >= g.first_index()));
+        // Truncating from `t` leaves the entries below `t` (or none if `t <= first`); an entry
+        // record at `i` leaves those below `i`: the same when `i == t > first` or `i == first`.
+        let implied = match (entries.first(), g, truncate_from) {
+            (Some(e), Some(g), Some(t)) if !g.locs.is_empty() => {
+                (t > g.first && e.index == t) || e.index == g.first
+            }
+            _ => false,
+        };
         let from = truncate_from.unwrap_or(last + 1);
         if (pops && !implied) || (g.is_none() && entries.is_empty()) {
             let rec = TruncateRec { group, from };
