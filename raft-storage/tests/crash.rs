@@ -44,7 +44,11 @@ fn payload(group: GroupId, index: Index, term: Term) -> Vec<u8> {
 }
 
 fn entry(group: GroupId, index: Index, term: Term) -> Entry {
-    Entry { index, term, payload: EntryPayload::Normal(payload(group, index, term)) }
+    Entry {
+        index,
+        term,
+        payload: EntryPayload::Normal(payload(group, index, term)),
+    }
 }
 
 fn snapshot_data(group: GroupId, index: Index) -> Vec<u8> {
@@ -63,8 +67,13 @@ fn config(dir: &Path) -> WalConfig {
 /// The child: writes forever; reports after each sync.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var("RAFT_WAL_CHILD") else { return };
-    let seed: u64 = std::env::var("RAFT_WAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let Ok(dir) = std::env::var("RAFT_WAL_CHILD") else {
+        return;
+    };
+    let seed: u64 = std::env::var("RAFT_WAL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let mut rng = Rng(seed);
     let mut w = Wal::open(config(Path::new(&dir))).expect("child: open");
     let mut out = std::io::stdout().lock();
@@ -73,11 +82,23 @@ fn crash_child() {
         let (l, t) = match w.recover(g).expect("child: recover") {
             Some(r) => {
                 let l = r.entries.last().map_or(r.snapshot.index, |e| e.index);
-                let t = r.entries.last().map_or(r.snapshot.term, |e| e.term).max(r.hard_state.term);
+                let t = r
+                    .entries
+                    .last()
+                    .map_or(r.snapshot.term, |e| e.term)
+                    .max(r.hard_state.term);
                 (l, t)
             }
             None => {
-                w.save_hard_state(g, HardState { term: 1, vote: Some(1), commit: 0 }).unwrap();
+                w.save_hard_state(
+                    g,
+                    HardState {
+                        term: 1,
+                        vote: Some(1),
+                        commit: 0,
+                    },
+                )
+                .unwrap();
                 (0, 1)
             }
         };
@@ -99,8 +120,18 @@ fn crash_child() {
                 0..10 if l > s => {
                     let from = s + 1 + rng.below(l - s);
                     let nt = t + 1;
-                    w.save_hard_state(g, HardState { term: nt, vote: Some(2), commit: s }).unwrap();
-                    let es: Vec<_> = (from..from + 1 + rng.below(4)).map(|i| entry(g, i, nt)).collect();
+                    w.save_hard_state(
+                        g,
+                        HardState {
+                            term: nt,
+                            vote: Some(2),
+                            commit: s,
+                        },
+                    )
+                    .unwrap();
+                    let es: Vec<_> = (from..from + 1 + rng.below(4))
+                        .map(|i| entry(g, i, nt))
+                        .collect();
                     w.append(g, Some(from), &es).unwrap();
                     last.insert(g, es.last().unwrap().index);
                     term.insert(g, nt);
@@ -112,25 +143,47 @@ fn crash_child() {
                     last.insert(g, from - 1);
                 }
                 15..25 => {
-                    w.save_hard_state(g, HardState { term: t, vote: Some(1), commit: s }).unwrap();
+                    w.save_hard_state(
+                        g,
+                        HardState {
+                            term: t,
+                            vote: Some(1),
+                            commit: s,
+                        },
+                    )
+                    .unwrap();
                 }
                 // A local snapshot, then compaction behind it.
                 25..30 if s > 20 => {
                     let idx = s - 10;
-                    let Some(it) = w.term(g, idx).unwrap() else { continue };
-                    let meta = SnapshotMeta { index: idx, term: it, ..Default::default() };
-                    w.save_snapshot(g, &meta, &snapshot_data(g, idx), false).unwrap();
+                    let Some(it) = w.term(g, idx).unwrap() else {
+                        continue;
+                    };
+                    let meta = SnapshotMeta {
+                        index: idx,
+                        term: it,
+                        ..Default::default()
+                    };
+                    w.save_snapshot(g, &meta, &snapshot_data(g, idx), false)
+                        .unwrap();
                     w.compact(g, idx - rng.below(5)).unwrap();
                 }
                 // Rarely, a leader's snapshot past the log's end replaces the log.
                 30 => {
                     let idx = l + 3;
-                    let meta = SnapshotMeta { index: idx, term: t, ..Default::default() };
-                    w.save_snapshot(g, &meta, &snapshot_data(g, idx), true).unwrap();
+                    let meta = SnapshotMeta {
+                        index: idx,
+                        term: t,
+                        ..Default::default()
+                    };
+                    w.save_snapshot(g, &meta, &snapshot_data(g, idx), true)
+                        .unwrap();
                     last.insert(g, idx);
                 }
                 _ => {
-                    let es: Vec<_> = (l + 1..l + 2 + rng.below(5)).map(|i| entry(g, i, t)).collect();
+                    let es: Vec<_> = (l + 1..l + 2 + rng.below(5))
+                        .map(|i| entry(g, i, t))
+                        .collect();
                     w.append(g, None, &es).unwrap();
                     last.insert(g, es.last().unwrap().index);
                 }
@@ -156,19 +209,42 @@ fn verify(dir: &Path, reported: &BTreeMap<GroupId, (Index, Term)>, round: usize)
     for g in 1..=GROUPS {
         let ctx = format!("round {round} group {g}");
         let Some(r) = w.recover(g).unwrap_or_else(|e| panic!("{ctx}: {e}")) else {
-            assert!(!reported.contains_key(&g), "{ctx}: reported entries but the group is gone");
+            assert!(
+                !reported.contains_key(&g),
+                "{ctx}: reported entries but the group is gone"
+            );
             continue;
         };
         for (k, e) in r.entries.iter().enumerate() {
-            assert_eq!(e.index, r.entries[0].index + k as u64, "{ctx}: gap in the log");
-            assert_eq!(*e, entry(g, e.index, e.term), "{ctx}: entry {} is not what was written", e.index);
-            assert!(e.term <= r.hard_state.term, "{ctx}: entry {} has a term above the hard state", e.index);
+            assert_eq!(
+                e.index,
+                r.entries[0].index + k as u64,
+                "{ctx}: gap in the log"
+            );
+            assert_eq!(
+                *e,
+                entry(g, e.index, e.term),
+                "{ctx}: entry {} is not what was written",
+                e.index
+            );
+            assert!(
+                e.term <= r.hard_state.term,
+                "{ctx}: entry {} has a term above the hard state",
+                e.index
+            );
         }
         for p in r.entries.windows(2) {
-            assert!(p[0].term <= p[1].term, "{ctx}: terms go down at {}", p[1].index);
+            assert!(
+                p[0].term <= p[1].term,
+                "{ctx}: terms go down at {}",
+                p[1].index
+            );
         }
         if let Some(first) = r.entries.first() {
-            assert!(first.index <= r.snapshot.index + 1, "{ctx}: gap between snapshot and log");
+            assert!(
+                first.index <= r.snapshot.index + 1,
+                "{ctx}: gap between snapshot and log"
+            );
         }
         if r.snapshot.index > 0 {
             let (meta, data) = w.snapshot(g).unwrap().expect("snapshot");
@@ -177,10 +253,16 @@ fn verify(dir: &Path, reported: &BTreeMap<GroupId, (Index, Term)>, round: usize)
         }
         if let Some(&(idx, t)) = reported.get(&g) {
             let last = r.entries.last().map_or(r.snapshot.index, |e| e.index);
-            assert!(last >= idx, "{ctx}: reported {idx} persisted, the log ends at {last}");
+            assert!(
+                last >= idx,
+                "{ctx}: reported {idx} persisted, the log ends at {last}"
+            );
             match r.entries.iter().find(|e| e.index == idx) {
                 Some(e) => assert_eq!(e.term, t, "{ctx}: reported entry {idx} changed term"),
-                None => assert!(idx <= r.snapshot.index, "{ctx}: reported entry {idx} is missing"),
+                None => assert!(
+                    idx <= r.snapshot.index,
+                    "{ctx}: reported entry {idx} is missing"
+                ),
             }
         }
     }
@@ -192,7 +274,10 @@ fn killed_writer_loses_nothing_it_reported() {
     if std::env::var("RAFT_WAL_CHILD").is_ok() {
         return;
     }
-    let kills: usize = std::env::var("RAFT_WAL_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let kills: usize = std::env::var("RAFT_WAL_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x5EED);
@@ -201,7 +286,13 @@ fn killed_writer_loses_nothing_it_reported() {
     let (mut lines_seen, mut torn_tails) = (0usize, 0usize);
     for round in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads", "1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("RAFT_WAL_CHILD", dir.path())
             .env("RAFT_WAL_SEED", (round as u64 + 1).to_string())
             .stdout(Stdio::piped())
@@ -247,7 +338,10 @@ fn killed_writer_loses_nothing_it_reported() {
                 lines_seen += 1;
             }
         }
-        assert!(!status.success(), "round {round}: the child exited by itself: {status:?}");
+        assert!(
+            !status.success(),
+            "round {round}: the child exited by itself: {status:?}"
+        );
         torn_tails += usize::from(verify(dir.path(), &reported, round));
     }
     let total: u64 = reported.values().map(|(i, _)| i).sum();
@@ -256,5 +350,8 @@ fn killed_writer_loses_nothing_it_reported() {
          highest reported indices sum to {total}; torn tails cut: {torn_tails}",
         start.elapsed()
     );
-    assert!(lines_seen > kills, "the child reported too little: {lines_seen} reports");
+    assert!(
+        lines_seen > kills,
+        "the child reported too little: {lines_seen} reports"
+    );
 }

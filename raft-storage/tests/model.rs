@@ -31,7 +31,11 @@ fn bounds(m: &MemStore, g: GroupId) -> (Index, Index, Index, u64) {
             let s = r.snapshot.index;
             let first = r.entries.first().map_or(s + 1, |e| e.index);
             let last = r.entries.last().map_or(s, |e| e.index);
-            let term = r.entries.last().map_or(r.snapshot.term, |e| e.term).max(r.hard_state.term);
+            let term = r
+                .entries
+                .last()
+                .map_or(r.snapshot.term, |e| e.term)
+                .max(r.hard_state.term);
             (first, last, s, term)
         }
     }
@@ -45,7 +49,11 @@ fn same<T: PartialEq + std::fmt::Debug>(
     match (a, b) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
         (Err(a), Err(b)) => {
-            assert_eq!(std::mem::discriminant(&a), std::mem::discriminant(&b), "{what}: {a} vs {b}")
+            assert_eq!(
+                std::mem::discriminant(&a),
+                std::mem::discriminant(&b),
+                "{what}: {a} vs {b}"
+            )
         }
         (a, b) => panic!("{what}: model {a:?} vs wal {b:?}"),
     }
@@ -55,10 +63,18 @@ fn compare(m: &MemStore, w: &Wal, rng: &mut Rng, ctx: &str) {
     assert_eq!(m.groups(), w.groups(), "{ctx}: groups");
     for g in m.groups() {
         same(&format!("{ctx}: recover({g})"), m.recover(g), w.recover(g));
-        same(&format!("{ctx}: snapshot({g})"), m.snapshot(g), w.snapshot(g));
+        same(
+            &format!("{ctx}: snapshot({g})"),
+            m.snapshot(g),
+            w.snapshot(g),
+        );
         let (first, last, _, _) = bounds(m, g);
         for i in first.saturating_sub(2)..=last + 2 {
-            same(&format!("{ctx}: term({g}, {i})"), m.term(g, i), w.term(g, i));
+            same(
+                &format!("{ctx}: term({g}, {i})"),
+                m.term(g, i),
+                w.term(g, i),
+            );
         }
         for _ in 0..3 {
             let from = first.saturating_sub(1) + rng.below(last + 3 - first.min(last + 2));
@@ -71,7 +87,11 @@ fn compare(m: &MemStore, w: &Wal, rng: &mut Rng, ctx: &str) {
             );
         }
     }
-    same(&format!("{ctx}: recover(absent)"), m.recover(999), w.recover(999));
+    same(
+        &format!("{ctx}: recover(absent)"),
+        m.recover(999),
+        w.recover(999),
+    );
 }
 
 fn run(seed: u64, ops: usize) {
@@ -81,7 +101,11 @@ fn run(seed: u64, ops: usize) {
         segment_bytes: 4096,
         cache_entries: rng.below(16) as usize,
         buffer_bytes: 1 + rng.below(3000) as usize,
-        sync: if rng.chance(50) { SyncMode::Always } else { SyncMode::Never },
+        sync: if rng.chance(50) {
+            SyncMode::Always
+        } else {
+            SyncMode::Never
+        },
         ..WalConfig::new(dir.path())
     };
     let mut w = Wal::open(config.clone()).unwrap();
@@ -100,7 +124,11 @@ fn run(seed: u64, ops: usize) {
             };
             let last_after = match t {
                 Some(t) if last >= first && t <= last => {
-                    if t <= first { snap } else { t - 1 }
+                    if t <= first {
+                        snap
+                    } else {
+                        t - 1
+                    }
                 }
                 _ => last,
             };
@@ -143,7 +171,11 @@ fn run(seed: u64, ops: usize) {
             };
             let data: Vec<u8> = (0..rng.below(100)).map(|_| rng.next() as u8).collect();
             op = format!("save_snapshot({g}, {index}, discard {discard})");
-            same(&op, m.save_snapshot(g, &meta, &data, discard), w.save_snapshot(g, &meta, &data, discard));
+            same(
+                &op,
+                m.save_snapshot(g, &meta, &data, discard),
+                w.save_snapshot(g, &meta, &data, discard),
+            );
         } else if roll < 73 {
             let index = first.saturating_sub(1) + rng.below(snap + 2 - first.min(snap + 1));
             let index = index.min(snap);
@@ -166,11 +198,20 @@ fn run(seed: u64, ops: usize) {
             if !exists {
                 continue;
             }
-            let bad = [Entry { index: last + 2, term: term.max(1), payload: EntryPayload::Noop }];
+            let bad = [Entry {
+                index: last + 2,
+                term: term.max(1),
+                payload: EntryPayload::Noop,
+            }];
             op = format!("bad append({g})");
             same(&op, m.append(g, None, &bad), w.append(g, None, &bad));
         }
-        compare(&m, &w, &mut rng, &format!("seed {seed} step {step} after {op}"));
+        compare(
+            &m,
+            &w,
+            &mut rng,
+            &format!("seed {seed} step {step} after {op}"),
+        );
     }
     w.sync().unwrap();
     drop(w);
@@ -180,7 +221,10 @@ fn run(seed: u64, ops: usize) {
 
 #[test]
 fn wal_agrees_with_mem_store() {
-    let seeds: u64 = std::env::var("RAFT_WAL_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let seeds: u64 = std::env::var("RAFT_WAL_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
     for seed in 0..seeds {
         run(seed, 400);
     }

@@ -12,12 +12,18 @@ fn e(index: Index, group: GroupId) -> Entry {
     Entry {
         index,
         term: 1,
-        payload: EntryPayload::Normal(vec![(index as u8) ^ (group as u8); 20 + index as usize % 13]),
+        payload: EntryPayload::Normal(vec![
+            (index as u8) ^ (group as u8);
+            20 + index as usize % 13
+        ]),
     }
 }
 
 fn config(dir: &Path) -> WalConfig {
-    WalConfig { sync: SyncMode::Never, ..WalConfig::new(dir) }
+    WalConfig {
+        sync: SyncMode::Never,
+        ..WalConfig::new(dir)
+    }
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
@@ -80,7 +86,12 @@ fn every_truncation_of_the_last_record_is_cut_and_reported() {
     for keep in a..b {
         let dir = tempfile::tempdir().unwrap();
         let (seg, _, _) = build(dir.path());
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(keep).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
         let w = Wal::open(config(dir.path())).unwrap();
         check(&w, false);
         if keep > a {
@@ -114,13 +125,19 @@ fn every_flipped_byte_of_the_last_record_is_cut_and_reported() {
         let w = Wal::open(config(dir.path())).unwrap();
         check(&w, false);
         let torn = w.recovery_report().torn_tail.clone().expect("a report");
-        assert_eq!((torn.segment, torn.offset, torn.dropped_bytes), (seg, a, b - a));
+        assert_eq!(
+            (torn.segment, torn.offset, torn.dropped_bytes),
+            (seg, a, b - a)
+        );
     }
 }
 
 #[test]
 fn zero_fill_and_garbage_tails_are_cut() {
-    for garbage in [vec![0u8; 4096], (0..1000u32).map(|i| (i * 7919 % 251) as u8).collect()] {
+    for garbage in [
+        vec![0u8; 4096],
+        (0..1000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let (seg, _, b) = build(dir.path());
         let mut bytes = fs::read(&seg).unwrap();
@@ -167,10 +184,18 @@ fn damage_in_a_segment_that_is_not_the_last_is_fatal() {
             bytes[b as usize - 1] ^= 0x80;
             fs::write(&seg, bytes).unwrap();
         } else {
-            OpenOptions::new().write(true).open(&seg).unwrap().set_len(b - 3).unwrap();
+            OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(b - 3)
+                .unwrap();
         }
         let msg = corrupt_message(Wal::open(config(dir.path())));
-        assert!(msg.contains(seg.file_name().unwrap().to_str().unwrap()), "{msg}");
+        assert!(
+            msg.contains(seg.file_name().unwrap().to_str().unwrap()),
+            "{msg}"
+        );
         assert!(msg.contains("not the last segment"), "{msg}");
     }
 }
@@ -178,7 +203,11 @@ fn damage_in_a_segment_that_is_not_the_last_is_fatal() {
 #[test]
 fn a_missing_segment_is_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut w = Wal::open(WalConfig { segment_bytes: 4096, ..config(dir.path()) }).unwrap();
+    let mut w = Wal::open(WalConfig {
+        segment_bytes: 4096,
+        ..config(dir.path())
+    })
+    .unwrap();
     for i in 1..=1000 {
         w.append(1, None, &[e(i, 1)]).unwrap();
     }

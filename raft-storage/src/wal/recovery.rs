@@ -1,4 +1,4 @@
-//! Recovery: replay every segment in order into a fresh [`LogIndex`].
+//! Recovery: replay every segment in order into a fresh in-memory index.
 //!
 //! Damage is judged by where it is:
 //! - in the **last** segment, a bad record (short, zero-filled, bad CRC, undecodable) with no
