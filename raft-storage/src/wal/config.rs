@@ -30,8 +30,9 @@ pub struct WalConfig {
     /// node. Created if missing. One `Wal` per directory: two processes writing one directory
     /// corrupt it (there is no lock file).
     pub dir: PathBuf,
-    /// A segment is closed and a new one started once it holds this many bytes (checked before
-    /// each record, so a segment exceeds it by at most one record). Bigger segments mean fewer
+    /// A segment is closed and a new one started once it holds this many bytes after its
+    /// opening checkpoint (checked before each record, so a segment exceeds it by at most one
+    /// record plus the checkpoint, about 40 bytes per group). Bigger segments mean fewer
     /// files and fewer checkpoints; smaller ones free disk sooner after compaction, because a
     /// segment is deleted only as a whole. 4 KiB ..= 2 GiB; default 64 MiB.
     pub segment_bytes: u64,

@@ -71,7 +71,9 @@ fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> StorageError {
 
 /// A durable [`LogStore`] for every group of a node. See the [module docs](self).
 ///
-/// Owned by one thread (raft-actor's storage thread); all methods are synchronous.
+/// Owned by one thread (raft-actor's storage thread); all methods are synchronous. Dropping a
+/// `Wal` does not flush: writes made after the last successful `sync` may or may not survive,
+/// exactly as after a crash.
 #[derive(Debug)]
 pub struct Wal {
     config: WalConfig,
@@ -265,7 +267,10 @@ impl Wal {
         kind: Kind,
         body: &T,
     ) -> Result<(u64, u32, u32), StorageError> {
-        if self.segments.position() >= self.config.segment_bytes {
+        let pos = self.segments.position();
+        let data = pos - self.segments.data_start;
+        // Offsets are u32: whatever the checkpoint's size, stay well below 4 GiB.
+        if data > 0 && (data >= self.config.segment_bytes || pos >= 3 << 30) {
             self.rotate()?;
         }
         self.put_here(kind, body)

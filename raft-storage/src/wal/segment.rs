@@ -50,6 +50,9 @@ pub(crate) struct Segments {
     pub buf: Vec<u8>,
     /// Bytes of `current` already written to its file.
     pub flushed: u64,
+    /// Where `current`'s header and checkpoint end: the checkpoint does not count toward
+    /// the segment size, so a node with many groups still puts records in every segment.
+    pub data_start: u64,
 }
 
 impl Segments {
@@ -61,6 +64,7 @@ impl Segments {
             current: 0,
             buf: Vec::new(),
             flushed: 0,
+            data_start: 0,
         }
     }
 
@@ -131,6 +135,7 @@ impl Segments {
 
     /// Marks the current segment as holding a complete checkpoint.
     pub fn mark_checkpointed(&mut self) {
+        self.data_start = self.position();
         if let Some(s) = self.files.get_mut(&self.current) {
             s.checkpointed = true;
         }
