@@ -114,6 +114,12 @@ impl<M> Ord for Delayed<M> {
 enum Control<M> {
     /// Block messages `from → to`.
     Block { from: NodeId, to: NodeId },
+    /// Block messages `from → to` on one lane only.
+    BlockLane {
+        from: NodeId,
+        to: NodeId,
+        lane: Lane,
+    },
     /// Remove every partition.
     Heal,
     /// Replace the probabilistic faults.
@@ -304,6 +310,7 @@ impl<M: Clone + Send + 'static> MemNetwork<M> {
             routes,
             metrics: metrics.clone(),
             blocked: BTreeSet::new(),
+            blocked_lanes: BTreeSet::new(),
             faults: Faults::default(),
             rng: SplitMix64::new(seed),
             held: BinaryHeap::new(),
@@ -339,6 +346,17 @@ impl<M: Clone + Send + 'static> MemNetwork<M> {
     /// Drops messages `from → to` only; `to → from` still flows.
     pub async fn partition_one_way(&self, from: NodeId, to: NodeId) -> Result<(), NetError> {
         self.command(Control::Block { from, to }).await
+    }
+
+    /// Drops messages `from → to` on `lane` only: e.g. a hung data connection while heartbeats
+    /// still flow (DESIGN.md incident 1).
+    pub async fn partition_lane(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        lane: Lane,
+    ) -> Result<(), NetError> {
+        self.command(Control::BlockLane { from, to, lane }).await
     }
 
     /// Cuts `node` off from every other node, both ways.
@@ -395,6 +413,7 @@ struct Router<M> {
     routes: BTreeMap<NodeId, InboundSenders<M>>,
     metrics: Arc<BTreeMap<NodeId, Arc<Metrics>>>,
     blocked: BTreeSet<(NodeId, NodeId)>,
+    blocked_lanes: BTreeSet<(NodeId, NodeId, Lane)>,
     faults: Faults,
     rng: SplitMix64,
     held: BinaryHeap<Delayed<M>>,
@@ -435,7 +454,13 @@ impl<M: Clone + Send + 'static> Router<M> {
             Control::Block { from, to } => {
                 self.blocked.insert((from, to));
             }
-            Control::Heal => self.blocked.clear(),
+            Control::BlockLane { from, to, lane } => {
+                self.blocked_lanes.insert((from, to, lane));
+            }
+            Control::Heal => {
+                self.blocked.clear();
+                self.blocked_lanes.clear();
+            }
             Control::Set(f) => self.faults = f,
             Control::Register { node, senders } => {
                 self.routes.insert(node, senders);
@@ -452,7 +477,10 @@ impl<M: Clone + Send + 'static> Router<M> {
     }
 
     fn route(&mut self, p: Packet<M>) {
-        if self.blocked.contains(&(p.from, p.to)) || self.rng.chance(self.faults.drop_probability) {
+        if self.blocked.contains(&(p.from, p.to))
+            || self.blocked_lanes.contains(&(p.from, p.to, p.lane))
+            || self.rng.chance(self.faults.drop_probability)
+        {
             if let Some(c) = self.sender_counters(&p) {
                 bump(&c.dropped_by_fault, 1);
             }
