@@ -209,11 +209,14 @@ impl<S: StateMachine> ApplyActor<S> {
                     self.queries.push((index, query, reply));
                 }
             }
-            ApplyMsg::Restore { meta, data } => {
-                if let Err(e) = self.restore(&meta, &data) {
-                    error!(group = self.group, error = %e, "snapshot could not be restored");
+            ApplyMsg::Restore { meta, data } => match self.restore(&meta, &data) {
+                Ok(()) => {
+                    self.stats
+                        .snapshots_installed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            }
+                Err(e) => error!(group = self.group, error = %e, "snapshot could not be restored"),
+            },
             ApplyMsg::TakeSnapshot { index } => self.take_snapshot(index),
             ApplyMsg::Shutdown => {}
         }
@@ -328,6 +331,9 @@ impl<S: StateMachine> ApplyActor<S> {
             term: self.applied_term,
             membership: self.membership.clone(),
         };
+        self.stats
+            .snapshots_taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.unsent_snapshot = Some((meta, data));
         self.flush_snapshot();
     }

@@ -31,6 +31,12 @@ pub struct GroupStats {
     pub dropped_messages: AtomicU64,
     /// Partition loop iterations (progress marker).
     pub alive_ticks: AtomicU64,
+    /// Snapshots sent to lagging followers by this node's replicators.
+    pub snapshots_sent: AtomicU64,
+    /// Snapshots installed here from a leader.
+    pub snapshots_installed: AtomicU64,
+    /// Snapshots taken here by the state machine.
+    pub snapshots_taken: AtomicU64,
 }
 
 impl GroupStats {
@@ -83,6 +89,12 @@ pub struct GroupMetrics {
     pub replicate_signals: u64,
     /// Messages dropped because a queue was full.
     pub dropped_messages: u64,
+    /// Snapshots sent to lagging followers.
+    pub snapshots_sent: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Snapshots taken locally.
+    pub snapshots_taken: u64,
     /// The partition actor answered the metrics request (false: built from counters only).
     pub responsive: bool,
 }
@@ -110,6 +122,9 @@ impl GroupMetrics {
             replicator_wakeups: l(&s.replicator_wakeups),
             replicate_signals: l(&s.replicate_signals),
             dropped_messages: l(&s.dropped_messages),
+            snapshots_sent: l(&s.snapshots_sent),
+            snapshots_installed: l(&s.snapshots_installed),
+            snapshots_taken: l(&s.snapshots_taken),
             responsive: false,
         }
     }

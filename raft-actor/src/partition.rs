@@ -745,6 +745,21 @@ impl<S: StateMachine> PartitionActor<S> {
                 .stats
                 .dropped_messages
                 .load(std::sync::atomic::Ordering::Relaxed),
+            snapshots_sent: self
+                .w
+                .stats
+                .snapshots_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            snapshots_installed: self
+                .w
+                .stats
+                .snapshots_installed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            snapshots_taken: self
+                .w
+                .stats
+                .snapshots_taken
+                .load(std::sync::atomic::Ordering::Relaxed),
             responsive: true,
         }
     }

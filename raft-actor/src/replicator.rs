@@ -223,6 +223,7 @@ impl ReplicatorActor {
             }
             (_, ReadResult::Snapshot(Ok(Some((meta, data))))) => {
                 self.core.snapshot_sent(meta.index);
+                self.stats.snapshots_sent.fetch_add(1, Ordering::Relaxed);
                 let out = Outgoing {
                     meta,
                     data: Arc::new(data),
