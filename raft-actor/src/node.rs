@@ -19,7 +19,7 @@ use crate::heartbeat::{self, HeartbeatHandle};
 use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
 use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
 use crate::state_machine::{RequestId, StateMachine};
-use crate::storage::{self, StorageHandle, StorageMode, StorageRequest};
+use crate::storage::{self, StorageHandle, StorageMode, StorageRequest, WriteOp};
 use crate::wire::WireMsg;
 
 /// Where the heartbeat actor runs.
@@ -300,6 +300,20 @@ impl<S: StateMachine> Registry<S> {
                     term: 0,
                     membership: m.clone(),
                 };
+                if m != Membership::default() {
+                    // The initial configuration must be durable before the group promises
+                    // anything: it rides in the same group commit as the first vote. Without
+                    // it a restarted group would recover with no voters.
+                    let op = WriteOp::Snapshot {
+                        meta: from.clone(),
+                        data: Vec::new(),
+                        discard_log: false,
+                    };
+                    self.storage
+                        .send(StorageRequest::Write { group, seq: 0, op })
+                        .await
+                        .map_err(|_| Error::Stopped)?;
+                }
                 (InitialState::bootstrap(m), from, None)
             }
         };

@@ -357,10 +357,8 @@ async fn membership_learner_promotion_and_leader_removal_under_writes() {
     }
     assert!(promoted);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        c.nodes[&4].group_metrics(G).await.unwrap().role != raft_core::Role::Learner,
-        true
-    );
+    let role = c.nodes[&4].group_metrics(G).await.unwrap().role;
+    assert_ne!(role, raft_core::Role::Learner, "node 4 was not promoted");
     // Remove the leader itself.
     let leader = c.leader(G).await;
     let rest: Vec<u64> = (1..=4).filter(|&n| n != leader).collect();
