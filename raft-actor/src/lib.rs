@@ -13,6 +13,9 @@
 //! - `storage` — one actor per node around a [`raft_storage::LogStore`]: group commit.
 //! - `heartbeat` — one actor per node on its own executor: heartbeats, election timers,
 //!   check-quorum, stall detection.
+//!
+//! Every actor runs inside a `tracing` span with its node and group; the partition span records
+//! the term and role on every role change, and replicator spans carry their peer and term.
 //! - [`config`] — [`NodeConfig`]: every timeout and channel capacity.
 //! - [`error`] — [`Error`].
 //! - [`metrics`] — counters and snapshots.
@@ -38,6 +41,9 @@
 //! | storage → readers | one-shot | 1 | never full |
 //! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates retried on the next tick |
 //! | actors → transport | raft-net queues | per peer and lane | dropped and counted |
+//! | API → registry (add/remove group, shutdown) | flume | 64 | the API call waits (not an actor) |
+//! | transport → router (data lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
+//! | transport → heartbeat actor (heartbeat lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
 //!
 //! **No bounded cycle can deadlock:** no actor ever awaits a send on a bounded channel while
 //! handling a message — every edge above is `try_send`, a `watch` or a one-shot — so a full

@@ -37,8 +37,9 @@ pub enum HeartbeatExecutor {
 
 type StoreStarter = Box<dyn FnOnce(usize, StorageMode) -> std::io::Result<StorageHandle> + Send>;
 
-/// Builds a [`Node`].
-pub struct NodeBuilder {
+/// Builds a [`Node`] hosting groups of state machine `S`.
+pub struct NodeBuilder<S: StateMachine> {
+    _sm: std::marker::PhantomData<fn() -> S>,
     cfg: NodeConfig,
     net: Option<(Net, Inbound<WireMsg>)>,
     store: Option<StoreStarter>,
@@ -46,7 +47,7 @@ pub struct NodeBuilder {
     heartbeat: HeartbeatExecutor,
 }
 
-impl NodeBuilder {
+impl<S: StateMachine> NodeBuilder<S> {
     /// The transport and its inbound channels (from `TcpTransport::start` or `MemNetwork`).
     pub fn transport<T: Transport<WireMsg>>(
         mut self,
@@ -84,7 +85,7 @@ impl NodeBuilder {
     }
 
     /// Starts the node's actors on the current runtime (the data runtime).
-    pub async fn start<S: StateMachine>(self) -> Result<Node<S>, Error> {
+    pub async fn start(self) -> Result<Node<S>, Error> {
         self.cfg.validate()?;
         let (net, inbound) = self.net.ok_or(Error::Config {
             field: "transport",
@@ -420,8 +421,9 @@ impl<S: StateMachine> Clone for Node<S> {
 
 impl<S: StateMachine> Node<S> {
     /// Starts building a node.
-    pub fn builder(cfg: NodeConfig) -> NodeBuilder {
+    pub fn builder(cfg: NodeConfig) -> NodeBuilder<S> {
         NodeBuilder {
+            _sm: std::marker::PhantomData,
             cfg,
             net: None,
             store: None,

@@ -210,7 +210,15 @@ impl<S: StateMachine> PartitionActor<S> {
             fatal: None,
             w,
         };
-        let span = info_span!("partition", node = cfg.node_id, group);
+        // term and role are recorded on every role change, so every log line of this actor
+        // (and of its replicators, spawned inside it) says which term and role it ran in.
+        let span = info_span!(
+            "partition",
+            node = cfg.node_id,
+            group,
+            term = tracing::field::Empty,
+            role = tracing::field::Empty
+        );
         tokio::spawn(actor.run().instrument(span));
         Ok(PartitionHandle {
             client: client_tx,
@@ -619,6 +627,9 @@ impl<S: StateMachine> PartitionActor<S> {
     }
 
     fn on_role_changed(&mut self, role: Role, term: Term, leader: Option<NodeId>) {
+        let span = tracing::Span::current();
+        span.record("term", term);
+        span.record("role", tracing::field::debug(role));
         info!(group = self.w.group, ?role, term, ?leader, "role changed");
         // I4: a new epoch for the replicators, then move on. Dropping their queues ends the
         // old ones; they also stop on their own when the signal's term changes.
@@ -660,7 +671,14 @@ impl<S: StateMachine> PartitionActor<S> {
                 self.signal_tx.subscribe(),
                 self.control_tx.clone(),
             );
-            let span = info_span!("replicator", node = me, group = self.w.group, peer, term);
+            let span = info_span!(
+                "replicator",
+                node = me,
+                group = self.w.group,
+                peer,
+                term,
+                role = "leader"
+            );
             tokio::spawn(actor.run().instrument(span));
             self.replicators.insert(peer, tx);
         }
