@@ -7,7 +7,7 @@
 //! ## Layout
 //! - [`node`] — [`Node`] (the API), [`NodeBuilder`], the registry actor (table of groups) and
 //!   the router (network → partitions).
-//! - [`partition`](crate::partition) — the partition actor: drives one group's `PartitionCore`.
+//! - `partition` — the partition actor: drives one group's `PartitionCore`.
 //! - `replicator` — one actor per (group, peer) while leading: drives a `ReplicatorCore`.
 //! - `apply` — one actor per group: the user's [`StateMachine`], client sessions, snapshots.
 //! - `storage` — one actor per node around a [`raft_storage::LogStore`]: group commit.
