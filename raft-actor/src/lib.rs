@@ -59,6 +59,9 @@ pub mod node;
 pub mod state_machine;
 pub mod wire;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 mod apply;
 mod heartbeat;
 pub(crate) mod partition;

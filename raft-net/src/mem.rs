@@ -521,10 +521,15 @@ impl<M: Clone + Send + 'static> Router<M> {
         }
     }
 
+    /// A random delay in whole milliseconds. Sub-millisecond delays would make runs depend on
+    /// real time: tokio's timer wheel rounds deadlines to milliseconds counted from the
+    /// driver's start, which sits a real-time fraction of a millisecond away from the paused
+    /// clock's base, so whether two nearby deadlines share a tick would vary between runs of
+    /// the same seed (DESIGN.md I11).
     fn random_between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let lo_ns = u64::try_from(lo.as_nanos()).unwrap_or(u64::MAX);
-        let hi_ns = u64::try_from(hi.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(self.rng.between(lo_ns, hi_ns))
+        let lo_ms = u64::try_from(lo.as_millis()).unwrap_or(u64::MAX);
+        let hi_ms = u64::try_from(hi.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(self.rng.between(lo_ms, hi_ms))
     }
 
     /// Delivers every held packet whose time has come, earliest first.
