@@ -2,7 +2,7 @@
 //!
 //! References are to the Raft paper (Ongaro & Ousterhout, 2014) and Ongaro's thesis (2014).
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::PartitionCore;
 use crate::action::Action;
@@ -29,6 +29,9 @@ impl PartitionCore {
             return;
         }
         self.election_elapsed = 0;
+        if self.term_exhausted() {
+            return;
+        }
         if !self.membership.is_voter(self.id) {
             debug!(group = self.group, "election timeout ignored: not a voter");
             self.reset_election_timer();
@@ -166,6 +169,9 @@ impl PartitionCore {
     /// Starts a real election in `term + 1` (Raft paper, 5.2). The own vote counts only once the
     /// new term and vote are durable (DESIGN.md I7).
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
+        if self.term_exhausted() {
+            return;
+        }
         self.term += 1;
         self.vote = Some(self.id);
         info!(
@@ -184,7 +190,12 @@ impl PartitionCore {
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
-        let term = if pre_vote { self.term + 1 } else { self.term };
+        // Callers checked term_exhausted(), so this cannot saturate in practice.
+        let term = if pre_vote {
+            self.term.saturating_add(1)
+        } else {
+            self.term
+        };
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let voters: Vec<NodeId> = self
             .membership
@@ -381,7 +392,7 @@ impl PartitionCore {
         if self.role != expected {
             return;
         }
-        if pre_vote && granted && term != self.term + 1 {
+        if pre_vote && granted && Some(term) != self.term.checked_add(1) {
             return;
         }
         if !self.membership.is_voter(from) {
@@ -409,6 +420,19 @@ impl PartitionCore {
             "TimeoutNow received; campaigning"
         );
         self.become_candidate(true);
+    }
+
+    /// A node at the largest term cannot campaign: a new term would wrap to 0 and break every
+    /// term rule. Only a hostile or corrupt peer can get a node here; refuse loudly.
+    fn term_exhausted(&self) -> bool {
+        if self.term == Term::MAX {
+            error!(
+                group = self.group,
+                "term space exhausted (term = u64::MAX); refusing to campaign"
+            );
+            return true;
+        }
+        false
     }
 
     /// Campaigns now, as if the election timer fired. For tests and for runtimes that want to
