@@ -175,9 +175,12 @@ impl HeartbeatActor {
         debug!(node = self.me, "heartbeat actor stopped");
     }
 
+    /// A random election timeout in `[election, 2 * election)`, in whole milliseconds: tokio
+    /// reads time at millisecond ticks, so finer thresholds would make the outcome of a
+    /// comparison depend on real-time phase and break replay of simulation seeds (I11).
     fn random_timeout(&mut self) -> Duration {
-        let base = self.election.as_micros() as u64;
-        Duration::from_micros(base + self.rng.below(base.max(1)))
+        let base = self.election.as_millis().max(1) as u64;
+        Duration::from_millis(base + self.rng.below(base))
     }
 
     fn on_update(&mut self, u: HbUpdate) {

@@ -57,14 +57,30 @@ fn same_seed_same_run() {
     }
     let a = run(c.clone());
     let b = run(c);
-    eprintln!(
-        "run a: acked {} doubt {} terms {} faults {}",
-        a.acked, a.in_doubt, a.leader_terms, a.faults
-    );
-    eprintln!(
-        "run b: acked {} doubt {} terms {} faults {}",
-        b.acked, b.in_doubt, b.leader_terms, b.faults
-    );
+    for (name, r) in [("a", &a), ("b", &b)] {
+        eprintln!(
+            "run {name}: acked {} doubt {} terms {} faults {} applied {:x} history {:x}",
+            r.acked, r.in_doubt, r.leader_terms, r.faults, r.applied_hash, r.history_hash
+        );
+    }
+    if let Some(i) = (0..a.applied_order.len().min(b.applied_order.len()))
+        .find(|&i| a.applied_order[i] != b.applied_order[i])
+    {
+        let lo = i.saturating_sub(3);
+        eprintln!(
+            "applied orders differ at {i} of {}/{}: a {:?} b {:?}",
+            a.applied_order.len(),
+            b.applied_order.len(),
+            &a.applied_order[lo..(i + 4).min(a.applied_order.len())],
+            &b.applied_order[lo..(i + 4).min(b.applied_order.len())]
+        );
+    } else {
+        eprintln!(
+            "applied orders equal over the common prefix; lengths {} {}",
+            a.applied_order.len(),
+            b.applied_order.len()
+        );
+    }
     assert!(a.acked > 0);
     assert_eq!(
         a.trace_hash, b.trace_hash,

@@ -134,6 +134,12 @@ pub struct SimReport {
     /// Hash of the run's observable events (applied commands, client results): equal for equal
     /// seeds (DESIGN.md I11).
     pub trace_hash: u64,
+    /// Hash of the applied commands alone (node, index, command), in delivery order.
+    pub applied_hash: u64,
+    /// Applied (node, index) pairs in delivery order (for diagnosing replay differences).
+    pub applied_order: Vec<(NodeId, u64)>,
+    /// Hash of the client history alone (client, request, result), in client order.
+    pub history_hash: u64,
     /// The linearizability check ran out of budget (neither proven nor refuted).
     pub linearizability_unknown: bool,
     /// Safety or liveness violations found.
@@ -369,12 +375,16 @@ async fn run_async(cfg: SimConfig) -> SimReport {
     }
     let mut applied: BTreeMap<u64, (NodeId, CounterCmd)> = BTreeMap::new();
     let mut hasher = DefaultHasher::new();
+    let mut applied_hasher = DefaultHasher::new();
+    let mut history_hasher = DefaultHasher::new();
     if applied_rx.is_full() {
         report
             .violations
             .push("checker: applied-entry queue overflowed".into());
     }
     while let Ok(a) = applied_rx.try_recv() {
+        (a.node, a.index).hash(&mut applied_hasher);
+        report.applied_order.push((a.node, a.index));
         a.node.hash(&mut hasher);
         a.index.hash(&mut hasher);
         a.command.hash(&mut hasher);
@@ -395,11 +405,18 @@ async fn run_async(cfg: SimConfig) -> SimReport {
         match *o {
             Outcome::Added {
                 client, seq, value, ..
-            } => (0u8, client, seq, value).hash(&mut hasher),
-            Outcome::Read { client, value, .. } => (1u8, client, 0u64, value).hash(&mut hasher),
-            Outcome::InDoubt { client, seq, .. } => (2u8, client, seq, 0i64).hash(&mut hasher),
+            } => (0u8, client, seq, value).hash(&mut history_hasher),
+            Outcome::Read { client, value, .. } => {
+                (1u8, client, 0u64, value).hash(&mut history_hasher)
+            }
+            Outcome::InDoubt { client, seq, .. } => {
+                (2u8, client, seq, 0i64).hash(&mut history_hasher)
+            }
         }
     }
+    report.applied_hash = applied_hasher.finish();
+    report.history_hash = history_hasher.finish();
+    report.history_hash.hash(&mut hasher);
     report.trace_hash = hasher.finish();
     report
 }
