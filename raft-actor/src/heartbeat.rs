@@ -175,9 +175,9 @@ impl HeartbeatActor {
         debug!(node = self.me, "heartbeat actor stopped");
     }
 
-    /// A random election timeout in `[election, 2 * election)`, in whole milliseconds: tokio
-    /// reads time at millisecond ticks, so finer thresholds would make the outcome of a
-    /// comparison depend on real-time phase and break replay of simulation seeds (I11).
+    /// A random election timeout in `[election, 2 * election)`, in whole milliseconds (tokio's
+    /// timers fire on millisecond ticks, so finer thresholds buy nothing and would let the
+    /// paused clock's sub-millisecond offset from the timer wheel decide comparisons).
     fn random_timeout(&mut self) -> Duration {
         let base = self.election.as_millis().max(1) as u64;
         Duration::from_millis(base + self.rng.below(base))

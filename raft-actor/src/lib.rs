@@ -31,7 +31,7 @@
 //! | API → partition | flume | `client_queue` | `try_send`: caller gets `Overloaded` |
 //! | router → partition | flume | `raft_queue` | `try_send`: dropped and counted (Raft retransmits) |
 //! | replicator / apply / heartbeat → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on the next tick; timers fire again |
-//! | partition → replicators | `watch` | latest value | never full |
+//! | partition → each replicator (log/commit signal) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
 //! | partition → replicator (acks) | flume | `replicator_queue` | `try_send`: dropped and counted |
 //! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
 //! | partition → apply (commit index) | `watch` | latest value | never full |
@@ -64,6 +64,7 @@ pub mod sim;
 
 mod apply;
 mod heartbeat;
+mod latest;
 pub(crate) mod partition;
 mod replicator;
 mod storage;

@@ -109,6 +109,14 @@ pub(crate) struct Wiring {
     pub(crate) stats: Arc<GroupStats>,
 }
 
+/// The partition's two edges to one replicator.
+struct ReplicatorLink {
+    /// Acknowledgements from the peer (bounded `replicator_queue`, `try_send`: drop and count).
+    acks: flume::Sender<Message>,
+    /// Log and commit changes (latest value).
+    signal: crate::latest::LatestTx<ReplicateSignal>,
+}
+
 /// A proposal waiting to be handed to the apply actor.
 struct PendingRead<S: StateMachine> {
     query: S::Query,
@@ -126,9 +134,10 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     applied_rx: watch::Receiver<Index>,
     apply_tx: flume::Sender<ApplyMsg<S>>,
     commit_tx: watch::Sender<Index>,
-    signal_tx: watch::Sender<ReplicateSignal>,
-    /// Replicators of the current leadership epoch: peer → its response queue.
-    replicators: BTreeMap<NodeId, flume::Sender<Message>>,
+    /// The last log/commit signal published to replicators.
+    last_signal: ReplicateSignal,
+    /// Replicators of the current leadership epoch.
+    replicators: BTreeMap<NodeId, ReplicatorLink>,
     /// Storage writes that found the queue full; flushed before anything else.
     backlog: VecDeque<StorageRequest>,
     reads: BTreeMap<u64, PendingRead<S>>,
@@ -164,7 +173,6 @@ impl<S: StateMachine> PartitionActor<S> {
         let (commit_tx, commit_rx) = watch::channel(apply_from.index);
         // Apply queue: room for one waiter per queued client request, plus control traffic.
         let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
-        let (signal_tx, _) = watch::channel(ReplicateSignal::default());
         w.storage
             .send(StorageRequest::Register {
                 group,
@@ -199,7 +207,7 @@ impl<S: StateMachine> PartitionActor<S> {
             applied_rx,
             apply_tx,
             commit_tx,
-            signal_tx,
+            last_signal: ReplicateSignal::default(),
             replicators: BTreeMap::new(),
             backlog: VecDeque::new(),
             reads: BTreeMap::new(),
@@ -310,8 +318,8 @@ impl<S: StateMachine> PartitionActor<S> {
             m.body,
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
         ) {
-            if let Some(tx) = self.replicators.get(&m.from) {
-                if tx.try_send(m.clone()).is_err() {
+            if let Some(link) = self.replicators.get(&m.from) {
+                if link.acks.try_send(m.clone()).is_err() {
                     self.w
                         .stats
                         .dropped_messages
@@ -662,13 +670,14 @@ impl<S: StateMachine> PartitionActor<S> {
                 continue;
             }
             let (tx, rx) = flume::bounded(self.w.cfg.replicator_queue);
+            let (signal_tx, signal_rx) = crate::latest::channel();
             let actor = ReplicatorActor::new(
                 &self.w,
                 peer,
                 term,
                 last,
                 rx,
-                self.signal_tx.subscribe(),
+                signal_rx,
                 self.control_tx.clone(),
             );
             let span = info_span!(
@@ -680,7 +689,21 @@ impl<S: StateMachine> PartitionActor<S> {
                 role = "leader"
             );
             tokio::spawn(actor.run().instrument(span));
-            self.replicators.insert(peer, tx);
+            let s = ReplicateSignal {
+                term,
+                first_index: self.core.log().first_index(),
+                last_index: last,
+                commit: self.core.commit_index(),
+            };
+            // A new replicator starts from the current bounds.
+            signal_tx.send(s);
+            self.replicators.insert(
+                peer,
+                ReplicatorLink {
+                    acks: tx,
+                    signal: signal_tx,
+                },
+            );
         }
         let s = ReplicateSignal {
             term,
@@ -693,11 +716,16 @@ impl<S: StateMachine> PartitionActor<S> {
 
     /// Wakes the replicators (latest value: one wake-up per change, never a lost one, I9).
     fn publish_signal(&mut self, s: ReplicateSignal) {
-        if self.signal_tx.send_replace(s) != s {
-            self.w
-                .stats
-                .replicate_signals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.last_signal == s {
+            return;
+        }
+        self.last_signal = s;
+        self.w
+            .stats
+            .replicate_signals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for link in self.replicators.values() {
+            link.signal.send(s);
         }
     }
 

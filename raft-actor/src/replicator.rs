@@ -17,10 +17,11 @@ use raft_core::{
     SnapshotStatus, Term,
 };
 use raft_net::Lane;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
 
+use crate::latest::LatestRx;
 use crate::metrics::GroupStats;
 use crate::partition::{Control, Net, Wiring};
 use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
@@ -65,7 +66,7 @@ pub(crate) struct ReplicatorActor {
     core: ReplicatorCore,
     view: ReplicateSignal,
     responses: flume::Receiver<Message>,
-    signal: watch::Receiver<ReplicateSignal>,
+    signal: LatestRx<ReplicateSignal>,
     control: flume::Sender<Control>,
     storage: StorageHandle,
     net: Net,
@@ -85,7 +86,7 @@ impl ReplicatorActor {
         epoch: Term,
         last_index: Index,
         responses: flume::Receiver<Message>,
-        signal: watch::Receiver<ReplicateSignal>,
+        signal: LatestRx<ReplicateSignal>,
         control: flume::Sender<Control>,
     ) -> Self {
         let cfg = w.cfg.group_config();
@@ -117,22 +118,14 @@ impl ReplicatorActor {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pending: Option<Pending> = None;
-        // The signal may already hold this epoch's bounds.
-        let s = *self.signal.borrow_and_update();
-        if s.term == self.epoch {
-            self.view = s;
-        }
         loop {
             if pending.is_none() && !self.hold {
                 pending = self.plan();
             }
             tokio::select! {
                 biased;
-                changed = self.signal.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let s = *self.signal.borrow_and_update();
+                signal = self.signal.recv() => {
+                    let Ok(s) = signal else { break };
                     if s.term != self.epoch {
                         break;
                     }

@@ -97,10 +97,9 @@ pub struct SimConfig {
     pub duration: Duration,
     /// Simulated time allowed for the group to commit again after healing.
     pub liveness_bound: Duration,
-    /// Also inject probabilistic message loss, duplication, delay and reordering. Off by
-    /// default: with them on, two runs of one seed can still differ (a known gap, see issue 6),
-    /// so a failing seed would not replay. Partitions (both ways, one way, bridges), partition
-    /// actor pauses and transfer storms are deterministic and always on.
+    /// Also inject probabilistic message loss, duplication, delay and reordering (on by
+    /// default). Partitions (both ways, one way, bridges), partition-actor pauses and transfer
+    /// storms are always on.
     pub network_faults: bool,
 }
 
@@ -113,7 +112,7 @@ impl SimConfig {
             clients: 4,
             duration: Duration::from_secs(60),
             liveness_bound: Duration::from_secs(20),
-            network_faults: false,
+            network_faults: true,
         }
     }
 }

@@ -1,0 +1,83 @@
+//! A latest-value channel: the sender never blocks and replaces any value the receiver has not
+//! read yet; the receiver awaits the newest value.
+//!
+//! Built on a one-slot flume channel (flume channels are multi-consumer, so the sender keeps a
+//! receiving handle to evict an unread value). `tokio::sync::watch` would do the same job, but
+//! with several receivers it picks their wake-up slots with the runtime's unseeded random
+//! generator, so two runs of one simulation seed would wake replicators in different orders
+//! (DESIGN.md I11). Here each receiver has its own channel and wake-ups are first-in first-out.
+
+/// Sending half.
+pub(crate) struct LatestTx<T> {
+    tx: flume::Sender<T>,
+    evict: flume::Receiver<T>,
+}
+
+/// Receiving half.
+pub(crate) struct LatestRx<T> {
+    rx: flume::Receiver<T>,
+}
+
+/// A new latest-value channel.
+pub(crate) fn channel<T>() -> (LatestTx<T>, LatestRx<T>) {
+    let (tx, rx) = flume::bounded(1);
+    (
+        LatestTx {
+            tx,
+            evict: rx.clone(),
+        },
+        LatestRx { rx },
+    )
+}
+
+impl<T> LatestTx<T> {
+    /// Publishes `value`, replacing an unread one. Returns false once the receiver is gone.
+    pub(crate) fn send(&self, mut value: T) -> bool {
+        // Our own `evict` handle counts as a receiver.
+        if self.tx.receiver_count() <= 1 {
+            return false;
+        }
+        loop {
+            match self.tx.try_send(value) {
+                Ok(()) => return true,
+                Err(flume::TrySendError::Full(v)) => {
+                    let _ = self.evict.try_recv();
+                    value = v;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+}
+
+impl<T> LatestRx<T> {
+    /// The newest value; `Err` once the sender is gone.
+    pub(crate) async fn recv(&self) -> Result<T, flume::RecvError> {
+        self.rx.recv_async().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn newest_value_wins_and_sender_never_blocks() {
+        let (tx, rx) = channel();
+        for i in 0..10 {
+            assert!(tx.send(i));
+        }
+        assert_eq!(rx.recv().await, Ok(9));
+        assert!(tx.send(10));
+        assert_eq!(rx.recv().await, Ok(10));
+        drop(rx);
+        assert!(!tx.send(11));
+    }
+
+    #[tokio::test]
+    async fn receiver_ends_when_sender_drops() {
+        let (tx, rx) = channel::<u8>();
+        drop(tx);
+        assert!(rx.recv().await.is_err());
+    }
+}
