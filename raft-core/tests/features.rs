@@ -38,47 +38,6 @@ fn fresh(cfg: Config, ids: &[NodeId]) -> PartitionCore {
     fresh_in(cfg, voters(ids))
 }
 
-/// The highest persistence sequence number among `actions`.
-fn last_seq(actions: &[Action]) -> Option<u64> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::PersistHardState { seq, .. }
-            | Action::PersistEntries { seq, .. }
-            | Action::InstallSnapshot { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .max()
-}
-
-/// Drains the core, completing every write it asks for, until it has nothing more to say.
-fn settle(core: &mut PartitionCore) -> Vec<Action> {
-    let mut all = Vec::new();
-    loop {
-        let actions = core.take_actions();
-        if actions.is_empty() {
-            return all;
-        }
-        let seq = last_seq(&actions);
-        all.extend(actions);
-        if let Some(seq) = seq {
-            core.persisted(seq);
-        }
-    }
-}
-
-/// Steps `m` and returns the actions, completing no write.
-fn step(core: &mut PartitionCore, m: Message) -> Vec<Action> {
-    core.step(m);
-    core.take_actions()
-}
-
-/// Steps `m`, completes every write, and returns the messages the core sent.
-fn respond(core: &mut PartitionCore, m: Message) -> Vec<Message> {
-    core.step(m);
-    sent(&settle(core))
-}
-
 /// Node `cfg.id` elected leader of term 1 by the other voters of `membership` (pre-vote or
 /// not), with all its writes durable. Its log holds the term's no-op at index 1, uncommitted
 /// unless the group has a single voter.

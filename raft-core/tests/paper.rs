@@ -93,47 +93,6 @@ fn recovered(
     PartitionCore::new(cfg, 1, init).expect("valid core")
 }
 
-/// The highest persistence sequence number among `actions`.
-fn last_seq(actions: &[Action]) -> Option<u64> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::PersistHardState { seq, .. }
-            | Action::PersistEntries { seq, .. }
-            | Action::InstallSnapshot { seq, .. } => Some(*seq),
-            _ => None,
-        })
-        .max()
-}
-
-/// Drains the core, completing every write it asks for, until it has nothing more to say.
-fn settle(core: &mut PartitionCore) -> Vec<Action> {
-    let mut all = Vec::new();
-    loop {
-        let actions = core.take_actions();
-        if actions.is_empty() {
-            return all;
-        }
-        let seq = last_seq(&actions);
-        all.extend(actions);
-        if let Some(seq) = seq {
-            core.persisted(seq);
-        }
-    }
-}
-
-/// Steps `m` and returns the actions, completing no write.
-fn step(core: &mut PartitionCore, m: Message) -> Vec<Action> {
-    core.step(m);
-    core.take_actions()
-}
-
-/// Steps `m`, completes every write, and returns the messages the core sent.
-fn respond(core: &mut PartitionCore, m: Message) -> Vec<Message> {
-    core.step(m);
-    sent(&settle(core))
-}
-
 fn request_vote(
     from: NodeId,
     to: NodeId,

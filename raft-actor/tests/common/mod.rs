@@ -61,6 +61,26 @@ pub fn config(id: NodeId) -> NodeConfig {
     c
 }
 
+/// Starts one node per transport, everything on the current (paused) runtime.
+async fn start_nodes(
+    ids: &[NodeId],
+    transports: Vec<raft_net::mem::MemNode<WireMsg>>,
+    cfg: impl Fn(NodeId) -> NodeConfig,
+) -> BTreeMap<NodeId, Node<Counter>> {
+    let mut nodes = BTreeMap::new();
+    for (id, (t, inbound)) in ids.iter().zip(transports) {
+        let node = Node::<Counter>::builder(cfg(*id))
+            .transport(t, inbound)
+            .storage(MemStore::new())
+            .single_executor()
+            .start()
+            .await
+            .expect("start");
+        nodes.insert(*id, node);
+    }
+    nodes
+}
+
 /// A cluster of nodes on an in-memory network, all on the current (paused) runtime.
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node<Counter>>,
@@ -68,23 +88,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Nodes on a fault-free in-memory network.
     pub async fn start(ids: &[NodeId], cfg: impl Fn(NodeId) -> NodeConfig) -> Cluster {
         let transports =
             MemNetwork::<WireMsg>::direct(ids, &MemConfig::default()).expect("network");
-        let mut nodes = BTreeMap::new();
-        for (id, (t, inbound)) in ids.iter().zip(transports) {
-            let node = Node::<Counter>::builder(cfg(*id))
-                .transport(t, inbound)
-                .storage(MemStore::new())
-                .single_executor()
-                .start()
-                .await
-                .expect("start");
-            nodes.insert(*id, node);
+        Cluster {
+            nodes: start_nodes(ids, transports, cfg).await,
+            net: None,
         }
-        Cluster { nodes, net: None }
     }
 
+    /// Nodes on an in-memory network whose faults the test controls (`net`).
     pub async fn start_with_faults(
         ids: &[NodeId],
         cfg: impl Fn(NodeId) -> NodeConfig,
@@ -92,19 +106,8 @@ impl Cluster {
     ) -> Cluster {
         let (net, transports) =
             MemNetwork::<WireMsg>::with_faults(ids, &MemConfig::default(), seed).expect("network");
-        let mut nodes = BTreeMap::new();
-        for (id, (t, inbound)) in ids.iter().zip(transports) {
-            let node = Node::<Counter>::builder(cfg(*id))
-                .transport(t, inbound)
-                .storage(MemStore::new())
-                .single_executor()
-                .start()
-                .await
-                .expect("start");
-            nodes.insert(*id, node);
-        }
         Cluster {
-            nodes,
+            nodes: start_nodes(ids, transports, cfg).await,
             net: Some(net),
         }
     }

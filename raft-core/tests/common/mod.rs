@@ -846,3 +846,44 @@ pub fn sent(actions: &[Action]) -> Vec<Message> {
         })
         .collect()
 }
+
+/// The highest persistence sequence number among `actions`.
+pub fn last_seq(actions: &[Action]) -> Option<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PersistHardState { seq, .. }
+            | Action::PersistEntries { seq, .. }
+            | Action::InstallSnapshot { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .max()
+}
+
+/// Drains the core, completing every write it asks for, until it has nothing more to say.
+pub fn settle(core: &mut PartitionCore) -> Vec<Action> {
+    let mut all = Vec::new();
+    loop {
+        let actions = core.take_actions();
+        if actions.is_empty() {
+            return all;
+        }
+        let seq = last_seq(&actions);
+        all.extend(actions);
+        if let Some(seq) = seq {
+            core.persisted(seq);
+        }
+    }
+}
+
+/// Steps `m` and returns the actions, completing no write.
+pub fn step(core: &mut PartitionCore, m: Message) -> Vec<Action> {
+    core.step(m);
+    core.take_actions()
+}
+
+/// Steps `m`, completes every write, and returns the messages the core sent.
+pub fn respond(core: &mut PartitionCore, m: Message) -> Vec<Message> {
+    core.step(m);
+    sent(&settle(core))
+}
