@@ -48,6 +48,11 @@ pub struct NodeConfig {
     pub max_batch: usize,
     /// How long `shutdown` waits for actors before giving up on them (I10).
     pub shutdown_timeout: Duration,
+    /// Simulation only, broken on purpose: every node answers reads from its local state
+    /// machine without ReadIndex. Exists to prove the simulation's checkers can fail.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub broken_local_reads: bool,
 }
 
 impl NodeConfig {
@@ -72,6 +77,8 @@ impl NodeConfig {
             heartbeat_queue: 8192,
             max_batch: 512,
             shutdown_timeout: Duration::from_secs(2),
+            #[cfg(feature = "sim")]
+            broken_local_reads: false,
         }
     }
 

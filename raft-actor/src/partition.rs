@@ -404,6 +404,16 @@ impl<S: StateMachine> PartitionActor<S> {
         match req {
             ClientReq::Propose { .. } => {}
             ClientReq::Read { query, reply } => {
+                #[cfg(feature = "sim")]
+                if self.w.cfg.broken_local_reads {
+                    // Broken on purpose (simulation only): no ReadIndex, a local answer.
+                    let _ = self.apply_tx.try_send(ApplyMsg::Query {
+                        index: 0,
+                        query,
+                        reply,
+                    });
+                    return;
+                }
                 let ctx = self.next_read;
                 self.next_read += 1;
                 match self.core.read_index(ctx) {

@@ -101,6 +101,8 @@ pub struct SimConfig {
     /// default). Partitions (both ways, one way, bridges), partition-actor pauses and transfer
     /// storms are always on.
     pub network_faults: bool,
+    /// Broken on purpose: serve reads locally without ReadIndex (the checkers must catch it).
+    pub broken_local_reads: bool,
 }
 
 impl SimConfig {
@@ -113,6 +115,7 @@ impl SimConfig {
             duration: Duration::from_secs(60),
             liveness_bound: Duration::from_secs(20),
             network_faults: true,
+            broken_local_reads: false,
         }
     }
 }
@@ -210,6 +213,7 @@ async fn run_async(cfg: SimConfig) -> SimReport {
         let mut nc = NodeConfig::new(*id);
         nc.raft.seed = cfg.seed;
         nc.request_timeout = Duration::from_secs(2);
+        nc.broken_local_reads = cfg.broken_local_reads;
         let started = Node::<SimCounter>::builder(nc)
             .transport(t, inbound)
             .storage(MemStore::new())
@@ -261,15 +265,16 @@ async fn run_async(cfg: SimConfig) -> SimReport {
             while !*stop_rx.borrow_and_update() {
                 tokio::time::sleep(Duration::from_millis(1 + rng.below(20))).await;
                 if rng.below(5) == 0 {
+                    // Reads go to any node: a correct one answers only as a confirmed leader.
                     let call = now();
-                    match nodes[at % nodes.len()].read(GROUP, ()).await {
-                        Ok(v) => outcomes.push(Outcome::Read {
+                    let target = rng.below(nodes.len() as u64) as usize;
+                    if let Ok(v) = nodes[target].read(GROUP, ()).await {
+                        outcomes.push(Outcome::Read {
                             client: c,
                             value: v,
                             call,
                             ret: now(),
-                        }),
-                        Err(e) => at = next_node(&nodes, at, &e),
+                        });
                     }
                     continue;
                 }
