@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use raft_core::{GroupId, Index, NodeId, PartitionCore, Role, Term};
+use raft_core::{GroupId, Index, Membership, NodeId, PartitionCore, Role, Term};
 
 /// Counters of one group, shared by its actors.
 #[derive(Debug, Default)]
@@ -67,6 +67,8 @@ pub struct GroupMetrics {
     pub applied: Index,
     /// Last log index.
     pub last_index: Index,
+    /// The effective membership (empty when built from counters only).
+    pub membership: Membership,
     /// Leader only: each peer's match index.
     pub matched: BTreeMap<NodeId, Index>,
     /// Leader only: how far each peer is behind the last index.
@@ -111,6 +113,7 @@ impl GroupMetrics {
             commit: l(&s.commit),
             applied: l(&s.applied),
             last_index: 0,
+            membership: Membership::default(),
             matched: BTreeMap::new(),
             lag: BTreeMap::new(),
             client_queue: 0,

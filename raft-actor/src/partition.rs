@@ -762,6 +762,7 @@ impl<S: StateMachine> PartitionActor<S> {
             commit: s.commit,
             applied: s.applied,
             last_index: s.last_index,
+            membership: s.membership.clone(),
             matched: s.matched.clone(),
             lag: s
                 .matched

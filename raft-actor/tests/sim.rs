@@ -45,11 +45,12 @@ fn seeds_hold_every_invariant() {
     };
     let reports = run_all(&seeds, config);
     let mut failing = Vec::new();
-    let (mut acked, mut terms, mut faults, mut unknown) = (0, 0, 0, 0);
+    let (mut acked, mut terms, mut faults, mut unknown, mut changes) = (0, 0, 0, 0, 0);
     for r in &reports {
         acked += r.acked;
         terms += r.leader_terms;
         faults += r.faults;
+        changes += r.membership_changes;
         unknown += u64::from(r.linearizability_unknown);
         if !r.violations.is_empty() {
             eprintln!("seed {}: {}", r.seed, r.violations[0]);
@@ -61,7 +62,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     eprintln!(
-        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {unknown} histories beyond the checker's budget)",
+        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {unknown} histories beyond the checker's budget)",
         seeds.len(),
         failing.len()
     );

@@ -133,6 +133,8 @@ pub struct SimReport {
     pub leader_terms: u64,
     /// Faults injected.
     pub faults: u64,
+    /// Membership changes accepted by a leader during the run.
+    pub membership_changes: u64,
     /// Hash of the run's observable events (applied commands, client results): equal for equal
     /// seeds (DESIGN.md I11).
     pub trace_hash: u64,
@@ -330,7 +332,9 @@ async fn run_async(cfg: SimConfig) -> SimReport {
         if start.elapsed() >= next_fault {
             next_fault = start.elapsed() + Duration::from_millis(300 + rng.below(1500));
             report.faults += 1;
-            inject(&mut rng, &net, &nodes, &ids, cfg.network_faults).await;
+            if inject(&mut rng, &net, &nodes, &ids, cfg.network_faults).await {
+                report.membership_changes += 1;
+            }
         }
     }
     // Heal and check liveness: a fresh write commits within the bound.
@@ -466,9 +470,9 @@ async fn inject(
     nodes: &BTreeMap<NodeId, Node<SimCounter>>,
     ids: &[NodeId],
     network_faults: bool,
-) {
+) -> bool {
     let pick = |rng: &mut SplitMix64| ids[rng.below(ids.len() as u64) as usize];
-    match rng.below(9) {
+    match rng.below(10) {
         0 => {
             let _ = net.isolate(pick(rng)).await;
         }
@@ -511,6 +515,19 @@ async fn inject(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        6 => {
+            // A membership change at whichever node leads: remove a voter, or give a removed
+            // node back as a learner, or promote a learner (joint consensus under load).
+            for n in nodes.values() {
+                let Ok(m) = n.group_metrics(GROUP).await else {
+                    continue;
+                };
+                if m.role != Role::Leader {
+                    continue;
+                }
+                return change_membership(rng, n, ids).await.unwrap_or(false);
+            }
+        }
         _ => {
             let _ = net.heal().await;
             if rng.below(2) == 0 {
@@ -518,6 +535,36 @@ async fn inject(
             }
         }
     }
+    false
+}
+
+/// One step of membership churn, never below three voters.
+async fn change_membership(
+    rng: &mut SplitMix64,
+    leader: &Node<SimCounter>,
+    ids: &[NodeId],
+) -> Result<bool, Error> {
+    let current = leader.group_metrics(GROUP).await?.membership;
+    let mut next = current.leave_joint();
+    let outsiders: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !next.contains(*id))
+        .collect();
+    let learners: Vec<NodeId> = next.learners.iter().copied().collect();
+    let voters: Vec<NodeId> = next.voters.iter().copied().collect();
+    if let Some(&id) = learners.first() {
+        next.learners.remove(&id);
+        next.voters.insert(id);
+    } else if let Some(&id) = outsiders.first() {
+        next.learners.insert(id);
+    } else if voters.len() > 3 {
+        let id = voters[rng.below(voters.len() as u64) as usize];
+        next.voters.remove(&id);
+    } else {
+        return Ok(false);
+    }
+    leader.change_membership(GROUP, next).await.map(|_| true)
 }
 
 /// Checks the client history: counter values of acknowledged increments are distinct (each
