@@ -51,6 +51,12 @@ impl<T> LatestTx<T> {
 }
 
 impl<T> LatestRx<T> {
+    /// The newest value if one is waiting, without waiting.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub(crate) fn try_latest(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
     /// The newest value; `Err` once the sender is gone.
     pub(crate) async fn recv(&self) -> Result<T, flume::RecvError> {
         self.rx.recv_async().await

@@ -64,6 +64,7 @@ pub mod sim;
 
 mod apply;
 mod heartbeat;
+mod kill;
 mod latest;
 pub(crate) mod partition;
 mod replicator;

@@ -16,6 +16,7 @@ use crate::apply::Proposal;
 use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::heartbeat::{self, HeartbeatHandle};
+use crate::kill::Kill;
 use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
 use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
 use crate::state_machine::{RequestId, StateMachine};
@@ -35,7 +36,8 @@ pub enum HeartbeatExecutor {
     Current,
 }
 
-type StoreStarter = Box<dyn FnOnce(usize, StorageMode) -> std::io::Result<StorageHandle> + Send>;
+type StoreStarter =
+    Box<dyn FnOnce(usize, StorageMode, &Kill, Duration) -> std::io::Result<StorageHandle> + Send>;
 
 /// Builds a [`Node`] hosting groups of state machine `S`.
 pub struct NodeBuilder<S: StateMachine> {
@@ -45,6 +47,7 @@ pub struct NodeBuilder<S: StateMachine> {
     store: Option<StoreStarter>,
     storage_mode: StorageMode,
     heartbeat: HeartbeatExecutor,
+    sync_delay: Duration,
 }
 
 impl<S: StateMachine> NodeBuilder<S> {
@@ -60,7 +63,9 @@ impl<S: StateMachine> NodeBuilder<S> {
 
     /// The node's store (every group's log and hard state).
     pub fn storage<L: LogStore>(mut self, store: L) -> Self {
-        self.store = Some(Box::new(move |cap, mode| storage::spawn(store, cap, mode)));
+        self.store = Some(Box::new(move |cap, mode, kill: &Kill, delay| {
+            storage::spawn(store, cap, mode, kill, delay)
+        }));
         self
     }
 
@@ -74,6 +79,13 @@ impl<S: StateMachine> NodeBuilder<S> {
     /// Where the heartbeat actor runs.
     pub fn heartbeat_executor(mut self, executor: HeartbeatExecutor) -> Self {
         self.heartbeat = executor;
+        self
+    }
+
+    /// Storage as a task only: wait this long between writing a batch and syncing it
+    /// (simulated fsync latency, so a simulated crash can lose unsynced writes).
+    pub fn storage_sync_delay(mut self, delay: Duration) -> Self {
+        self.sync_delay = delay;
         self
     }
 
@@ -95,8 +107,14 @@ impl<S: StateMachine> NodeBuilder<S> {
             field: "storage",
             reason: "not set".into(),
         })?;
-        let storage = start_store(self.cfg.storage_queue, self.storage_mode)
-            .map_err(|e| Error::Storage(format!("could not start the storage thread: {e}")))?;
+        let (switch, kill) = crate::kill::new();
+        let storage = start_store(
+            self.cfg.storage_queue,
+            self.storage_mode,
+            &kill,
+            self.sync_delay,
+        )
+        .map_err(|e| Error::Storage(format!("could not start the storage thread: {e}")))?;
         let (hb, hb_actor) = heartbeat::new(&self.cfg, net.clone(), inbound.heartbeat.clone());
         let span = info_span!("heartbeat", node = self.cfg.node_id);
         match self.heartbeat {
@@ -107,14 +125,18 @@ impl<S: StateMachine> NodeBuilder<S> {
                     .map_err(|e| Error::Storage(format!("heartbeat runtime: {e}")))?;
                 std::thread::Builder::new()
                     .name("raft-heartbeat".into())
-                    .spawn(move || rt.block_on(hb_actor.run().instrument(span)))
+                    .spawn({
+                        let kill = kill.clone();
+                        move || rt.block_on(kill.run(hb_actor.run().instrument(span)))
+                    })
                     .map_err(|e| Error::Storage(format!("heartbeat thread: {e}")))?;
             }
             HeartbeatExecutor::Handle(h) => {
-                h.spawn(hb_actor.run().instrument(span));
+                let kill = kill.clone();
+                h.spawn(async move { kill.run(hb_actor.run().instrument(span)).await });
             }
             HeartbeatExecutor::Current => {
-                tokio::spawn(hb_actor.run().instrument(span));
+                kill.spawn(hb_actor.run().instrument(span));
             }
         }
         let (table_tx, table_rx) = watch::channel(Arc::new(BTreeMap::new()));
@@ -129,8 +151,10 @@ impl<S: StateMachine> NodeBuilder<S> {
             table: BTreeMap::new(),
             table_tx,
             rx: reg_rx,
+            switch: Some(switch),
+            kill: kill.clone(),
         };
-        tokio::spawn(
+        kill.spawn(
             registry
                 .run()
                 .instrument(info_span!("registry", node = cfg.node_id)),
@@ -140,7 +164,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             table: table_rx.clone(),
             unknown: unknown.clone(),
         };
-        tokio::spawn(
+        kill.spawn(
             router
                 .run()
                 .instrument(info_span!("router", node = cfg.node_id)),
@@ -188,6 +212,9 @@ enum RegistryMsg<S: StateMachine> {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Simulation: die at once, like a killed process.
+    #[cfg(feature = "sim")]
+    Crash,
 }
 
 /// Owns the table of groups and publishes immutable copies of it (latest value) to the API and
@@ -201,6 +228,10 @@ struct Registry<S: StateMachine> {
     table: BTreeMap<GroupId, GroupEntry<S>>,
     table_tx: watch::Sender<Table<S>>,
     rx: flume::Receiver<RegistryMsg<S>>,
+    /// Dropping it kills every task of the node: after the grace period of a shutdown, or at
+    /// once for a simulated crash.
+    switch: Option<crate::kill::KillSwitch>,
+    kill: Kill,
 }
 
 impl<S: StateMachine> Registry<S> {
@@ -237,6 +268,12 @@ impl<S: StateMachine> Registry<S> {
                 RegistryMsg::Shutdown { reply } => {
                     self.shutdown().await;
                     let _ = reply.send(());
+                    return;
+                }
+                #[cfg(feature = "sim")]
+                RegistryMsg::Crash => {
+                    // Every task of the node ends at its next poll; nothing is flushed.
+                    self.switch = None;
                     return;
                 }
             }
@@ -326,6 +363,7 @@ impl<S: StateMachine> Registry<S> {
             storage: self.storage.clone(),
             heartbeat: self.heartbeat.clone(),
             stats: stats.clone(),
+            kill: self.kill.clone(),
         };
         let handle = PartitionActor::spawn(wiring, init, sm, from, data).await?;
         self.table.insert(group, GroupEntry { handle, stats });
@@ -347,6 +385,15 @@ impl<S: StateMachine> Registry<S> {
         self.heartbeat.shutdown();
         let _ = self.storage.try_send(StorageRequest::Shutdown);
         let _ = tokio::time::timeout(self.cfg.shutdown_timeout, self.net.shutdown()).await;
+        // Actors get `shutdown_timeout` to finish on their own (storage syncs, replies go
+        // out); whatever is still running then is stopped by the kill switch (I10).
+        if let Some(switch) = self.switch.take() {
+            let grace = self.cfg.shutdown_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                drop(switch);
+            });
+        }
     }
 }
 
@@ -429,6 +476,7 @@ impl<S: StateMachine> Node<S> {
             store: None,
             storage_mode: StorageMode::Thread,
             heartbeat: HeartbeatExecutor::Dedicated,
+            sync_delay: Duration::ZERO,
         }
     }
 
@@ -615,6 +663,14 @@ impl<S: StateMachine> Node<S> {
             }
         }
         Ok(GroupMetrics::from_stats(group, &e.stats))
+    }
+
+    /// Simulation: kills every task of this node at once, losing whatever storage had not
+    /// synced, like `kill -9`. Restart it by building a new node over the same durable store.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn crash(&self) {
+        let _ = self.registry.try_send(RegistryMsg::Crash);
     }
 
     /// Test hook (DESIGN.md I6): freezes a group's partition actor for `duration`.

@@ -107,6 +107,8 @@ pub(crate) struct Wiring {
     pub(crate) storage: StorageHandle,
     pub(crate) heartbeat: HeartbeatHandle,
     pub(crate) stats: Arc<GroupStats>,
+    /// The node's kill switch: every task of the group runs under it.
+    pub(crate) kill: crate::kill::Kill,
 }
 
 /// The partition's two edges to one replicator.
@@ -193,7 +195,7 @@ impl<S: StateMachine> PartitionActor<S> {
             w.stats.clone(),
         )?;
         let span = info_span!("apply", node = cfg.node_id, group);
-        tokio::spawn(apply.run().instrument(span));
+        w.kill.spawn(apply.run().instrument(span));
         let registered = w
             .heartbeat
             .register(group, control_tx.clone(), w.stats.clone());
@@ -227,7 +229,8 @@ impl<S: StateMachine> PartitionActor<S> {
             term = tracing::field::Empty,
             role = tracing::field::Empty
         );
-        tokio::spawn(actor.run().instrument(span));
+        let kill = actor.w.kill.clone();
+        kill.spawn(actor.run().instrument(span));
         Ok(PartitionHandle {
             client: client_tx,
             raft: raft_tx,
@@ -698,7 +701,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 term,
                 role = "leader"
             );
-            tokio::spawn(actor.run().instrument(span));
+            self.w.kill.spawn(actor.run().instrument(span));
             let s = ReplicateSignal {
                 term,
                 first_index: self.core.log().first_index(),

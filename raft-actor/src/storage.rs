@@ -134,6 +134,8 @@ pub(crate) fn spawn<S: LogStore>(
     store: S,
     capacity: usize,
     mode: StorageMode,
+    kill: &crate::kill::Kill,
+    sync_delay: std::time::Duration,
 ) -> std::io::Result<StorageHandle> {
     let (tx, rx) = flume::bounded(capacity);
     let actor = StorageActor {
@@ -149,7 +151,7 @@ pub(crate) fn spawn<S: LogStore>(
                 .spawn(move || actor.run_blocking())?;
         }
         StorageMode::Task => {
-            tokio::spawn(actor.run_async());
+            kill.spawn(actor.run_async(sync_delay));
         }
     }
     Ok(StorageHandle { tx })
@@ -160,6 +162,13 @@ struct StorageActor<S> {
     rx: flume::Receiver<StorageRequest>,
     groups: BTreeMap<GroupId, (watch::Sender<Persisted>, u64)>,
     failed: Option<Arc<str>>,
+}
+
+/// What a batch wrote, awaiting its sync.
+struct Batch {
+    wrote: bool,
+    dirty: BTreeMap<GroupId, u64>,
+    go_on: bool,
 }
 
 /// Most requests folded into one group commit.
@@ -174,9 +183,17 @@ impl<S: LogStore> StorageActor<S> {
         }
     }
 
-    async fn run_async(mut self) {
+    /// The task form (simulation). `sync_delay` models fsync latency: writes are applied,
+    /// then the task waits, then syncs — so a crash (`Node::crash`) during the wait loses the
+    /// unsynced writes, as a real crash would.
+    async fn run_async(mut self, sync_delay: std::time::Duration) {
         while let Ok(first) = self.rx.recv_async().await {
-            if !self.handle_batch(first) {
+            let batch = self.write_batch(first);
+            if batch.wrote && !sync_delay.is_zero() {
+                tokio::time::sleep(sync_delay).await;
+            }
+            self.sync_and_publish(batch.wrote, &batch.dirty);
+            if !batch.go_on {
                 return;
             }
             // Let other tasks run between group commits, as a thread would.
@@ -187,6 +204,14 @@ impl<S: LogStore> StorageActor<S> {
     /// Handles `first` and everything queued behind it, with one sync. Returns false on
     /// shutdown.
     fn handle_batch(&mut self, first: StorageRequest) -> bool {
+        let batch = self.write_batch(first);
+        self.sync_and_publish(batch.wrote, &batch.dirty);
+        batch.go_on
+    }
+
+    /// The first phase of a group commit: applies `first` and everything queued behind it to
+    /// the store (not yet durable) and answers reads.
+    fn write_batch(&mut self, first: StorageRequest) -> Batch {
         let mut dirty: BTreeMap<GroupId, u64> = BTreeMap::new();
         let mut wrote = false;
         let mut next = Some(first);
@@ -195,8 +220,11 @@ impl<S: LogStore> StorageActor<S> {
             count += 1;
             match req {
                 StorageRequest::Shutdown => {
-                    self.sync_and_publish(wrote, &dirty);
-                    return false;
+                    return Batch {
+                        wrote,
+                        dirty,
+                        go_on: false,
+                    };
                 }
                 StorageRequest::Write { group, seq, op } => {
                     wrote = true;
@@ -216,8 +244,11 @@ impl<S: LogStore> StorageActor<S> {
                 next = self.rx.try_recv().ok();
             }
         }
-        self.sync_and_publish(wrote, &dirty);
-        true
+        Batch {
+            wrote,
+            dirty,
+            go_on: true,
+        }
     }
 
     fn write(&mut self, group: GroupId, op: WriteOp) -> Result<(), StorageError> {

@@ -45,12 +45,14 @@ fn seeds_hold_every_invariant() {
     };
     let reports = run_all(&seeds, config);
     let mut failing = Vec::new();
-    let (mut acked, mut terms, mut faults, mut unknown, mut changes) = (0, 0, 0, 0, 0);
+    let (mut acked, mut terms, mut faults, mut unknown, mut changes, mut crashes) =
+        (0, 0, 0, 0, 0, 0);
     for r in &reports {
         acked += r.acked;
         terms += r.leader_terms;
         faults += r.faults;
         changes += r.membership_changes;
+        crashes += r.crashes;
         unknown += u64::from(r.linearizability_unknown);
         if !r.violations.is_empty() {
             eprintln!("seed {}: {}", r.seed, r.violations[0]);
@@ -62,7 +64,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     eprintln!(
-        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {unknown} histories beyond the checker's budget)",
+        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {crashes} crashes, {unknown} histories beyond the checker's budget)",
         seeds.len(),
         failing.len()
     );

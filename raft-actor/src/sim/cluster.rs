@@ -103,6 +103,8 @@ pub struct SimConfig {
     pub network_faults: bool,
     /// Broken on purpose: serve reads locally without ReadIndex (the checkers must catch it).
     pub broken_local_reads: bool,
+    /// Crash nodes (losing unsynced writes) and restart them from their durable state.
+    pub crashes: bool,
 }
 
 impl SimConfig {
@@ -116,6 +118,7 @@ impl SimConfig {
             liveness_bound: Duration::from_secs(20),
             network_faults: true,
             broken_local_reads: false,
+            crashes: true,
         }
     }
 }
@@ -135,6 +138,8 @@ pub struct SimReport {
     pub faults: u64,
     /// Membership changes accepted by a leader during the run.
     pub membership_changes: u64,
+    /// Node crashes (each followed by a restart from durable state).
+    pub crashes: u64,
     /// Hash of the run's observable events (applied commands, client results): equal for equal
     /// seeds (DESIGN.md I11).
     pub trace_hash: u64,
@@ -210,54 +215,35 @@ async fn run_async(cfg: SimConfig) -> SimReport {
         }
     };
     let (applied_tx, applied_rx) = flume::bounded::<Applied>(1 << 20);
+    let mut disks: BTreeMap<NodeId, Disk> = BTreeMap::new();
     let mut nodes: BTreeMap<NodeId, Node<SimCounter>> = BTreeMap::new();
     for (id, (t, inbound)) in ids.iter().zip(transports) {
-        let mut nc = NodeConfig::new(*id);
-        nc.raft.seed = cfg.seed;
-        nc.request_timeout = Duration::from_secs(2);
-        nc.broken_local_reads = cfg.broken_local_reads;
-        let started = Node::<SimCounter>::builder(nc)
-            .transport(t, inbound)
-            .storage(MemStore::new())
-            .storage_mode(StorageMode::Task)
-            .heartbeat_executor(crate::HeartbeatExecutor::Current)
-            .start()
-            .await;
-        let node = match started {
-            Ok(n) => n,
+        let disk = disks.entry(*id).or_insert_with(Disk::new);
+        match start_node(&cfg, *id, &ids, t, inbound, disk, &applied_tx).await {
+            Ok(node) => {
+                nodes.insert(*id, node);
+            }
             Err(e) => {
-                report.violations.push(format!("node {id}: {e}"));
+                report.violations.push(e);
                 return report;
             }
-        };
-        let sm = SimCounter {
-            node: *id,
-            value: 0,
-            applied: applied_tx.clone(),
-        };
-        if let Err(e) = node
-            .add_partition(GROUP, Membership::new(ids.iter().copied()), sm)
-            .await
-        {
-            report
-                .violations
-                .push(format!("node {id}: add_partition: {e}"));
-            return report;
         }
-        nodes.insert(*id, node);
     }
     let nodes_v: Vec<Node<SimCounter>> = nodes.values().cloned().collect();
 
     // Clients.
-    let (done_tx, done_rx) = flume::unbounded::<()>();
     let stop = tokio::sync::watch::channel(false);
     let epoch = tokio::time::Instant::now();
     let mut clients = Vec::new();
+    // Each client learns the current node handles (after crashes) through a latest-value
+    // channel it polls between operations.
+    let mut directories = Vec::new();
     for c in 0..cfg.clients {
-        let nodes = nodes_v.clone();
+        let mut nodes = nodes_v.clone();
+        let (dir_tx, dir_rx) = crate::latest::channel::<Vec<Node<SimCounter>>>();
+        directories.push(dir_tx);
         let mut stop_rx = stop.1.clone();
         let seed = SplitMix64::derive(cfg.seed, &[0xC11E, c]);
-        let _done = done_tx.clone();
         clients.push(tokio::spawn(async move {
             let mut rng = SplitMix64::new(seed);
             let mut outcomes = Vec::new();
@@ -266,6 +252,9 @@ async fn run_async(cfg: SimConfig) -> SimReport {
             let now = move || epoch.elapsed().as_nanos() as u64;
             while !*stop_rx.borrow_and_update() {
                 tokio::time::sleep(Duration::from_millis(1 + rng.below(20))).await;
+                if let Some(current) = dir_rx.try_latest() {
+                    nodes = current;
+                }
                 if rng.below(5) == 0 {
                     // Reads go to any node: a correct one answers only as a confirmed leader.
                     let call = now();
@@ -318,26 +307,62 @@ async fn run_async(cfg: SimConfig) -> SimReport {
             outcomes
         }));
     }
-    drop(done_tx);
-    let _ = done_rx;
 
     // Fault schedule and election-safety observer.
     let mut rng = SplitMix64::new(SplitMix64::derive(cfg.seed, &[0xFA17]));
     let mut leaders: BTreeMap<u64, NodeId> = BTreeMap::new();
     let start = tokio::time::Instant::now();
     let mut next_fault = Duration::from_millis(500);
+    let mut down: BTreeMap<NodeId, Duration> = BTreeMap::new();
     while start.elapsed() < cfg.duration {
         tokio::time::sleep(Duration::from_millis(100)).await;
         observe_leaders(&nodes, &mut leaders, &mut report).await;
+        // Restart crashed nodes whose time has come.
+        let due: Vec<NodeId> = down
+            .iter()
+            .filter(|(_, at)| **at <= start.elapsed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            down.remove(&id);
+            if let Err(e) = restart(&cfg, id, &ids, &net, &mut disks, &mut nodes, &applied_tx).await
+            {
+                report.violations.push(e);
+            }
+            let current: Vec<Node<SimCounter>> = nodes.values().cloned().collect();
+            for d in &directories {
+                d.send(current.clone());
+            }
+        }
         if start.elapsed() >= next_fault {
             next_fault = start.elapsed() + Duration::from_millis(300 + rng.below(1500));
             report.faults += 1;
+            // A crash (kill -9) of a running node, keeping a majority up; it restarts later
+            // from what its disk had synced.
+            if cfg.crashes && rng.below(6) == 0 && (down.len() as u64) < (cfg.nodes - 1) / 2 {
+                let running: Vec<NodeId> = nodes.keys().copied().collect();
+                let id = running[rng.below(running.len() as u64) as usize];
+                if let Some(n) = nodes.remove(&id) {
+                    n.crash();
+                    report.crashes += 1;
+                    down.insert(
+                        id,
+                        start.elapsed() + Duration::from_millis(200 + rng.below(2000)),
+                    );
+                }
+                continue;
+            }
             if inject(&mut rng, &net, &nodes, &ids, cfg.network_faults).await {
                 report.membership_changes += 1;
             }
         }
     }
-    // Heal and check liveness: a fresh write commits within the bound.
+    // Bring every node back, heal, and check liveness: a fresh write commits within the bound.
+    for id in std::mem::take(&mut down).into_keys() {
+        if let Err(e) = restart(&cfg, id, &ids, &net, &mut disks, &mut nodes, &applied_tx).await {
+            report.violations.push(e);
+        }
+    }
     let _ = net.heal().await;
     let _ = net.set_faults(Faults::default()).await;
     let healed = tokio::time::Instant::now();
@@ -345,7 +370,8 @@ async fn run_async(cfg: SimConfig) -> SimReport {
     let mut k = 0usize;
     while healed.elapsed() < cfg.liveness_bound {
         observe_leaders(&nodes, &mut leaders, &mut report).await;
-        let n = &nodes_v[k % nodes_v.len()];
+        let current: Vec<&Node<SimCounter>> = nodes.values().collect();
+        let n = current[k % current.len()];
         k += 1;
         let id = RequestId {
             client: 0xFFFF,
@@ -429,6 +455,88 @@ async fn run_async(cfg: SimConfig) -> SimReport {
     report
 }
 
+/// A node's durable image and the channel its store ships synced writes on.
+struct Disk {
+    image: MemStore,
+    tx: flume::Sender<super::store::DiskOp>,
+    rx: flume::Receiver<super::store::DiskOp>,
+}
+
+impl Disk {
+    fn new() -> Disk {
+        let (tx, rx) = flume::bounded(1 << 22);
+        Disk {
+            image: MemStore::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// Everything synced so far, applied to the image.
+    fn settle(&mut self) -> Result<(), String> {
+        while let Ok(op) = self.rx.try_recv() {
+            super::store::apply(&mut self.image, op).map_err(|e| format!("simulated disk: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts a node over its disk's durable image and hosts the group.
+async fn start_node(
+    cfg: &SimConfig,
+    id: NodeId,
+    ids: &[NodeId],
+    t: raft_net::MemTransport<WireMsg>,
+    inbound: raft_net::transport::Inbound<WireMsg>,
+    disk: &mut Disk,
+    applied: &flume::Sender<Applied>,
+) -> Result<Node<SimCounter>, String> {
+    disk.settle()?;
+    let mut nc = NodeConfig::new(id);
+    nc.raft.seed = cfg.seed;
+    nc.request_timeout = Duration::from_secs(2);
+    nc.broken_local_reads = cfg.broken_local_reads;
+    let store = super::store::SimStore::new(disk.image.clone(), disk.tx.clone());
+    let node = Node::<SimCounter>::builder(nc)
+        .transport(t, inbound)
+        .storage(store)
+        .storage_mode(StorageMode::Task)
+        .storage_sync_delay(Duration::from_millis(1))
+        .heartbeat_executor(crate::HeartbeatExecutor::Current)
+        .start()
+        .await
+        .map_err(|e| format!("node {id}: start: {e}"))?;
+    let sm = SimCounter {
+        node: id,
+        value: 0,
+        applied: applied.clone(),
+    };
+    node.add_partition(GROUP, Membership::new(ids.iter().copied()), sm)
+        .await
+        .map_err(|e| format!("node {id}: add_partition: {e}"))?;
+    Ok(node)
+}
+
+/// Restarts a crashed node from what its disk synced.
+async fn restart(
+    cfg: &SimConfig,
+    id: NodeId,
+    ids: &[NodeId],
+    net: &MemNetwork<WireMsg>,
+    disks: &mut BTreeMap<NodeId, Disk>,
+    nodes: &mut BTreeMap<NodeId, Node<SimCounter>>,
+    applied: &flume::Sender<Applied>,
+) -> Result<(), String> {
+    let (t, inbound) = net
+        .restart(id)
+        .await
+        .map_err(|e| format!("node {id}: network restart: {e}"))?;
+    let disk = disks.entry(id).or_insert_with(Disk::new);
+    let node = start_node(cfg, id, ids, t, inbound, disk, applied).await?;
+    nodes.insert(id, node);
+    Ok(())
+}
+
 fn next_node(nodes: &[Node<SimCounter>], at: usize, e: &Error) -> usize {
     match e {
         Error::NotLeader {
@@ -502,8 +610,10 @@ async fn inject(
         }
         4 => {
             // A stop-the-world pause of one node's partition actor (incident 2).
-            let n = &nodes[&pick(rng)];
-            let _ = n.freeze_partition(GROUP, Duration::from_millis(200 + rng.below(2000)));
+            let pause = Duration::from_millis(200 + rng.below(2000));
+            if let Some(n) = nodes.get(&pick(rng)) {
+                let _ = n.freeze_partition(GROUP, pause);
+            }
         }
         5 => {
             // A leader-transfer storm: several transfers in a row.
