@@ -444,6 +444,18 @@ impl<S: StateMachine> Router<S> {
     }
 }
 
+/// Asks a group's partition actor for its metrics; one that does not answer within a second
+/// (frozen, stalled) is described from its counters instead.
+async fn group_status<S: StateMachine>(group: GroupId, e: &GroupEntry<S>) -> GroupMetrics {
+    let (tx, rx) = oneshot::channel();
+    if e.handle.control.try_send(Control::Status(tx)).is_ok() {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+            return m;
+        }
+    }
+    GroupMetrics::from_stats(group, &e.stats)
+}
+
 /// A running node: hosts many Raft groups of one state-machine type. Cheap to clone; every
 /// method may be called concurrently.
 pub struct Node<S: StateMachine> {
@@ -634,16 +646,7 @@ impl<S: StateMachine> Node<S> {
         let table = self.table.borrow().clone();
         let mut groups = Vec::new();
         for (&group, e) in table.iter() {
-            let (tx, rx) = oneshot::channel();
-            let answered = if e.handle.control.try_send(Control::Status(tx)).is_ok() {
-                tokio::time::timeout(Duration::from_secs(1), rx)
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-            } else {
-                None
-            };
-            groups.push(answered.unwrap_or_else(|| GroupMetrics::from_stats(group, &e.stats)));
+            groups.push(group_status(group, e).await);
         }
         NodeMetrics {
             node: self.cfg.node_id,
@@ -656,13 +659,7 @@ impl<S: StateMachine> Node<S> {
     /// Metrics of one group.
     pub async fn group_metrics(&self, group: GroupId) -> Result<GroupMetrics, Error> {
         let e = self.entry(group)?;
-        let (tx, rx) = oneshot::channel();
-        if e.handle.control.try_send(Control::Status(tx)).is_ok() {
-            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
-                return Ok(m);
-            }
-        }
-        Ok(GroupMetrics::from_stats(group, &e.stats))
+        Ok(group_status(group, &e).await)
     }
 
     /// Simulation: kills every task of this node at once, losing whatever storage had not

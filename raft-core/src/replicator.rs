@@ -231,21 +231,30 @@ impl ReplicatorCore {
         self.idle_ticks = 0;
     }
 
-    /// An AppendEntries answer from the peer, sent in the peer's `term`.
-    pub fn on_append_response(&mut self, term: Term, resp: &AppendResponse) -> Outcome {
+    /// The term rules for an answer sent in `term`: `Err` with what to report if it is from
+    /// another epoch (a newer term, or a stale answer), `Ok` with a heard-from outcome if not.
+    fn answer_in_epoch(&mut self, term: Term) -> Result<Outcome, Outcome> {
         if term > self.term {
-            return Outcome {
+            return Err(Outcome {
                 higher_term: Some(term),
                 ..Default::default()
-            };
+            });
         }
         if term < self.term {
-            return Outcome::default();
+            return Err(Outcome::default());
         }
         self.idle_ticks = 0;
-        let mut out = Outcome {
+        Ok(Outcome {
             heard: true,
             ..Default::default()
+        })
+    }
+
+    /// An AppendEntries answer from the peer, sent in the peer's `term`.
+    pub fn on_append_response(&mut self, term: Term, resp: &AppendResponse) -> Outcome {
+        let mut out = match self.answer_in_epoch(term) {
+            Ok(out) => out,
+            Err(out) => return out,
         };
         match *resp {
             AppendResponse::Success { match_index } => {
@@ -304,19 +313,9 @@ impl ReplicatorCore {
         index: Index,
         status: SnapshotStatus,
     ) -> Outcome {
-        if term > self.term {
-            return Outcome {
-                higher_term: Some(term),
-                ..Default::default()
-            };
-        }
-        if term < self.term {
-            return Outcome::default();
-        }
-        self.idle_ticks = 0;
-        let mut out = Outcome {
-            heard: true,
-            ..Default::default()
+        let mut out = match self.answer_in_epoch(term) {
+            Ok(out) => out,
+            Err(out) => return out,
         };
         let ReplState::Snapshot { index: sending } = self.state else {
             return out;
