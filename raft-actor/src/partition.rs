@@ -148,6 +148,8 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     incoming_snapshot: Vec<u8>,
     /// The heartbeat actor must hear about a role/membership change it may have missed.
     hb_dirty: bool,
+    /// Highest term of a leader heard from on the data lane since the last tick.
+    leader_contact: Option<Term>,
     /// Registration with the heartbeat actor went through (retried on ticks until it does).
     hb_registered: bool,
     fatal: Option<String>,
@@ -217,6 +219,7 @@ impl<S: StateMachine> PartitionActor<S> {
             incoming_snapshot: Vec::new(),
             hb_dirty: true,
             hb_registered: registered,
+            leader_contact: None,
             fatal: None,
             w,
         };
@@ -309,6 +312,9 @@ impl<S: StateMachine> PartitionActor<S> {
             self.hb_dirty = true;
         }
         self.w.heartbeat.alive(self.w.group);
+        if let Some(term) = self.leader_contact.take() {
+            self.w.heartbeat.contact(self.w.group, term);
+        }
         if self.hb_dirty {
             self.publish_role();
         }
@@ -338,7 +344,8 @@ impl<S: StateMachine> PartitionActor<S> {
             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
         ) && m.term >= self.core.term()
         {
-            self.w.heartbeat.contact(self.w.group, m.term);
+            // Reported to the heartbeat actor once per tick, not per message (hot path).
+            self.leader_contact = self.leader_contact.max(Some(m.term));
         }
         self.core.step(m);
     }
