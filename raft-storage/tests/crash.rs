@@ -20,27 +20,14 @@ use raft_storage::{LogStore, SyncMode, Wal, WalConfig};
 
 const GROUPS: u64 = 8;
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
+/// The project's seeded generator (splitmix64).
+use raft_core::rng::SplitMix64 as Rng;
 
 /// The bytes of entry (group, index, term): anything else on disk is corruption.
 fn payload(group: GroupId, index: Index, term: Term) -> Vec<u8> {
-    let mut r = Rng(group.wrapping_mul(1_000_003) ^ (index << 16) ^ (term << 48));
+    let mut r = Rng::new(group.wrapping_mul(1_000_003) ^ (index << 16) ^ (term << 48));
     let n = r.below(200);
-    (0..n).map(|_| r.next() as u8).collect()
+    (0..n).map(|_| r.next_u64() as u8).collect()
 }
 
 fn entry(group: GroupId, index: Index, term: Term) -> Entry {
@@ -74,7 +61,7 @@ fn crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut w = Wal::open(config(Path::new(&dir))).expect("child: open");
     let mut out = std::io::stdout().lock();
     let (mut last, mut term, mut synced) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
@@ -280,7 +267,7 @@ fn killed_writer_loses_nothing_it_reported() {
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng::new(0x5EED);
     let mut reported: BTreeMap<GroupId, (Index, Term)> = BTreeMap::new();
     let start = Instant::now();
     let (mut lines_seen, mut torn_tails) = (0usize, 0usize);

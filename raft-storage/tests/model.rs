@@ -5,23 +5,8 @@ use raft_core::{Entry, EntryPayload, GroupId, HardState, Index, Membership, Snap
 use raft_storage::{LogStore, MemStore, StorageError, SyncMode, Wal, WalConfig};
 
 /// splitmix64: small, seeded, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+/// The project's seeded generator (splitmix64).
+use raft_core::rng::SplitMix64 as Rng;
 
 /// (first held, last held, snapshot index, last term) of a group in the model.
 fn bounds(m: &MemStore, g: GroupId) -> (Index, Index, Index, u64) {
@@ -96,12 +81,12 @@ fn compare(m: &MemStore, w: &Wal, rng: &mut Rng, ctx: &str) {
 
 fn run(seed: u64, ops: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let config = WalConfig {
         segment_bytes: 4096,
         cache_entries: rng.below(16) as usize,
         buffer_bytes: 1 + rng.below(3000) as usize,
-        sync: if rng.chance(50) {
+        sync: if rng.below(100) < 50 {
             SyncMode::Always
         } else {
             SyncMode::Never
@@ -117,7 +102,7 @@ fn run(seed: u64, ops: usize) {
         let roll = rng.below(100);
         let op;
         if roll < 45 {
-            let t = if exists && last >= first && rng.chance(30) {
+            let t = if exists && last >= first && rng.below(100) < 30 {
                 Some(first.saturating_sub(1).max(1) + rng.below(last + 2 - first))
             } else {
                 None
@@ -133,7 +118,7 @@ fn run(seed: u64, ops: usize) {
                 _ => last,
             };
             let n = rng.below(5);
-            let new_term = term + u64::from(t.is_some() || rng.chance(10));
+            let new_term = term + u64::from(t.is_some() || rng.below(100) < 10);
             let es: Vec<Entry> = (1..=n)
                 .map(|k| Entry {
                     index: last_after + k,
@@ -142,7 +127,7 @@ fn run(seed: u64, ops: usize) {
                         0 => EntryPayload::Noop,
                         1 => EntryPayload::Membership(Membership::new([1, 2, rng.below(9)])),
                         _ => EntryPayload::Normal(
-                            (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+                            (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect(),
                         ),
                     },
                 })
@@ -152,13 +137,13 @@ fn run(seed: u64, ops: usize) {
         } else if roll < 55 {
             let hs = HardState {
                 term: term + rng.below(2),
-                vote: rng.chance(50).then(|| rng.below(4)),
+                vote: (rng.below(100) < 50).then(|| rng.below(4)),
                 commit: rng.below(last + 1),
             };
             op = format!("save_hard_state({g}, {hs:?})");
             same(&op, m.save_hard_state(g, hs), w.save_hard_state(g, hs));
         } else if roll < 63 {
-            let discard = rng.chance(30);
+            let discard = rng.below(100) < 30;
             let index = if discard {
                 last + rng.below(8)
             } else {
@@ -169,7 +154,7 @@ fn run(seed: u64, ops: usize) {
                 term: term.max(1),
                 membership: Membership::new([1, rng.below(5)]),
             };
-            let data: Vec<u8> = (0..rng.below(100)).map(|_| rng.next() as u8).collect();
+            let data: Vec<u8> = (0..rng.below(100)).map(|_| rng.next_u64() as u8).collect();
             op = format!("save_snapshot({g}, {index}, discard {discard})");
             same(
                 &op,

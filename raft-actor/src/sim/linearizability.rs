@@ -1313,7 +1313,7 @@ mod tests {
 
     #[test]
     fn large_counter_history_checks_quickly() {
-        let mut rng = SplitMix64(0xC0FFEE);
+        let mut rng = SplitMix64::new(0xC0FFEE);
         let history = generate(&Counter::default(), &mut rng, 2_000, 8, false);
         assert_eq!(history.len(), 2_000);
         let started = Instant::now();
@@ -1326,27 +1326,7 @@ mod tests {
 
     // ----- randomized histories, linearizable by construction -----
 
-    /// splitmix64 (Steele, Lea, Flood 2014): small, seeded, good enough for test inputs.
-    struct SplitMix64(u64);
-
-    impl SplitMix64 {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform-ish in `0..n`.
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn chance(&mut self, one_in: u64) -> bool {
-            self.below(one_in) == 0
-        }
-    }
+    use raft_core::rng::SplitMix64;
 
     /// What the randomized test needs beyond [`Model`]: a way to run the object, and a way to
     /// break a history so that it is certainly not linearizable.
@@ -1432,7 +1412,7 @@ mod tests {
 
     impl Exec for Register<i64> {
         fn random_input(&self, rng: &mut SplitMix64, unique: &mut i64) -> RegisterInput<i64> {
-            if rng.chance(2) {
+            if rng.below(2) == 0 {
                 *unique += 1;
                 RegisterInput::Write(*unique)
             } else {
@@ -1468,7 +1448,7 @@ mod tests {
 
     impl Exec for Counter {
         fn random_input(&self, rng: &mut SplitMix64, _: &mut i64) -> CounterInput {
-            if rng.chance(3) {
+            if rng.below(3) == 0 {
                 CounterInput::Get
             } else {
                 CounterInput::Add(1 + rng.below(5) as i64)
@@ -1543,7 +1523,7 @@ mod tests {
     impl Exec for Kv<u8, i64> {
         fn random_input(&self, rng: &mut SplitMix64, unique: &mut i64) -> KvInput<u8, i64> {
             let key = rng.below(4) as u8;
-            if rng.chance(2) {
+            if rng.below(2) == 0 {
                 *unique += 1;
                 KvInput::Put(key, *unique)
             } else {
@@ -1623,13 +1603,13 @@ mod tests {
         let mut timeouts = 0;
         let mut unique = 0;
         while invoked < ops || in_flight.iter().any(Option::is_some) || !zombies.is_empty() {
-            if !zombies.is_empty() && rng.chance(8) {
+            if !zombies.is_empty() && rng.below(8) == 0 {
                 let input = zombies.remove(0);
                 state = model.execute(&state, &input).0;
                 continue;
             }
             let client = rng.below(clients as u64) as usize;
-            let may_time_out = faults && timeouts < 3 && rng.chance(40);
+            let may_time_out = faults && timeouts < 3 && rng.below(40) == 0;
             match in_flight[client].take() {
                 None if invoked < ops => {
                     let input = model.random_input(rng, &mut unique);
@@ -1646,10 +1626,10 @@ mod tests {
                     if may_time_out {
                         timeouts += 1;
                         recorder.timeout(op.id);
-                        if rng.chance(2) {
+                        if rng.below(2) == 0 {
                             zombies.push(op.input);
                         }
-                    } else if faults && rng.chance(50) {
+                    } else if faults && rng.below(50) == 0 {
                         recorder.fail(op.id);
                     } else {
                         let (next, output) = model.execute(&state, &op.input);
@@ -1677,7 +1657,7 @@ mod tests {
         M::Input: Clone,
         M::Output: Clone,
     {
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut ops_checked = 0;
         for round in 0..histories {
             let ops = 50 + rng.below(151) as usize;
