@@ -1,0 +1,121 @@
+//! The machine's floors, measured in the same run as the benchmark: what no replication
+//! protocol on this machine could beat.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Medians of repeated measurements, in microseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Floors {
+    /// One round trip of a 64-byte message between two tokio tasks over a bounded channel.
+    pub in_process_hop_us: f64,
+    /// One round trip of a 64-byte message over loopback TCP (TCP_NODELAY).
+    pub loopback_rtt_us: f64,
+    /// Appending 4 KiB to a file and `fdatasync`ing it.
+    pub fdatasync_4k_us: f64,
+}
+
+/// Measures all three floors (about a second).
+pub async fn measure(dir: &Path) -> anyhow::Result<Floors> {
+    Ok(Floors {
+        in_process_hop_us: in_process_hop().await,
+        loopback_rtt_us: loopback_rtt().await.context("loopback round trip")?,
+        fdatasync_4k_us: {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || fdatasync_4k(&dir))
+                .await
+                .context("fdatasync task")?
+                .context("fdatasync of 4 KiB appends")?
+        },
+    })
+}
+
+fn median_us(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+async fn in_process_hop() -> f64 {
+    let (to_echo, echo_in) = flume::bounded::<[u8; 64]>(1);
+    let (echo_out, back) = flume::bounded::<[u8; 64]>(1);
+    let echo = tokio::spawn(async move {
+        while let Ok(m) = echo_in.recv_async().await {
+            if echo_out.send_async(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Vec::with_capacity(5000);
+    for i in 0..5000u32 {
+        let start = Instant::now();
+        let mut msg = [0u8; 64];
+        msg[..4].copy_from_slice(&i.to_le_bytes());
+        if to_echo.send_async(msg).await.is_err() || back.recv_async().await.is_err() {
+            break;
+        }
+        samples.push(start.elapsed());
+    }
+    drop(to_echo);
+    let _ = echo.await;
+    median_us(samples)
+}
+
+async fn loopback_rtt() -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            match s.read_exact(&mut buf).await {
+                Ok(_) => s.write_all(&buf).await?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let mut c = tokio::net::TcpStream::connect(addr).await?;
+    c.set_nodelay(true)?;
+    let mut buf = [7u8; 64];
+    let mut samples = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let start = Instant::now();
+        c.write_all(&buf).await?;
+        c.read_exact(&mut buf).await?;
+        samples.push(start.elapsed());
+    }
+    drop(c);
+    server.await??;
+    Ok(median_us(samples))
+}
+
+fn fdatasync_4k(dir: &Path) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("raft-bench-fsync-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        let block = [0x5au8; 4096];
+        let mut samples = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let start = Instant::now();
+            f.write_all(&block)?;
+            f.sync_data()?;
+            samples.push(start.elapsed());
+        }
+        Ok::<_, std::io::Error>(median_us(samples))
+    })();
+    let _ = std::fs::remove_file(&path);
+    Ok(result?)
+}

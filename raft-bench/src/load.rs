@@ -1,0 +1,228 @@
+//! The client side: `C` clients, each with one write in flight, measured with hdrhistogram.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use raft_core::GroupId;
+
+/// Where clients send writes.
+#[derive(Clone)]
+pub enum Target {
+    /// In-process nodes.
+    Local(Arc<crate::local::LocalCluster>),
+}
+
+/// What one attempt at a write came to.
+pub enum Attempt {
+    /// Committed.
+    Done,
+    /// Not the leader; maybe a hint (node index).
+    Redirect(Option<usize>),
+    /// Overloaded, timed out or briefly unavailable: try again.
+    Retry,
+    /// A non-retryable error.
+    Failed(String),
+}
+
+impl Target {
+    fn nodes(&self) -> usize {
+        match self {
+            Target::Local(c) => c.nodes.len(),
+        }
+    }
+
+    async fn write(&self, idx: usize, group: GroupId, payload: Vec<u8>) -> Attempt {
+        match self {
+            Target::Local(c) => match c.propose(idx, group, payload).await {
+                Ok(_) => Attempt::Done,
+                Err(raft_actor::Error::NotLeader { leader, .. }) => {
+                    Attempt::Redirect(leader.and_then(|l| usize::try_from(l).ok()?.checked_sub(1)))
+                }
+                Err(e) if e.is_retryable() => Attempt::Retry,
+                Err(e) => Attempt::Failed(e.to_string()),
+            },
+        }
+    }
+}
+
+/// What the clients measured.
+pub struct LoadResult {
+    /// Commit latency of every measured write, nanoseconds (from first attempt to success).
+    pub latency: Histogram<u64>,
+    /// Measured writes.
+    pub ops: u64,
+    /// Seconds of the measured phase.
+    pub elapsed: f64,
+    /// Attempts answered `NotLeader`, `Overloaded` or `Timeout` (then retried).
+    pub retries: u64,
+    /// Attempts that failed for good (then retried after a pause).
+    pub failures: u64,
+    /// The first such failure, for the report.
+    pub first_failure: Option<String>,
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+struct Shared {
+    phase: AtomicU8,
+    measured: AtomicU64,
+}
+
+/// How long to run and what to send.
+pub struct Plan {
+    /// Clients.
+    pub clients: u64,
+    /// Groups (client `i` writes to group `i % groups + 1`).
+    pub groups: u64,
+    /// Payload bytes per write.
+    pub payload: usize,
+    /// Warm-up before measuring.
+    pub warmup: Duration,
+    /// Measured phase length (upper bound when `ops` is set).
+    pub duration: Duration,
+    /// Stop after this many measured writes.
+    pub ops: Option<u64>,
+    /// Print progress to stderr every few seconds.
+    pub progress: bool,
+}
+
+/// Runs the clients against `target`; `leaders[g - 1]` is the first guess for group `g`.
+pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Result<LoadResult> {
+    let shared = Arc::new(Shared {
+        phase: AtomicU8::new(WARMUP),
+        measured: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    for client in 0..plan.clients {
+        let group = client % plan.groups + 1;
+        let first = leaders
+            .get(usize::try_from(group - 1)?)
+            .copied()
+            .unwrap_or(0);
+        tasks.push(tokio::spawn(client_loop(
+            target.clone(),
+            shared.clone(),
+            group,
+            first,
+            plan.payload,
+            plan.ops,
+        )));
+    }
+    tokio::time::sleep(plan.warmup).await;
+    shared.phase.store(MEASURE, Ordering::SeqCst);
+    let start = Instant::now();
+    let mut last_report = start;
+    loop {
+        let elapsed = start.elapsed();
+        let done = shared.measured.load(Ordering::Relaxed);
+        if plan.ops.is_some_and(|ops| done >= ops)
+            || (plan.ops.is_none() && elapsed >= plan.duration)
+        {
+            break;
+        }
+        if plan.progress && last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            eprintln!(
+                "  {:>5.1} s: {done} writes, {:.0} writes/s",
+                elapsed.as_secs_f64(),
+                done as f64 / elapsed.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shared.phase.store(STOP, Ordering::SeqCst);
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut result = LoadResult {
+        latency: new_histogram(),
+        ops: 0,
+        elapsed,
+        retries: 0,
+        failures: 0,
+        first_failure: None,
+    };
+    for task in tasks {
+        let r = task.await?;
+        result.latency.add(&r.latency)?;
+        result.ops += r.ops;
+        result.retries += r.retries;
+        result.failures += r.failures;
+        if result.first_failure.is_none() {
+            result.first_failure = r.first_failure;
+        }
+    }
+    Ok(result)
+}
+
+/// Nanoseconds from 1 ns to 100 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("constant bounds are valid")
+}
+
+async fn client_loop(
+    target: Target,
+    shared: Arc<Shared>,
+    group: GroupId,
+    mut leader: usize,
+    payload: usize,
+    ops: Option<u64>,
+) -> LoadResult {
+    let n = target.nodes();
+    let mut result = LoadResult {
+        latency: new_histogram(),
+        ops: 0,
+        elapsed: 0.0,
+        retries: 0,
+        failures: 0,
+        first_failure: None,
+    };
+    let body: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+    loop {
+        let phase = shared.phase.load(Ordering::Relaxed);
+        if phase == STOP {
+            break;
+        }
+        let start = Instant::now();
+        loop {
+            match target.write(leader, group, body.clone()).await {
+                Attempt::Done => break,
+                Attempt::Redirect(hint) => {
+                    result.retries += 1;
+                    leader = match hint {
+                        Some(h) if h < n => h,
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            (leader + 1) % n
+                        }
+                    };
+                }
+                Attempt::Retry => {
+                    result.retries += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Attempt::Failed(e) => {
+                    result.failures += 1;
+                    result.first_failure.get_or_insert(e);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    leader = (leader + 1) % n;
+                }
+            }
+            if shared.phase.load(Ordering::Relaxed) == STOP {
+                return result;
+            }
+        }
+        if phase == MEASURE {
+            let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let _ = result.latency.record(ns.clamp(1, 100_000_000_000));
+            result.ops += 1;
+            let total = shared.measured.fetch_add(1, Ordering::Relaxed) + 1;
+            if ops.is_some_and(|ops| total >= ops) {
+                break;
+            }
+        }
+    }
+    result
+}

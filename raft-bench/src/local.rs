@@ -1,0 +1,138 @@
+//! An in-process cluster: every node in this process, over in-memory channels.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use raft_actor::{Error, Node, NodeConfig, WireMsg};
+use raft_core::{GroupId, Membership, NodeId, Role};
+use raft_net::{MemConfig, MemNetwork};
+use raft_storage::{MemStore, SyncMode, Wal, WalConfig};
+
+use crate::cli::{StorageKind, SyncKind};
+use crate::sm::{BenchSm, Write};
+
+/// What every node of a run uses.
+pub fn node_config(id: NodeId, groups: u64) -> NodeConfig {
+    let mut cfg = NodeConfig::new(id);
+    cfg.raft.seed = 0x9e37_79b9 ^ id;
+    // Many groups: give each node's shared queues room for one message per group.
+    let per_group = usize::try_from(groups)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4);
+    cfg.heartbeat_queue = cfg.heartbeat_queue.max(per_group);
+    cfg.storage_queue = cfg.storage_queue.max(per_group);
+    cfg
+}
+
+/// The nodes of an in-process run.
+pub struct LocalCluster {
+    /// Node `i` has id `i + 1`.
+    pub nodes: Vec<Node<BenchSm>>,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes, each hosting `groups` groups with every node a voter.
+    pub async fn start(
+        n: u64,
+        groups: u64,
+        storage: StorageKind,
+        sync: SyncKind,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let net_cfg = MemConfig {
+            inbound_data_capacity: 65_536,
+            inbound_heartbeat_capacity: 65_536.max(usize::try_from(groups)? * 2),
+            ..MemConfig::default()
+        };
+        let transports =
+            MemNetwork::<WireMsg>::direct(&ids, &net_cfg).context("in-memory network")?;
+        let mut nodes = Vec::new();
+        for (id, (t, inbound)) in ids.iter().zip(transports) {
+            let builder = Node::<BenchSm>::builder(node_config(*id, groups)).transport(t, inbound);
+            let builder = match storage {
+                StorageKind::Mem => builder.storage(MemStore::new()),
+                StorageKind::Wal => {
+                    let mut wal_cfg = WalConfig::new(dir.join(format!("node-{id}")));
+                    wal_cfg.sync = match sync {
+                        SyncKind::Always => SyncMode::Always,
+                        SyncKind::Never => SyncMode::Never,
+                    };
+                    builder.storage(Wal::open(wal_cfg).context("open WAL")?)
+                }
+            };
+            nodes.push(builder.start().await.context("start node")?);
+        }
+        let membership = Membership::new(ids.iter().copied());
+        for g in 1..=groups {
+            for node in &nodes {
+                node.add_partition(g, membership.clone(), BenchSm::default())
+                    .await
+                    .with_context(|| format!("add group {g}"))?;
+            }
+        }
+        Ok(LocalCluster { nodes })
+    }
+
+    /// Proposes on node `idx`.
+    pub async fn propose(
+        &self,
+        idx: usize,
+        group: GroupId,
+        payload: Vec<u8>,
+    ) -> Result<u64, Error> {
+        match self.nodes.get(idx) {
+            Some(node) => node.propose(group, Write(payload)).await,
+            None => Err(Error::UnknownGroup(group)),
+        }
+    }
+
+    /// For each group `1..=groups`, the index of its leader's node; waits up to `timeout`.
+    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = vec![None; usize::try_from(groups)?];
+            for (idx, node) in self.nodes.iter().enumerate() {
+                for m in node.metrics().await.groups {
+                    if m.role == Role::Leader {
+                        if let Some(slot) = leaders.get_mut(usize::try_from(m.group)? - 1) {
+                            *slot = Some(idx);
+                        }
+                    }
+                }
+            }
+            let found = leaders.iter().filter(|l| l.is_some()).count();
+            if found == leaders.len() {
+                return Ok(leaders.into_iter().map(|l| l.unwrap_or(0)).collect());
+            }
+            if Instant::now() > deadline {
+                bail!("only {found} of {groups} groups elected a leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sum over nodes and groups of terms in which a node was leader (each is one change of
+    /// leadership).
+    pub async fn leader_terms(&self) -> u64 {
+        let mut total = 0;
+        for node in &self.nodes {
+            total += node
+                .metrics()
+                .await
+                .groups
+                .iter()
+                .map(|g| g.leader_terms)
+                .sum::<u64>();
+        }
+        total
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(self) {
+        for node in &self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
