@@ -24,12 +24,36 @@ use crate::metrics::GroupStats;
 use crate::partition::{Control, Reply};
 use crate::state_machine::{RequestId, StateMachine};
 use crate::storage::{StorageHandle, StorageRequest, WriteOp};
+use crate::tail::TailView;
 
-/// What a log entry's command bytes hold: the optional session id and the encoded command.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Proposal {
-    pub(crate) id: Option<RequestId>,
-    pub(crate) command: Vec<u8>,
+/// A log entry's command bytes: the postcard encoding of the optional session id, followed
+/// directly by the postcard encoding of the command (one allocation to encode, none to split).
+pub(crate) struct Proposal;
+
+impl Proposal {
+    /// Encodes `id` and `command` into one buffer.
+    pub(crate) fn encode<C: Serialize>(
+        id: Option<RequestId>,
+        command: &C,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        let head = postcard::to_extend(&id, Vec::with_capacity(32))?;
+        postcard::to_extend(command, head)
+    }
+
+    /// Splits entry bytes into the session id and the command's bytes.
+    pub(crate) fn split(bytes: &[u8]) -> Result<(Option<RequestId>, &[u8]), postcard::Error> {
+        postcard::take_from_bytes::<Option<RequestId>>(bytes)
+    }
+}
+
+/// Where the next entries to apply come from.
+enum Next {
+    /// Held in memory: apply now.
+    Ready(Vec<Entry>),
+    /// Asked from storage.
+    Read(oneshot::Receiver<ReadReply>),
+    /// Nothing to apply (or storage is busy: the next commit change retries).
+    Nothing,
 }
 
 /// A proposal waiting for its entry to apply.
@@ -81,7 +105,7 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     waiters: BTreeMap<Index, Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
     rx: flume::Receiver<ApplyMsg<S>>,
-    commit_rx: watch::Receiver<Index>,
+    commit_rx: watch::Receiver<(Index, TailView)>,
     applied_tx: watch::Sender<Index>,
     control: flume::Sender<Control>,
     storage: StorageHandle,
@@ -98,7 +122,7 @@ impl<S: StateMachine> ApplyActor<S> {
         from: SnapshotMeta,
         snapshot: Option<Vec<u8>>,
         rx: flume::Receiver<ApplyMsg<S>>,
-        commit_rx: watch::Receiver<Index>,
+        commit_rx: watch::Receiver<(Index, TailView)>,
         applied_tx: watch::Sender<Index>,
         control: flume::Sender<Control>,
         storage: StorageHandle,
@@ -129,9 +153,28 @@ impl<S: StateMachine> ApplyActor<S> {
 
     pub(crate) async fn run(mut self) {
         let mut pending: Option<oneshot::Receiver<ReadReply>> = None;
-        loop {
-            if pending.is_none() {
-                pending = self.request_entries();
+        'run: loop {
+            while pending.is_none() {
+                match self.request_entries() {
+                    Next::Ready(entries) => {
+                        // Register every waiter sent before this commit index was published.
+                        while let Ok(m) = self.rx.try_recv() {
+                            if matches!(m, ApplyMsg::Shutdown) {
+                                break 'run;
+                            }
+                            self.on_msg(m);
+                        }
+                        let before = self.applied;
+                        self.apply_entries(entries);
+                        if self.applied == before {
+                            // Nothing applied (cannot happen with a consistent view): never
+                            // spin; the next commit change tries again.
+                            break;
+                        }
+                    }
+                    Next::Read(rx) => pending = Some(rx),
+                    Next::Nothing => break,
+                }
             }
             tokio::select! {
                 biased;
@@ -167,14 +210,22 @@ impl<S: StateMachine> ApplyActor<S> {
         }
     }
 
-    fn request_entries(&mut self) -> Option<oneshot::Receiver<ReadReply>> {
-        let commit = *self.commit_rx.borrow_and_update();
+    /// The next committed entries to apply: from the log's in-memory tail when it holds them,
+    /// else a read from storage.
+    fn request_entries(&mut self) -> Next {
+        let (commit, tail) = {
+            let c = self.commit_rx.borrow_and_update();
+            (c.0, c.1.clone())
+        };
         if commit <= self.applied {
-            return None;
+            return Next::Nothing;
         }
-        let (reply, rx) = oneshot::channel();
         let from = self.applied + 1;
         let to = commit.min(self.applied + READ_BATCH);
+        if let Some(entries) = tail.range(from, to) {
+            return Next::Ready(entries);
+        }
+        let (reply, rx) = oneshot::channel();
         let req = StorageRequest::Read {
             group: self.group,
             from,
@@ -182,8 +233,10 @@ impl<S: StateMachine> ApplyActor<S> {
             max_bytes: READ_BYTES,
             reply,
         };
-        self.storage.try_send(req).ok()?;
-        Some(rx)
+        match self.storage.try_send(req) {
+            Ok(()) => Next::Read(rx),
+            Err(_) => Next::Nothing,
+        }
     }
 
     fn on_msg(&mut self, m: ApplyMsg<S>) {
@@ -278,14 +331,14 @@ impl<S: StateMachine> ApplyActor<S> {
 
     /// Applies one command, or answers from the session table if it is a retry.
     fn apply_command(&mut self, index: Index, bytes: &[u8]) -> Option<Result<S::Response, Error>> {
-        let proposal: Proposal = match postcard::from_bytes(bytes) {
+        let (id, command) = match Proposal::split(bytes) {
             Ok(p) => p,
             Err(e) => {
                 warn!(group = self.group, index, error = %e, "undecodable proposal skipped");
                 return Some(Err(Error::Codec(e.to_string())));
             }
         };
-        if let Some(id) = proposal.id {
+        if let Some(id) = id {
             if let Some((seq, cached)) = self.sessions.get(&id.client) {
                 if id.seq <= *seq {
                     // A retry of an applied request: exactly once, same answer.
@@ -295,7 +348,7 @@ impl<S: StateMachine> ApplyActor<S> {
                 }
             }
         }
-        let command: S::Command = match postcard::from_bytes(&proposal.command) {
+        let command: S::Command = match postcard::from_bytes(command) {
             Ok(c) => c,
             Err(e) => {
                 warn!(group = self.group, index, error = %e, "undecodable command skipped");
@@ -303,7 +356,7 @@ impl<S: StateMachine> ApplyActor<S> {
             }
         };
         let response = self.sm.apply(index, command);
-        if let Some(id) = proposal.id {
+        if let Some(id) = id {
             match postcard::to_allocvec(&response) {
                 Ok(bytes) => {
                     self.sessions.insert(id.client, (id.seq, bytes));

@@ -563,9 +563,12 @@ impl<S: StateMachine> Node<S> {
         group: GroupId,
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
     ) -> Result<T, Error> {
-        let entry = self.entry(group)?;
         let (tx, rx) = oneshot::channel();
-        entry
+        // Look up and send under one short borrow of the table (no handle clone per request).
+        self.table
+            .borrow()
+            .get(&group)
+            .ok_or(Error::UnknownGroup(group))?
             .handle
             .client
             .try_send(make(tx))
@@ -604,9 +607,7 @@ impl<S: StateMachine> Node<S> {
         id: Option<RequestId>,
         command: S::Command,
     ) -> Result<S::Response, Error> {
-        let command = postcard::to_allocvec(&command).map_err(|e| Error::Codec(e.to_string()))?;
-        let payload = postcard::to_allocvec(&Proposal { id, command })
-            .map_err(|e| Error::Codec(e.to_string()))?;
+        let payload = Proposal::encode(id, &command).map_err(|e| Error::Codec(e.to_string()))?;
         self.request(group, |reply| ClientReq::Propose { payload, reply })
             .await
     }

@@ -21,8 +21,10 @@ pub enum EntryPayload {
     /// The entry a new leader appends at the start of its term (DESIGN.md I8). It carries no
     /// command; committing it commits every earlier-term entry before it (Raft paper, 5.4.2).
     Noop,
-    /// A command for the user's state machine, opaque to the protocol.
-    Normal(Vec<u8>),
+    /// A command for the user's state machine, opaque to the protocol. Reference-counted, so
+    /// the copies a leader hands to storage, replicators and its state machine share one
+    /// buffer. Encoded like a `Vec<u8>`.
+    Normal(bytes::Bytes),
     /// A membership configuration. It takes effect as soon as it is appended to a log, not when
     /// it commits (Raft thesis, 4.1).
     Membership(Membership),

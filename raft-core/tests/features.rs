@@ -202,7 +202,7 @@ fn entries(first: Index, terms: &[Term]) -> Vec<Entry> {
         .map(|(&term, index)| Entry {
             index,
             term,
-            payload: EntryPayload::Normal(vec![index as u8]),
+            payload: EntryPayload::Normal(vec![index as u8].into()),
         })
         .collect()
 }

@@ -60,7 +60,7 @@ fn log_of(terms: &[Term]) -> Vec<Entry> {
         .map(|(&term, index): (&Term, Index)| Entry {
             index,
             term,
-            payload: EntryPayload::Normal(vec![index as u8, term as u8]),
+            payload: EntryPayload::Normal(vec![index as u8, term as u8].into()),
         })
         .collect()
 }
@@ -917,7 +917,7 @@ fn leader_appends_a_client_command_to_its_log_and_replicates_it() {
     let x = Entry {
         index: 2,
         term: 1,
-        payload: EntryPayload::Normal(b"x".to_vec()),
+        payload: EntryPayload::Normal(b"x".to_vec().into()),
     };
     assert_eq!(entry_writes(&actions), vec![(None, vec![x.clone()])]);
     assert!(
@@ -1031,7 +1031,7 @@ fn conflicting_entries_are_truncated_and_replaced_by_the_leaders() {
     let new = vec![Entry {
         index: 3,
         term: 3,
-        payload: EntryPayload::Normal(b"new".to_vec()),
+        payload: EntryPayload::Normal(b"new".to_vec().into()),
     }];
     f.step(append(2, 1, 3, (2, 1), new.clone(), 0));
     let actions = settle(&mut f);
@@ -1249,7 +1249,7 @@ fn followers_learn_the_commit_index_from_later_append_entries() {
         Entry {
             index: 2,
             term: 1,
-            payload: EntryPayload::Normal(b"x".to_vec()),
+            payload: EntryPayload::Normal(b"x".to_vec().into()),
         },
     ];
     f.step(append(1, 2, 1, (0, 0), entries, 0));
@@ -1631,7 +1631,7 @@ fn every_committed_entry_is_in_the_log_of_every_later_leader() {
     let x = Entry {
         index: 2,
         term: 1,
-        payload: EntryPayload::Normal(b"x".to_vec()),
+        payload: EntryPayload::Normal(b"x".to_vec().into()),
     };
     assert_eq!(
         c.node(3).entry(2),

@@ -36,7 +36,7 @@ fn run(groups: u64, budget: Duration) -> anyhow::Result<()> {
             let e = Entry {
                 index: i,
                 term: 1,
-                payload: EntryPayload::Normal(payload.clone()),
+                payload: EntryPayload::Normal(payload.clone().into()),
             };
             wal.append(g, None, std::slice::from_ref(&e))?;
             next[g as usize] = i + 1;

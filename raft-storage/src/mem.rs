@@ -197,7 +197,7 @@ mod tests {
         Entry {
             index,
             term,
-            payload: EntryPayload::Normal(vec![index as u8]),
+            payload: EntryPayload::Normal(vec![index as u8].into()),
         }
     }
 

@@ -34,7 +34,7 @@ fn entry(group: GroupId, index: Index, term: Term) -> Entry {
     Entry {
         index,
         term,
-        payload: EntryPayload::Normal(payload(group, index, term)),
+        payload: EntryPayload::Normal(payload(group, index, term).into()),
     }
 }
 

@@ -127,7 +127,10 @@ fn run(seed: u64, ops: usize) {
                         0 => EntryPayload::Noop,
                         1 => EntryPayload::Membership(Membership::new([1, 2, rng.below(9)])),
                         _ => EntryPayload::Normal(
-                            (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect(),
+                            (0..rng.below(300))
+                                .map(|_| rng.next_u64() as u8)
+                                .collect::<Vec<u8>>()
+                                .into(),
                         ),
                     },
                 })

@@ -12,10 +12,9 @@ fn e(index: Index, group: GroupId) -> Entry {
     Entry {
         index,
         term: 1,
-        payload: EntryPayload::Normal(vec![
-            (index as u8) ^ (group as u8);
-            20 + index as usize % 13
-        ]),
+        payload: EntryPayload::Normal(
+            vec![(index as u8) ^ (group as u8); 20 + index as usize % 13].into(),
+        ),
     }
 }
 

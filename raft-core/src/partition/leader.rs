@@ -119,7 +119,7 @@ impl PartitionCore {
     /// Proposes commands; all of them go into one append (batching). Returns where they landed.
     /// The caller learns the outcome when the entries are applied: success if the entry applied
     /// at each index has `Proposed::term`.
-    pub fn propose(&mut self, commands: Vec<Vec<u8>>) -> Result<Proposed, Error> {
+    pub fn propose<C: Into<bytes::Bytes>>(&mut self, commands: Vec<C>) -> Result<Proposed, Error> {
         self.check_can_propose()?;
         if commands.is_empty() {
             let last = self.log.last_index();
@@ -129,7 +129,10 @@ impl PartitionCore {
                 last_index: last,
             });
         }
-        let payloads = commands.into_iter().map(EntryPayload::Normal).collect();
+        let payloads = commands
+            .into_iter()
+            .map(|c| EntryPayload::Normal(c.into()))
+            .collect();
         let (first_index, last_index) = self.append_local(payloads);
         Ok(Proposed {
             term: self.term,

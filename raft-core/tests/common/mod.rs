@@ -813,7 +813,7 @@ impl Cluster {
             .sm
             .iter()
             .filter_map(|a| match &a.payload {
-                EntryPayload::Normal(d) => Some(d.clone()),
+                EntryPayload::Normal(d) => Some(d.to_vec()),
                 _ => None,
             })
             .collect()

@@ -149,7 +149,7 @@ mod tests {
         Entry {
             index,
             term,
-            payload: EntryPayload::Normal(vec![0; 8]),
+            payload: EntryPayload::Normal(vec![0; 8].into()),
         }
     }
 

@@ -324,7 +324,7 @@ mod tests {
         let entry = Entry {
             index: 7,
             term: 3,
-            payload: EntryPayload::Normal(vec![1, 2, 3]),
+            payload: EntryPayload::Normal(vec![1, 2, 3].into()),
         };
         let mut buf = vec![0xAA];
         let n = encode(&mut buf, Kind::Entry, &(42u64, &entry)).unwrap() as usize;

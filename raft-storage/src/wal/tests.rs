@@ -12,7 +12,12 @@ fn e(index: Index, term: Term, group: GroupId) -> Entry {
     Entry {
         index,
         term,
-        payload: EntryPayload::Normal((0..len).map(|b| (b + index + group) as u8).collect()),
+        payload: EntryPayload::Normal(
+            (0..len)
+                .map(|b| (b + index + group) as u8)
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
     }
 }
 
