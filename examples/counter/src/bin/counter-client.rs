@@ -27,14 +27,18 @@ use counter::{ClientConfig, CounterClient};
 struct Args {
     /// The servers' client addresses, comma-separated (their --listen). One reachable server
     /// is enough when the servers know each other's client addresses.
-    #[arg(long, value_parser = |s: &str| parse_servers(s).map_err(|e| e.to_string()))]
-    servers: Vec<SocketAddr>,
+    #[arg(long, value_parser = |s: &str| parse_servers(s).map(ServerList).map_err(|e| e.to_string()))]
+    servers: ServerList,
     /// Give up on a request after this many seconds of retrying.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout_secs: u64,
     #[command(subcommand)]
     command: Cmd,
 }
+
+/// The parsed `--servers` list (one clap value holding every address).
+#[derive(Clone, Debug)]
+struct ServerList(Vec<SocketAddr>);
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
@@ -59,7 +63,7 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let servers: Vec<SocketAddr> = args.servers.clone();
+    let servers: Vec<SocketAddr> = args.servers.0.clone();
     let mut config = ClientConfig::new(servers.clone());
     config.request_timeout = Duration::from_secs(args.timeout_secs);
     let mut client = match CounterClient::new(config) {
