@@ -196,7 +196,7 @@ impl MemConfig {
     }
 }
 
-fn capacity(field: &'static str, value: usize) -> Result<(), ConfigError> {
+pub(crate) fn capacity(field: &'static str, value: usize) -> Result<(), ConfigError> {
     if value == 0 || value > MAX_QUEUE_CAPACITY {
         return Err(ConfigError::invalid(
             field,
@@ -206,7 +206,7 @@ fn capacity(field: &'static str, value: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn positive(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+pub(crate) fn positive(field: &'static str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(ConfigError::invalid(field, "must be greater than zero"));
     }

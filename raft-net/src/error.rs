@@ -171,6 +171,73 @@ pub enum HandshakeError {
     Tls(String),
 }
 
+/// Why an RPC call ([`crate::rpc::RpcClient::call`]) or connect failed. Every variant says
+/// whether the request may have been processed: see [`RpcError::maybe_delivered`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// The TCP connection could not be established (refused, unreachable, timed out).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address dialed.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No response within the call's timeout. With `sent: false` the request never left this
+    /// process (it waited for an in-flight slot or the send queue); with `sent: true` it was
+    /// handed to the connection and the server may have processed it.
+    #[error("rpc call timed out ({})", if *sent { "request sent; outcome unknown" } else { "request not sent" })]
+    Timeout {
+        /// Whether the request was handed to the connection's writer.
+        sent: bool,
+    },
+    /// The connection failed while the call was pending: the server may or may not have
+    /// processed the request.
+    #[error("connection lost while the call was pending: {reason}")]
+    ConnectionLost {
+        /// Why the connection ended.
+        reason: String,
+    },
+    /// The connection had already ended when the call was made; the request was not sent.
+    /// Connect a new client to retry.
+    #[error("connection closed; request not sent")]
+    Closed,
+    /// The encoded request or response exceeds `max_frame_size`; it was not sent.
+    #[error("encoded frame of {size} bytes exceeds max_frame_size {max}")]
+    TooLarge {
+        /// Encoded length (without the 4-byte length prefix).
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The request could not be serialized; it was not sent.
+    #[error("request could not be encoded: {0}")]
+    Encode(String),
+    /// The response arrived but does not decode as the expected type (the server speaks
+    /// another protocol); the request was processed.
+    #[error("response could not be decoded: {0}")]
+    Decode(String),
+    /// The client configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl RpcError {
+    /// True when the server may have processed the request even though the call failed: a
+    /// retry of a non-idempotent request must then be deduplicated (a session id).
+    pub fn maybe_delivered(&self) -> bool {
+        match self {
+            RpcError::Timeout { sent } => *sent,
+            RpcError::ConnectionLost { .. } | RpcError::Decode(_) => true,
+            RpcError::Connect { .. }
+            | RpcError::Closed
+            | RpcError::TooLarge { .. }
+            | RpcError::Encode(_)
+            | RpcError::Config(_) => false,
+        }
+    }
+}
+
 /// The crate's error type.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

@@ -13,8 +13,9 @@
 //! - `version` is [`PROTOCOL_VERSION`]. The header layout and the [`FrameKind::Hello`],
 //!   [`FrameKind::HelloAck`] and [`FrameKind::Reject`] kinds stay stable across versions so two
 //!   versions can always tell each other that they disagree.
-//! - `body` of a [`FrameKind::Message`] frame is postcard of `(group: u64, msg: M)`; handshake
-//!   bodies are the structs of [`crate::handshake`]. A body must decode exactly, with no
+//! - `body` of a [`FrameKind::Message`] frame is postcard of `(group: u64, msg: M)`; of a
+//!   [`FrameKind::Request`] or [`FrameKind::Response`] frame ([`crate::rpc`]) postcard of
+//!   `(request_id: u64, payload)`; handshake bodies are the structs of [`crate::handshake`]. A body must decode exactly, with no
 //!   trailing bytes.
 //!
 //! A partial frame is `Ok(None)` from [`FrameDecoder::decode`] (an expected condition); every
@@ -52,6 +53,11 @@ pub enum FrameKind {
     Reject = 3,
     /// A Raft message: postcard of `(group, msg)`.
     Message = 4,
+    /// A client request of [`crate::rpc`]: postcard of `(request_id: u64, request)`.
+    Request = 5,
+    /// The answer to a [`FrameKind::Request`]: postcard of `(request_id: u64, response)`,
+    /// carrying the request's id.
+    Response = 6,
 }
 
 impl FrameKind {
@@ -62,6 +68,8 @@ impl FrameKind {
             2 => Some(Self::HelloAck),
             3 => Some(Self::Reject),
             4 => Some(Self::Message),
+            5 => Some(Self::Request),
+            6 => Some(Self::Response),
             _ => None,
         }
     }
@@ -100,7 +108,7 @@ impl RawFrame {
 }
 
 /// Decodes `bytes` as exactly one `T`: trailing bytes are an error.
-fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {

@@ -18,6 +18,9 @@
 //! - [`tls`]: optional mutual TLS ([`TlsConfig`], rustls with the ring provider).
 //! - [`tcp`]: [`TcpTransport`] and [`Listeners`]; `tcp/link.rs` owns one outbound connection
 //!   (dial, handshake, batched writes, reconnect), `tcp/listener.rs` accepts and reads.
+//! - [`rpc`]: client-facing request/response: [`RpcServer`] (concurrent handlers with a
+//!   per-connection in-flight limit) and [`RpcClient`] (many callers pipelined over one
+//!   connection), on the same frames with their own kinds.
 //! - [`mem`]: [`MemNetwork`] and [`MemTransport`], in-memory, with seeded fault injection.
 //! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults.
 //! - `backoff`: capped exponential reconnect backoff with jitter.
@@ -45,6 +48,7 @@ pub mod handshake;
 pub mod mem;
 pub mod metrics;
 pub mod rng;
+pub mod rpc;
 pub mod tcp;
 pub mod tls;
 pub mod transport;
@@ -54,10 +58,11 @@ mod conn;
 mod shutdown;
 
 pub use config::{MemConfig, PeerAddrs, TcpConfig};
-pub use error::{ConfigError, FrameError, HandshakeError, NetError, SendError};
+pub use error::{ConfigError, FrameError, HandshakeError, NetError, RpcError, SendError};
 pub use mem::{Faults, MemNetwork, MemNode, MemTransport};
 pub use metrics::{LaneStats, MetricsSnapshot, PeerStats};
 pub use rng::SplitMix64;
+pub use rpc::{RpcClient, RpcClientConfig, RpcServer, RpcServerConfig, RpcServerStats};
 pub use tcp::{Listeners, TcpTransport};
 pub use tls::TlsConfig;
 pub use transport::{ClusterId, Envelope, GroupId, Inbound, Lane, NodeId, Transport};
