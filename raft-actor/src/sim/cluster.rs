@@ -245,12 +245,14 @@ pub struct SimReport {
     pub disk_stalls: u64,
     /// Forced elections that completed (scenario `forced_transfers`).
     pub forced_elections: u64,
-    /// Leader pauses without isolation (scenario `leader_pauses`).
+    /// Leader pauses without isolation that were judged (scenario `leader_pauses`; an episode
+    /// still running when the faults end is not counted).
     pub pauses: u64,
     /// Pauses after which another term had begun: each is an election a pause caused (with no
     /// forced transfers in the same run, which begin terms of their own).
     pub pause_elections: u64,
-    /// Leaders that lost leadership with entries in flight (scenario `leader_pauses`).
+    /// Leaders that lost leadership with entries in flight, episodes completed (scenario
+    /// `leader_pauses`).
     pub isolations: u64,
     /// Isolations after which another node led a newer term.
     pub isolation_takeovers: u64,
@@ -1042,6 +1044,7 @@ impl Harness {
                 return;
             }
             if !ep.isolate {
+                self.report.pauses += 1;
                 if self.max_term > ep.max_term {
                     self.report.pause_elections += 1;
                     let (leader, t0, t1) = (ep.leader, ep.max_term, self.max_term);
@@ -1060,6 +1063,7 @@ impl Harness {
                 let (leader, term) = (ep.leader, ep.term);
                 p.active = None;
                 let took_over = self.leader.is_some_and(|(t, n)| t > term && n != leader);
+                self.report.isolations += 1;
                 if took_over {
                     self.report.isolation_takeovers += 1;
                 }
@@ -1082,7 +1086,6 @@ impl Harness {
         p.count += 1;
         let isolate = lp.isolation.is_some() && p.count % 2 == 0;
         if isolate {
-            self.report.isolations += 1;
             self.trace.event(|| {
                 format!("scenario: acknowledgements to leader n{leader} (term {term}) lost")
             });
@@ -1090,7 +1093,6 @@ impl Harness {
                 let _ = self.net.partition_lane(f, leader, Lane::Data).await;
             }
         } else {
-            self.report.pauses += 1;
             self.trace.event(|| {
                 format!(
                     "scenario: leader n{leader} (term {term}) paused for {:?}",
