@@ -164,3 +164,34 @@ fn same_seed_same_run() {
     );
     assert_eq!(a.trace_hash, b.trace_hash);
 }
+
+/// The scenario knobs of the incident simulations replay identically too.
+#[test]
+fn scenarios_replay_identically() {
+    let mut c = SimConfig::scenario(11, 5, Duration::from_secs(15));
+    c.forced_transfers = Some(Duration::from_millis(300));
+    c.leader_pauses = Some(raft_actor::sim::cluster::LeaderPauses {
+        every: Duration::from_secs(2),
+        pause: Duration::from_millis(300),
+        isolation: Some(Duration::from_secs(1)),
+    });
+    c.lagging_follower = Some(raft_actor::sim::cluster::LaggingFollower {
+        from: Duration::from_secs(2),
+        until: Duration::from_secs(6),
+    });
+    c.snapshots = Some((50, 5));
+    c.client_queue = Some(8);
+    c.trace = true;
+    let (a, b) = (run(c.clone()), run(c));
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
+    assert!(a.forced_elections > 5 && a.isolations > 0 && a.snapshots_installed > 0);
+    if let Some(i) =
+        (0..a.trace.len().max(b.trace.len())).find(|&i| a.trace.get(i) != b.trace.get(i))
+    {
+        panic!(
+            "the traces of two runs of one scenario differ at line {i}:\n  {:?}\n  {:?}",
+            a.trace.get(i),
+            b.trace.get(i)
+        );
+    }
+}
