@@ -215,6 +215,8 @@ enum RegistryMsg<S: StateMachine> {
     /// Simulation: die at once, like a killed process.
     #[cfg(feature = "sim")]
     Crash,
+    /// Test hook: stall the storage actor's syncs (a hung disk).
+    StallStorage(Duration),
 }
 
 /// Owns the table of groups and publishes immutable copies of it (latest value) to the API and
@@ -269,6 +271,9 @@ impl<S: StateMachine> Registry<S> {
                     self.shutdown().await;
                     let _ = reply.send(());
                     return;
+                }
+                RegistryMsg::StallStorage(d) => {
+                    let _ = self.storage.try_send(StorageRequest::Stall(d));
                 }
                 #[cfg(feature = "sim")]
                 RegistryMsg::Crash => {
@@ -679,6 +684,15 @@ impl<S: StateMachine> Node<S> {
             .control
             .try_send(Control::Freeze(duration))
             .map_err(|_| Error::Overloaded { group })
+    }
+
+    /// Test hook (a hung disk): for `duration` from when storage takes the request, no sync
+    /// completes, so nothing new becomes durable and every request queues behind the stall.
+    #[doc(hidden)]
+    pub fn stall_storage(&self, duration: Duration) -> Result<(), Error> {
+        self.registry
+            .try_send(RegistryMsg::StallStorage(duration))
+            .map_err(|_| Error::Stopped)
     }
 
     /// Stops every actor of the node and its transport. Completes within the configured

@@ -89,6 +89,9 @@ pub(crate) enum StorageRequest {
         group: GroupId,
         reply: oneshot::Sender<Result<Option<Recovered>, StorageError>>,
     },
+    /// Test hook (simulated disk stall): no sync completes for this long, counted from when
+    /// the actor takes the request; writes and reads queue behind the stalled sync.
+    Stall(std::time::Duration),
     /// Stop the actor.
     Shutdown,
 }
@@ -143,6 +146,7 @@ pub(crate) fn spawn<S: LogStore>(
         rx,
         groups: BTreeMap::new(),
         failed: None,
+        stalled_until: None,
     };
     match mode {
         StorageMode::Thread => {
@@ -162,6 +166,8 @@ struct StorageActor<S> {
     rx: flume::Receiver<StorageRequest>,
     groups: BTreeMap<GroupId, (watch::Sender<Persisted>, u64)>,
     failed: Option<Arc<str>>,
+    /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
+    stalled_until: Option<tokio::time::Instant>,
 }
 
 /// What a batch wrote, awaiting its sync.
@@ -192,6 +198,13 @@ impl<S: LogStore> StorageActor<S> {
             if batch.wrote && !sync_delay.is_zero() {
                 tokio::time::sleep(sync_delay).await;
             }
+            if let Some(until) = self.stalled_until.take() {
+                if batch.wrote {
+                    tokio::time::sleep_until(until).await;
+                } else {
+                    self.stalled_until = Some(until);
+                }
+            }
             self.sync_and_publish(batch.wrote, &batch.dirty);
             if !batch.go_on {
                 return;
@@ -205,6 +218,13 @@ impl<S: LogStore> StorageActor<S> {
     /// shutdown.
     fn handle_batch(&mut self, first: StorageRequest) -> bool {
         let batch = self.write_batch(first);
+        if let Some(until) = self.stalled_until.take() {
+            if batch.wrote {
+                std::thread::sleep(until.saturating_duration_since(tokio::time::Instant::now()));
+            } else {
+                self.stalled_until = Some(until);
+            }
+        }
         self.sync_and_publish(batch.wrote, &batch.dirty);
         batch.go_on
     }
@@ -310,6 +330,11 @@ impl<S: LogStore> StorageActor<S> {
             }
             StorageRequest::Recover { group, reply } => {
                 let _ = reply.send(self.store.recover(group));
+            }
+            StorageRequest::Stall(duration) => {
+                warn!(?duration, "storage stalled (test hook)");
+                let until = tokio::time::Instant::now() + duration;
+                self.stalled_until = Some(self.stalled_until.map_or(until, |u| u.max(until)));
             }
             StorageRequest::Write { .. } | StorageRequest::Shutdown => {}
         }

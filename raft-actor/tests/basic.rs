@@ -70,3 +70,33 @@ async fn hundred_groups_on_three_nodes_all_make_progress() {
     }
     c.shutdown().await;
 }
+
+/// A hung disk (the simulation's disk-stall fault): while the leader's storage cannot sync,
+/// nothing is acknowledged from it (entries are durable before they are acknowledged, I7), and
+/// no election happens (heartbeats never wait on the data path, I5); when the disk resumes,
+/// the waiting write completes.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_disk_delays_acknowledgements_until_it_resumes() {
+    let c = Cluster::start(&[1, 2, 3], config).await;
+    c.add_group(1).await;
+    let leader = c.leader(1).await;
+    assert_eq!(c.propose(1, Cmd::Add(1)).await.unwrap(), 1);
+    let term = c.nodes[&leader].group_metrics(1).await.unwrap().term;
+    let stall = Duration::from_secs(3);
+    c.nodes[&leader].stall_storage(stall).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(c.nodes[&leader].propose(1, Cmd::Add(1)).await.unwrap(), 2);
+    let took = start.elapsed();
+    assert!(
+        took >= stall - Duration::from_millis(20) && took < stall + Duration::from_secs(1),
+        "acknowledged after {took:?} with a {stall:?} disk stall"
+    );
+    let m = c.nodes[&leader].group_metrics(1).await.unwrap();
+    assert_eq!(
+        (m.role, m.term),
+        (Role::Leader, term),
+        "the stall cost the leadership"
+    );
+    c.shutdown().await;
+}

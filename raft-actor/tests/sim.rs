@@ -1,10 +1,12 @@
 //! Seeded simulation runs (issue 6).
 //!
-//! - `RAFT_SIM_SEEDS=N` runs N seeds (default 200), `RAFT_SIM_SEED=S` replays one,
-//!   `RAFT_SIM_SECS=T` sets the simulated fault time per seed (default 60). Seeds run on two
-//!   threads, each seed on its own deterministic runtime.
+//! - `RAFT_SIM_SEEDS=N` runs N seeds (default 200), `RAFT_SIM_SECS=T` sets the simulated fault
+//!   time per seed (default 60). Seeds run on two threads, each seed on its own deterministic
+//!   runtime.
+//! - `replay`: `RAFT_SIM_SEED=S` replays one seed; with `RAFT_SIM_TRACE=path` it writes the
+//!   run's event trace there (one line per event). A failing seed prints this command.
 //! - A deliberately broken variant (reads served locally, without ReadIndex) must be caught.
-//! - Two runs of one seed must be identical.
+//! - Two runs of one seed must be identical, event by event.
 
 #![cfg(feature = "sim")]
 
@@ -37,16 +39,26 @@ fn run_all(seeds: &[u64], make: impl Fn(u64) -> SimConfig + Sync) -> Vec<SimRepo
     reports
 }
 
+/// The command that replays `seed` and dumps its trace.
+fn replay_command(seed: u64) -> String {
+    format!(
+        "RAFT_SIM_SEED={seed} RAFT_SIM_TRACE=/tmp/sim-{seed}.trace cargo test -p raft-actor \
+         --all-features --test sim -- replay --nocapture"
+    )
+}
+
 #[test]
 fn seeds_hold_every_invariant() {
-    let seeds: Vec<u64> = match env_u64("RAFT_SIM_SEED") {
-        Some(s) => vec![s],
-        None => (0..env_u64("RAFT_SIM_SEEDS").unwrap_or(200)).collect(),
-    };
+    if env_u64("RAFT_SIM_SEED").is_some() {
+        eprintln!("RAFT_SIM_SEED is set: the seed runs in `replay`");
+        return;
+    }
+    let seeds: Vec<u64> = (0..env_u64("RAFT_SIM_SEEDS").unwrap_or(200)).collect();
     let reports = run_all(&seeds, config);
     let mut failing = Vec::new();
     let (mut acked, mut terms, mut faults, mut unknown, mut changes, mut crashes) =
         (0, 0, 0, 0, 0, 0);
+    let (mut stalls, mut committed, mut wakeups) = (0, 0, 0);
     for r in &reports {
         acked += r.acked;
         terms += r.leader_terms;
@@ -54,21 +66,46 @@ fn seeds_hold_every_invariant() {
         changes += r.membership_changes;
         crashes += r.crashes;
         unknown += u64::from(r.linearizability_unknown);
+        stalls += r.disk_stalls;
+        committed += r.committed_checked;
+        wakeups += r.wakeup_audit.map_or(0, |a| a.wakeups);
         if !r.violations.is_empty() {
-            eprintln!("seed {}: {}", r.seed, r.violations[0]);
-            eprintln!(
-                "  replay: RAFT_SIM_SEED={} cargo test -p raft-actor --all-features --test sim",
-                r.seed
-            );
+            eprintln!("seed {}: {}", r.seed, r.violations.join("; "));
+            eprintln!("  replay: {}", replay_command(r.seed));
             failing.push(r.seed);
         }
     }
     eprintln!(
-        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {crashes} crashes, {unknown} histories beyond the checker's budget)",
+        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {crashes} crashes, {stalls} disk stalls, {committed} committed entries checked for leader completeness, {wakeups} audited replicator wake-ups, {unknown} histories beyond the checker's budget)",
         seeds.len(),
         failing.len()
     );
     assert!(failing.is_empty(), "failing seeds: {failing:?}");
+}
+
+/// Replays `RAFT_SIM_SEED` (with `RAFT_SIM_SECS`), writing its event trace to
+/// `RAFT_SIM_TRACE` if set. Without a seed there is nothing to replay.
+#[test]
+fn replay() {
+    let Some(seed) = env_u64("RAFT_SIM_SEED") else {
+        return;
+    };
+    let mut c = config(seed);
+    let path = std::env::var("RAFT_SIM_TRACE").ok();
+    c.trace = path.is_some();
+    let r = run(c);
+    if let Some(path) = path {
+        std::fs::write(&path, r.trace.join("\n") + "\n").expect("write the trace");
+        eprintln!("trace of seed {seed}: {} events in {path}", r.trace.len());
+    }
+    eprintln!(
+        "seed {seed}: {} operations acknowledged, {} leader terms, {} faults, {} crashes, {} disk stalls, wake-up audit {:?}",
+        r.acked, r.leader_terms, r.faults, r.crashes, r.disk_stalls, r.wakeup_audit
+    );
+    for v in &r.violations {
+        eprintln!("  violation: {v}");
+    }
+    assert!(r.violations.is_empty(), "seed {seed} fails");
 }
 
 #[test]
@@ -104,8 +141,19 @@ fn a_broken_variant_is_caught() {
 fn same_seed_same_run() {
     let mut c = config(3);
     c.duration = Duration::from_secs(10);
+    c.trace = true;
     let (a, b) = (run(c.clone()), run(c));
     assert!(a.acked > 0);
+    assert!(a.trace.len() > 1000, "only {} trace lines", a.trace.len());
+    if let Some(i) =
+        (0..a.trace.len().max(b.trace.len())).find(|&i| a.trace.get(i) != b.trace.get(i))
+    {
+        panic!(
+            "the traces of two runs of seed 3 differ at line {i}:\n  {:?}\n  {:?}",
+            a.trace.get(i),
+            b.trace.get(i)
+        );
+    }
     assert_eq!(
         a.history_hash, b.history_hash,
         "client histories of two runs of seed 3 differ"
@@ -115,4 +163,35 @@ fn same_seed_same_run() {
         "applied entries of two runs of seed 3 differ"
     );
     assert_eq!(a.trace_hash, b.trace_hash);
+}
+
+/// The scenario knobs of the incident simulations replay identically too.
+#[test]
+fn scenarios_replay_identically() {
+    let mut c = SimConfig::scenario(11, 5, Duration::from_secs(15));
+    c.forced_transfers = Some(Duration::from_millis(300));
+    c.leader_pauses = Some(raft_actor::sim::cluster::LeaderPauses {
+        every: Duration::from_secs(2),
+        pause: Duration::from_millis(300),
+        isolation: Some(Duration::from_secs(1)),
+    });
+    c.lagging_follower = Some(raft_actor::sim::cluster::LaggingFollower {
+        from: Duration::from_secs(2),
+        until: Duration::from_secs(6),
+    });
+    c.snapshots = Some((50, 5));
+    c.client_queue = Some(8);
+    c.trace = true;
+    let (a, b) = (run(c.clone()), run(c));
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
+    assert!(a.forced_elections > 5 && a.isolations > 0 && a.snapshots_installed > 0);
+    if let Some(i) =
+        (0..a.trace.len().max(b.trace.len())).find(|&i| a.trace.get(i) != b.trace.get(i))
+    {
+        panic!(
+            "the traces of two runs of one scenario differ at line {i}:\n  {:?}\n  {:?}",
+            a.trace.get(i),
+            b.trace.get(i)
+        );
+    }
 }
