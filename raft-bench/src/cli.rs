@@ -26,6 +26,9 @@ pub enum Mode {
     Write(WriteArgs),
     /// Many groups with no writes: CPU% and RSS per node after warm-up.
     Idle(IdleArgs),
+    /// Internal: one node process of a `--transport tcp` run.
+    #[command(hide = true)]
+    Node(crate::tcp::NodeArgs),
 }
 
 /// Where the nodes talk to each other.

@@ -45,7 +45,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let people = args.output == OutputKind::Table;
     let report = match args.transport {
         TransportKind::Mem => idle_local(&args, people).await?,
-        TransportKind::Tcp => anyhow::bail!("--transport tcp is not available yet"),
+        TransportKind::Tcp => idle_tcp(&args, people).await?,
     };
     match args.output {
         OutputKind::Table => {
@@ -128,4 +128,61 @@ async fn idle_local(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport>
     };
     cluster.shutdown().await;
     Ok(report)
+}
+
+async fn idle_tcp(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport> {
+    if people {
+        eprintln!(
+            "starting {} node processes with {} groups each ...",
+            args.nodes, args.groups
+        );
+    }
+    let start = Instant::now();
+    let dir = std::env::temp_dir().join(format!("raft-bench-idle-{}", std::process::id()));
+    let cluster = crate::tcp::RemoteCluster::start(
+        args.nodes,
+        args.groups,
+        StorageKind::Mem,
+        SyncKind::Always,
+        &dir,
+    )
+    .await?;
+    cluster
+        .leaders(args.groups, Duration::from_secs(300))
+        .await?;
+    let elect_secs = start.elapsed().as_secs_f64();
+    if people {
+        eprintln!(
+            "all groups led after {elect_secs:.1} s; warming up {:.0} s, measuring {:.0} s ...",
+            args.warmup, args.duration
+        );
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let terms_before = cluster.leader_terms().await;
+    let a = cluster.usage();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    let b = cluster.usage();
+    let measured_secs = t.elapsed().as_secs_f64();
+    let terms_after = cluster.leader_terms().await;
+    let per_node = crate::tcp::usage_delta(&a, &b)
+        .into_iter()
+        .map(|(node, cpu, rss, _)| NodeIdle {
+            node,
+            cpu_percent_of_core: cpu / measured_secs * 100.0,
+            rss_bytes: rss,
+        })
+        .collect();
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(IdleReport {
+        machine: sys::machine(),
+        nodes: args.nodes,
+        groups: args.groups,
+        transport: TransportKind::Tcp,
+        elect_secs,
+        measured_secs,
+        per_node,
+        leader_changes: terms_after.saturating_sub(terms_before),
+    })
 }

@@ -12,6 +12,8 @@ use raft_core::GroupId;
 pub enum Target {
     /// In-process nodes.
     Local(Arc<crate::local::LocalCluster>),
+    /// Node processes over loopback TCP.
+    Remote(Arc<crate::tcp::RemoteCluster>),
 }
 
 /// What one attempt at a write came to.
@@ -27,9 +29,26 @@ pub enum Attempt {
 }
 
 impl Target {
+    /// For each group, the index of its leader's node.
+    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
+        match self {
+            Target::Local(c) => c.leaders(groups, timeout).await,
+            Target::Remote(c) => c.leaders(groups, timeout).await,
+        }
+    }
+
+    /// Sum over nodes and groups of terms a node led.
+    pub async fn leader_terms(&self) -> u64 {
+        match self {
+            Target::Local(c) => c.leader_terms().await,
+            Target::Remote(c) => c.leader_terms().await,
+        }
+    }
+
     fn nodes(&self) -> usize {
         match self {
             Target::Local(c) => c.nodes.len(),
+            Target::Remote(c) => c.nodes(),
         }
     }
 
@@ -43,13 +62,15 @@ impl Target {
                 Err(e) if e.is_retryable() => Attempt::Retry,
                 Err(e) => Attempt::Failed(e.to_string()),
             },
+            Target::Remote(c) => c.write(idx, group, payload).await,
         }
     }
 }
 
 /// What the clients measured.
 pub struct LoadResult {
-    /// Commit latency of every measured write, nanoseconds (from first attempt to success).
+    /// Commit latency of every measured write, nanoseconds (from first attempt to success);
+    /// per client: unused (samples go to the collector).
     pub latency: Histogram<u64>,
     /// Measured writes.
     pub ops: u64,
@@ -96,6 +117,18 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
         phase: AtomicU8::new(WARMUP),
         measured: AtomicU64::new(0),
     });
+    // Clients batch their samples to one collector: a histogram per client would cost
+    // hundreds of KiB each at 4096 clients.
+    let (samples_tx, samples_rx) = flume::bounded::<Vec<u64>>(256);
+    let collector = tokio::spawn(async move {
+        let mut h = new_histogram();
+        while let Ok(batch) = samples_rx.recv_async().await {
+            for ns in batch {
+                let _ = h.record(ns.clamp(1, 100_000_000_000));
+            }
+        }
+        h
+    });
     let mut tasks = Vec::new();
     for client in 0..plan.clients {
         let group = client % plan.groups + 1;
@@ -110,8 +143,10 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
             first,
             plan.payload,
             plan.ops,
+            samples_tx.clone(),
         )));
     }
+    drop(samples_tx);
     tokio::time::sleep(plan.warmup).await;
     shared.phase.store(MEASURE, Ordering::SeqCst);
     let start = Instant::now();
@@ -137,7 +172,7 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
     shared.phase.store(STOP, Ordering::SeqCst);
     let elapsed = start.elapsed().as_secs_f64();
     let mut result = LoadResult {
-        latency: new_histogram(),
+        latency: Histogram::new(1)?,
         ops: 0,
         elapsed,
         retries: 0,
@@ -146,7 +181,6 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
     };
     for task in tasks {
         let r = task.await?;
-        result.latency.add(&r.latency)?;
         result.ops += r.ops;
         result.retries += r.retries;
         result.failures += r.failures;
@@ -154,6 +188,7 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
             result.first_failure = r.first_failure;
         }
     }
+    result.latency = collector.await?;
     Ok(result)
 }
 
@@ -169,10 +204,13 @@ async fn client_loop(
     mut leader: usize,
     payload: usize,
     ops: Option<u64>,
+    samples: flume::Sender<Vec<u64>>,
 ) -> LoadResult {
+    const BATCH: usize = 1024;
     let n = target.nodes();
+    let mut batch = Vec::with_capacity(BATCH);
     let mut result = LoadResult {
-        latency: new_histogram(),
+        latency: Histogram::new(1).expect("1 significant digit is valid"),
         ops: 0,
         elapsed: 0.0,
         retries: 0,
@@ -211,12 +249,16 @@ async fn client_loop(
                 }
             }
             if shared.phase.load(Ordering::Relaxed) == STOP {
+                let _ = samples.send_async(batch).await;
                 return result;
             }
         }
         if phase == MEASURE {
-            let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let _ = result.latency.record(ns.clamp(1, 100_000_000_000));
+            batch.push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                let _ = samples.send_async(full).await;
+            }
             result.ops += 1;
             let total = shared.measured.fetch_add(1, Ordering::Relaxed) + 1;
             if ops.is_some_and(|ops| total >= ops) {
@@ -224,5 +266,6 @@ async fn client_loop(
             }
         }
     }
+    let _ = samples.send_async(batch).await;
     result
 }

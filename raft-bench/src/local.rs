@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use raft_actor::{Error, Node, NodeConfig, WireMsg};
+use raft_actor::{Error, Node, NodeConfig, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::{MemConfig, MemNetwork};
 use raft_storage::{MemStore, SyncMode, Wal, WalConfig};
@@ -16,6 +16,8 @@ use crate::sm::{BenchSm, Write};
 pub fn node_config(id: NodeId, groups: u64) -> NodeConfig {
     let mut cfg = NodeConfig::new(id);
     cfg.raft.seed = 0x9e37_79b9 ^ id;
+    // Keep memory bounded on long runs: snapshot the (tiny) state machine every 100k entries.
+    cfg.raft.snapshot_threshold = 100_000;
     // Many groups: give each node's shared queues room for one message per group.
     let per_group = usize::try_from(groups)
         .unwrap_or(usize::MAX)
@@ -52,7 +54,10 @@ impl LocalCluster {
         for (id, (t, inbound)) in ids.iter().zip(transports) {
             let builder = Node::<BenchSm>::builder(node_config(*id, groups)).transport(t, inbound);
             let builder = match storage {
-                StorageKind::Mem => builder.storage(MemStore::new()),
+                // Memory storage never blocks: run it as a task, not a thread of its own.
+                StorageKind::Mem => builder
+                    .storage(MemStore::new())
+                    .storage_mode(StorageMode::Task),
                 StorageKind::Wal => {
                     let mut wal_cfg = WalConfig::new(dir.join(format!("node-{id}")));
                     wal_cfg.sync = match sync {

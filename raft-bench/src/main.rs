@@ -16,6 +16,7 @@ mod local;
 mod report;
 mod sm;
 mod sys;
+mod tcp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         None => cli.write.validate(),
         Some(Mode::Write(args)) => args.validate(),
         Some(Mode::Idle(args)) => args.validate(),
+        Some(Mode::Node(_)) => Ok(()),
     };
     if let Err(cli::BadFlags(msg)) = checked {
         eprintln!("error: {msg}\n\nFor more information, try '--help'.");
@@ -46,11 +48,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bench-data")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(Mode::Node(args)) = &cli.mode {
+        // A node process's data runtime (heartbeats have their own thread).
+        builder.worker_threads(args.threads.max(1));
+    }
+    let runtime = match builder.enable_all().thread_name("bench-data").build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             None => write(cli.write).await,
             Some(Mode::Write(args)) => write(args).await,
             Some(Mode::Idle(args)) => idle::run(args).await,
+            Some(Mode::Node(args)) => tcp::run_node(args).await,
         }
     });
     // Node threads may still be winding down; do not wait for them.
@@ -137,17 +141,18 @@ async fn write_in(
             args.nodes, args.groups, args.transport, args.storage
         );
     }
-    let cluster = match args.transport {
-        TransportKind::Mem => Arc::new(
+    let target = match args.transport {
+        TransportKind::Mem => load::Target::Local(Arc::new(
             local::LocalCluster::start(args.nodes, args.groups, args.storage, args.sync, dir)
                 .await?,
-        ),
-        TransportKind::Tcp => anyhow::bail!("--transport tcp is not available yet"),
+        )),
+        TransportKind::Tcp => load::Target::Remote(Arc::new(
+            tcp::RemoteCluster::start(args.nodes, args.groups, args.storage, args.sync, dir)
+                .await?,
+        )),
     };
-    let leaders = cluster
-        .leaders(args.groups, Duration::from_secs(60))
-        .await?;
-    let terms_before = cluster.leader_terms().await;
+    let leaders = target.leaders(args.groups, Duration::from_secs(60)).await?;
+    let terms_before = target.leader_terms().await;
     if people {
         eprintln!(
             "running {} clients: {:.1} s warm-up, then {} ...",
@@ -169,36 +174,27 @@ async fn write_in(
         progress: people && (args.duration > 10.0 || args.ops.is_some()),
     };
     let warmup = plan.warmup;
-    let cpu_start = Instant::now();
-    let usage_before = sys::usage("self");
-    let load_task = tokio::spawn(load::run(
-        load::Target::Local(cluster.clone()),
-        leaders,
-        plan,
-    ));
+    let load_task = tokio::spawn(load::run(target.clone(), leaders, plan));
     // CPU is measured over the measured phase only: start after the warm-up.
     tokio::time::sleep(warmup).await;
-    let usage_start = sys::usage("self").or(usage_before);
+    let usage_start = usage(&target);
     let measured_from = Instant::now();
     let result = load_task.await??;
-    let usage_end = sys::usage("self");
+    let usage_end = usage(&target);
     let wall = measured_from.elapsed().as_secs_f64().max(1e-9);
-    let _ = cpu_start;
-    let terms_after = cluster.leader_terms().await;
-    let resources = match (usage_start, usage_end) {
-        (Some(a), Some(b)) => Resources {
-            cpu_secs: b.cpu_secs - a.cpu_secs,
-            cpu_percent_of_core: (b.cpu_secs - a.cpu_secs) / wall * 100.0,
-            peak_rss_bytes: b.peak_rss_bytes,
-            scope: "whole process: all nodes and clients".into(),
-        },
-        _ => Resources {
-            scope: "unavailable (no /proc)".into(),
-            ..Resources::default()
-        },
-    };
-    if let Ok(c) = Arc::try_unwrap(cluster) {
-        c.shutdown().await;
+    let terms_after = target.leader_terms().await;
+    let resources = resources(&target, &usage_start, &usage_end, wall);
+    match target {
+        load::Target::Local(c) => {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.shutdown().await;
+            }
+        }
+        load::Target::Remote(c) => {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.shutdown().await;
+            }
+        }
     }
     let latency = Percentiles::of(&result.latency);
     let floor_ratio = floors.as_ref().map(|f| {
@@ -229,4 +225,40 @@ async fn write_in(
         floor_ratio,
     };
     Ok((report, result.latency))
+}
+
+/// CPU and memory readings of the nodes: this process, or each node process.
+fn usage(target: &load::Target) -> Vec<(u64, Option<sys::Usage>)> {
+    match target {
+        load::Target::Local(_) => vec![(0, sys::usage("self"))],
+        load::Target::Remote(c) => c.usage(),
+    }
+}
+
+fn resources(
+    target: &load::Target,
+    start: &[(u64, Option<sys::Usage>)],
+    end: &[(u64, Option<sys::Usage>)],
+    wall: f64,
+) -> Resources {
+    if start.iter().chain(end).any(|(_, u)| u.is_none()) {
+        return Resources {
+            scope: "unavailable (no /proc)".into(),
+            ..Resources::default()
+        };
+    }
+    let deltas = tcp::usage_delta(start, end);
+    let cpu_secs: f64 = deltas.iter().map(|d| d.1).sum();
+    Resources {
+        cpu_secs,
+        cpu_percent_of_core: cpu_secs / wall * 100.0,
+        peak_rss_bytes: deltas.iter().map(|d| d.3).max().unwrap_or(0),
+        scope: match target {
+            load::Target::Local(_) => "whole process: all nodes and clients".into(),
+            load::Target::Remote(_) => format!(
+                "the {} node processes (CPU summed, largest peak RSS)",
+                deltas.len()
+            ),
+        },
+    }
 }

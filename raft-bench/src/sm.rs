@@ -3,9 +3,34 @@
 use raft_actor::StateMachine;
 use serde::{Deserialize, Serialize};
 
-/// A write's payload (opaque bytes of `--payload` length).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A write's payload (opaque bytes of `--payload` length), encoded as one byte string.
+#[derive(Clone, Debug)]
 pub struct Write(pub Vec<u8>);
+
+impl Serialize for Write {
+    fn serialize<Se: serde::Serializer>(&self, s: Se) -> Result<Se::Ok, Se::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Write {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Write;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Write, E> {
+                Ok(Write(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Write, E> {
+                Ok(Write(v))
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
 
 /// Counts what it applied; the cheapest state machine that still touches every byte.
 #[derive(Debug, Default)]
