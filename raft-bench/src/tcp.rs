@@ -186,10 +186,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // Stop when the parent closes our stdin (or dies).
     tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
-        while std::io::stdin()
-            .read_line(&mut sink)
-            .is_ok_and(|n| n > 0)
-        {
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
             sink.clear();
         }
     })

@@ -58,7 +58,7 @@ impl LogImage {
                 .map(|(i, &term)| Entry {
                     index: i as Index + 1,
                     term,
-                    payload: EntryPayload::Normal(Vec::new()),
+                    payload: EntryPayload::Normal(Default::default()),
                 })
                 .collect(),
         }
@@ -354,7 +354,7 @@ mod tests {
         let a = LogImage::from_terms(1, &[1, 1, 2]);
         let mut b = a.clone();
         b.node = 2;
-        b.entries[0].payload = EntryPayload::Normal(vec![7]);
+        b.entries[0].payload = EntryPayload::Normal(vec![7].into());
         let e = check_log_matching(&a, &b).unwrap_err();
         assert!(e.contains("payloads differ"), "{e}");
     }
