@@ -5,8 +5,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cli::{IdleArgs, OutputKind, StorageKind, SyncKind, TransportKind};
+use std::sync::Arc;
+
+use crate::load::Target;
 use crate::local::LocalCluster;
 use crate::sys;
+use crate::tcp::RemoteCluster;
 
 /// One node's cost while idle.
 #[derive(Clone, Debug, Serialize)]
@@ -43,10 +47,7 @@ pub struct IdleReport {
 /// Runs idle mode.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let people = args.output == OutputKind::Table;
-    let report = match args.transport {
-        TransportKind::Mem => idle_local(&args, people).await?,
-        TransportKind::Tcp => idle_tcp(&args, people).await?,
-    };
+    let report = measure(&args, people).await?;
     match args.output {
         OutputKind::Table => {
             println!("machine      {}", report.machine);
@@ -76,80 +77,27 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn idle_local(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport> {
+/// Starts the cluster, waits for every group to elect, warms up, then measures.
+async fn measure(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport> {
     if people {
         eprintln!(
-            "starting {} in-process nodes with {} groups ...",
-            args.nodes, args.groups
-        );
-    }
-    let start = Instant::now();
-    let dir = std::env::temp_dir();
-    let cluster = LocalCluster::start(
-        args.nodes,
-        args.groups,
-        StorageKind::Mem,
-        SyncKind::Always,
-        &dir,
-    )
-    .await?;
-    cluster
-        .leaders(args.groups, Duration::from_secs(300))
-        .await?;
-    let elect_secs = start.elapsed().as_secs_f64();
-    if people {
-        eprintln!(
-            "all groups led after {elect_secs:.1} s; warming up {:.0} s, measuring {:.0} s ...",
-            args.warmup, args.duration
-        );
-    }
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let terms_before = cluster.leader_terms().await;
-    let a = sys::usage("self").unwrap_or_default();
-    let t = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
-    let b = sys::usage("self").unwrap_or_default();
-    let measured_secs = t.elapsed().as_secs_f64();
-    let terms_after = cluster.leader_terms().await;
-    let nodes = args.nodes as f64;
-    let report = IdleReport {
-        machine: sys::machine(),
-        nodes: args.nodes,
-        groups: args.groups,
-        transport: TransportKind::Mem,
-        elect_secs,
-        measured_secs,
-        per_node: vec![NodeIdle {
-            node: 0,
-            cpu_percent_of_core: (b.cpu_secs - a.cpu_secs) / measured_secs / nodes * 100.0,
-            rss_bytes: (b.rss_bytes as f64 / nodes) as u64,
-        }],
-        leader_changes: terms_after.saturating_sub(terms_before),
-    };
-    cluster.shutdown().await;
-    Ok(report)
-}
-
-async fn idle_tcp(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport> {
-    if people {
-        eprintln!(
-            "starting {} node processes with {} groups each ...",
-            args.nodes, args.groups
+            "starting {} nodes ({:?} transport) with {} groups each ...",
+            args.nodes, args.transport, args.groups
         );
     }
     let start = Instant::now();
     let dir = std::env::temp_dir().join(format!("raft-bench-idle-{}", std::process::id()));
-    let cluster = crate::tcp::RemoteCluster::start(
-        args.nodes,
-        args.groups,
-        StorageKind::Mem,
-        SyncKind::Always,
-        &dir,
-    )
-    .await?;
-    cluster
-        .leaders(args.groups, Duration::from_secs(300))
-        .await?;
+    let (n, g) = (args.nodes, args.groups);
+    let (mem, always) = (StorageKind::Mem, SyncKind::Always);
+    let target = match args.transport {
+        TransportKind::Mem => Target::Local(Arc::new(
+            LocalCluster::start(n, g, mem, always, &dir).await?,
+        )),
+        TransportKind::Tcp => Target::Remote(Arc::new(
+            RemoteCluster::start(n, g, mem, always, &dir).await?,
+        )),
+    };
+    target.leaders(g, Duration::from_secs(300)).await?;
     let elect_secs = start.elapsed().as_secs_f64();
     if people {
         eprintln!(
@@ -158,28 +106,39 @@ async fn idle_tcp(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport> {
         );
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let terms_before = cluster.leader_terms().await;
-    let a = cluster.usage();
+    let terms_before = target.leader_terms().await;
+    let a = target.usage();
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
-    let b = cluster.usage();
+    let b = target.usage();
     let measured_secs = t.elapsed().as_secs_f64();
-    let terms_after = cluster.leader_terms().await;
-    let per_node = crate::tcp::usage_delta(&a, &b)
-        .into_iter()
-        .map(|(node, cpu, rss, _)| NodeIdle {
-            node,
-            cpu_percent_of_core: cpu / measured_secs * 100.0,
-            rss_bytes: rss,
-        })
-        .collect();
-    cluster.shutdown().await;
+    let terms_after = target.leader_terms().await;
+    let per_node = match &target {
+        // One process for every node: its cost divided evenly.
+        Target::Local(_) => crate::tcp::usage_delta(&a, &b)
+            .into_iter()
+            .map(|(_, cpu, rss, _)| NodeIdle {
+                node: 0,
+                cpu_percent_of_core: cpu / measured_secs / n as f64 * 100.0,
+                rss_bytes: rss / n,
+            })
+            .collect(),
+        Target::Remote(_) => crate::tcp::usage_delta(&a, &b)
+            .into_iter()
+            .map(|(node, cpu, rss, _)| NodeIdle {
+                node,
+                cpu_percent_of_core: cpu / measured_secs * 100.0,
+                rss_bytes: rss,
+            })
+            .collect(),
+    };
+    target.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(IdleReport {
         machine: sys::machine(),
-        nodes: args.nodes,
-        groups: args.groups,
-        transport: TransportKind::Tcp,
+        nodes: n,
+        groups: g,
+        transport: args.transport,
         elect_secs,
         measured_secs,
         per_node,

@@ -37,6 +37,30 @@ impl Target {
         }
     }
 
+    /// CPU and memory of the nodes: this process (node 0), or each node process.
+    pub fn usage(&self) -> Vec<(u64, Option<crate::sys::Usage>)> {
+        match self {
+            Target::Local(_) => vec![(0, crate::sys::usage("self"))],
+            Target::Remote(c) => c.usage(),
+        }
+    }
+
+    /// Stops the nodes (once every client is done with them).
+    pub async fn shutdown(self) {
+        match self {
+            Target::Local(c) => {
+                if let Ok(c) = Arc::try_unwrap(c) {
+                    c.shutdown().await;
+                }
+            }
+            Target::Remote(c) => {
+                if let Ok(c) = Arc::try_unwrap(c) {
+                    c.shutdown().await;
+                }
+            }
+        }
+    }
+
     /// Sum over nodes and groups of terms a node led.
     pub async fn leader_terms(&self) -> u64 {
         match self {

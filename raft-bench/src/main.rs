@@ -177,25 +177,14 @@ async fn write_in(
     let load_task = tokio::spawn(load::run(target.clone(), leaders, plan));
     // CPU is measured over the measured phase only: start after the warm-up.
     tokio::time::sleep(warmup).await;
-    let usage_start = usage(&target);
+    let usage_start = target.usage();
     let measured_from = Instant::now();
     let result = load_task.await??;
-    let usage_end = usage(&target);
+    let usage_end = target.usage();
     let wall = measured_from.elapsed().as_secs_f64().max(1e-9);
     let terms_after = target.leader_terms().await;
     let resources = resources(&target, &usage_start, &usage_end, wall);
-    match target {
-        load::Target::Local(c) => {
-            if let Ok(c) = Arc::try_unwrap(c) {
-                c.shutdown().await;
-            }
-        }
-        load::Target::Remote(c) => {
-            if let Ok(c) = Arc::try_unwrap(c) {
-                c.shutdown().await;
-            }
-        }
-    }
+    target.shutdown().await;
     let latency = Percentiles::of(&result.latency);
     let floor_ratio = floors.as_ref().map(|f| {
         let (floor, floor_us) = WriteReport::pick_floor(&config, f);
@@ -225,14 +214,6 @@ async fn write_in(
         floor_ratio,
     };
     Ok((report, result.latency))
-}
-
-/// CPU and memory readings of the nodes: this process, or each node process.
-fn usage(target: &load::Target) -> Vec<(u64, Option<sys::Usage>)> {
-    match target {
-        load::Target::Local(_) => vec![(0, sys::usage("self"))],
-        load::Target::Remote(c) => c.usage(),
-    }
 }
 
 fn resources(

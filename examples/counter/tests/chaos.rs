@@ -139,11 +139,7 @@ async fn leader_sigkill_chaos_is_exactly_once_and_linearizable() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let peers = free_loopback_peers(3).unwrap();
-    let mut procs: Vec<ServerProc> = peers
-        .0
-        .keys()
-        .map(|id| ServerProc::spawn(*id, &peers, dir.path()))
-        .collect();
+    let mut procs = ServerProc::spawn_all(&peers, dir.path());
     let servers: Vec<(NodeId, SocketAddr)> = peers.client_addrs().into_iter().collect();
     let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
 

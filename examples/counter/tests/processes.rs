@@ -61,11 +61,7 @@ fn leader(servers: &str) -> u64 {
 fn documented_commands_against_three_server_processes() {
     let dir = tempfile::tempdir().unwrap();
     let peers = free_loopback_peers(3).unwrap();
-    let mut procs: Vec<ServerProc> = peers
-        .0
-        .keys()
-        .map(|id| ServerProc::spawn(*id, &peers, dir.path()))
-        .collect();
+    let mut procs = ServerProc::spawn_all(&peers, dir.path());
     let servers = servers_arg(&peers);
 
     assert_eq!(client_ok(&servers, &["incr", "5"]), "5");

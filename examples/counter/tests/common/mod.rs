@@ -111,6 +111,15 @@ impl ServerProc {
         ]
     }
 
+    /// One server process per peer.
+    pub fn spawn_all(peers: &Peers, data: &Path) -> Vec<ServerProc> {
+        peers
+            .0
+            .keys()
+            .map(|id| ServerProc::spawn(*id, peers, data))
+            .collect()
+    }
+
     pub fn spawn(id: NodeId, peers: &Peers, data: &Path) -> ServerProc {
         let mut p = ServerProc {
             id,
