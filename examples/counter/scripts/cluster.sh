@@ -72,10 +72,11 @@ start() {
     echo $! >"$DIR/node-$id.pid"
     echo "node $id started (pid $!): raft $HOST:$(raft_port "$id"), clients $HOST:$(client_port "$id"), log $DIR/node-$id.log"
   done
-  # Wait (up to 20 s) for a leader.
+  # Wait (up to 20 s) for a leader. (Not `grep -q`: it exits at the first match and the
+  # client, still writing, dies of SIGPIPE, which `pipefail` turns into a failure.)
   local i
   for i in $(seq 1 100); do
-    if "$bin/counter-client" --servers "$(servers)" status 2>/dev/null | grep -q Leader; then
+    if "$bin/counter-client" --servers "$(servers)" status 2>/dev/null | grep Leader >/dev/null; then
       echo "cluster ready; try:"
       echo "  $bin/counter-client --servers $(servers) incr 5"
       return 0
