@@ -286,9 +286,11 @@ impl RemoteCluster {
                 let _ = BufReader::new(stdout).read_line(&mut line);
                 line
             });
-            let line = tokio::time::timeout(Duration::from_secs(60), line)
+            // Adding groups takes time: allow a minute plus a second per hundred groups.
+            let limit = Duration::from_secs(60 + groups / 100);
+            let line = tokio::time::timeout(limit, line)
                 .await
-                .map_err(|_| anyhow!("node {} did not start within 60 s", i + 1))??;
+                .map_err(|_| anyhow!("node {} did not start within {limit:?}", i + 1))??;
             if line.trim() != "ready" {
                 bail!("node {} failed to start (see its error above)", i + 1);
             }
