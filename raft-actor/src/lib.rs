@@ -69,7 +69,6 @@ mod latest;
 pub(crate) mod partition;
 mod replicator;
 mod storage;
-mod tail;
 
 pub use config::NodeConfig;
 pub use error::Error;

@@ -24,11 +24,7 @@ use crate::metrics::{GroupMetrics, GroupStats};
 use crate::replicator::{ReplicateSignal, ReplicatorActor};
 use crate::state_machine::StateMachine;
 use crate::storage::{Persisted, StorageHandle, StorageRequest, WriteOp};
-use crate::tail::{Tail, TailView};
 use crate::wire::WireMsg;
-
-/// Entries a partition keeps in memory for its replicators and apply actor (about).
-const TAIL_ENTRIES: usize = 8192;
 
 /// The transport type every actor uses.
 pub(crate) type Net = Arc<dyn Transport<WireMsg>>;
@@ -139,9 +135,7 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     persisted_rx: watch::Receiver<Persisted>,
     applied_rx: watch::Receiver<Index>,
     apply_tx: flume::Sender<ApplyMsg<S>>,
-    commit_tx: watch::Sender<(Index, TailView)>,
-    /// Recent entries, shared read-only with replicators and the apply actor.
-    tail: Tail,
+    commit_tx: watch::Sender<Index>,
     /// The last log/commit signal published to replicators.
     last_signal: ReplicateSignal,
     /// Replicators of the current leadership epoch.
@@ -180,7 +174,7 @@ impl<S: StateMachine> PartitionActor<S> {
         let (control_tx, control_rx) = flume::bounded(cfg.control_queue);
         let (persisted_tx, persisted_rx) = watch::channel(Persisted::default());
         let (applied_tx, applied_rx) = watch::channel(apply_from.index);
-        let (commit_tx, commit_rx) = watch::channel((apply_from.index, TailView::default()));
+        let (commit_tx, commit_rx) = watch::channel(apply_from.index);
         // Apply queue: room for one waiter per queued client request, plus control traffic.
         let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
         w.storage
@@ -217,7 +211,6 @@ impl<S: StateMachine> PartitionActor<S> {
             applied_rx,
             apply_tx,
             commit_tx,
-            tail: Tail::new(TAIL_ENTRIES),
             last_signal: ReplicateSignal::default(),
             replicators: BTreeMap::new(),
             backlog: VecDeque::new(),
@@ -526,19 +519,14 @@ impl<S: StateMachine> PartitionActor<S> {
                 seq,
                 truncate_from,
                 entries,
-            } => {
-                let core = &self.core;
-                self.tail
-                    .append(truncate_from, &entries, |i| core.log().term(i));
-                self.store(StorageRequest::Write {
-                    group,
-                    seq,
-                    op: WriteOp::Entries {
-                        truncate_from,
-                        entries,
-                    },
-                })
-            }
+            } => self.store(StorageRequest::Write {
+                group,
+                seq,
+                op: WriteOp::Entries {
+                    truncate_from,
+                    entries,
+                },
+            }),
             Action::Send(m) => {
                 let to = m.to;
                 if self
@@ -564,11 +552,10 @@ impl<S: StateMachine> PartitionActor<S> {
                     first_index,
                     last_index,
                     commit,
-                    tail: self.tail.view(),
                 });
             }
             Action::Apply { index } => {
-                self.commit_tx.send_replace((index, self.tail.view()));
+                self.commit_tx.send_replace(index);
             }
             Action::ReadReady { ctx, index } => {
                 if let Some(r) = self.reads.remove(&ctx) {
@@ -606,9 +593,6 @@ impl<S: StateMachine> PartitionActor<S> {
                 meta,
                 discard_log,
             } => {
-                if discard_log {
-                    self.tail.clear();
-                }
                 let data = std::mem::take(&mut self.incoming_snapshot);
                 let restore = ApplyMsg::Restore {
                     meta: meta.clone(),
@@ -730,7 +714,6 @@ impl<S: StateMachine> PartitionActor<S> {
                 first_index: self.core.log().first_index(),
                 last_index: last,
                 commit: self.core.commit_index(),
-                tail: self.tail.view(),
             };
             // A new replicator starts from the current bounds.
             signal_tx.send(s);
@@ -747,7 +730,6 @@ impl<S: StateMachine> PartitionActor<S> {
             first_index: self.core.log().first_index(),
             last_index: last,
             commit: self.core.commit_index(),
-            tail: self.tail.view(),
         };
         self.publish_signal(s);
     }
@@ -757,13 +739,13 @@ impl<S: StateMachine> PartitionActor<S> {
         if self.last_signal == s {
             return;
         }
-        self.last_signal = s.clone();
+        self.last_signal = s;
         self.w
             .stats
             .replicate_signals
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for link in self.replicators.values() {
-            link.signal.send(s.clone());
+            link.signal.send(s);
         }
     }
 
