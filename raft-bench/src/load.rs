@@ -29,12 +29,47 @@ pub enum Attempt {
 }
 
 impl Target {
-    /// For each group, the index of its leader's node.
-    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
+    /// Per node: the groups it leads and the sum over groups of terms it led.
+    async fn statuses(&self) -> Vec<Option<(Vec<GroupId>, u64)>> {
         match self {
-            Target::Local(c) => c.leaders(groups, timeout).await,
-            Target::Remote(c) => c.leaders(groups, timeout).await,
+            Target::Local(c) => c.statuses().await,
+            Target::Remote(c) => c.statuses().await,
         }
+    }
+
+    /// For each group `1..=groups`, the index of its leader's node; waits up to `timeout`.
+    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = vec![None; usize::try_from(groups)?];
+            for (idx, status) in self.statuses().await.into_iter().enumerate() {
+                for g in status.map(|s| s.0).unwrap_or_default() {
+                    if let Some(slot) = leaders.get_mut(usize::try_from(g)? - 1) {
+                        *slot = Some(idx);
+                    }
+                }
+            }
+            let found = leaders.iter().filter(|l| l.is_some()).count();
+            if found == leaders.len() {
+                return Ok(leaders.into_iter().map(|l| l.unwrap_or(0)).collect());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "only {found} of {groups} groups elected a leader within {timeout:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sum over nodes and groups of terms in which a node was leader (each is one change of
+    /// leadership).
+    pub async fn leader_terms(&self) -> u64 {
+        self.statuses()
+            .await
+            .into_iter()
+            .map(|s| s.map_or(0, |s| s.1))
+            .sum()
     }
 
     /// CPU and memory of the nodes: this process (node 0), or each node process.
@@ -58,14 +93,6 @@ impl Target {
                     c.shutdown().await;
                 }
             }
-        }
-    }
-
-    /// Sum over nodes and groups of terms a node led.
-    pub async fn leader_terms(&self) -> u64 {
-        match self {
-            Target::Local(c) => c.leader_terms().await,
-            Target::Remote(c) => c.leader_terms().await,
         }
     }
 

@@ -1,9 +1,8 @@
 //! An in-process cluster: every node in this process, over in-memory channels.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use raft_actor::{Error, Node, NodeConfig, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::{MemConfig, MemNetwork};
@@ -93,45 +92,21 @@ impl LocalCluster {
         }
     }
 
-    /// For each group `1..=groups`, the index of its leader's node; waits up to `timeout`.
-    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut leaders = vec![None; usize::try_from(groups)?];
-            for (idx, node) in self.nodes.iter().enumerate() {
-                for m in node.metrics().await.groups {
-                    if m.role == Role::Leader {
-                        if let Some(slot) = leaders.get_mut(usize::try_from(m.group)? - 1) {
-                            *slot = Some(idx);
-                        }
-                    }
-                }
-            }
-            let found = leaders.iter().filter(|l| l.is_some()).count();
-            if found == leaders.len() {
-                return Ok(leaders.into_iter().map(|l| l.unwrap_or(0)).collect());
-            }
-            if Instant::now() > deadline {
-                bail!("only {found} of {groups} groups elected a leader within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Sum over nodes and groups of terms in which a node was leader (each is one change of
-    /// leadership).
-    pub async fn leader_terms(&self) -> u64 {
-        let mut total = 0;
+    /// Per node: the groups it leads and the sum over groups of terms it led.
+    pub async fn statuses(&self) -> Vec<Option<(Vec<GroupId>, u64)>> {
+        let mut out = Vec::new();
         for node in &self.nodes {
-            total += node
-                .metrics()
-                .await
-                .groups
-                .iter()
-                .map(|g| g.leader_terms)
-                .sum::<u64>();
+            let groups = node.metrics().await.groups;
+            out.push(Some((
+                groups
+                    .iter()
+                    .filter(|g| g.role == Role::Leader)
+                    .map(|g| g.group)
+                    .collect(),
+                groups.iter().map(|g| g.leader_terms).sum(),
+            )));
         }
-        total
+        out
     }
 
     /// Stops every node.

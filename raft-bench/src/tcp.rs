@@ -347,7 +347,9 @@ impl RemoteCluster {
         }
     }
 
-    async fn statuses(&self) -> Vec<Option<(Vec<GroupId>, u64)>> {
+    /// Per node: the groups it leads and the sum over groups of terms it led (`None`: no
+    /// answer).
+    pub async fn statuses(&self) -> Vec<Option<(Vec<GroupId>, u64)>> {
         let mut out = Vec::new();
         for idx in 0..self.nodes() {
             let s = match self.client(idx) {
@@ -363,38 +365,6 @@ impl RemoteCluster {
             out.push(s);
         }
         out
-    }
-
-    /// For each group, the index of its leader's node; waits up to `timeout`.
-    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut leaders = vec![None; usize::try_from(groups)?];
-            for (idx, s) in self.statuses().await.into_iter().enumerate() {
-                for g in s.map(|s| s.0).unwrap_or_default() {
-                    if let Some(slot) = leaders.get_mut(usize::try_from(g)? - 1) {
-                        *slot = Some(idx);
-                    }
-                }
-            }
-            let found = leaders.iter().filter(|l| l.is_some()).count();
-            if found == leaders.len() {
-                return Ok(leaders.into_iter().map(|l| l.unwrap_or(0)).collect());
-            }
-            if Instant::now() > deadline {
-                bail!("only {found} of {groups} groups elected a leader within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sum over nodes and groups of terms a node led.
-    pub async fn leader_terms(&self) -> u64 {
-        self.statuses()
-            .await
-            .into_iter()
-            .map(|s| s.map_or(0, |s| s.1))
-            .sum()
     }
 
     /// Resource use of each node process (node id, usage).
