@@ -69,6 +69,7 @@ mod latest;
 pub(crate) mod partition;
 mod replicator;
 mod storage;
+mod tail;
 
 pub use config::NodeConfig;
 pub use error::Error;
