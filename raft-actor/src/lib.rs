@@ -63,6 +63,7 @@ pub mod wire;
 pub mod sim;
 
 mod apply;
+mod gather;
 mod heartbeat;
 mod kill;
 mod latest;

@@ -19,6 +19,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::apply::{ApplyMsg, Waiter};
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::gather::Gather;
 use crate::heartbeat::{HbUpdate, HeartbeatHandle};
 use crate::metrics::{GroupMetrics, GroupStats};
 use crate::replicator::{ReplicateSignal, ReplicatorActor};
@@ -244,6 +245,7 @@ impl<S: StateMachine> PartitionActor<S> {
     async fn run(mut self) {
         let mut ticker = tokio::time::interval(self.w.cfg.tick_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut gather = Gather::default();
         self.publish_role();
         loop {
             let accept_clients = self.can_accept_clients();
@@ -279,7 +281,12 @@ impl<S: StateMachine> PartitionActor<S> {
                 _ = ticker.tick() => self.on_tick(),
                 req = self.client_rx.recv_async(), if accept_clients => {
                     let Ok(req) = req else { break };
-                    self.on_client_batch(req);
+                    // Let the clients that are runnable now queue their requests first, so
+                    // they join this batch.
+                    if gather.should_yield(self.client_rx.is_empty()) {
+                        tokio::task::yield_now().await;
+                    }
+                    gather.taken(self.on_client_batch(req));
                 }
             }
             self.drive();
@@ -350,11 +357,14 @@ impl<S: StateMachine> PartitionActor<S> {
         self.core.step(m);
     }
 
-    /// Takes one request and as many queued proposals as fit in a batch.
-    fn on_client_batch(&mut self, first: ClientReq<S>) {
+    /// Takes one request and as many queued proposals as fit in a batch; returns how many
+    /// requests it took.
+    fn on_client_batch(&mut self, first: ClientReq<S>) -> usize {
+        let mut taken = 0;
         let mut proposals: Vec<(Vec<u8>, Reply<S::Response>)> = Vec::new();
         let mut next = Some(first);
         while let Some(req) = next.take() {
+            taken += 1;
             match req {
                 ClientReq::Propose { payload, reply } => proposals.push((payload, reply)),
                 other => {
@@ -367,6 +377,7 @@ impl<S: StateMachine> PartitionActor<S> {
             }
         }
         self.flush_proposals(proposals);
+        taken
     }
 
     fn flush_proposals(&mut self, proposals: Vec<(Vec<u8>, Reply<S::Response>)>) {
