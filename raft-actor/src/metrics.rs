@@ -33,6 +33,9 @@ pub struct GroupStats {
     /// as proof of progress (I6); on an idle group it moves only with the heartbeat actor's
     /// probes.
     pub partition_wakeups: AtomicU64,
+    /// When the partition actor last woke up: microseconds since the node's heartbeat epoch.
+    /// With `partition_wakeups`, what the heartbeat actor's probes read (I6).
+    pub last_wakeup_us: AtomicU64,
     /// Replicator actor wake-ups (loop iterations) of this group's replicators: signals, acks,
     /// storage reads and retransmission ticks. Zero while the group is idle.
     pub replicator_loops: AtomicU64,
@@ -50,9 +53,10 @@ impl GroupStats {
         self.commit.store(core.commit_index(), Ordering::Relaxed);
     }
 
-    /// One more partition wake-up (the I6 progress marker).
-    pub(crate) fn record_wakeup(&self) {
+    /// One more partition wake-up, at `stamp` (the I6 progress marker).
+    pub(crate) fn record_wakeup(&self, stamp: u64) {
         self.partition_wakeups.fetch_add(1, Ordering::Relaxed);
+        self.last_wakeup_us.store(stamp, Ordering::Relaxed);
     }
 }
 

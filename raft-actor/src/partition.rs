@@ -7,11 +7,17 @@
 //! while something has a tick-driven deadline (a leader transfer, a retry of an update the
 //! heartbeat actor could not take, a storage backlog, a contact report to flush); the ticks
 //! that elapse meanwhile are delivered before its next input. Its liveness (I6) is proven by
-//! answering the heartbeat actor's probes, which costs one wake-up per probe period.
+//! stamping every wake-up into its `GroupStats`; when idle, the heartbeat actor's probes wake
+//! it (one wake-up per half `stall_timeout`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use flume::r#async::RecvStream;
+use futures_core::Stream;
 
 use raft_core::{
     Action, GroupId, Index, InitialState, Membership, Message, MessageBody, NodeId, PartitionCore,
@@ -95,6 +101,13 @@ pub(crate) enum Control {
     Shutdown,
 }
 
+/// The next message of a queue's stream. The stream stays registered with its queue between
+/// calls, so the run loop does not register and drop a waiter on every queue at each wake-up
+/// (an idle group's partition wakes only to answer probes: each one should cost little).
+fn next_of<'a, T>(s: &'a mut RecvStream<'static, T>) -> impl Future<Output = Option<T>> + 'a {
+    std::future::poll_fn(move |cx| Pin::new(&mut *s).poll_next(cx))
+}
+
 /// What woke the partition actor.
 enum Event<S: StateMachine> {
     Control(Control),
@@ -154,6 +167,11 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     client_rx: flume::Receiver<ClientReq<S>>,
     raft_rx: flume::Receiver<Message>,
     control_rx: flume::Receiver<Control>,
+    /// The same three queues as streams, which the run loop waits on: a stream keeps its
+    /// waiter registered between wake-ups (see [`next_of`]).
+    client_in: RecvStream<'static, ClientReq<S>>,
+    raft_in: RecvStream<'static, Message>,
+    control_in: RecvStream<'static, Control>,
     control_tx: flume::Sender<Control>,
     persisted_rx: watch::Receiver<Persisted>,
     applied_rx: watch::Receiver<Index>,
@@ -235,6 +253,9 @@ impl<S: StateMachine> PartitionActor<S> {
             .register(group, control_tx.clone(), w.stats.clone());
         let actor = PartitionActor {
             core,
+            client_in: client_rx.clone().into_stream(),
+            raft_in: raft_rx.clone().into_stream(),
+            control_in: control_rx.clone().into_stream(),
             client_rx,
             raft_rx,
             control_rx,
@@ -281,13 +302,13 @@ impl<S: StateMachine> PartitionActor<S> {
         tokio::pin!(wake);
         let mut armed = false;
         self.publish_role();
+        let mut accept_clients = self.can_accept_clients();
         loop {
-            let accept_clients = self.can_accept_clients();
             let event = tokio::select! {
                 biased;
-                ctrl = self.control_rx.recv_async() => match ctrl {
-                    Ok(Control::Shutdown) | Err(_) => break,
-                    Ok(c) => Event::Control(c),
+                ctrl = next_of(&mut self.control_in) => match ctrl {
+                    Some(Control::Shutdown) | None => break,
+                    Some(c) => Event::Control(c),
                 },
                 changed = self.persisted_rx.changed() => {
                     if changed.is_err() { break; }
@@ -297,20 +318,25 @@ impl<S: StateMachine> PartitionActor<S> {
                     if changed.is_err() { break; }
                     Event::Applied
                 }
-                msg = self.raft_rx.recv_async() => {
-                    let Ok(m) = msg else { break };
+                msg = next_of(&mut self.raft_in) => {
+                    let Some(m) = msg else { break };
                     Event::Raft(m)
                 }
                 _ = &mut wake, if armed => Event::Tick,
-                req = self.client_rx.recv_async(), if accept_clients => {
-                    let Ok(req) = req else { break };
+                req = next_of(&mut self.client_in), if accept_clients => {
+                    let Some(req) = req else { break };
                     Event::Client(req)
                 }
             };
-            // Proof of progress for the heartbeat actor (I6), then the ticks that elapsed
-            // while the timer was off, before the event is looked at.
-            self.w.stats.record_wakeup();
+            // Proof of progress for the heartbeat actor (I6).
             let now = Instant::now();
+            self.w.stats.record_wakeup(self.w.heartbeat.stamp(now));
+            if matches!(event, Event::Control(Control::Probe)) {
+                // Nothing to do but to have run; the core sees no input, so its ticks can
+                // wait for the next one.
+                continue;
+            }
+            // The ticks that elapsed while the timer was off, before the core sees the input.
             for _ in 0..self.ticks.elapsed(now).min(self.max_catch_up) {
                 self.core.tick();
             }
@@ -346,7 +372,8 @@ impl<S: StateMachine> PartitionActor<S> {
                 break;
             }
             self.report_contact(now, false);
-            armed = self.needs_tick();
+            accept_clients = self.can_accept_clients();
+            armed = self.needs_tick(accept_clients);
             if armed && wake.deadline() != self.ticks.next() {
                 wake.as_mut().reset(self.ticks.next());
             }
@@ -356,13 +383,13 @@ impl<S: StateMachine> PartitionActor<S> {
 
     /// True while something has a tick-driven deadline; otherwise the actor sleeps until an
     /// input arrives (an idle group costs no wake-ups but the heartbeat actor's probes).
-    fn needs_tick(&self) -> bool {
+    fn needs_tick(&self, accept_clients: bool) -> bool {
         self.core.needs_ticks()
             || !self.hb_registered
             || self.hb_dirty
             || self.leader_contact.is_some()
             || !self.backlog.is_empty()
-            || !self.can_accept_clients()
+            || !accept_clients
     }
 
     fn can_accept_clients(&self) -> bool {
@@ -563,7 +590,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 self.core.election_timeout();
             }
             Control::QuorumLost => self.core.quorum_lost(),
-            Control::Probe => {}
+            Control::Probe => {} // answered by the loop (it never gets here)
             Control::PeerReachable(peer) => {
                 if let Some(link) = self.replicators.get(&peer) {
                     let _ = link.acks.try_send(ToReplicator::PeerReachable);

@@ -32,11 +32,6 @@ impl Deadlines {
         }
     }
 
-    /// The deadline of `group`, if it has one.
-    pub(super) fn get(&self, group: GroupId) -> Option<Instant> {
-        self.at.get(&group).copied()
-    }
-
     /// Removes and returns every group whose deadline is at or before `now`, earliest first.
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<GroupId> {
         let mut due = Vec::new();
@@ -74,7 +69,6 @@ mod tests {
         d.set(4, Some(ms(50)));
         d.set(4, None);
         assert_eq!(d.len(), 3);
-        assert_eq!(d.get(3), Some(ms(5)));
         assert_eq!(d.take_due(ms(9)), vec![3]);
         assert_eq!(d.take_due(ms(10)), vec![1, 2]);
         assert!(d.take_due(ms(1000)).is_empty());

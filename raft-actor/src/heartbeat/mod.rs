@@ -15,13 +15,15 @@
 //!   that covered it. Appends on the data lane (reported by the partition) count as contact
 //!   too. When a timer fires the partition gets `ElectionTimeout`.
 //! - **Honesty (I6)**: partitions do not report in on their own (an idle group's actors
-//!   sleep). Instead this actor probes each partition — a `Probe` control message, which the
-//!   partition answers simply by running its loop, bumping `GroupStats::partition_wakeups` —
-//!   every `probe period`, spread over time: a leader's period is at most an election timeout
-//!   (its stall must be caught quickly), a follower's half the stall timeout. A partition that
-//!   leaves a probe unanswered for `stall_timeout` is stalled: this node stops vouching for it
-//!   (its claim is withdrawn, so the followers elect another leader) and the stall is logged and
-//!   shown in metrics. A pause shorter than `stall_timeout` is never reported.
+//!   sleep). Every partition stamps each of its wake-ups into its `GroupStats` (a counter and
+//!   the time), and this actor probes each one — a `Probe` control message, answered simply by
+//!   waking up — every half `stall_timeout`, spread over time. A partition is stalled when it
+//!   has not woken for `stall_timeout` although a probe has been waiting for it for half that:
+//!   busy, not idle. Then this node stops vouching for it (its claim is withdrawn, so the
+//!   followers elect another leader) and the stall is logged and shown in metrics. A stall is
+//!   detected within `stall_timeout` of the last wake-up (a partition blocked inside a handler
+//!   is caught exactly then); a pause shorter than `stall_timeout` that begins with a wake-up
+//!   (a blocked handler) and any pause shorter than half of it are never reported.
 //!
 //! It never waits on the data path: updates arrive on a bounded queue (`heartbeat_queue`,
 //! `try_send`; a partition whose update did not fit retries on a tick it arms for that), and
@@ -85,6 +87,8 @@ pub(crate) enum HbUpdate {
 pub(crate) struct HeartbeatHandle {
     tx: flume::Sender<HbUpdate>,
     stats: Arc<HeartbeatStats>,
+    /// The origin of wake-up stamps (`GroupStats::last_wakeup_us`).
+    epoch: Instant,
 }
 
 impl HeartbeatHandle {
@@ -127,6 +131,11 @@ impl HeartbeatHandle {
     pub(crate) fn stats(&self) -> &Arc<HeartbeatStats> {
         &self.stats
     }
+
+    /// `at` as a wake-up stamp: microseconds since this node's epoch.
+    pub(crate) fn stamp(&self, at: Instant) -> u64 {
+        micros_since(self.epoch, at)
+    }
 }
 
 /// Creates the handle and the actor; the caller spawns `actor.run()` on the heartbeat executor.
@@ -138,13 +147,14 @@ pub(crate) fn new(
     let (tx, rx) = flume::bounded(cfg.heartbeat_queue);
     let seed = SplitMix64::derive(cfg.raft.seed, &[cfg.node_id, 0x4842]);
     let stats = Arc::new(HeartbeatStats::default());
+    let epoch = Instant::now();
     let actor = HeartbeatActor {
         me: cfg.node_id,
         interval: cfg.heartbeat_interval,
         election: cfg.election_timeout,
         stall: cfg.stall_timeout,
-        probe_leader: cfg.election_timeout.min(cfg.stall_timeout / 4),
-        probe_other: cfg.stall_timeout / 2,
+        probe_period: cfg.stall_timeout / 2,
+        epoch,
         net,
         inbound,
         rx,
@@ -161,7 +171,7 @@ pub(crate) fn new(
         rng: SplitMix64::new(seed),
         stats: stats.clone(),
     };
-    (HeartbeatHandle { tx, stats }, actor)
+    (HeartbeatHandle { tx, stats, epoch }, actor)
 }
 
 /// A session id for this run of the actor: the seed mixed with the start instant, so a node
@@ -171,6 +181,11 @@ fn session_id(seed: u64) -> u64 {
     let mut h = DefaultHasher::new();
     Instant::now().hash(&mut h);
     SplitMix64::derive(seed, &[0x5E55, h.finish()])
+}
+
+/// Microseconds from `epoch` to `at` (0 before it).
+fn micros_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The actor's view of one group hosted here.
@@ -188,12 +203,10 @@ struct Group {
     timeout: Duration,
     /// Leader side: when it became leader, or when check-quorum last fired.
     leader_since: Instant,
-    /// I6: the partition left a probe unanswered for `stall_timeout`.
+    /// I6: the partition is considered stalled (see the module docs).
     stalled: bool,
-    /// I6: `GroupStats::partition_wakeups` at the last look.
-    seen_wakeups: u64,
-    /// I6: when the probe still unanswered was sent.
-    probe_sent: Option<Instant>,
+    /// I6: when the probe not yet answered was sent (a wake-up stamp).
+    probe_sent: Option<u64>,
 }
 
 pub(crate) struct HeartbeatActor {
@@ -201,8 +214,10 @@ pub(crate) struct HeartbeatActor {
     interval: Duration,
     election: Duration,
     stall: Duration,
-    probe_leader: Duration,
-    probe_other: Duration,
+    /// I6: how often each partition is probed.
+    probe_period: Duration,
+    /// The origin of wake-up stamps.
+    epoch: Instant,
     net: Net,
     inbound: flume::Receiver<Envelope<WireMsg>>,
     rx: flume::Receiver<HbUpdate>,
@@ -275,8 +290,7 @@ impl HeartbeatActor {
                     self.forget(group);
                 }
                 let timeout = self.random_timeout();
-                let first_probe = now + self.spread(self.probe_other);
-                let seen_wakeups = stats.partition_wakeups.load(Ordering::Relaxed);
+                let first_probe = now + self.spread(self.probe_period);
                 self.groups.insert(
                     group,
                     Group {
@@ -290,7 +304,6 @@ impl HeartbeatActor {
                         timeout,
                         leader_since: now,
                         stalled: false,
-                        seen_wakeups,
                         probe_sent: None,
                     },
                 );
@@ -307,7 +320,6 @@ impl HeartbeatActor {
                 members,
             } => {
                 let timeout = self.random_timeout();
-                let probe_soon = now + self.spread(self.probe_leader);
                 let Some(g) = self.groups.get_mut(&group) else {
                     return;
                 };
@@ -327,10 +339,6 @@ impl HeartbeatActor {
                     learners: BTreeSet::new(),
                 };
                 g.members = members;
-                if became_leader && self.probes.get(group).is_some_and(|t| t > probe_soon) {
-                    // A leader's stall must be caught within its (shorter) probe period.
-                    self.probes.set(group, Some(probe_soon));
-                }
                 if role == Role::Leader {
                     // Its quorum may be made of other peers now.
                     self.quorum_dirty = true;
@@ -646,19 +654,17 @@ impl HeartbeatActor {
     // ---- honesty (I6) ----
 
     fn check_probes(&mut self, now: Instant) {
+        let now_us = micros_since(self.epoch, now);
+        let period = self.probe_period;
+        // A probe must have waited this long before its partition can be called stalled.
+        let patience = self.stall / 2;
         for group in self.probes.take_due(now) {
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
             };
-            let period = if g.role == Role::Leader {
-                self.probe_leader
-            } else {
-                self.probe_other
-            };
-            let wakeups = g.stats.partition_wakeups.load(Ordering::Relaxed);
+            let woke = g.stats.last_wakeup_us.load(Ordering::Relaxed);
             let mut reclaim = false;
-            if wakeups != g.seen_wakeups {
-                g.seen_wakeups = wakeups;
+            if g.probe_sent.is_some_and(|sent| woke >= sent) {
                 g.probe_sent = None;
                 if g.stalled {
                     info!(
@@ -676,26 +682,29 @@ impl HeartbeatActor {
                     // that does not drain its queue is not making progress either.
                     let _ = g.control.try_send(Control::Probe);
                     self.stats.probes_sent.fetch_add(1, Ordering::Relaxed);
-                    g.probe_sent = Some(now);
+                    g.probe_sent = Some(now_us);
                     now + period
                 }
                 Some(sent) => {
-                    let silent = now.duration_since(sent);
-                    if !g.stalled && silent >= self.stall {
-                        g.stalled = true;
-                        g.stats.stalled.store(true, Ordering::Relaxed);
-                        g.stats.stalls.fetch_add(1, Ordering::Relaxed);
-                        warn!(
-                            group,
-                            ?silent,
-                            "partition actor stalled; no longer vouching for it"
-                        );
-                        reclaim = true;
-                    }
-                    if g.stalled {
-                        now + period
+                    let last = self.epoch + Duration::from_micros(woke);
+                    let sent_at = self.epoch + Duration::from_micros(sent);
+                    let due = (last + self.stall).max(sent_at + patience);
+                    if now < due {
+                        due
                     } else {
-                        (now + period).min(sent + self.stall)
+                        if !g.stalled {
+                            g.stalled = true;
+                            g.stats.stalled.store(true, Ordering::Relaxed);
+                            g.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                            let silent = now.duration_since(last);
+                            warn!(
+                                group,
+                                ?silent,
+                                "partition actor stalled; no longer vouching for it"
+                            );
+                            reclaim = true;
+                        }
+                        now + period
                     }
                 }
             };
