@@ -11,13 +11,8 @@
 //! it (one wake-up per half `stall_timeout`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use flume::r#async::RecvStream;
-use futures_core::Stream;
 
 use raft_core::{
     Action, GroupId, Index, InitialState, Membership, Message, MessageBody, NodeId, PartitionCore,
@@ -101,13 +96,6 @@ pub(crate) enum Control {
     Shutdown,
 }
 
-/// The next message of a queue's stream. The stream stays registered with its queue between
-/// calls, so the run loop does not register and drop a waiter on every queue at each wake-up
-/// (an idle group's partition wakes only to answer probes: each one should cost little).
-fn next_of<'a, T>(s: &'a mut RecvStream<'static, T>) -> impl Future<Output = Option<T>> + 'a {
-    std::future::poll_fn(move |cx| Pin::new(&mut *s).poll_next(cx))
-}
-
 /// What woke the partition actor.
 enum Event<S: StateMachine> {
     Control(Control),
@@ -167,11 +155,6 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     client_rx: flume::Receiver<ClientReq<S>>,
     raft_rx: flume::Receiver<Message>,
     control_rx: flume::Receiver<Control>,
-    /// The same three queues as streams, which the run loop waits on: a stream keeps its
-    /// waiter registered between wake-ups (see [`next_of`]).
-    client_in: RecvStream<'static, ClientReq<S>>,
-    raft_in: RecvStream<'static, Message>,
-    control_in: RecvStream<'static, Control>,
     control_tx: flume::Sender<Control>,
     persisted_rx: watch::Receiver<Persisted>,
     applied_rx: watch::Receiver<Index>,
@@ -253,9 +236,6 @@ impl<S: StateMachine> PartitionActor<S> {
             .register(group, control_tx.clone(), w.stats.clone());
         let actor = PartitionActor {
             core,
-            client_in: client_rx.clone().into_stream(),
-            raft_in: raft_rx.clone().into_stream(),
-            control_in: control_rx.clone().into_stream(),
             client_rx,
             raft_rx,
             control_rx,
@@ -306,9 +286,9 @@ impl<S: StateMachine> PartitionActor<S> {
         loop {
             let event = tokio::select! {
                 biased;
-                ctrl = next_of(&mut self.control_in) => match ctrl {
-                    Some(Control::Shutdown) | None => break,
-                    Some(c) => Event::Control(c),
+                ctrl = self.control_rx.recv_async() => match ctrl {
+                    Ok(Control::Shutdown) | Err(_) => break,
+                    Ok(c) => Event::Control(c),
                 },
                 changed = self.persisted_rx.changed() => {
                     if changed.is_err() { break; }
@@ -318,13 +298,13 @@ impl<S: StateMachine> PartitionActor<S> {
                     if changed.is_err() { break; }
                     Event::Applied
                 }
-                msg = next_of(&mut self.raft_in) => {
-                    let Some(m) = msg else { break };
+                msg = self.raft_rx.recv_async() => {
+                    let Ok(m) = msg else { break };
                     Event::Raft(m)
                 }
                 _ = &mut wake, if armed => Event::Tick,
-                req = next_of(&mut self.client_in), if accept_clients => {
-                    let Some(req) = req else { break };
+                req = self.client_rx.recv_async(), if accept_clients => {
+                    let Ok(req) = req else { break };
                     Event::Client(req)
                 }
             };
