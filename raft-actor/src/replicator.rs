@@ -8,23 +8,28 @@
 //! streams snapshots in chunks (one chunk in flight), and reports progress to the partition
 //! tagged with its epoch. It ends when the signal's term changes or the partition drops its
 //! queue (I4: role changes never wait for it).
+//!
+//! Its retransmission tick is armed only while something waits on it (an unanswered probe,
+//! window or snapshot, an unreported ack, a read to retry): a replicator of an idle group
+//! sleeps until the next log change (see [`crate::ticks`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use raft_core::{
-    GroupId, Index, Message, MessageBody, NodeId, Plan, ReplicatorCore, SnapshotMeta,
+    GroupId, Index, Message, MessageBody, NodeId, Plan, ReplState, ReplicatorCore, SnapshotMeta,
     SnapshotStatus, Term,
 };
 use raft_net::Lane;
 use tokio::sync::oneshot;
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::latest::LatestRx;
 use crate::metrics::GroupStats;
 use crate::partition::{Control, Net, Wiring};
 use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
+use crate::ticks::Ticks;
 use crate::wire::WireMsg;
 
 /// What the partition publishes to its replicators: the leader's log bounds and commit index.
@@ -34,6 +39,15 @@ pub(crate) struct ReplicateSignal {
     pub(crate) first_index: Index,
     pub(crate) last_index: Index,
     pub(crate) commit: Index,
+}
+
+/// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
+/// and counted when full).
+pub(crate) enum ToReplicator {
+    /// An answer from the peer (AppendResponse, SnapshotResponse).
+    Response(Message),
+    /// The heartbeat actor hears the peer again after a silence: retry what waits for it now.
+    PeerReachable,
 }
 
 /// Bytes per snapshot chunk: below raft-net's large-frame threshold would starve nothing, but
@@ -65,7 +79,7 @@ pub(crate) struct ReplicatorActor {
     epoch: Term,
     core: ReplicatorCore,
     view: ReplicateSignal,
-    responses: flume::Receiver<Message>,
+    responses: flume::Receiver<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
     control: flume::Sender<Control>,
     storage: StorageHandle,
@@ -77,6 +91,8 @@ pub(crate) struct ReplicatorActor {
     outgoing: Option<Outgoing>,
     /// A read failed: plan nothing until the next tick or signal (no hot retry loop).
     hold: bool,
+    /// The storage queue was full when a read was due: plan again on the next tick.
+    retry: bool,
 }
 
 impl ReplicatorActor {
@@ -85,7 +101,7 @@ impl ReplicatorActor {
         peer: NodeId,
         epoch: Term,
         last_index: Index,
-        responses: flume::Receiver<Message>,
+        responses: flume::Receiver<ToReplicator>,
         signal: LatestRx<ReplicateSignal>,
         control: flume::Sender<Control>,
     ) -> Self {
@@ -111,16 +127,25 @@ impl ReplicatorActor {
             unreported: None,
             outgoing: None,
             hold: false,
+            retry: false,
         }
     }
 
     pub(crate) async fn run(mut self) {
-        let mut ticker = tokio::time::interval(self.tick);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticks = Ticks::new(self.tick);
+        let wake = tokio::time::sleep_until(ticks.next());
+        tokio::pin!(wake);
         let mut pending: Option<Pending> = None;
         loop {
             if pending.is_none() && !self.hold {
                 pending = self.plan();
+            }
+            let armed = self.needs_tick();
+            if armed {
+                ticks.elapsed(Instant::now());
+                if wake.deadline() != ticks.next() {
+                    wake.as_mut().reset(ticks.next());
+                }
             }
             tokio::select! {
                 biased;
@@ -133,20 +158,23 @@ impl ReplicatorActor {
                     self.view = s;
                     self.hold = false;
                 }
-                msg = self.responses.recv_async() => {
-                    let Ok(m) = msg else { break };
-                    self.on_response(m);
-                }
+                msg = self.responses.recv_async() => match msg {
+                    Ok(ToReplicator::Response(m)) => self.on_response(m),
+                    Ok(ToReplicator::PeerReachable) => self.on_peer_reachable(),
+                    Err(_) => break,
+                },
                 read = wait(&mut pending) => {
                     let p = pending.take();
                     self.on_read(p, read);
                 }
-                _ = ticker.tick() => {
+                _ = &mut wake, if armed => {
                     self.hold = false;
+                    self.retry = false;
                     self.core.tick();
                     self.report(None);
                 }
             }
+            self.stats.replicator_loops.fetch_add(1, Ordering::Relaxed);
         }
         debug!(
             group = self.group,
@@ -156,8 +184,15 @@ impl ReplicatorActor {
         );
     }
 
+    /// True while a tick has something to do: retransmission timers of the core, an ack to
+    /// report, a read to retry.
+    fn needs_tick(&self) -> bool {
+        self.core.needs_ticks() || self.unreported.is_some() || self.hold || self.retry
+    }
+
     /// Asks storage for what the core wants to send next.
     fn plan(&mut self) -> Option<Pending> {
+        self.retry = false;
         let v = self.view;
         match self.core.next_plan(v.first_index, v.last_index, v.commit)? {
             Plan::Append { prev_index, to, .. } => {
@@ -170,7 +205,10 @@ impl ReplicatorActor {
                     reply,
                 };
                 // A full storage queue: try again on the next tick.
-                self.storage.try_send(req).ok()?;
+                if self.storage.try_send(req).is_err() {
+                    self.retry = true;
+                    return None;
+                }
                 Some(Pending::Append {
                     prev_index,
                     commit: v.commit,
@@ -179,12 +217,14 @@ impl ReplicatorActor {
             }
             Plan::Snapshot => {
                 let (reply, rx) = oneshot::channel();
-                self.storage
-                    .try_send(StorageRequest::ReadSnapshot {
-                        group: self.group,
-                        reply,
-                    })
-                    .ok()?;
+                let req = StorageRequest::ReadSnapshot {
+                    group: self.group,
+                    reply,
+                };
+                if self.storage.try_send(req).is_err() {
+                    self.retry = true;
+                    return None;
+                }
                 Some(Pending::Snapshot { rx })
             }
         }
@@ -265,6 +305,21 @@ impl ReplicatorActor {
             .is_err()
         {
             self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_peer_reachable(&mut self) {
+        let sending_snapshot = matches!(self.core.state(), ReplState::Snapshot { .. });
+        if self.core.peer_reachable() {
+            debug!(
+                group = self.group,
+                peer = self.peer,
+                "peer reachable again; retrying now"
+            );
+            if sending_snapshot {
+                self.outgoing = None;
+            }
+            self.hold = false;
         }
     }
 
