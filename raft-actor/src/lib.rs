@@ -33,7 +33,7 @@
 //! | router → partition | flume | `raft_queue` | `try_send`: dropped and counted (Raft retransmits) |
 //! | replicator / apply → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on a tick armed for it |
 //! | partition → each replicator (log/commit signal) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
-//! | partition → replicator (acks) | flume | `replicator_queue` | `try_send`: dropped and counted |
+//! | partition → replicator (acks, "peer reachable again") | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
 //! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
 //! | partition → apply (commit index) | `watch` | latest value | never full |
 //! | apply → partition (applied index) | `watch` | latest value | never full |

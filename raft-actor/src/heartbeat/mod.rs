@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeConfig;
 use crate::metrics::{GroupStats, HeartbeatStats};
 use crate::partition::{Control, Net};
-use crate::wire::{HeartbeatAck, HeartbeatFrame, WireMsg};
+use crate::wire::{Claims, HeartbeatAck, HeartbeatFrame, WireMsg};
 
 use claims::Outbound;
 use deadlines::Deadlines;
@@ -412,11 +412,11 @@ impl HeartbeatActor {
                 continue;
             };
             let claims = match &frame.claims {
-                crate::wire::Claims::Full(list) => {
+                Claims::Full(list) => {
                     self.stats.full_frames_sent.fetch_add(1, Ordering::Relaxed);
                     list.len()
                 }
-                crate::wire::Claims::Changes { set, unset, .. } => set.len() + unset.len(),
+                Claims::Changes { set, unset, .. } => set.len() + unset.len(),
             };
             self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
             self.stats
