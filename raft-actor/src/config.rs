@@ -22,10 +22,13 @@ pub struct NodeConfig {
     /// Period of the partition actors' protocol tick (leader lease, transfer deadline,
     /// replicator retransmission). Must be below `election_timeout`.
     pub tick_interval: Duration,
-    /// I6: if a partition actor does not report progress for this long, its node stops
-    /// vouching for it (its heartbeats stop, so followers elect someone else) and the stall is
-    /// reported. Must exceed `election_timeout`; make it larger than any pause you want to
-    /// tolerate without an election.
+    /// I6: a partition actor that has not woken up for this long, although the heartbeat
+    /// actor's liveness probe has waited for it for at least half as long, is stalled: its node
+    /// stops vouching for it (its heartbeats stop, so followers elect someone else) and the
+    /// stall is reported. Idle partitions are probed every half of it. Must exceed
+    /// `election_timeout`; make it larger than any pause you want to tolerate without an
+    /// election (a partition blocked in a handler for less than this is never reported, nor
+    /// is any pause shorter than half of it).
     pub stall_timeout: Duration,
     /// How long `propose` and `read` wait for an answer before returning `Timeout`.
     pub request_timeout: Duration,

@@ -11,8 +11,9 @@
 //! - `replicator` — one actor per (group, peer) while leading: drives a `ReplicatorCore`.
 //! - `apply` — one actor per group: the user's [`StateMachine`], client sessions, snapshots.
 //! - `storage` — one actor per node around a [`raft_storage::LogStore`]: group commit.
-//! - `heartbeat` — one actor per node on its own executor: heartbeats, election timers,
-//!   check-quorum, stall detection.
+//! - `heartbeat` — one actor per node on its own executor: coalesced heartbeats that carry
+//!   only changes, election timers, check-quorum, stall detection by probing partitions.
+//! - `ticks` — on-demand protocol ticks: an idle group's actors arm no timer at all.
 //!
 //! Every actor runs inside a `tracing` span with its node and group; the partition span records
 //! the term and role on every role change, and replicator spans carry their peer and term.
@@ -30,16 +31,17 @@
 //! | --- | --- | --- | --- |
 //! | API → partition | flume | `client_queue` | `try_send`: caller gets `Overloaded` |
 //! | router → partition | flume | `raft_queue` | `try_send`: dropped and counted (Raft retransmits) |
-//! | replicator / apply / heartbeat → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on the next tick; timers fire again |
+//! | replicator / apply → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on a tick armed for it |
 //! | partition → each replicator (log/commit signal) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
-//! | partition → replicator (acks) | flume | `replicator_queue` | `try_send`: dropped and counted |
+//! | partition → replicator (acks, "peer reachable again") | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
 //! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
 //! | partition → apply (commit index) | `watch` | latest value | never full |
 //! | apply → partition (applied index) | `watch` | latest value | never full |
 //! | partition / replicator / apply → storage | flume | `storage_queue` | partition: kept in its backlog, no client work until drained; readers: retry next tick |
 //! | storage → partition (persisted) | `watch` | latest value | never full |
 //! | storage → readers | one-shot | 1 | never full |
-//! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates retried on the next tick |
+//! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates and contact reports retried on a tick armed for them |
+//! | heartbeat → partition (timers, probes) | flume | `control_queue` | `try_send`: a timer fires again at the next interval; a probe that does not fit counts as unanswered (I6) |
 //! | actors → transport | raft-net queues | per peer and lane | dropped and counted |
 //! | API → registry (add/remove group, shutdown) | flume | 64 | the API call waits (not an actor) |
 //! | transport → router (data lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
@@ -63,6 +65,7 @@ pub mod wire;
 pub mod sim;
 
 mod apply;
+mod gather;
 mod heartbeat;
 mod kill;
 mod latest;
@@ -70,10 +73,11 @@ pub(crate) mod partition;
 mod replicator;
 mod storage;
 mod tail;
+mod ticks;
 
 pub use config::NodeConfig;
 pub use error::Error;
-pub use metrics::{GroupMetrics, NodeMetrics};
+pub use metrics::{GroupMetrics, HeartbeatMetrics, NodeMetrics};
 pub use node::{HeartbeatExecutor, Node, NodeBuilder};
 pub use state_machine::{RequestId, StateMachine};
 pub use storage::StorageMode;

@@ -29,8 +29,16 @@ pub struct GroupStats {
     pub replicate_signals: AtomicU64,
     /// Messages the group could not queue (network or replicator queues full).
     pub dropped_messages: AtomicU64,
-    /// Partition loop iterations (progress marker).
-    pub alive_ticks: AtomicU64,
+    /// Partition actor wake-ups: every event its loop handled. The heartbeat actor samples it
+    /// as proof of progress (I6); on an idle group it moves only with the heartbeat actor's
+    /// probes.
+    pub partition_wakeups: AtomicU64,
+    /// When the partition actor last woke up: microseconds since the node's heartbeat epoch.
+    /// With `partition_wakeups`, what the heartbeat actor's probes read (I6).
+    pub last_wakeup_us: AtomicU64,
+    /// Replicator actor wake-ups (loop iterations) of this group's replicators: signals, acks,
+    /// storage reads and retransmission ticks. Zero while the group is idle.
+    pub replicator_loops: AtomicU64,
     /// Snapshots sent to lagging followers by this node's replicators.
     pub snapshots_sent: AtomicU64,
     /// Snapshots installed here from a leader.
@@ -45,8 +53,10 @@ impl GroupStats {
         self.commit.store(core.commit_index(), Ordering::Relaxed);
     }
 
-    pub(crate) fn record_alive(&self) {
-        self.alive_ticks.fetch_add(1, Ordering::Relaxed);
+    /// One more partition wake-up, at `stamp` (the I6 progress marker).
+    pub(crate) fn record_wakeup(&self, stamp: u64) {
+        self.partition_wakeups.fetch_add(1, Ordering::Relaxed);
+        self.last_wakeup_us.store(stamp, Ordering::Relaxed);
     }
 }
 
@@ -97,6 +107,10 @@ pub struct GroupMetrics {
     pub snapshots_installed: u64,
     /// Snapshots taken locally.
     pub snapshots_taken: u64,
+    /// Partition actor wake-ups so far (see [`GroupStats::partition_wakeups`]).
+    pub partition_wakeups: u64,
+    /// Replicator wake-ups so far (see [`GroupStats::replicator_loops`]).
+    pub replicator_loops: u64,
     /// The partition actor answered the metrics request (false: built from counters only).
     pub responsive: bool,
 }
@@ -128,6 +142,8 @@ impl GroupMetrics {
             snapshots_sent: l(&s.snapshots_sent),
             snapshots_installed: l(&s.snapshots_installed),
             snapshots_taken: l(&s.snapshots_taken),
+            partition_wakeups: l(&s.partition_wakeups),
+            replicator_loops: l(&s.replicator_loops),
             responsive: false,
         }
     }
@@ -144,4 +160,62 @@ pub struct NodeMetrics {
     pub unknown_group_drops: u64,
     /// The transport's per-peer counters.
     pub transport: raft_net::MetricsSnapshot,
+    /// The heartbeat actor's counters.
+    pub heartbeat: HeartbeatMetrics,
+}
+
+/// Counters of a node's heartbeat actor, shared with [`crate::Node::metrics`].
+#[derive(Debug, Default)]
+pub(crate) struct HeartbeatStats {
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) full_frames_sent: AtomicU64,
+    pub(crate) claims_sent: AtomicU64,
+    pub(crate) acks_received: AtomicU64,
+    pub(crate) frames_ignored: AtomicU64,
+    pub(crate) probes_sent: AtomicU64,
+    pub(crate) election_timeouts: AtomicU64,
+    pub(crate) quorum_lost: AtomicU64,
+    pub(crate) armed_election_timers: AtomicU64,
+}
+
+impl HeartbeatStats {
+    pub(crate) fn snapshot(&self) -> HeartbeatMetrics {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HeartbeatMetrics {
+            frames_sent: l(&self.frames_sent),
+            full_frames_sent: l(&self.full_frames_sent),
+            claims_sent: l(&self.claims_sent),
+            acks_received: l(&self.acks_received),
+            frames_ignored: l(&self.frames_ignored),
+            probes_sent: l(&self.probes_sent),
+            election_timeouts: l(&self.election_timeouts),
+            quorum_lost: l(&self.quorum_lost),
+            armed_election_timers: l(&self.armed_election_timers),
+        }
+    }
+}
+
+/// A snapshot of the heartbeat actor's counters (totals since the node started, except the
+/// gauge `armed_election_timers`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatMetrics {
+    /// Heartbeat frames sent (one per peer node per interval while there is anything to say).
+    pub frames_sent: u64,
+    /// Of those, frames carrying the full list of claims (the rest carry changes only).
+    pub full_frames_sent: u64,
+    /// Claims carried in all frames: entries of full lists plus changes. Flat while the
+    /// groups' leadership is stable, however many groups there are.
+    pub claims_sent: u64,
+    /// Acks received for this node's frames.
+    pub acks_received: u64,
+    /// Frames received that did not apply to the claims held (lost or reordered frames).
+    pub frames_ignored: u64,
+    /// Liveness probes sent to partition actors (I6).
+    pub probes_sent: u64,
+    /// Election timeouts delivered to partitions.
+    pub election_timeouts: u64,
+    /// Check-quorum failures delivered to partitions.
+    pub quorum_lost: u64,
+    /// Gauge: groups whose election timer runs, because no live claim covers them.
+    pub armed_election_timers: u64,
 }

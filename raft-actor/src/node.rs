@@ -116,6 +116,7 @@ impl<S: StateMachine> NodeBuilder<S> {
         )
         .map_err(|e| Error::Storage(format!("could not start the storage thread: {e}")))?;
         let (hb, hb_actor) = heartbeat::new(&self.cfg, net.clone(), inbound.heartbeat.clone());
+        let hb_stats = hb.stats().clone();
         let span = info_span!("heartbeat", node = self.cfg.node_id);
         match self.heartbeat {
             HeartbeatExecutor::Dedicated => {
@@ -176,6 +177,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             table: table_rx,
             net,
             unknown,
+            hb_stats,
         })
     }
 }
@@ -469,6 +471,7 @@ pub struct Node<S: StateMachine> {
     table: watch::Receiver<Table<S>>,
     net: Net,
     unknown: Arc<AtomicU64>,
+    hb_stats: Arc<crate::metrics::HeartbeatStats>,
 }
 
 impl<S: StateMachine> Clone for Node<S> {
@@ -479,6 +482,7 @@ impl<S: StateMachine> Clone for Node<S> {
             table: self.table.clone(),
             net: self.net.clone(),
             unknown: self.unknown.clone(),
+            hb_stats: self.hb_stats.clone(),
         }
     }
 }
@@ -659,6 +663,7 @@ impl<S: StateMachine> Node<S> {
             groups,
             unknown_group_drops: self.unknown.load(Ordering::Relaxed),
             transport: self.net.metrics(),
+            heartbeat: self.hb_stats.snapshot(),
         }
     }
 

@@ -2,6 +2,13 @@
 //! executes its actions. It never awaits another actor while handling a message (DESIGN.md I3):
 //! every send is `try_send`, a `watch` update or a one-shot reply, and when a role changes it
 //! publishes a new epoch to its replicators and moves on (I4).
+//!
+//! It is quiescent when its group is idle (see [`crate::ticks`]): its tick timer is armed only
+//! while something has a tick-driven deadline (a leader transfer, a retry of an update the
+//! heartbeat actor could not take, a storage backlog, a contact report to flush); the ticks
+//! that elapse meanwhile are delivered before its next input. Its liveness (I6) is proven by
+//! stamping every wake-up into its `GroupStats`; when idle, the heartbeat actor's probes wake
+//! it (one wake-up per half `stall_timeout`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -13,18 +20,20 @@ use raft_core::{
 };
 use raft_net::{Lane, Transport};
 use tokio::sync::{oneshot, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::apply::{ApplyMsg, Waiter};
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::gather::Gather;
 use crate::heartbeat::{HbUpdate, HeartbeatHandle};
 use crate::metrics::{GroupMetrics, GroupStats};
-use crate::replicator::{ReplicateSignal, ReplicatorActor};
+use crate::replicator::{ReplicateSignal, ReplicatorActor, ToReplicator};
 use crate::state_machine::StateMachine;
 use crate::storage::{Persisted, StorageHandle, StorageRequest, WriteOp};
 use crate::tail::{Tail, TailView};
+use crate::ticks::Ticks;
 use crate::wire::WireMsg;
 
 /// Entries a partition keeps in memory for its replicators and apply actor (about).
@@ -76,6 +85,12 @@ pub(crate) enum Control {
     ElectionTimeout,
     /// The heartbeat actor saw no quorum contact within an election timeout.
     QuorumLost,
+    /// The heartbeat actor asks for proof of progress (I6): handling any message bumps
+    /// `GroupStats::partition_wakeups`, which is the answer.
+    Probe,
+    /// The heartbeat actor hears this peer node again after a silence of an election timeout:
+    /// its replicator retries what was probably lost at once.
+    PeerReachable(NodeId),
     /// The apply actor took a snapshot.
     SnapshotTaken(SnapshotMeta),
     /// Test hook (I6): stop processing anything for this long.
@@ -84,6 +99,16 @@ pub(crate) enum Control {
     Status(oneshot::Sender<GroupMetrics>),
     /// Stop the actor (I10: shutdown is a message).
     Shutdown,
+}
+
+/// What woke the partition actor.
+enum Event<S: StateMachine> {
+    Control(Control),
+    Persisted,
+    Applied,
+    Raft(Message),
+    Tick,
+    Client(ClientReq<S>),
 }
 
 /// Handle to a partition actor: only senders (STYLE.md "actors with a handle").
@@ -118,7 +143,7 @@ pub(crate) struct Wiring {
 /// The partition's two edges to one replicator.
 struct ReplicatorLink {
     /// Acknowledgements from the peer (bounded `replicator_queue`, `try_send`: drop and count).
-    acks: flume::Sender<Message>,
+    acks: flume::Sender<ToReplicator>,
     /// Log and commit changes (latest value).
     signal: crate::latest::LatestTx<ReplicateSignal>,
 }
@@ -154,8 +179,17 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     incoming_snapshot: Vec<u8>,
     /// The heartbeat actor must hear about a role/membership change it may have missed.
     hb_dirty: bool,
-    /// Highest term of a leader heard from on the data lane since the last tick.
+    /// Highest term of a leader heard from on the data lane and not yet reported to the
+    /// heartbeat actor.
     leader_contact: Option<Term>,
+    /// When contact was last reported: reports go out at most once per tick interval (hot
+    /// path), the rest on the next tick.
+    contact_reported: Option<Instant>,
+    /// The protocol clock (ticks keep their phase while the timer is off).
+    ticks: Ticks,
+    /// Most ticks delivered at once after an idle stretch: beyond two election timeouts every
+    /// tick-counted state of the core has run out anyway.
+    max_catch_up: u64,
     /// Registration with the heartbeat actor went through (retried on ticks until it does).
     hb_registered: bool,
     fatal: Option<String>,
@@ -227,6 +261,9 @@ impl<S: StateMachine> PartitionActor<S> {
             hb_dirty: true,
             hb_registered: registered,
             leader_contact: None,
+            contact_reported: None,
+            ticks: Ticks::new(cfg.tick_interval),
+            max_catch_up: u64::from(cfg.group_config().election_ticks) * 2 + 2,
             fatal: None,
             w,
         };
@@ -249,19 +286,52 @@ impl<S: StateMachine> PartitionActor<S> {
     }
 
     async fn run(mut self) {
-        let mut ticker = tokio::time::interval(self.w.cfg.tick_interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let wake = tokio::time::sleep_until(self.ticks.next());
+        tokio::pin!(wake);
+        let mut armed = false;
+        let mut gather = Gather::default();
         self.publish_role();
+        let mut accept_clients = self.can_accept_clients();
         loop {
-            let accept_clients = self.can_accept_clients();
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
                 ctrl = self.control_rx.recv_async() => match ctrl {
                     Ok(Control::Shutdown) | Err(_) => break,
-                    Ok(c) => self.handle_control(c).await,
+                    Ok(c) => Event::Control(c),
                 },
                 changed = self.persisted_rx.changed() => {
                     if changed.is_err() { break; }
+                    Event::Persisted
+                }
+                changed = self.applied_rx.changed() => {
+                    if changed.is_err() { break; }
+                    Event::Applied
+                }
+                msg = self.raft_rx.recv_async() => {
+                    let Ok(m) = msg else { break };
+                    Event::Raft(m)
+                }
+                _ = &mut wake, if armed => Event::Tick,
+                req = self.client_rx.recv_async(), if accept_clients => {
+                    let Ok(req) = req else { break };
+                    Event::Client(req)
+                }
+            };
+            // Proof of progress for the heartbeat actor (I6).
+            let now = Instant::now();
+            self.w.stats.record_wakeup(self.w.heartbeat.stamp(now));
+            if matches!(event, Event::Control(Control::Probe)) {
+                // Nothing to do but to have run; the core sees no input, so its ticks can
+                // wait for the next one.
+                continue;
+            }
+            // The ticks that elapsed while the timer was off, before the core sees the input.
+            for _ in 0..self.ticks.elapsed(now).min(self.max_catch_up) {
+                self.core.tick();
+            }
+            match event {
+                Event::Control(c) => self.handle_control(c).await,
+                Event::Persisted => {
                     let p = self.persisted_rx.borrow_and_update().clone();
                     if let Some(err) = p.error {
                         self.fatal(format!("storage failed: {err}"));
@@ -269,32 +339,53 @@ impl<S: StateMachine> PartitionActor<S> {
                         self.core.persisted(p.seq);
                     }
                 }
-                changed = self.applied_rx.changed() => {
-                    if changed.is_err() { break; }
+                Event::Applied => {
                     let applied = *self.applied_rx.borrow_and_update();
                     self.core.applied(applied);
                 }
-                msg = self.raft_rx.recv_async() => {
-                    let Ok(m) = msg else { break };
+                Event::Raft(m) => {
                     self.on_raft(m);
                     // Drain a batch of queued messages before acting on the results.
                     for _ in 0..256 {
-                        let Ok(m) = self.raft_rx.try_recv() else { break };
+                        let Ok(m) = self.raft_rx.try_recv() else {
+                            break;
+                        };
                         self.on_raft(m);
                     }
                 }
-                _ = ticker.tick() => self.on_tick(),
-                req = self.client_rx.recv_async(), if accept_clients => {
-                    let Ok(req) = req else { break };
-                    self.on_client_batch(req);
+                Event::Tick => self.on_tick(),
+                Event::Client(req) => {
+                    // Let the clients that are runnable now queue their requests first, so
+                    // they join this batch.
+                    if gather.should_yield(self.client_rx.is_empty()) {
+                        tokio::task::yield_now().await;
+                    }
+                    gather.taken(self.on_client_batch(req));
                 }
             }
             self.drive();
             if self.fatal.is_some() {
                 break;
             }
+            self.report_contact(now, false);
+            accept_clients = self.can_accept_clients();
+            armed = self.needs_tick(accept_clients);
+            if armed && wake.deadline() != self.ticks.next() {
+                wake.as_mut().reset(self.ticks.next());
+            }
         }
         self.stop();
+    }
+
+    /// True while something has a tick-driven deadline; otherwise the actor sleeps until an
+    /// input arrives (an idle group costs no wake-ups but the heartbeat actor's probes).
+    fn needs_tick(&self, accept_clients: bool) -> bool {
+        self.core.needs_ticks()
+            || !self.hb_registered
+            || self.hb_dirty
+            || self.leader_contact.is_some()
+            || !self.backlog.is_empty()
+            || !accept_clients
     }
 
     fn can_accept_clients(&self) -> bool {
@@ -307,9 +398,9 @@ impl<S: StateMachine> PartitionActor<S> {
                 .is_none_or(|c| c - self.apply_tx.len() > self.w.cfg.max_batch)
     }
 
+    /// The tick timer fired (it is armed only while `needs_tick`): retries what did not fit
+    /// earlier. The core's ticks were delivered already.
     fn on_tick(&mut self) {
-        self.core.tick();
-        self.w.stats.record_alive();
         if !self.hb_registered {
             self.hb_registered = self.w.heartbeat.register(
                 self.w.group,
@@ -318,12 +409,25 @@ impl<S: StateMachine> PartitionActor<S> {
             );
             self.hb_dirty = true;
         }
-        self.w.heartbeat.alive(self.w.group);
-        if let Some(term) = self.leader_contact.take() {
-            self.w.heartbeat.contact(self.w.group, term);
-        }
+        self.report_contact(Instant::now(), true);
         if self.hb_dirty {
             self.publish_role();
+        }
+    }
+
+    /// Reports data-lane contact with the leader to the heartbeat actor: at once if the last
+    /// report is a tick interval old (or `now_anyway`), else on the next tick.
+    fn report_contact(&mut self, now: Instant, now_anyway: bool) {
+        let Some(term) = self.leader_contact else {
+            return;
+        };
+        let due = now_anyway
+            || self
+                .contact_reported
+                .is_none_or(|t| now.duration_since(t) >= self.w.cfg.tick_interval);
+        if due && self.w.heartbeat.contact(self.w.group, term) {
+            self.leader_contact = None;
+            self.contact_reported = Some(now);
         }
     }
 
@@ -335,7 +439,11 @@ impl<S: StateMachine> PartitionActor<S> {
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
         ) {
             if let Some(link) = self.replicators.get(&m.from) {
-                if link.acks.try_send(m.clone()).is_err() {
+                if link
+                    .acks
+                    .try_send(ToReplicator::Response(m.clone()))
+                    .is_err()
+                {
                     self.w
                         .stats
                         .dropped_messages
@@ -351,17 +459,20 @@ impl<S: StateMachine> PartitionActor<S> {
             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
         ) && m.term >= self.core.term()
         {
-            // Reported to the heartbeat actor once per tick, not per message (hot path).
+            // Reported to the heartbeat actor at most once per tick interval (hot path).
             self.leader_contact = self.leader_contact.max(Some(m.term));
         }
         self.core.step(m);
     }
 
-    /// Takes one request and as many queued proposals as fit in a batch.
-    fn on_client_batch(&mut self, first: ClientReq<S>) {
+    /// Takes one request and as many queued proposals as fit in a batch; returns how many
+    /// requests it took.
+    fn on_client_batch(&mut self, first: ClientReq<S>) -> usize {
+        let mut taken = 0;
         let mut proposals: Vec<(Vec<u8>, Reply<S::Response>)> = Vec::new();
         let mut next = Some(first);
         while let Some(req) = next.take() {
+            taken += 1;
             match req {
                 ClientReq::Propose { payload, reply } => proposals.push((payload, reply)),
                 other => {
@@ -374,6 +485,7 @@ impl<S: StateMachine> PartitionActor<S> {
             }
         }
         self.flush_proposals(proposals);
+        taken
     }
 
     fn flush_proposals(&mut self, proposals: Vec<(Vec<u8>, Reply<S::Response>)>) {
@@ -478,6 +590,12 @@ impl<S: StateMachine> PartitionActor<S> {
                 self.core.election_timeout();
             }
             Control::QuorumLost => self.core.quorum_lost(),
+            Control::Probe => {} // answered by the loop (it never gets here)
+            Control::PeerReachable(peer) => {
+                if let Some(link) = self.replicators.get(&peer) {
+                    let _ = link.acks.try_send(ToReplicator::PeerReachable);
+                }
+            }
             Control::SnapshotTaken(meta) => {
                 if let Err(e) = self.core.snapshot_taken(meta) {
                     warn!(group = self.w.group, error = %e, "snapshot not used");
@@ -800,52 +918,9 @@ impl<S: StateMachine> PartitionActor<S> {
             client_queue: self.client_rx.len(),
             raft_queue: self.raft_rx.len(),
             control_queue: self.control_rx.len(),
-            stalled: self
-                .w
-                .stats
-                .stalled
-                .load(std::sync::atomic::Ordering::Relaxed),
-            elections_started: self
-                .w
-                .stats
-                .elections_started
-                .load(std::sync::atomic::Ordering::Relaxed),
-            leader_terms: self
-                .w
-                .stats
-                .leader_terms
-                .load(std::sync::atomic::Ordering::Relaxed),
-            replicator_wakeups: self
-                .w
-                .stats
-                .replicator_wakeups
-                .load(std::sync::atomic::Ordering::Relaxed),
-            replicate_signals: self
-                .w
-                .stats
-                .replicate_signals
-                .load(std::sync::atomic::Ordering::Relaxed),
-            dropped_messages: self
-                .w
-                .stats
-                .dropped_messages
-                .load(std::sync::atomic::Ordering::Relaxed),
-            snapshots_sent: self
-                .w
-                .stats
-                .snapshots_sent
-                .load(std::sync::atomic::Ordering::Relaxed),
-            snapshots_installed: self
-                .w
-                .stats
-                .snapshots_installed
-                .load(std::sync::atomic::Ordering::Relaxed),
-            snapshots_taken: self
-                .w
-                .stats
-                .snapshots_taken
-                .load(std::sync::atomic::Ordering::Relaxed),
             responsive: true,
+            // Counters: the same as a non-responsive group's.
+            ..GroupMetrics::from_stats(self.w.group, &self.w.stats)
         }
     }
 

@@ -8,17 +8,21 @@
 //! streams snapshots in chunks (one chunk in flight), and reports progress to the partition
 //! tagged with its epoch. It ends when the signal's term changes or the partition drops its
 //! queue (I4: role changes never wait for it).
+//!
+//! Its retransmission tick is armed only while something waits on it (an unanswered probe,
+//! window or snapshot, an unreported ack, a read to retry): a replicator of an idle group
+//! sleeps until the next log change (see [`crate::ticks`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use raft_core::{
-    Entry, GroupId, Index, Message, MessageBody, NodeId, Plan, ReplicatorCore, SnapshotMeta,
-    SnapshotStatus, Term,
+    Entry, GroupId, Index, Message, MessageBody, NodeId, Plan, ReplState, ReplicatorCore,
+    SnapshotMeta, SnapshotStatus, Term,
 };
 use raft_net::Lane;
 use tokio::sync::oneshot;
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::latest::LatestRx;
@@ -26,6 +30,7 @@ use crate::metrics::GroupStats;
 use crate::partition::{Control, Net, Wiring};
 use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
 use crate::tail::TailView;
+use crate::ticks::Ticks;
 use crate::wire::WireMsg;
 
 /// What the partition publishes to its replicators: the leader's log bounds and commit index,
@@ -51,6 +56,15 @@ impl PartialEq for ReplicateSignal {
                 other.commit,
             )
     }
+}
+
+/// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
+/// and counted when full).
+pub(crate) enum ToReplicator {
+    /// An answer from the peer (AppendResponse, SnapshotResponse).
+    Response(Message),
+    /// The heartbeat actor hears the peer again after a silence: retry what waits for it now.
+    PeerReachable,
 }
 
 /// Bytes per snapshot chunk: below raft-net's large-frame threshold would starve nothing, but
@@ -95,7 +109,7 @@ pub(crate) struct ReplicatorActor {
     epoch: Term,
     core: ReplicatorCore,
     view: ReplicateSignal,
-    responses: flume::Receiver<Message>,
+    responses: flume::Receiver<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
     control: flume::Sender<Control>,
     storage: StorageHandle,
@@ -107,6 +121,8 @@ pub(crate) struct ReplicatorActor {
     outgoing: Option<Outgoing>,
     /// A read failed: plan nothing until the next tick or signal (no hot retry loop).
     hold: bool,
+    /// The storage queue was full when a read was due: plan again on the next tick.
+    retry: bool,
 }
 
 impl ReplicatorActor {
@@ -115,7 +131,7 @@ impl ReplicatorActor {
         peer: NodeId,
         epoch: Term,
         last_index: Index,
-        responses: flume::Receiver<Message>,
+        responses: flume::Receiver<ToReplicator>,
         signal: LatestRx<ReplicateSignal>,
         control: flume::Sender<Control>,
     ) -> Self {
@@ -141,12 +157,14 @@ impl ReplicatorActor {
             unreported: None,
             outgoing: None,
             hold: false,
+            retry: false,
         }
     }
 
     pub(crate) async fn run(mut self) {
-        let mut ticker = tokio::time::interval(self.tick);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticks = Ticks::new(self.tick);
+        let wake = tokio::time::sleep_until(ticks.next());
+        tokio::pin!(wake);
         let mut pending: Option<Pending> = None;
         loop {
             // Bounded: after a burst of sends, take events (acks, signals) before sending more.
@@ -156,6 +174,13 @@ impl ReplicatorActor {
                     Planned::Sent => burst += 1,
                     Planned::Read(p) => pending = Some(p),
                     Planned::Nothing => break,
+                }
+            }
+            let armed = self.needs_tick();
+            if armed {
+                ticks.elapsed(Instant::now());
+                if wake.deadline() != ticks.next() {
+                    wake.as_mut().reset(ticks.next());
                 }
             }
             tokio::select! {
@@ -169,20 +194,23 @@ impl ReplicatorActor {
                     self.view = s;
                     self.hold = false;
                 }
-                msg = self.responses.recv_async() => {
-                    let Ok(m) = msg else { break };
-                    self.on_response(m);
-                }
+                msg = self.responses.recv_async() => match msg {
+                    Ok(ToReplicator::Response(m)) => self.on_response(m),
+                    Ok(ToReplicator::PeerReachable) => self.on_peer_reachable(),
+                    Err(_) => break,
+                },
                 read = wait(&mut pending) => {
                     let p = pending.take();
                     self.on_read(p, read);
                 }
-                _ = ticker.tick() => {
+                _ = &mut wake, if armed => {
                     self.hold = false;
+                    self.retry = false;
                     self.core.tick();
                     self.report(None);
                 }
             }
+            self.stats.replicator_loops.fetch_add(1, Ordering::Relaxed);
         }
         debug!(
             group = self.group,
@@ -192,8 +220,15 @@ impl ReplicatorActor {
         );
     }
 
+    /// True while a tick has something to do: retransmission timers of the core, an ack to
+    /// report, a read to retry.
+    fn needs_tick(&self) -> bool {
+        self.core.needs_ticks() || self.unreported.is_some() || self.hold || self.retry
+    }
+
     /// Sends what the core wants to send next from the log's tail, or asks storage for it.
     fn plan(&mut self) -> Planned {
+        self.retry = false;
         let v = &self.view;
         let Some(plan) = self.core.next_plan(v.first_index, v.last_index, v.commit) else {
             return Planned::Nothing;
@@ -215,24 +250,27 @@ impl ReplicatorActor {
                     reply,
                 };
                 // A full storage queue: try again on the next tick.
-                match self.storage.try_send(req) {
-                    Ok(()) => Planned::Read(Pending::Append {
-                        prev_index,
-                        commit: v.commit,
-                        rx,
-                    }),
-                    Err(_) => Planned::Nothing,
+                if self.storage.try_send(req).is_err() {
+                    self.retry = true;
+                    return Planned::Nothing;
                 }
+                Planned::Read(Pending::Append {
+                    prev_index,
+                    commit: v.commit,
+                    rx,
+                })
             }
             Plan::Snapshot => {
                 let (reply, rx) = oneshot::channel();
-                match self.storage.try_send(StorageRequest::ReadSnapshot {
+                let req = StorageRequest::ReadSnapshot {
                     group: self.group,
                     reply,
-                }) {
-                    Ok(()) => Planned::Read(Pending::Snapshot { rx }),
-                    Err(_) => Planned::Nothing,
+                };
+                if self.storage.try_send(req).is_err() {
+                    self.retry = true;
+                    return Planned::Nothing;
                 }
+                Planned::Read(Pending::Snapshot { rx })
             }
         }
     }
@@ -320,6 +358,21 @@ impl ReplicatorActor {
             .is_err()
         {
             self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_peer_reachable(&mut self) {
+        let sending_snapshot = matches!(self.core.state(), ReplState::Snapshot { .. });
+        if self.core.peer_reachable() {
+            debug!(
+                group = self.group,
+                peer = self.peer,
+                "peer reachable again; retrying now"
+            );
+            if sending_snapshot {
+                self.outgoing = None;
+            }
+            self.hold = false;
         }
     }
 

@@ -341,6 +341,47 @@ impl ReplicatorCore {
         out
     }
 
+    /// True while a tick can change something: a probe, a pipelined window or a snapshot is
+    /// waiting for an answer (the retransmission timers below). Otherwise `tick` does nothing,
+    /// so a runtime may stop ticking an idle replicator; every wait starts its count afresh.
+    pub fn needs_ticks(&self) -> bool {
+        match self.state {
+            ReplState::Probe => self.probe_sent,
+            ReplState::Replicate => !self.inflight.is_empty(),
+            ReplState::Snapshot { .. } => true,
+        }
+    }
+
+    /// The peer is reachable again after a silence (the runtime's failure detector says so):
+    /// whatever is still waiting for an answer was most likely lost on the way, so it is
+    /// retried now instead of after its timeout — a probe is re-sent, an unanswered window or
+    /// snapshot falls back to probing from the match index. Returns true if there may be
+    /// something to send now. Nothing changes when nothing waits.
+    pub fn peer_reachable(&mut self) -> bool {
+        match self.state {
+            ReplState::Probe if self.probe_sent => {
+                self.probe_sent = false;
+                self.idle_ticks = 0;
+                true
+            }
+            ReplState::Replicate if !self.inflight.is_empty() => {
+                self.next = self.matched + 1;
+                self.become_probe();
+                true
+            }
+            ReplState::Snapshot { .. } => {
+                debug!(
+                    peer = self.peer,
+                    "peer reachable again; restarting from a probe"
+                );
+                self.next = self.matched + 1;
+                self.become_probe();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// One tick: re-probe after silence, and fall back to probing when a pipelined window went
     /// unanswered (messages were lost). Returns true if there may be something to send now.
     pub fn tick(&mut self) -> bool {

@@ -564,6 +564,53 @@ fn with_external_timers_tick_never_starts_an_election() {
     assert_eq!(sent(&actions).len(), 2, "{actions:?}");
 }
 
+#[test]
+fn with_external_timers_only_a_transfer_needs_ticks_and_deferred_ticks_age_the_lease() {
+    // Claim: with `external_timers` a core needs ticks only while a leader transfer is under way;
+    // otherwise the runtime may skip them and deliver the elapsed ticks in a burst before the
+    // next input, with the same outcome as ticking on time (the follower's lease expires).
+    let external = |id| Config {
+        external_timers: true,
+        ..config(id)
+    };
+    let et = external(1).election_ticks;
+    let mut follower = fresh(external(2), &[1, 2, 3]);
+    assert!(!follower.needs_ticks());
+    follower.step(heartbeat(1, 2, 1));
+    settle(&mut follower);
+    assert!(
+        !follower.needs_ticks(),
+        "a follower has no tick-driven deadline"
+    );
+    let actions = step(&mut follower, vote_request(3, 2, 2, (0, 0), false));
+    assert!(actions.is_empty(), "inside the lease: {actions:?}");
+    // An idle stretch of an election timeout, delivered at once before the next message.
+    for _ in 0..et {
+        follower.tick();
+    }
+    let replies = respond(&mut follower, vote_request(3, 2, 2, (0, 0), false));
+    assert_eq!(vote_answers(&replies), vec![(true, 2)], "the lease expired");
+
+    let mut leader = leader_of_three(external(1));
+    leader.take_actions();
+    assert!(
+        !leader.needs_ticks(),
+        "an idle leader has no tick-driven deadline"
+    );
+    assert_eq!(leader.transfer_leader(3), Ok(()));
+    assert!(
+        leader.needs_ticks(),
+        "the transfer deadline is counted in ticks"
+    );
+    for _ in 0..et {
+        leader.tick();
+    }
+    assert!(!leader.needs_ticks(), "the transfer timed out");
+    assert!(leader.propose(vec![b"x".to_vec()]).is_ok());
+    // Internal timers: every tick matters.
+    assert!(fresh(config(1), &[1, 2, 3]).needs_ticks());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Leader transfer (Raft thesis, 3.10).
 // ---------------------------------------------------------------------------------------------
@@ -1588,6 +1635,57 @@ fn a_replicator_starts_probing_with_one_message_at_a_time() {
     assert!(r.tick(), "probe_ticks passed: probe again");
     assert_eq!(
         r.next_plan(1, 14, 0),
+        Some(Plan::Append {
+            prev_index: 10,
+            from: 11,
+            to: 12
+        })
+    );
+}
+
+#[test]
+fn a_replicator_needs_ticks_only_while_something_is_unanswered() {
+    // Claim: ticks drive only retransmission, so a replicator with nothing outstanding needs
+    // none (an idle group's replicators can sleep); a probe, a pipelined window or a snapshot
+    // in flight does.
+    let cfg = repl_cfg();
+    let mut r = ReplicatorCore::new(&cfg, 2, 1, 10);
+    assert!(!r.needs_ticks(), "nothing sent yet");
+    r.sent(10, 10, 0, 0);
+    assert!(r.needs_ticks(), "the probe waits for an answer");
+    r.on_append_response(1, &success(10));
+    assert_eq!(r.state(), ReplState::Replicate);
+    assert!(!r.needs_ticks(), "in sync and idle");
+    assert!(!r.tick());
+    let plan = r.next_plan(1, 12, 0).unwrap();
+    send_plan(&mut r, plan, 0);
+    assert!(r.needs_ticks(), "a window in flight");
+    r.on_append_response(1, &success(12));
+    assert!(!r.needs_ticks());
+    r.snapshot_sent(20);
+    assert!(r.needs_ticks(), "a snapshot in flight");
+}
+
+#[test]
+fn a_reachable_peer_gets_what_waits_for_it_at_once() {
+    // Claim: when the runtime learns the peer is reachable again after a silence, a probe or
+    // snapshot that was probably lost is retried at once rather than after its timeout (a
+    // snapshot's is 20 probe periods).
+    let cfg = repl_cfg();
+    let mut r = ReplicatorCore::new(&cfg, 2, 1, 10);
+    assert!(!r.peer_reachable(), "nothing waits");
+    r.sent(10, 10, 0, 0);
+    assert_eq!(r.next_plan(1, 10, 0), None, "the probe waits");
+    assert!(r.peer_reachable());
+    assert!(r.next_plan(1, 10, 0).is_some(), "probe again now");
+
+    let mut r = replicating(&cfg, 10);
+    r.snapshot_sent(20);
+    assert_eq!(r.next_plan(1, 30, 0), None, "the snapshot waits");
+    assert!(r.peer_reachable());
+    assert_eq!(r.state(), ReplState::Probe);
+    assert_eq!(
+        r.next_plan(1, 30, 0),
         Some(Plan::Append {
             prev_index: 10,
             from: 11,

@@ -87,3 +87,17 @@ impl FrameReader {
         }
     }
 }
+
+/// Lets every task that is ready right now run before a writer takes its batch, when its
+/// queue holds only the item it just took.
+///
+/// tokio runs a task woken by the running task next (its "LIFO slot"), so a writer woken by
+/// the first of many ready producers would otherwise write that one frame alone, and the
+/// next, and so on: one syscall per frame under load. Yielding once puts the writer behind
+/// the producers already runnable; their frames then go out in one write. With nothing else
+/// runnable the yield costs one trip through the scheduler.
+pub(crate) async fn gather<T>(queue: &flume::Receiver<T>) {
+    if queue.is_empty() {
+        tokio::task::yield_now().await;
+    }
+}

@@ -22,6 +22,22 @@ impl PartitionCore {
         }
     }
 
+    /// True if a `tick()` can make something happen on its own — an action, or the end of a
+    /// wait — before any other input arrives. While it is false a runtime may skip ticks (an idle
+    /// group then costs no timer wake-ups), provided it delivers every elapsed tick before the
+    /// core's next input: the ticks that only age state (the follower's leader lease) must have
+    /// happened by the time that state is consulted.
+    ///
+    /// With internal timers the core always needs its ticks (elections and heartbeats are
+    /// tick-driven). With [`Config::external_timers`](crate::Config::external_timers) only a
+    /// leader transfer under way has a tick-driven deadline.
+    pub fn needs_ticks(&self) -> bool {
+        if !self.cfg.external_timers {
+            return true;
+        }
+        self.lead.as_ref().is_some_and(|l| l.transfer.is_some())
+    }
+
     /// The election timer fired (called by `tick`, or directly by a runtime that keeps its own
     /// timers). A voter that is not the leader starts a (pre-)election; others do nothing.
     pub fn election_timeout(&mut self) {

@@ -24,7 +24,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
 use super::{HEADER_LEN_WITH_ID, RpcClientConfig, put_frame, split_frame};
-use crate::conn::{ConnError, FrameReader};
+use crate::conn::{ConnError, FrameReader, gather};
 use crate::error::RpcError;
 use crate::frame::{FrameKind, decode_exact};
 
@@ -224,6 +224,7 @@ async fn write_loop(
         };
         // Err: every client handle is gone.
         let Ok(mut call) = first else { return };
+        gather(&calls).await;
         let mut batch = Vec::new();
         buf.clear();
         loop {

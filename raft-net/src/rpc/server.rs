@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
 use super::{RpcServerConfig, encode_rpc, split_frame};
-use crate::conn::{ConnError, FrameReader};
+use crate::conn::{ConnError, FrameReader, gather};
 use crate::error::NetError;
 use crate::frame::{FrameKind, decode_exact};
 use crate::metrics::bump;
@@ -356,6 +356,7 @@ async fn write_loop(
         };
         // Err: the reader ended at EOF and every handler has answered.
         let Ok(mut item) = first else { return };
+        gather(&out).await;
         loop {
             match item {
                 Out::Frame(bytes, slot) => {

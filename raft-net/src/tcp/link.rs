@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::conn::BoxStream;
+use crate::conn::{BoxStream, gather};
 use crate::error::HandshakeError;
 use crate::handshake::{self, Hello};
 use crate::metrics::{LaneCounters, PeerCounters, bump};
@@ -203,6 +203,7 @@ impl Link {
                 },
             }
             // Coalesce: every queued small frame up to the batch limit, then one large frame.
+            gather(&self.small).await;
             while batch.len() < batch_limit {
                 match self.small.try_recv() {
                     Ok(frame) => {
