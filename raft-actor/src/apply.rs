@@ -24,6 +24,7 @@ use crate::metrics::GroupStats;
 use crate::partition::{Control, Reply};
 use crate::state_machine::{RequestId, StateMachine};
 use crate::storage::{StorageHandle, StorageRequest, WriteOp};
+use crate::tail::TailView;
 
 /// A log entry's command bytes: the postcard encoding of the optional session id, followed
 /// directly by the postcard encoding of the command (one allocation to encode, none to split).
@@ -43,6 +44,16 @@ impl Proposal {
     pub(crate) fn split(bytes: &[u8]) -> Result<(Option<RequestId>, &[u8]), postcard::Error> {
         postcard::take_from_bytes::<Option<RequestId>>(bytes)
     }
+}
+
+/// Where the next entries to apply come from.
+enum Next {
+    /// Held in memory: apply now.
+    Ready(Vec<Entry>),
+    /// Asked from storage.
+    Read(oneshot::Receiver<ReadReply>),
+    /// Nothing to apply (or storage is busy: the next commit change retries).
+    Nothing,
 }
 
 /// A proposal waiting for its entry to apply.
@@ -94,7 +105,7 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     waiters: BTreeMap<Index, Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
     rx: flume::Receiver<ApplyMsg<S>>,
-    commit_rx: watch::Receiver<Index>,
+    commit_rx: watch::Receiver<(Index, TailView)>,
     applied_tx: watch::Sender<Index>,
     control: flume::Sender<Control>,
     storage: StorageHandle,
@@ -111,7 +122,7 @@ impl<S: StateMachine> ApplyActor<S> {
         from: SnapshotMeta,
         snapshot: Option<Vec<u8>>,
         rx: flume::Receiver<ApplyMsg<S>>,
-        commit_rx: watch::Receiver<Index>,
+        commit_rx: watch::Receiver<(Index, TailView)>,
         applied_tx: watch::Sender<Index>,
         control: flume::Sender<Control>,
         storage: StorageHandle,
@@ -142,9 +153,28 @@ impl<S: StateMachine> ApplyActor<S> {
 
     pub(crate) async fn run(mut self) {
         let mut pending: Option<oneshot::Receiver<ReadReply>> = None;
-        loop {
-            if pending.is_none() {
-                pending = self.request_entries();
+        'run: loop {
+            while pending.is_none() {
+                match self.request_entries() {
+                    Next::Ready(entries) => {
+                        // Register every waiter sent before this commit index was published.
+                        while let Ok(m) = self.rx.try_recv() {
+                            if matches!(m, ApplyMsg::Shutdown) {
+                                break 'run;
+                            }
+                            self.on_msg(m);
+                        }
+                        let before = self.applied;
+                        self.apply_entries(entries);
+                        if self.applied == before {
+                            // Nothing applied (cannot happen with a consistent view): never
+                            // spin; the next commit change tries again.
+                            break;
+                        }
+                    }
+                    Next::Read(rx) => pending = Some(rx),
+                    Next::Nothing => break,
+                }
             }
             tokio::select! {
                 biased;
@@ -180,13 +210,21 @@ impl<S: StateMachine> ApplyActor<S> {
         }
     }
 
-    fn request_entries(&mut self) -> Option<oneshot::Receiver<ReadReply>> {
-        let commit = *self.commit_rx.borrow_and_update();
+    /// The next committed entries to apply: from the log's in-memory tail when it holds them,
+    /// else a read from storage.
+    fn request_entries(&mut self) -> Next {
+        let (commit, tail) = {
+            let c = self.commit_rx.borrow_and_update();
+            (c.0, c.1.clone())
+        };
         if commit <= self.applied {
-            return None;
+            return Next::Nothing;
         }
         let from = self.applied + 1;
         let to = commit.min(self.applied + READ_BATCH);
+        if let Some(entries) = tail.range(from, to) {
+            return Next::Ready(entries);
+        }
         let (reply, rx) = oneshot::channel();
         let req = StorageRequest::Read {
             group: self.group,
@@ -195,8 +233,10 @@ impl<S: StateMachine> ApplyActor<S> {
             max_bytes: READ_BYTES,
             reply,
         };
-        self.storage.try_send(req).ok()?;
-        Some(rx)
+        match self.storage.try_send(req) {
+            Ok(()) => Next::Read(rx),
+            Err(_) => Next::Nothing,
+        }
     }
 
     fn on_msg(&mut self, m: ApplyMsg<S>) {

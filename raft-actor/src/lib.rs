@@ -72,6 +72,7 @@ mod latest;
 pub(crate) mod partition;
 mod replicator;
 mod storage;
+mod tail;
 mod ticks;
 
 pub use config::NodeConfig;

@@ -32,8 +32,12 @@ use crate::metrics::{GroupMetrics, GroupStats};
 use crate::replicator::{ReplicateSignal, ReplicatorActor, ToReplicator};
 use crate::state_machine::StateMachine;
 use crate::storage::{Persisted, StorageHandle, StorageRequest, WriteOp};
+use crate::tail::{Tail, TailView};
 use crate::ticks::Ticks;
 use crate::wire::WireMsg;
+
+/// Entries a partition keeps in memory for its replicators and apply actor (about).
+const TAIL_ENTRIES: usize = 8192;
 
 /// The transport type every actor uses.
 pub(crate) type Net = Arc<dyn Transport<WireMsg>>;
@@ -160,7 +164,9 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     persisted_rx: watch::Receiver<Persisted>,
     applied_rx: watch::Receiver<Index>,
     apply_tx: flume::Sender<ApplyMsg<S>>,
-    commit_tx: watch::Sender<Index>,
+    commit_tx: watch::Sender<(Index, TailView)>,
+    /// Recent entries, shared read-only with replicators and the apply actor.
+    tail: Tail,
     /// The last log/commit signal published to replicators.
     last_signal: ReplicateSignal,
     /// Replicators of the current leadership epoch.
@@ -208,7 +214,7 @@ impl<S: StateMachine> PartitionActor<S> {
         let (control_tx, control_rx) = flume::bounded(cfg.control_queue);
         let (persisted_tx, persisted_rx) = watch::channel(Persisted::default());
         let (applied_tx, applied_rx) = watch::channel(apply_from.index);
-        let (commit_tx, commit_rx) = watch::channel(apply_from.index);
+        let (commit_tx, commit_rx) = watch::channel((apply_from.index, TailView::default()));
         // Apply queue: room for one waiter per queued client request, plus control traffic.
         let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
         w.storage
@@ -245,6 +251,7 @@ impl<S: StateMachine> PartitionActor<S> {
             applied_rx,
             apply_tx,
             commit_tx,
+            tail: Tail::new(TAIL_ENTRIES),
             last_signal: ReplicateSignal::default(),
             replicators: BTreeMap::new(),
             backlog: VecDeque::new(),
@@ -637,14 +644,19 @@ impl<S: StateMachine> PartitionActor<S> {
                 seq,
                 truncate_from,
                 entries,
-            } => self.store(StorageRequest::Write {
-                group,
-                seq,
-                op: WriteOp::Entries {
-                    truncate_from,
-                    entries,
-                },
-            }),
+            } => {
+                let core = &self.core;
+                self.tail
+                    .append(truncate_from, &entries, |i| core.log().term(i));
+                self.store(StorageRequest::Write {
+                    group,
+                    seq,
+                    op: WriteOp::Entries {
+                        truncate_from,
+                        entries,
+                    },
+                })
+            }
             Action::Send(m) => {
                 let to = m.to;
                 if self
@@ -670,10 +682,11 @@ impl<S: StateMachine> PartitionActor<S> {
                     first_index,
                     last_index,
                     commit,
+                    tail: self.tail.view(),
                 });
             }
             Action::Apply { index } => {
-                self.commit_tx.send_replace(index);
+                self.commit_tx.send_replace((index, self.tail.view()));
             }
             Action::ReadReady { ctx, index } => {
                 if let Some(r) = self.reads.remove(&ctx) {
@@ -711,6 +724,9 @@ impl<S: StateMachine> PartitionActor<S> {
                 meta,
                 discard_log,
             } => {
+                if discard_log {
+                    self.tail.clear();
+                }
                 let data = std::mem::take(&mut self.incoming_snapshot);
                 let restore = ApplyMsg::Restore {
                     meta: meta.clone(),
@@ -832,6 +848,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 first_index: self.core.log().first_index(),
                 last_index: last,
                 commit: self.core.commit_index(),
+                tail: self.tail.view(),
             };
             // A new replicator starts from the current bounds.
             signal_tx.send(s);
@@ -848,6 +865,7 @@ impl<S: StateMachine> PartitionActor<S> {
             first_index: self.core.log().first_index(),
             last_index: last,
             commit: self.core.commit_index(),
+            tail: self.tail.view(),
         };
         self.publish_signal(s);
     }
@@ -857,13 +875,13 @@ impl<S: StateMachine> PartitionActor<S> {
         if self.last_signal == s {
             return;
         }
-        self.last_signal = s;
+        self.last_signal = s.clone();
         self.w
             .stats
             .replicate_signals
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for link in self.replicators.values() {
-            link.signal.send(s);
+            link.signal.send(s.clone());
         }
     }
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use raft_core::{
-    GroupId, Index, Message, MessageBody, NodeId, Plan, ReplState, ReplicatorCore, SnapshotMeta,
-    SnapshotStatus, Term,
+    Entry, GroupId, Index, Message, MessageBody, NodeId, Plan, ReplState, ReplicatorCore,
+    SnapshotMeta, SnapshotStatus, Term,
 };
 use raft_net::Lane;
 use tokio::sync::oneshot;
@@ -29,16 +29,33 @@ use crate::latest::LatestRx;
 use crate::metrics::GroupStats;
 use crate::partition::{Control, Net, Wiring};
 use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
+use crate::tail::TailView;
 use crate::ticks::Ticks;
 use crate::wire::WireMsg;
 
-/// What the partition publishes to its replicators: the leader's log bounds and commit index.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the partition publishes to its replicators: the leader's log bounds and commit index,
+/// and the log's in-memory tail (so fresh entries are sent without a storage read).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ReplicateSignal {
     pub(crate) term: Term,
     pub(crate) first_index: Index,
     pub(crate) last_index: Index,
     pub(crate) commit: Index,
+    pub(crate) tail: TailView,
+}
+
+/// Two signals are the same change when their bounds are: a leader's tail only changes when
+/// its last index does.
+impl PartialEq for ReplicateSignal {
+    fn eq(&self, other: &Self) -> bool {
+        (self.term, self.first_index, self.last_index, self.commit)
+            == (
+                other.term,
+                other.first_index,
+                other.last_index,
+                other.commit,
+            )
+    }
 }
 
 /// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
@@ -53,6 +70,19 @@ pub(crate) enum ToReplicator {
 /// Bytes per snapshot chunk: below raft-net's large-frame threshold would starve nothing, but
 /// chunks are large frames on purpose so the transport schedules them behind small ones.
 const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Most AppendEntries sent from the tail before the replicator looks at its inputs again.
+const MAX_BURST: usize = 64;
+
+/// What planning did.
+enum Planned {
+    /// Sent from the tail; plan again.
+    Sent,
+    /// Waiting for storage.
+    Read(Pending),
+    /// Nothing to send now (window full, up to date, or storage busy).
+    Nothing,
+}
 
 /// An outstanding storage read.
 enum Pending {
@@ -137,8 +167,14 @@ impl ReplicatorActor {
         tokio::pin!(wake);
         let mut pending: Option<Pending> = None;
         loop {
-            if pending.is_none() && !self.hold {
-                pending = self.plan();
+            // Bounded: after a burst of sends, take events (acks, signals) before sending more.
+            let mut burst = 0;
+            while pending.is_none() && !self.hold && burst < MAX_BURST {
+                match self.plan() {
+                    Planned::Sent => burst += 1,
+                    Planned::Read(p) => pending = Some(p),
+                    Planned::Nothing => break,
+                }
             }
             let armed = self.needs_tick();
             if armed {
@@ -190,12 +226,21 @@ impl ReplicatorActor {
         self.core.needs_ticks() || self.unreported.is_some() || self.hold || self.retry
     }
 
-    /// Asks storage for what the core wants to send next.
-    fn plan(&mut self) -> Option<Pending> {
+    /// Sends what the core wants to send next from the log's tail, or asks storage for it.
+    fn plan(&mut self) -> Planned {
         self.retry = false;
-        let v = self.view;
-        match self.core.next_plan(v.first_index, v.last_index, v.commit)? {
+        let v = &self.view;
+        let Some(plan) = self.core.next_plan(v.first_index, v.last_index, v.commit) else {
+            return Planned::Nothing;
+        };
+        match plan {
             Plan::Append { prev_index, to, .. } => {
+                if let Some((prev_term, entries)) = v.tail.read(prev_index, to, self.max_msg_bytes)
+                {
+                    let commit = v.commit;
+                    self.send_append(prev_index, prev_term, entries, commit);
+                    return Planned::Sent;
+                }
                 let (reply, rx) = oneshot::channel();
                 let req = StorageRequest::ReadForAppend {
                     group: self.group,
@@ -207,9 +252,9 @@ impl ReplicatorActor {
                 // A full storage queue: try again on the next tick.
                 if self.storage.try_send(req).is_err() {
                     self.retry = true;
-                    return None;
+                    return Planned::Nothing;
                 }
-                Some(Pending::Append {
+                Planned::Read(Pending::Append {
                     prev_index,
                     commit: v.commit,
                     rx,
@@ -223,11 +268,30 @@ impl ReplicatorActor {
                 };
                 if self.storage.try_send(req).is_err() {
                     self.retry = true;
-                    return None;
+                    return Planned::Nothing;
                 }
-                Some(Pending::Snapshot { rx })
+                Planned::Read(Pending::Snapshot { rx })
             }
         }
+    }
+
+    fn send_append(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) {
+        let bytes: u64 = entries.iter().map(|e| e.size_hint()).sum();
+        let last_sent = prev_index + entries.len() as Index;
+        let body = MessageBody::AppendEntries {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        };
+        self.send(body);
+        self.core.sent(prev_index, last_sent, bytes, commit);
     }
 
     fn on_read(&mut self, pending: Option<Pending>, read: ReadResult) {
@@ -237,18 +301,7 @@ impl ReplicatorActor {
                     prev_index, commit, ..
                 }),
                 ReadResult::Append(Ok((prev_term, entries))),
-            ) => {
-                let bytes: u64 = entries.iter().map(|e| e.size_hint()).sum();
-                let last_sent = prev_index + entries.len() as Index;
-                let body = MessageBody::AppendEntries {
-                    prev_index,
-                    prev_term,
-                    entries,
-                    commit,
-                };
-                self.send(body);
-                self.core.sent(prev_index, last_sent, bytes, commit);
-            }
+            ) => self.send_append(prev_index, prev_term, entries, commit),
             (_, ReadResult::Append(Err(e))) => {
                 // Compacted meanwhile, or the group is going away: plan again from the new view.
                 debug!(group = self.group, peer = self.peer, error = %e, "read for append failed");

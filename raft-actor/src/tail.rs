@@ -1,0 +1,294 @@
+//! The recent tail of a group's log, kept in memory by its partition actor and shared
+//! read-only with its replicators and its apply actor.
+//!
+//! Without it, every AppendEntries a replicator sends and every batch the apply actor applies
+//! starts with a read request to the storage actor: a queue hop and a copy per entry, on the
+//! hot path of every write. With it, fresh entries go out and get applied straight from
+//! memory; storage is read only for entries older than the tail (a lagging follower, a
+//! restart).
+//!
+//! Sharing is by immutable snapshots ([`TailView`]): the partition builds a new view when its
+//! log changes and publishes it with the replicator signal and the commit index. A view is
+//! never modified, so no reader can see a half-made change (DESIGN.md I1: no shared mutable
+//! state). Entry payloads are reference-counted, so a view costs a few pointer copies.
+//!
+//! Correctness: a view only holds entries of this node's log as it was when the view was
+//! built. Entries up to the commit index published with it are committed and never change
+//! (Log Matching), and a leader never overwrites its own entries, so every reader sees the
+//! same bytes storage holds.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+use raft_core::{Entry, Index, Term};
+
+/// Most chunks a read walks back through before it asks storage instead.
+const MAX_HOPS: usize = 64;
+
+/// One appended batch. Chunks link to their predecessor weakly: only the partition's [`Tail`]
+/// keeps old chunks alive, so memory stays bounded however long a view is held, and a reader
+/// that reaches a dropped chunk falls back to storage.
+#[derive(Debug)]
+struct Chunk {
+    /// Term of the entry before the first one here (0 at the start of the log).
+    prev_term: Term,
+    /// Consecutive entries, at least one.
+    entries: Vec<Entry>,
+    prev: Weak<Chunk>,
+}
+
+impl Chunk {
+    fn first(&self) -> Index {
+        self.entries.first().map_or(0, |e| e.index)
+    }
+
+    fn last(&self) -> Index {
+        self.entries.last().map_or(0, |e| e.index)
+    }
+}
+
+/// An immutable snapshot of the tail: the newest chunk, and through it the older ones.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TailView(Option<Arc<Chunk>>);
+
+impl TailView {
+    /// Last index held, if any entry is.
+    #[cfg(test)]
+    fn last_index(&self) -> Option<Index> {
+        self.0.as_ref().map(|c| c.last())
+    }
+
+    /// The term at `prev_index` and the entries `prev_index + 1 ..= to`, cut to stay near
+    /// `max_bytes` (at least one entry), if the view holds them (possibly fewer than asked,
+    /// never none when some were asked).
+    pub(crate) fn read(
+        &self,
+        prev_index: Index,
+        to: Index,
+        max_bytes: u64,
+    ) -> Option<(Term, Vec<Entry>)> {
+        let newest = self.0.clone()?;
+        if prev_index > newest.last() {
+            return None;
+        }
+        // Walk back to the chunk holding `prev_index + 1` (or ending at `prev_index`).
+        let mut newer: Vec<Arc<Chunk>> = Vec::new();
+        let mut cur = newest;
+        while cur.first() > prev_index + 1 {
+            if newer.len() >= MAX_HOPS {
+                return None;
+            }
+            let older = cur.prev.upgrade()?;
+            newer.push(cur);
+            cur = older;
+        }
+        let prev_term = if prev_index + 1 == cur.first() {
+            cur.prev_term
+        } else {
+            cur.entries
+                .get(usize::try_from(prev_index - cur.first()).ok()?)?
+                .term
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        'chunks: for chunk in std::iter::once(&cur).chain(newer.iter().rev()) {
+            let skip = usize::try_from((prev_index + 1).saturating_sub(chunk.first())).ok()?;
+            for e in chunk.entries.iter().skip(skip) {
+                if e.index > to || (!out.is_empty() && bytes + e.size_hint() > max_bytes) {
+                    break 'chunks;
+                }
+                bytes += e.size_hint();
+                out.push(e.clone());
+            }
+        }
+        // Asked for entries and holding none of them: storage has them, not this view.
+        if out.is_empty() && to > prev_index {
+            return None;
+        }
+        Some((prev_term, out))
+    }
+
+    /// The entries `from ..= to` if the view holds every one of them.
+    pub(crate) fn range(&self, from: Index, to: Index) -> Option<Vec<Entry>> {
+        if from == 0 || to < from {
+            return None;
+        }
+        let (_, entries) = self.read(from - 1, to, u64::MAX)?;
+        (entries.last().map(|e| e.index) == Some(to)).then_some(entries)
+    }
+}
+
+/// The partition's side: the chunks it keeps alive, newest last.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    chunks: VecDeque<Arc<Chunk>>,
+    len: usize,
+    max_entries: usize,
+}
+
+impl Tail {
+    /// An empty tail keeping about `max_entries` entries.
+    pub(crate) fn new(max_entries: usize) -> Self {
+        Tail {
+            chunks: VecDeque::new(),
+            len: 0,
+            max_entries,
+        }
+    }
+
+    /// The log was changed: `entries` were written after dropping everything from
+    /// `truncate_from` on. `term_at` answers the term of an index still in the log (for the
+    /// entry before a batch that does not follow the tail).
+    pub(crate) fn append(
+        &mut self,
+        truncate_from: Option<Index>,
+        entries: &[Entry],
+        term_at: impl Fn(Index) -> Option<Term>,
+    ) {
+        let first = entries.first().map(|e| e.index);
+        if let Some(from) = match (truncate_from, first) {
+            (Some(t), Some(f)) => Some(t.min(f)),
+            (t, f) => t.or(f),
+        } {
+            self.truncate(from);
+        }
+        let Some(first) = first else { return };
+        let (prev_term, prev) = match self.chunks.back() {
+            Some(last) if last.last() + 1 == first => (
+                last.entries.last().map_or(0, |e| e.term),
+                Arc::downgrade(last),
+            ),
+            _ => {
+                // A gap (a snapshot, a restart): start over from this batch.
+                self.clear();
+                match term_at(first - 1) {
+                    Some(t) => (t, Weak::new()),
+                    None => return,
+                }
+            }
+        };
+        self.len += entries.len();
+        self.chunks.push_back(Arc::new(Chunk {
+            prev_term,
+            entries: entries.to_vec(),
+            prev,
+        }));
+        while self.len > self.max_entries && self.chunks.len() > 1 {
+            if let Some(old) = self.chunks.pop_front() {
+                self.len -= old.entries.len();
+            }
+        }
+    }
+
+    /// Forgets everything (a snapshot replaced the log).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    /// The current view.
+    pub(crate) fn view(&self) -> TailView {
+        TailView(self.chunks.back().cloned())
+    }
+
+    /// Drops entries at `from` and after.
+    fn truncate(&mut self, from: Index) {
+        while let Some(chunk) = self.chunks.back() {
+            if chunk.last() < from {
+                break;
+            }
+            let chunk = self.chunks.pop_back().expect("back() was Some");
+            self.len -= chunk.entries.len();
+            if chunk.first() < from {
+                let keep = (from - chunk.first()) as usize;
+                self.len += keep;
+                self.chunks.push_back(Arc::new(Chunk {
+                    prev_term: chunk.prev_term,
+                    entries: chunk.entries[..keep].to_vec(),
+                    prev: chunk.prev.clone(),
+                }));
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::EntryPayload;
+
+    fn e(index: Index, term: Term) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Normal(vec![index as u8; 10].into()),
+        }
+    }
+
+    fn batch(from: Index, to: Index, term: Term) -> Vec<Entry> {
+        (from..=to).map(|i| e(i, term)).collect()
+    }
+
+    #[test]
+    fn reads_what_it_holds_and_nothing_else() {
+        let mut t = Tail::new(100);
+        t.append(None, &batch(1, 3, 1), |_| Some(0));
+        t.append(None, &batch(4, 6, 2), |_| None);
+        let v = t.view();
+        let (pt, es) = v.read(0, 6, u64::MAX).unwrap();
+        assert_eq!(pt, 0);
+        assert_eq!(
+            es.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        let (pt, es) = v.read(3, 5, u64::MAX).unwrap();
+        assert_eq!((pt, es.len(), es[0].index, es[0].term), (1, 2, 4, 2));
+        // Asked for 7..=9 and holding none: storage must answer (an empty answer here once
+        // made a replicator resend nothing forever).
+        assert!(v.read(6, 9, u64::MAX).is_none());
+        // A probe (nothing asked past prev) is answered with prev's term.
+        let (pt, es) = v.read(6, 6, u64::MAX).unwrap();
+        assert_eq!((pt, es.len()), (2, 0));
+        assert_eq!(v.range(2, 5).unwrap().len(), 4);
+        assert!(v.range(5, 7).is_none(), "7 is not held");
+        // The byte limit cuts the batch but keeps at least one entry.
+        let one = e(1, 1).size_hint();
+        assert_eq!(v.read(0, 6, one).unwrap().1.len(), 1);
+        assert_eq!(v.read(0, 6, 3 * one).unwrap().1.len(), 3);
+    }
+
+    #[test]
+    fn truncation_makes_a_new_view_and_keeps_old_ones_intact() {
+        let mut t = Tail::new(100);
+        t.append(None, &batch(1, 5, 1), |_| Some(0));
+        let old = t.view();
+        t.append(Some(3), &batch(3, 4, 2), |_| None);
+        let new = t.view();
+        assert_eq!(old.range(3, 5).unwrap()[0].term, 1);
+        let es = new.range(1, 4).unwrap();
+        assert_eq!(es.iter().map(|e| e.term).collect::<Vec<_>>(), [1, 1, 2, 2]);
+        assert!(new.range(5, 5).is_none());
+        assert_eq!(new.last_index(), Some(4));
+    }
+
+    #[test]
+    fn old_entries_fall_off_and_gaps_restart_it() {
+        let mut t = Tail::new(4);
+        t.append(None, &batch(1, 3, 1), |_| Some(0));
+        t.append(None, &batch(4, 6, 1), |_| None);
+        let v = t.view();
+        assert!(v.read(0, 6, u64::MAX).is_none(), "1..=3 fell off");
+        assert_eq!(v.read(3, 6, u64::MAX).unwrap().0, 1);
+        // A gap (say a snapshot at 20): the tail restarts from the new batch.
+        t.append(None, &batch(21, 22, 3), |i| (i == 20).then_some(3));
+        let v = t.view();
+        assert!(v.read(5, 6, u64::MAX).is_none());
+        assert_eq!(v.read(20, 22, u64::MAX).unwrap().1.len(), 2);
+        // A gap whose base term is unknown: nothing is served.
+        t.append(None, &batch(40, 41, 3), |_| None);
+        assert!(t.view().read(39, 41, u64::MAX).is_none());
+        t.clear();
+        assert!(t.view().last_index().is_none());
+    }
+}
