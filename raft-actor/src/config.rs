@@ -30,6 +30,14 @@ pub struct NodeConfig {
     /// election (a partition blocked in a handler for less than this is never reported, nor
     /// is any pause shorter than half of it).
     pub stall_timeout: Duration,
+    /// How long a leader's replicator holds back an AppendEntries that would only tell its
+    /// peer a new commit index. New entries sent meanwhile carry the commit index anyway, so
+    /// under steady writes this message is never sent: each write then costs one message and
+    /// one answer per follower instead of two of each (about 20 % of a lone client's commit
+    /// latency over TCP). A follower learns of a commit this much later when writes stop,
+    /// which delays its apply and reads served through it by as much. `Duration::ZERO`
+    /// sends at once. Must be below `heartbeat_interval`.
+    pub commit_notify_delay: Duration,
     /// How long `propose` and `read` wait for an answer before returning `Timeout`.
     pub request_timeout: Duration,
     /// Proposals and reads queued per group. When full, callers get `Overloaded` at once.
@@ -72,6 +80,7 @@ impl NodeConfig {
             tick_interval: Duration::from_millis(50),
             stall_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            commit_notify_delay: Duration::from_millis(1),
             client_queue: 4096,
             raft_queue: 4096,
             control_queue: 1024,
@@ -110,6 +119,9 @@ impl NodeConfig {
         }
         if self.stall_timeout <= self.election_timeout {
             return bad("stall_timeout", "must exceed election_timeout");
+        }
+        if self.commit_notify_delay >= self.heartbeat_interval {
+            return bad("commit_notify_delay", "must be below heartbeat_interval");
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout", "must be positive");

@@ -39,6 +39,8 @@ pub struct GroupStats {
     /// Replicator actor wake-ups (loop iterations) of this group's replicators: signals, acks,
     /// storage reads and retransmission ticks. Zero while the group is idle.
     pub replicator_loops: AtomicU64,
+    /// AppendEntries sent by this node's replicators (probes and commit-only ones included).
+    pub appends_sent: AtomicU64,
     /// Snapshots sent to lagging followers by this node's replicators.
     pub snapshots_sent: AtomicU64,
     /// Snapshots installed here from a leader.
@@ -101,6 +103,8 @@ pub struct GroupMetrics {
     pub replicate_signals: u64,
     /// Messages dropped because a queue was full.
     pub dropped_messages: u64,
+    /// AppendEntries sent to followers (probes and commit-only ones included).
+    pub appends_sent: u64,
     /// Snapshots sent to lagging followers.
     pub snapshots_sent: u64,
     /// Snapshots installed from a leader.
@@ -139,6 +143,7 @@ impl GroupMetrics {
             replicator_wakeups: l(&s.replicator_wakeups),
             replicate_signals: l(&s.replicate_signals),
             dropped_messages: l(&s.dropped_messages),
+            appends_sent: l(&s.appends_sent),
             snapshots_sent: l(&s.snapshots_sent),
             snapshots_installed: l(&s.snapshots_installed),
             snapshots_taken: l(&s.snapshots_taken),

@@ -123,6 +123,10 @@ pub(crate) struct ReplicatorActor {
     hold: bool,
     /// The storage queue was full when a read was due: plan again on the next tick.
     retry: bool,
+    /// `NodeConfig::commit_notify_delay`.
+    commit_delay: std::time::Duration,
+    /// A commit-only AppendEntries is held back until then (see `commit_notify_delay`).
+    commit_due: Option<Instant>,
 }
 
 impl ReplicatorActor {
@@ -158,6 +162,8 @@ impl ReplicatorActor {
             outgoing: None,
             hold: false,
             retry: false,
+            commit_delay: w.cfg.commit_notify_delay,
+            commit_due: None,
         }
     }
 
@@ -165,6 +171,8 @@ impl ReplicatorActor {
         let mut ticks = Ticks::new(self.tick);
         let wake = tokio::time::sleep_until(ticks.next());
         tokio::pin!(wake);
+        let commit_wake = tokio::time::sleep_until(ticks.next());
+        tokio::pin!(commit_wake);
         let mut pending: Option<Pending> = None;
         loop {
             // Bounded: after a burst of sends, take events (acks, signals) before sending more.
@@ -182,6 +190,10 @@ impl ReplicatorActor {
                 if wake.deadline() != ticks.next() {
                     wake.as_mut().reset(ticks.next());
                 }
+            }
+            match self.commit_due {
+                Some(due) if commit_wake.deadline() != due => commit_wake.as_mut().reset(due),
+                _ => {}
             }
             tokio::select! {
                 biased;
@@ -203,6 +215,8 @@ impl ReplicatorActor {
                     let p = pending.take();
                     self.on_read(p, read);
                 }
+                // Plan again: the held-back commit index goes out now unless new entries took it.
+                _ = &mut commit_wake, if self.commit_due.is_some() => {}
                 _ = &mut wake, if armed => {
                     self.hold = false;
                     self.retry = false;
@@ -230,7 +244,24 @@ impl ReplicatorActor {
     fn plan(&mut self) -> Planned {
         self.retry = false;
         let v = &self.view;
-        let Some(plan) = self.core.next_plan(v.first_index, v.last_index, v.commit) else {
+        let plan = self.core.next_plan(v.first_index, v.last_index, v.commit);
+        // In Replicate state an empty append only carries a new commit index: hold it back.
+        let commit_only = matches!(plan, Some(Plan::Append { from, to, .. }) if from > to)
+            && self.core.state() == ReplState::Replicate;
+        if !commit_only {
+            self.commit_due = None;
+        } else if !self.commit_delay.is_zero() {
+            let now = Instant::now();
+            match self.commit_due {
+                Some(due) if now >= due => self.commit_due = None,
+                Some(_) => return Planned::Nothing,
+                None => {
+                    self.commit_due = Some(now + self.commit_delay);
+                    return Planned::Nothing;
+                }
+            }
+        }
+        let Some(plan) = plan else {
             return Planned::Nothing;
         };
         match plan {
@@ -290,6 +321,7 @@ impl ReplicatorActor {
             entries,
             commit,
         };
+        self.stats.appends_sent.fetch_add(1, Ordering::Relaxed);
         self.send(body);
         self.core.sent(prev_index, last_sent, bytes, commit);
     }

@@ -91,6 +91,15 @@ async fn invalid_node_config_names_the_field() {
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("accepted a bad config"),
     }
+    let mut cfg = NodeConfig::new(1);
+    cfg.commit_notify_delay = cfg.heartbeat_interval;
+    assert!(matches!(
+        cfg.validate(),
+        Err(Error::Config {
+            field: "commit_notify_delay",
+            ..
+        })
+    ));
     let mut cfg = NodeConfig::new(0);
     cfg.raft.seed = 1;
     assert!(matches!(
