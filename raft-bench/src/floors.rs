@@ -18,21 +18,41 @@ pub struct Floors {
     pub loopback_rtt_us: f64,
     /// Appending 4 KiB to a file and `fdatasync`ing it.
     pub fdatasync_4k_us: f64,
+    /// The same with one writer per node doing it at once, each on its own file in the same
+    /// directory: what a node's fsync costs while the others sync too, as they do when every
+    /// node of a local cluster writes its WAL to the same disk (many disks serialize
+    /// concurrent syncs through one journal).
+    pub fdatasync_4k_shared_us: f64,
 }
 
-/// Measures all three floors (about a second).
-pub async fn measure(dir: &Path) -> anyhow::Result<Floors> {
+/// Measures the floors (about a second); `writers` is the node count (the shared-disk fsync).
+pub async fn measure(dir: &Path, writers: usize) -> anyhow::Result<Floors> {
     Ok(Floors {
         in_process_hop_us: in_process_hop().await,
         loopback_rtt_us: loopback_rtt().await.context("loopback round trip")?,
-        fdatasync_4k_us: {
-            let dir = dir.to_path_buf();
-            tokio::task::spawn_blocking(move || fdatasync_4k(&dir))
-                .await
-                .context("fdatasync task")?
-                .context("fdatasync of 4 KiB appends")?
-        },
+        fdatasync_4k_us: fdatasync_4k_concurrently(dir, 1).await?,
+        fdatasync_4k_shared_us: fdatasync_4k_concurrently(dir, writers.max(1)).await?,
     })
+}
+
+/// The median over `writers` threads, each appending and syncing its own file at once.
+async fn fdatasync_4k_concurrently(dir: &Path, writers: usize) -> anyhow::Result<f64> {
+    let handles: Vec<_> = (0..writers)
+        .map(|i| {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || fdatasync_4k(&dir, i))
+        })
+        .collect();
+    let mut medians = Vec::with_capacity(writers);
+    for h in handles {
+        medians.push(
+            h.await
+                .context("fdatasync task")?
+                .context("fdatasync of 4 KiB appends")?,
+        );
+    }
+    medians.sort_by(f64::total_cmp);
+    Ok(medians[medians.len() / 2])
 }
 
 fn median_us(mut samples: Vec<Duration>) -> f64 {
@@ -97,9 +117,12 @@ async fn loopback_rtt() -> anyhow::Result<f64> {
     Ok(median_us(samples))
 }
 
-fn fdatasync_4k(dir: &Path) -> anyhow::Result<f64> {
+fn fdatasync_4k(dir: &Path, writer: usize) -> anyhow::Result<f64> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("raft-bench-fsync-{}.tmp", std::process::id()));
+    let path = dir.join(format!(
+        "raft-bench-fsync-{}-{writer}.tmp",
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -124,7 +124,7 @@ async fn write_in(
         if people {
             eprintln!("measuring floors (loopback round trip, fdatasync of 4 KiB) ...");
         }
-        Some(floors::measure(dir).await?)
+        Some(floors::measure(dir, args.nodes as usize).await?)
     };
     let config = RunConfig {
         nodes: args.nodes,
@@ -188,14 +188,14 @@ async fn write_in(
     let latency = Percentiles::of(&result.latency);
     let floor_ratio = floors.as_ref().map(|f| {
         let (floor, floor_us) = WriteReport::pick_floor(&config, f);
+        let ratio = |us: f64| if us > 0.0 { latency.p50 / us } else { 0.0 };
+        let shared = WriteReport::shared_disk_floor(&config, f);
         FloorRatio {
             floor,
             floor_us,
-            p50_ratio: if floor_us > 0.0 {
-                latency.p50 / floor_us
-            } else {
-                0.0
-            },
+            p50_ratio: ratio(floor_us),
+            shared_disk_floor_us: shared,
+            shared_disk_p50_ratio: shared.map(ratio),
         }
     });
     let report = WriteReport {

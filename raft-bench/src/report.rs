@@ -69,6 +69,11 @@ pub struct FloorRatio {
     pub floor_us: f64,
     /// p50 commit latency divided by the floor.
     pub p50_ratio: f64,
+    /// Durable runs: the floor again with the fsync measured while every node syncs at once
+    /// (`fdatasync_4k_shared`), since this run's nodes share one disk.
+    pub shared_disk_floor_us: Option<f64>,
+    /// p50 commit latency divided by `shared_disk_floor_us`.
+    pub shared_disk_p50_ratio: Option<f64>,
 }
 
 /// Resource use of the node processes during the measured phase.
@@ -130,6 +135,18 @@ impl WriteReport {
         }
     }
 
+    /// Durable runs: the floor with the fsync the nodes get when they all sync at once.
+    pub fn shared_disk_floor(config: &RunConfig, floors: &Floors) -> Option<f64> {
+        let durable = config.storage == StorageKind::Wal && config.sync == Some(SyncKind::Always);
+        match (config.transport, durable) {
+            (TransportKind::Tcp, true) => {
+                Some(floors.fdatasync_4k_shared_us + floors.loopback_rtt_us)
+            }
+            (TransportKind::Mem, true) => Some(floors.fdatasync_4k_shared_us),
+            (_, false) => None,
+        }
+    }
+
     /// The table for people.
     pub fn table(&self) -> String {
         let c = &self.config;
@@ -174,8 +191,9 @@ impl WriteReport {
         if let Some(f) = &self.floors {
             let _ = writeln!(
                 out,
-                "floors µs    in-process hop {:.1}, loopback RTT {:.1}, fdatasync 4 KiB {:.1}",
-                f.in_process_hop_us, f.loopback_rtt_us, f.fdatasync_4k_us
+                "floors µs    in-process hop {:.1}, loopback RTT {:.1}, fdatasync 4 KiB {:.1} \
+                 ({:.1} with every node syncing at once)",
+                f.in_process_hop_us, f.loopback_rtt_us, f.fdatasync_4k_us, f.fdatasync_4k_shared_us
             );
         }
         if let Some(r) = &self.floor_ratio {
@@ -184,6 +202,12 @@ impl WriteReport {
                 "vs floor     p50 = {:.2} × {} ({:.1} µs)",
                 r.p50_ratio, r.floor, r.floor_us
             );
+            if let (Some(us), Some(ratio)) = (r.shared_disk_floor_us, r.shared_disk_p50_ratio) {
+                let _ = writeln!(
+                    out,
+                    "             p50 = {ratio:.2} × the same with the shared-disk fsync ({us:.1} µs)"
+                );
+            }
         }
         out
     }

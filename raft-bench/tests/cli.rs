@@ -57,6 +57,7 @@ fn check_report(v: &serde_json::Value) {
     assert!(v["leader_changes"].is_u64());
     assert!(v["floor_ratio"]["p50_ratio"].as_f64().unwrap() > 0.0);
     assert!(v["floors"]["loopback_rtt_us"].as_f64().unwrap() > 0.0);
+    assert!(v["floors"]["fdatasync_4k_shared_us"].as_f64().unwrap() > 0.0);
     assert!(v["resources"]["cpu_secs"].is_f64());
 }
 
@@ -83,4 +84,6 @@ fn tcp_run_with_the_wal_prints_json() {
     check_report(&v);
     assert_eq!(v["config"]["storage"], "wal");
     assert_eq!(v["floor_ratio"]["floor"], "loopback_rtt");
+    // Not durable (sync=never): no shared-disk floor applies.
+    assert!(v["floor_ratio"]["shared_disk_floor_us"].is_null());
 }
