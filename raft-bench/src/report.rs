@@ -94,6 +94,8 @@ pub struct Resources {
 pub struct WriteReport {
     /// The machine.
     pub machine: String,
+    /// The benchmark's memory allocator.
+    pub allocator: String,
     /// What was run.
     pub config: RunConfig,
     /// Measured writes.
@@ -155,7 +157,11 @@ impl WriteReport {
         let sync = c
             .sync
             .map_or(String::new(), |s| format!(" sync={s:?}").to_lowercase());
-        let _ = writeln!(out, "machine      {}", self.machine);
+        let _ = writeln!(
+            out,
+            "machine      {} (allocator: {})",
+            self.machine, self.allocator
+        );
         let _ = writeln!(
             out,
             "run          {} nodes, {} groups, {} clients, {} B payload, transport={:?}, storage={:?}{sync}",
