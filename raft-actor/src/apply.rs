@@ -10,7 +10,7 @@
 //! value). Apply → partition: applied index by `watch`, snapshots by `try_send` on the control
 //! queue. Apply → storage: `try_send` reads whose answers are events of this loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use raft_core::{Entry, EntryPayload, GroupId, Index, Membership, SnapshotMeta, Term};
@@ -24,7 +24,7 @@ use crate::metrics::GroupStats;
 use crate::partition::{Control, Reply};
 use crate::state_machine::{RequestId, StateMachine};
 use crate::storage::{StorageHandle, StorageRequest, WriteOp};
-use crate::tail::TailView;
+use crate::tail::{TailRange, TailView};
 
 /// A log entry's command bytes: the postcard encoding of the optional session id, followed
 /// directly by the postcard encoding of the command (one allocation to encode, none to split).
@@ -49,7 +49,7 @@ impl Proposal {
 /// Where the next entries to apply come from.
 enum Next {
     /// Held in memory: apply now.
-    Ready(Vec<Entry>),
+    Ready(TailRange),
     /// Asked from storage.
     Read(oneshot::Receiver<ReadReply>),
     /// Nothing to apply (or storage is busy: the next commit change retries).
@@ -102,7 +102,9 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     applied_term: Term,
     membership: Membership,
     sessions: BTreeMap<u64, (u64, Vec<u8>)>,
-    waiters: BTreeMap<Index, Waiter<S>>,
+    /// In index order. Proposals arrive in index order; only a new leadership can bring one
+    /// at an index already waited on (the older proposal was overwritten).
+    waiters: VecDeque<Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
     rx: flume::Receiver<ApplyMsg<S>>,
     commit_rx: watch::Receiver<(Index, TailView)>,
@@ -135,7 +137,7 @@ impl<S: StateMachine> ApplyActor<S> {
             applied_term: from.term,
             membership: from.membership.clone(),
             sessions: BTreeMap::new(),
-            waiters: BTreeMap::new(),
+            waiters: VecDeque::new(),
             queries: Vec::new(),
             rx,
             commit_rx,
@@ -165,7 +167,7 @@ impl<S: StateMachine> ApplyActor<S> {
                             self.on_msg(m);
                         }
                         let before = self.applied;
-                        self.apply_entries(entries);
+                        self.apply_entries(entries.iter());
                         if self.applied == before {
                             // Nothing applied (cannot happen with a consistent view): never
                             // spin; the next commit change tries again.
@@ -185,7 +187,7 @@ impl<S: StateMachine> ApplyActor<S> {
                 read = wait(&mut pending) => {
                     pending = None;
                     match read {
-                        Some(Ok(entries)) => self.apply_entries(entries),
+                        Some(Ok(entries)) => self.apply_entries(entries.iter()),
                         Some(Err(e)) => {
                             debug!(group = self.group, error = %e, "entries not readable yet");
                             // Not a hot loop: a snapshot restore or the next commit resolves it.
@@ -202,7 +204,7 @@ impl<S: StateMachine> ApplyActor<S> {
             }
             self.flush_snapshot();
         }
-        for (_, w) in std::mem::take(&mut self.waiters) {
+        for w in std::mem::take(&mut self.waiters) {
             let _ = w.reply.send(Err(Error::Stopped));
         }
         for (_, _, reply) in std::mem::take(&mut self.queries) {
@@ -247,7 +249,7 @@ impl<S: StateMachine> ApplyActor<S> {
                         // Already applied (and answered through the session table if retried).
                         let _ = w.reply.send(Err(Error::Timeout { group: self.group }));
                     } else {
-                        self.waiters.insert(w.index, w);
+                        self.add_waiter(w);
                     }
                 }
             }
@@ -275,7 +277,27 @@ impl<S: StateMachine> ApplyActor<S> {
         }
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>) {
+    /// Registers a proposal's waiter, keeping index order. A waiter already at that index
+    /// belongs to an overwritten proposal: it is told to retry.
+    fn add_waiter(&mut self, w: Waiter<S>) {
+        if self.waiters.back().is_none_or(|last| last.index < w.index) {
+            self.waiters.push_back(w);
+            return;
+        }
+        let at = self.waiters.partition_point(|x| x.index < w.index);
+        match self.waiters.get_mut(at) {
+            Some(old) if old.index == w.index => {
+                let old = std::mem::replace(old, w);
+                let _ = old.reply.send(Err(Error::NotLeader {
+                    group: self.group,
+                    leader: None,
+                }));
+            }
+            _ => self.waiters.insert(at, w),
+        }
+    }
+
+    fn apply_entries<'a>(&mut self, entries: impl Iterator<Item = &'a Entry>) {
         for e in entries {
             if e.index != self.applied + 1 {
                 continue;
@@ -291,14 +313,11 @@ impl<S: StateMachine> ApplyActor<S> {
             self.applied = e.index;
             self.applied_term = e.term;
             // Answer the proposal waiting on this index, if it is the same entry.
-            while let Some((&i, _)) = self.waiters.first_key_value() {
-                if i > e.index {
-                    break;
-                }
-                let Some(w) = self.waiters.remove(&i) else {
+            while self.waiters.front().is_some_and(|w| w.index <= e.index) {
+                let Some(w) = self.waiters.pop_front() else {
                     break;
                 };
-                let result = if i == e.index && w.term == e.term {
+                let result = if w.index == e.index && w.term == e.term {
                     response
                         .clone()
                         .unwrap_or_else(|| Err(Error::Codec("entry has no response".into())))
@@ -436,8 +455,8 @@ impl<S: StateMachine> ApplyActor<S> {
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
         // Proposals at or below the snapshot were decided elsewhere; their fate is unknown here.
-        let later = self.waiters.split_off(&(meta.index + 1));
-        for (_, w) in std::mem::replace(&mut self.waiters, later) {
+        let decided = self.waiters.partition_point(|w| w.index <= meta.index);
+        for w in self.waiters.drain(..decided).collect::<Vec<_>>() {
             let _ = w.reply.send(Err(Error::Timeout { group: self.group }));
         }
         self.applied_tx.send_replace(self.applied);

@@ -108,13 +108,50 @@ impl TailView {
         Some((prev_term, out))
     }
 
-    /// The entries `from ..= to` if the view holds every one of them.
-    pub(crate) fn range(&self, from: Index, to: Index) -> Option<Vec<Entry>> {
+    /// The entries `from ..= to`, borrowed from the view's chunks (nothing copied), if the view
+    /// holds every one of them.
+    pub(crate) fn range(&self, from: Index, to: Index) -> Option<TailRange> {
         if from == 0 || to < from {
             return None;
         }
-        let (_, entries) = self.read(from - 1, to, u64::MAX)?;
-        (entries.last().map(|e| e.index) == Some(to)).then_some(entries)
+        let mut cur = self.0.clone()?;
+        if to > cur.last() {
+            return None;
+        }
+        let mut chunks = Vec::new();
+        while cur.first() > from {
+            if chunks.len() >= MAX_HOPS {
+                return None;
+            }
+            let older = cur.prev.upgrade()?;
+            chunks.push(cur);
+            cur = older;
+        }
+        chunks.push(cur);
+        chunks.reverse();
+        Some(TailRange { chunks, from, to })
+    }
+}
+
+/// Consecutive entries held by a [`TailView`]: the chunks holding them and the bounds.
+pub(crate) struct TailRange {
+    /// Oldest first; together they hold every entry `from ..= to`.
+    chunks: Vec<Arc<Chunk>>,
+    from: Index,
+    to: Index,
+}
+
+impl TailRange {
+    /// The entries `from ..= to` in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        let (from, to) = (self.from, self.to);
+        self.chunks
+            .iter()
+            .flat_map(move |c| {
+                let skip = usize::try_from(from.saturating_sub(c.first())).unwrap_or(usize::MAX);
+                c.entries.iter().skip(skip)
+            })
+            .take_while(move |e| e.index <= to)
     }
 }
 
@@ -250,7 +287,11 @@ mod tests {
         // A probe (nothing asked past prev) is answered with prev's term.
         let (pt, es) = v.read(6, 6, u64::MAX).unwrap();
         assert_eq!((pt, es.len()), (2, 0));
-        assert_eq!(v.range(2, 5).unwrap().len(), 4);
+        let indexes = |r: TailRange| r.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert_eq!(indexes(v.range(2, 5).unwrap()), [2, 3, 4, 5]);
+        assert_eq!(indexes(v.range(4, 4).unwrap()), [4]);
+        assert_eq!(indexes(v.range(3, 6).unwrap()), [3, 4, 5, 6]);
+        assert!(v.range(0, 2).is_none() && v.range(3, 2).is_none());
         assert!(v.range(5, 7).is_none(), "7 is not held");
         // The byte limit cuts the batch but keeps at least one entry.
         let one = e(1, 1).size_hint();
@@ -265,7 +306,7 @@ mod tests {
         let old = t.view();
         t.append(Some(3), &batch(3, 4, 2), |_| None);
         let new = t.view();
-        assert_eq!(old.range(3, 5).unwrap()[0].term, 1);
+        assert_eq!(old.range(3, 5).unwrap().iter().next().unwrap().term, 1);
         let es = new.range(1, 4).unwrap();
         assert_eq!(es.iter().map(|e| e.term).collect::<Vec<_>>(), [1, 1, 2, 2]);
         assert!(new.range(5, 5).is_none());

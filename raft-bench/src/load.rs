@@ -275,12 +275,13 @@ async fn client_loop(
         first_failure: None,
     };
     let body: Vec<u8> = (0..payload).map(|i| i as u8).collect();
+    // One clock read per write: a write starts when the previous one ended.
+    let mut start = Instant::now();
     loop {
         let phase = shared.phase.load(Ordering::Relaxed);
         if phase == STOP {
             break;
         }
-        let start = Instant::now();
         loop {
             match target.write(leader, group, body.clone()).await {
                 Attempt::Done => break,
@@ -310,8 +311,11 @@ async fn client_loop(
                 return result;
             }
         }
+        let end = Instant::now();
+        let took = end.duration_since(start);
+        start = end;
         if phase == MEASURE {
-            batch.push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            batch.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                 let _ = samples.send_async(full).await;
