@@ -172,12 +172,14 @@ impl<S: StateMachine> NodeBuilder<S> {
         );
         info!(node = cfg.node_id, "node started");
         Ok(Node {
-            cfg,
-            registry: reg_tx,
-            table: table_rx,
-            net,
-            unknown,
-            hb_stats,
+            inner: Arc::new(NodeShared {
+                cfg,
+                registry: reg_tx,
+                table: table_rx,
+                net,
+                unknown,
+                hb_stats,
+            }),
         })
     }
 }
@@ -466,6 +468,13 @@ async fn group_status<S: StateMachine>(group: GroupId, e: &GroupEntry<S>) -> Gro
 /// A running node: hosts many Raft groups of one state-machine type. Cheap to clone; every
 /// method may be called concurrently.
 pub struct Node<S: StateMachine> {
+    /// Shared by every clone: a clone (one per request in a typical server) is one reference
+    /// count, not one per field.
+    inner: Arc<NodeShared<S>>,
+}
+
+/// What every clone of a [`Node`] refers to.
+struct NodeShared<S: StateMachine> {
     cfg: Arc<NodeConfig>,
     registry: flume::Sender<RegistryMsg<S>>,
     table: watch::Receiver<Table<S>>,
@@ -477,12 +486,7 @@ pub struct Node<S: StateMachine> {
 impl<S: StateMachine> Clone for Node<S> {
     fn clone(&self) -> Self {
         Node {
-            cfg: self.cfg.clone(),
-            registry: self.registry.clone(),
-            table: self.table.clone(),
-            net: self.net.clone(),
-            unknown: self.unknown.clone(),
-            hb_stats: self.hb_stats.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -503,7 +507,7 @@ impl<S: StateMachine> Node<S> {
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.cfg.node_id
+        self.inner.cfg.node_id
     }
 
     /// Hosts group `group` with state machine `sm`. If storage holds the group, it is
@@ -551,7 +555,8 @@ impl<S: StateMachine> Node<S> {
         make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> RegistryMsg<S>,
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.registry
+        self.inner
+            .registry
             .send_async(make(tx))
             .await
             .map_err(|_| Error::Stopped)?;
@@ -559,7 +564,8 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn entry(&self, group: GroupId) -> Result<GroupEntry<S>, Error> {
-        self.table
+        self.inner
+            .table
             .borrow()
             .get(&group)
             .cloned()
@@ -574,7 +580,8 @@ impl<S: StateMachine> Node<S> {
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
         // Look up and send under one short borrow of the table (no handle clone per request).
-        self.table
+        self.inner
+            .table
             .borrow()
             .get(&group)
             .ok_or(Error::UnknownGroup(group))?
@@ -585,7 +592,7 @@ impl<S: StateMachine> Node<S> {
                 flume::TrySendError::Full(_) => Error::Overloaded { group },
                 flume::TrySendError::Disconnected(_) => Error::Stopped,
             })?;
-        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+        match tokio::time::timeout(self.inner.cfg.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout { group }),
@@ -653,17 +660,17 @@ impl<S: StateMachine> Node<S> {
     /// A snapshot of every group's state. A group whose actor does not answer within a second
     /// is reported from its counters with `responsive: false`.
     pub async fn metrics(&self) -> NodeMetrics {
-        let table = self.table.borrow().clone();
+        let table = self.inner.table.borrow().clone();
         let mut groups = Vec::new();
         for (&group, e) in table.iter() {
             groups.push(group_status(group, e).await);
         }
         NodeMetrics {
-            node: self.cfg.node_id,
+            node: self.inner.cfg.node_id,
             groups,
-            unknown_group_drops: self.unknown.load(Ordering::Relaxed),
-            transport: self.net.metrics(),
-            heartbeat: self.hb_stats.snapshot(),
+            unknown_group_drops: self.inner.unknown.load(Ordering::Relaxed),
+            transport: self.inner.net.metrics(),
+            heartbeat: self.inner.hb_stats.snapshot(),
         }
     }
 
@@ -678,7 +685,7 @@ impl<S: StateMachine> Node<S> {
     #[cfg(feature = "sim")]
     #[doc(hidden)]
     pub fn crash(&self) {
-        let _ = self.registry.try_send(RegistryMsg::Crash);
+        let _ = self.inner.registry.try_send(RegistryMsg::Crash);
     }
 
     /// Test hook (DESIGN.md I6): freezes a group's partition actor for `duration`.
@@ -695,7 +702,8 @@ impl<S: StateMachine> Node<S> {
     /// completes, so nothing new becomes durable and every request queues behind the stall.
     #[doc(hidden)]
     pub fn stall_storage(&self, duration: Duration) -> Result<(), Error> {
-        self.registry
+        self.inner
+            .registry
             .try_send(RegistryMsg::StallStorage(duration))
             .map_err(|_| Error::Stopped)
     }
@@ -705,11 +713,12 @@ impl<S: StateMachine> Node<S> {
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self
+            .inner
             .registry
             .try_send(RegistryMsg::Shutdown { reply: tx })
             .is_ok()
         {
-            let _ = tokio::time::timeout(self.cfg.shutdown_timeout * 2, rx).await;
+            let _ = tokio::time::timeout(self.inner.cfg.shutdown_timeout * 2, rx).await;
         }
     }
 }
