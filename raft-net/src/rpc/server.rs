@@ -266,11 +266,15 @@ impl<H> Conn<H> {
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut reader = FrameReader::new(self.config.max_frame_size);
         let mut shutdown = self.shutdown.clone();
+        // One shutdown future for the connection's life: making one per request registered
+        // and removed a watch waiter twice per request.
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
         let end = loop {
             // Backpressure: at the limit, stop reading until a response has been written.
             let slot = tokio::select! {
                 biased;
-                _ = shutdown.wait() => break End::Abort,
+                _ = &mut stop => break End::Abort,
                 _ = &mut writer => break End::Abort,
                 s = slots.clone().acquire_owned() => s,
             };
@@ -279,7 +283,7 @@ impl<H> Conn<H> {
             };
             let read = tokio::select! {
                 biased;
-                _ = shutdown.wait() => break End::Abort,
+                _ = &mut stop => break End::Abort,
                 _ = &mut writer => break End::Abort,
                 r = reader.read_frame(&mut rd) => r,
             };
@@ -348,10 +352,12 @@ async fn write_loop(
 ) {
     let mut buf = BytesMut::with_capacity(config.write_batch_bytes.min(64 << 10));
     let mut slots: Vec<OwnedSemaphorePermit> = Vec::new();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
     loop {
         let first = tokio::select! {
             biased;
-            _ = shutdown.wait() => return,
+            _ = &mut stop => return,
             r = out.recv_async() => r,
         };
         // Err: the reader ended at EOF and every handler has answered.
@@ -378,7 +384,7 @@ async fn write_loop(
         }
         let written = tokio::select! {
             biased;
-            _ = shutdown.wait() => return,
+            _ = &mut stop => return,
             r = tokio::time::timeout(config.write_timeout, wr.write_all(&buf)) => r,
         };
         match written {

@@ -179,13 +179,16 @@ impl Link {
         let mut batch = BytesMut::with_capacity(batch_limit.min(64 << 10));
         let mut probe = [0u8; 256];
         let mut shutdown = self.shutdown.clone();
+        // One shutdown future for the connection's life, not one per batch.
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
         loop {
             // Wait for work, watching the socket so a peer that closes is noticed while idle.
             let mut large: Option<Bytes> = None;
             let mut frames = 1u64;
             tokio::select! {
                 biased;
-                _ = shutdown.wait() => return Ended::Shutdown,
+                _ = &mut stop => return Ended::Shutdown,
                 r = stream.read(&mut probe) => {
                     return Ended::Broken(match r {
                         Ok(0) => "peer closed the connection".into(),
@@ -233,7 +236,7 @@ impl Link {
             };
             let result = tokio::select! {
                 biased;
-                _ = shutdown.wait() => return Ended::Shutdown,
+                _ = &mut stop => return Ended::Shutdown,
                 r = timeout(self.settings.write_timeout, write) => r,
             };
             match result {
