@@ -67,39 +67,31 @@ impl TailView {
         to: Index,
         max_bytes: u64,
     ) -> Option<(Term, Vec<Entry>)> {
-        let newest = self.0.clone()?;
-        if prev_index > newest.last() {
+        if prev_index > self.0.as_ref()?.last() {
             return None;
         }
-        // Walk back to the chunk holding `prev_index + 1` (or ending at `prev_index`).
-        let mut newer: Vec<Arc<Chunk>> = Vec::new();
-        let mut cur = newest;
-        while cur.first() > prev_index + 1 {
-            if newer.len() >= MAX_HOPS {
-                return None;
-            }
-            let older = cur.prev.upgrade()?;
-            newer.push(cur);
-            cur = older;
-        }
-        let prev_term = if prev_index + 1 == cur.first() {
-            cur.prev_term
+        let range = TailRange {
+            chunks: self.chunks_from(prev_index + 1)?,
+            from: prev_index + 1,
+            to,
+        };
+        let oldest = range.chunks.first()?;
+        let prev_term = if prev_index + 1 == oldest.first() {
+            oldest.prev_term
         } else {
-            cur.entries
-                .get(usize::try_from(prev_index - cur.first()).ok()?)?
+            oldest
+                .entries
+                .get(usize::try_from(prev_index - oldest.first()).ok()?)?
                 .term
         };
         let mut out = Vec::new();
         let mut bytes = 0;
-        'chunks: for chunk in std::iter::once(&cur).chain(newer.iter().rev()) {
-            let skip = usize::try_from((prev_index + 1).saturating_sub(chunk.first())).ok()?;
-            for e in chunk.entries.iter().skip(skip) {
-                if e.index > to || (!out.is_empty() && bytes + e.size_hint() > max_bytes) {
-                    break 'chunks;
-                }
-                bytes += e.size_hint();
-                out.push(e.clone());
+        for e in range.iter() {
+            if !out.is_empty() && bytes + e.size_hint() > max_bytes {
+                break;
             }
+            bytes += e.size_hint();
+            out.push(e.clone());
         }
         // Asked for entries and holding none of them: storage has them, not this view.
         if out.is_empty() && to > prev_index {
@@ -111,13 +103,20 @@ impl TailView {
     /// The entries `from ..= to`, borrowed from the view's chunks (nothing copied), if the view
     /// holds every one of them.
     pub(crate) fn range(&self, from: Index, to: Index) -> Option<TailRange> {
-        if from == 0 || to < from {
+        if from == 0 || to < from || to > self.0.as_ref()?.last() {
             return None;
         }
+        Some(TailRange {
+            chunks: self.chunks_from(from)?,
+            from,
+            to,
+        })
+    }
+
+    /// The chunks from the one holding `from` (or ending just before it) to the newest, oldest
+    /// first, if the view still reaches back that far within `MAX_HOPS` chunks.
+    fn chunks_from(&self, from: Index) -> Option<Vec<Arc<Chunk>>> {
         let mut cur = self.0.clone()?;
-        if to > cur.last() {
-            return None;
-        }
         let mut chunks = Vec::new();
         while cur.first() > from {
             if chunks.len() >= MAX_HOPS {
@@ -129,7 +128,7 @@ impl TailView {
         }
         chunks.push(cur);
         chunks.reverse();
-        Some(TailRange { chunks, from, to })
+        Some(chunks)
     }
 }
 
