@@ -245,9 +245,8 @@ impl ReplicatorActor {
         self.retry = false;
         let v = &self.view;
         let plan = self.core.next_plan(v.first_index, v.last_index, v.commit);
-        // In Replicate state an empty append only carries a new commit index: hold it back.
-        let commit_only = matches!(plan, Some(Plan::Append { from, to, .. }) if from > to)
-            && self.core.state() == ReplState::Replicate;
+        // An append that only carries a new commit index waits for `commit_notify_delay`.
+        let commit_only = plan.is_some_and(|p| self.core.only_commit(&p));
         if !commit_only {
             self.commit_due = None;
         } else if !self.commit_delay.is_zero() {

@@ -200,6 +200,15 @@ impl ReplicatorCore {
         }
     }
 
+    /// True when `plan` (from [`Self::next_plan`]) sends no entries and only tells the peer a
+    /// newer commit index. Such an append may wait a little: the next one that carries entries
+    /// tells the commit index too. A probe is never one.
+    pub fn only_commit(&self, plan: &Plan) -> bool {
+        self.state == ReplState::Replicate
+            && matches!(*plan, Plan::Append { prev_index, from, to }
+                if to < from && prev_index == self.matched)
+    }
+
     /// The runtime sent AppendEntries with entries up to `last_sent` (`prev_index` when empty),
     /// `bytes` of entries in all, carrying commit index `commit`.
     pub fn sent(&mut self, prev_index: Index, last_sent: Index, bytes: u64, commit: Index) {

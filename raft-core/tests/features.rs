@@ -1930,6 +1930,11 @@ fn a_commit_only_empty_append_is_planned_when_the_commit_index_advances() {
     // replicator plans an empty append at its match index to carry the new commit index, once.
     let cfg = repl_cfg();
     let mut r = ReplicatorCore::new(&cfg, 2, 1, 10);
+    let probe = r.next_plan(1, 10, 5).expect("a new replicator probes");
+    assert!(
+        !r.only_commit(&probe),
+        "a probe is not a commit-only append"
+    );
     r.sent(10, 10, 0, 5);
     r.on_append_response(1, &success(10));
     assert_eq!(
@@ -1946,6 +1951,7 @@ fn a_commit_only_empty_append_is_planned_when_the_commit_index_advances() {
             to: 10
         }
     );
+    assert!(r.only_commit(&plan));
     r.sent(10, 10, 0, 8);
     assert_eq!(r.next_plan(1, 10, 8), None);
     assert_eq!(
