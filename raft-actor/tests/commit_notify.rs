@@ -22,6 +22,14 @@ fn delayed(id: NodeId) -> raft_actor::NodeConfig {
     c
 }
 
+/// The group's metrics on node `id`.
+async fn metrics(cluster: &Cluster, id: NodeId) -> raft_actor::GroupMetrics {
+    cluster.nodes[&id]
+        .group_metrics(GROUP)
+        .await
+        .expect("metrics")
+}
+
 /// Writes `WRITES` times, one after another with a 1 ms pause between them (a lone client),
 /// and returns the AppendEntries the leader sent meanwhile and the leader's id.
 async fn appends_for_sequential_writes(cluster: &Cluster) -> (u64, NodeId) {
@@ -33,20 +41,12 @@ async fn appends_for_sequential_writes(cluster: &Cluster) -> (u64, NodeId) {
         .await
         .expect("first write");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let before = cluster.nodes[&leader]
-        .group_metrics(GROUP)
-        .await
-        .expect("metrics")
-        .appends_sent;
+    let before = metrics(cluster, leader).await.appends_sent;
     for _ in 0..WRITES {
         cluster.propose(GROUP, Cmd::Add(1)).await.expect("write");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let after = cluster.nodes[&leader]
-        .group_metrics(GROUP)
-        .await
-        .expect("metrics")
-        .appends_sent;
+    let after = metrics(cluster, leader).await.appends_sent;
     (after - before, leader)
 }
 
@@ -61,14 +61,10 @@ async fn steady_writes_send_one_append_per_write_and_follower() {
     );
     // When writes stop, the followers learn the last commit within the delay (and a timer's
     // rounding): before the next heartbeat (50 ms) could tell them.
-    let commit = cluster.nodes[&leader]
-        .group_metrics(GROUP)
-        .await
-        .expect("metrics")
-        .commit;
+    let commit = metrics(&cluster, leader).await.commit;
     tokio::time::sleep(DELAY + Duration::from_millis(5)).await;
-    for (id, node) in &cluster.nodes {
-        let m = node.group_metrics(GROUP).await.expect("metrics");
+    for &id in cluster.nodes.keys() {
+        let m = metrics(&cluster, id).await;
         assert_eq!(
             m.applied, commit,
             "node {id} applied {} of {commit}",
