@@ -108,8 +108,8 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
     rx: flume::Receiver<ApplyMsg<S>>,
     commit_rx: watch::Receiver<(Index, TailView)>,
-    applied_tx: watch::Sender<Index>,
-    control: flume::Sender<Control>,
+    applied_tx: crate::inbox::WatchTx<Index>,
+    control: crate::inbox::InboxTx<Control>,
     storage: StorageHandle,
     stats: Arc<GroupStats>,
     /// A snapshot to hand to storage and the partition once the queues have room.
@@ -125,8 +125,8 @@ impl<S: StateMachine> ApplyActor<S> {
         snapshot: Option<Vec<u8>>,
         rx: flume::Receiver<ApplyMsg<S>>,
         commit_rx: watch::Receiver<(Index, TailView)>,
-        applied_tx: watch::Sender<Index>,
-        control: flume::Sender<Control>,
+        applied_tx: crate::inbox::WatchTx<Index>,
+        control: crate::inbox::InboxTx<Control>,
         storage: StorageHandle,
         stats: Arc<GroupStats>,
     ) -> Result<Self, Error> {

@@ -67,6 +67,7 @@ pub mod sim;
 mod apply;
 mod gather;
 mod heartbeat;
+mod inbox;
 mod kill;
 mod latest;
 pub(crate) mod partition;

@@ -28,6 +28,7 @@ use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::gather::Gather;
 use crate::heartbeat::{HbUpdate, HeartbeatHandle};
+use crate::inbox::{self, Bell, InboxTx};
 use crate::metrics::{GroupMetrics, GroupStats};
 use crate::replicator::{ReplicateSignal, ReplicatorActor, ToReplicator};
 use crate::state_machine::StateMachine;
@@ -113,9 +114,9 @@ enum Event<S: StateMachine> {
 
 /// Handle to a partition actor: only senders (STYLE.md "actors with a handle").
 pub(crate) struct PartitionHandle<S: StateMachine> {
-    pub(crate) client: flume::Sender<ClientReq<S>>,
-    pub(crate) raft: flume::Sender<Message>,
-    pub(crate) control: flume::Sender<Control>,
+    pub(crate) client: InboxTx<ClientReq<S>>,
+    pub(crate) raft: InboxTx<Message>,
+    pub(crate) control: InboxTx<Control>,
 }
 
 impl<S: StateMachine> Clone for PartitionHandle<S> {
@@ -160,7 +161,9 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     client_rx: flume::Receiver<ClientReq<S>>,
     raft_rx: flume::Receiver<Message>,
     control_rx: flume::Receiver<Control>,
-    control_tx: flume::Sender<Control>,
+    control_tx: InboxTx<Control>,
+    /// Rung by every input below: the actor waits on it alone (see [`crate::inbox`]).
+    bell: Bell,
     persisted_rx: watch::Receiver<Persisted>,
     applied_rx: watch::Receiver<Index>,
     apply_tx: flume::Sender<ApplyMsg<S>>,
@@ -209,11 +212,12 @@ impl<S: StateMachine> PartitionActor<S> {
         let group = w.group;
         let core = PartitionCore::new(cfg.group_config(), group, init)
             .map_err(|e| Error::raft(group, e))?;
-        let (client_tx, client_rx) = flume::bounded(cfg.client_queue);
-        let (raft_tx, raft_rx) = flume::bounded(cfg.raft_queue);
-        let (control_tx, control_rx) = flume::bounded(cfg.control_queue);
-        let (persisted_tx, persisted_rx) = watch::channel(Persisted::default());
-        let (applied_tx, applied_rx) = watch::channel(apply_from.index);
+        let bell = Bell::new();
+        let (client_tx, client_rx) = inbox::bounded(cfg.client_queue, &bell);
+        let (raft_tx, raft_rx) = inbox::bounded(cfg.raft_queue, &bell);
+        let (control_tx, control_rx) = inbox::bounded(cfg.control_queue, &bell);
+        let (persisted_tx, persisted_rx) = inbox::watch(Persisted::default(), &bell);
+        let (applied_tx, applied_rx) = inbox::watch(apply_from.index, &bell);
         let (commit_tx, commit_rx) = watch::channel((apply_from.index, TailView::default()));
         // Apply queue: room for one waiter per queued client request, plus control traffic.
         let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
@@ -247,6 +251,7 @@ impl<S: StateMachine> PartitionActor<S> {
             raft_rx,
             control_rx,
             control_tx: control_tx.clone(),
+            bell,
             persisted_rx,
             applied_rx,
             apply_tx,
@@ -293,30 +298,21 @@ impl<S: StateMachine> PartitionActor<S> {
         self.publish_role();
         let mut accept_clients = self.can_accept_clients();
         loop {
-            let event = tokio::select! {
-                biased;
-                ctrl = self.control_rx.recv_async() => match ctrl {
-                    Ok(Control::Shutdown) | Err(_) => break,
-                    Ok(c) => Event::Control(c),
-                },
-                changed = self.persisted_rx.changed() => {
-                    if changed.is_err() { break; }
-                    Event::Persisted
+            // Inputs in priority order; the bell when there are none (see `crate::inbox`).
+            let event = loop {
+                if let Some(next) = self.try_event(armed && wake.is_elapsed(), accept_clients) {
+                    break next;
                 }
-                changed = self.applied_rx.changed() => {
-                    if changed.is_err() { break; }
-                    Event::Applied
-                }
-                msg = self.raft_rx.recv_async() => {
-                    let Ok(m) = msg else { break };
-                    Event::Raft(m)
-                }
-                _ = &mut wake, if armed => Event::Tick,
-                req = self.client_rx.recv_async(), if accept_clients => {
-                    let Ok(req) = req else { break };
-                    Event::Client(req)
+                tokio::select! {
+                    biased;
+                    () = self.bell.rung() => {}
+                    () = &mut wake, if armed => {}
                 }
             };
+            let Some(event) = event else { break };
+            // A busy actor finds input at every look and would never yield: it gives the
+            // worker back to the runtime when its cooperative budget runs out.
+            tokio::task::consume_budget().await;
             // Proof of progress for the heartbeat actor (I6).
             let now = Instant::now();
             self.w.stats.record_wakeup(self.w.heartbeat.stamp(now));
@@ -375,6 +371,44 @@ impl<S: StateMachine> PartitionActor<S> {
             }
         }
         self.stop();
+    }
+
+    /// The next queued input in priority order without waiting: control, storage, apply,
+    /// network, the tick timer (`tick_due`), then clients (while `accept_clients`).
+    /// `Some(None)` means stop: shutdown was asked for or an input's senders are all gone.
+    fn try_event(&mut self, tick_due: bool, accept_clients: bool) -> Option<Option<Event<S>>> {
+        use flume::TryRecvError::{Disconnected, Empty};
+        match self.control_rx.try_recv() {
+            Ok(Control::Shutdown) | Err(Disconnected) => return Some(None),
+            Ok(c) => return Some(Some(Event::Control(c))),
+            Err(Empty) => {}
+        }
+        match self.persisted_rx.has_changed() {
+            Ok(true) => return Some(Some(Event::Persisted)),
+            Ok(false) => {}
+            Err(_) => return Some(None),
+        }
+        match self.applied_rx.has_changed() {
+            Ok(true) => return Some(Some(Event::Applied)),
+            Ok(false) => {}
+            Err(_) => return Some(None),
+        }
+        match self.raft_rx.try_recv() {
+            Ok(m) => return Some(Some(Event::Raft(m))),
+            Err(Disconnected) => return Some(None),
+            Err(Empty) => {}
+        }
+        if tick_due {
+            return Some(Some(Event::Tick));
+        }
+        if accept_clients {
+            match self.client_rx.try_recv() {
+                Ok(req) => return Some(Some(Event::Client(req))),
+                Err(Disconnected) => return Some(None),
+                Err(Empty) => {}
+            }
+        }
+        None
     }
 
     /// True while something has a tick-driven deadline; otherwise the actor sleeps until an

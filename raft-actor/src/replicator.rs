@@ -111,7 +111,7 @@ pub(crate) struct ReplicatorActor {
     view: ReplicateSignal,
     responses: flume::Receiver<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
-    control: flume::Sender<Control>,
+    control: crate::inbox::InboxTx<Control>,
     storage: StorageHandle,
     net: Net,
     stats: Arc<GroupStats>,
@@ -137,7 +137,7 @@ impl ReplicatorActor {
         last_index: Index,
         responses: flume::Receiver<ToReplicator>,
         signal: LatestRx<ReplicateSignal>,
-        control: flume::Sender<Control>,
+        control: crate::inbox::InboxTx<Control>,
     ) -> Self {
         let cfg = w.cfg.group_config();
         ReplicatorActor {

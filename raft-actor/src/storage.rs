@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 use raft_storage::{LogStore, Recovered, StorageError};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 /// The latest durable point of a group, published after each group commit.
@@ -53,7 +53,7 @@ pub(crate) enum StorageRequest {
     /// Registers a group's persisted-notification channel.
     Register {
         group: GroupId,
-        persisted: watch::Sender<Persisted>,
+        persisted: crate::inbox::WatchTx<Persisted>,
     },
     /// Forgets a group (its state stays on disk unless `purge`).
     Unregister { group: GroupId, purge: bool },
@@ -164,7 +164,7 @@ pub(crate) fn spawn<S: LogStore>(
 struct StorageActor<S> {
     store: S,
     rx: flume::Receiver<StorageRequest>,
-    groups: BTreeMap<GroupId, (watch::Sender<Persisted>, u64)>,
+    groups: BTreeMap<GroupId, (crate::inbox::WatchTx<Persisted>, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
     stalled_until: Option<tokio::time::Instant>,
