@@ -37,10 +37,22 @@ impl Bell {
     }
 }
 
-/// Rings its bell when dropped. The last field of the senders below, so it runs after the
-/// queue's sender is gone.
+/// Rings its bell when dropped. The last field of a sender, so it runs after the queue's
+/// sender is gone.
 #[derive(Clone)]
-struct RingOnDrop(Bell);
+pub(crate) struct RingOnDrop(Bell);
+
+impl RingOnDrop {
+    /// Rings `bell` now and when dropped.
+    pub(crate) fn new(bell: &Bell) -> RingOnDrop {
+        RingOnDrop(bell.clone())
+    }
+
+    /// Rings the bell.
+    pub(crate) fn ring(&self) {
+        self.0.ring();
+    }
+}
 
 impl Drop for RingOnDrop {
     fn drop(&mut self) {
@@ -68,7 +80,7 @@ impl<T> InboxTx<T> {
     /// actor is gone.
     pub(crate) fn try_send(&self, value: T) -> Result<(), flume::TrySendError<T>> {
         self.tx.try_send(value)?;
-        self.ring.0.ring();
+        self.ring.ring();
         Ok(())
     }
 }
@@ -76,7 +88,7 @@ impl<T> InboxTx<T> {
 /// A bounded queue (`cap` messages) whose senders ring `bell`.
 pub(crate) fn bounded<T>(cap: usize, bell: &Bell) -> (InboxTx<T>, flume::Receiver<T>) {
     let (tx, rx) = flume::bounded(cap);
-    let ring = RingOnDrop(bell.clone());
+    let ring = RingOnDrop::new(bell);
     (InboxTx { tx, ring }, rx)
 }
 
@@ -91,7 +103,7 @@ impl<T> WatchTx<T> {
     /// Replaces the value and rings.
     pub(crate) fn send_replace(&self, value: T) -> T {
         let old = self.tx.send_replace(value);
-        self.ring.0.ring();
+        self.ring.ring();
         old
     }
 }
@@ -99,7 +111,7 @@ impl<T> WatchTx<T> {
 /// A `watch` channel starting at `init` whose sender rings `bell`.
 pub(crate) fn watch<T>(init: T, bell: &Bell) -> (WatchTx<T>, watch::Receiver<T>) {
     let (tx, rx) = watch::channel(init);
-    let ring = RingOnDrop(bell.clone());
+    let ring = RingOnDrop::new(bell);
     (WatchTx { tx, ring }, rx)
 }
 

@@ -1,5 +1,6 @@
 //! A latest-value channel: the sender never blocks and replaces any value the receiver has not
-//! read yet; the receiver awaits the newest value.
+//! read yet; the receiver takes the newest value. A sender made by [`ringing`] also rings the
+//! receiving actor's bell (see [`crate::inbox`]).
 //!
 //! Built on a one-slot flume channel (flume channels are multi-consumer, so the sender keeps a
 //! receiving handle to evict an unread value). `tokio::sync::watch` would do the same job, but
@@ -11,6 +12,9 @@
 pub(crate) struct LatestTx<T> {
     tx: flume::Sender<T>,
     evict: flume::Receiver<T>,
+    /// Rings the receiving actor's bell on each value and when dropped (last field: after
+    /// `tx` is gone).
+    ring: Option<crate::inbox::RingOnDrop>,
 }
 
 /// Receiving half.
@@ -25,9 +29,18 @@ pub(crate) fn channel<T>() -> (LatestTx<T>, LatestRx<T>) {
         LatestTx {
             tx,
             evict: rx.clone(),
+            ring: None,
         },
         LatestRx { rx },
     )
+}
+
+/// A latest-value channel whose sender rings `bell` (see [`crate::inbox`]); the receiver
+/// looks with [`LatestRx::try_recv`].
+pub(crate) fn ringing<T>(bell: &crate::inbox::Bell) -> (LatestTx<T>, LatestRx<T>) {
+    let (mut tx, rx) = channel();
+    tx.ring = Some(crate::inbox::RingOnDrop::new(bell));
+    (tx, rx)
 }
 
 impl<T> LatestTx<T> {
@@ -39,7 +52,12 @@ impl<T> LatestTx<T> {
         }
         loop {
             match self.tx.try_send(value) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    if let Some(r) = &self.ring {
+                        r.ring();
+                    }
+                    return true;
+                }
                 Err(flume::TrySendError::Full(v)) => {
                     let _ = self.evict.try_recv();
                     value = v;
@@ -57,7 +75,13 @@ impl<T> LatestRx<T> {
         self.rx.try_recv().ok()
     }
 
+    /// The newest value if one is waiting; `Disconnected` once the sender is gone.
+    pub(crate) fn try_recv(&self) -> Result<T, flume::TryRecvError> {
+        self.rx.try_recv()
+    }
+
     /// The newest value; `Err` once the sender is gone.
+    #[cfg(test)]
     pub(crate) async fn recv(&self) -> Result<T, flume::RecvError> {
         self.rx.recv_async().await
     }

@@ -30,7 +30,7 @@ use crate::gather::Gather;
 use crate::heartbeat::{HbUpdate, HeartbeatHandle};
 use crate::inbox::{self, Bell, InboxTx};
 use crate::metrics::{GroupMetrics, GroupStats};
-use crate::replicator::{ReplicateSignal, ReplicatorActor, ToReplicator};
+use crate::replicator::{Inputs, ReplicateSignal, ReplicatorActor, ToReplicator};
 use crate::state_machine::StateMachine;
 use crate::storage::{Persisted, StorageHandle, StorageRequest, WriteOp};
 use crate::tail::{Tail, TailView};
@@ -144,7 +144,7 @@ pub(crate) struct Wiring {
 /// The partition's two edges to one replicator.
 struct ReplicatorLink {
     /// Acknowledgements from the peer (bounded `replicator_queue`, `try_send`: drop and count).
-    acks: flume::Sender<ToReplicator>,
+    acks: InboxTx<ToReplicator>,
     /// Log and commit changes (latest value).
     signal: crate::latest::LatestTx<ReplicateSignal>,
 }
@@ -857,15 +857,19 @@ impl<S: StateMachine> PartitionActor<S> {
             if self.replicators.contains_key(&peer) {
                 continue;
             }
-            let (tx, rx) = flume::bounded(self.w.cfg.replicator_queue);
-            let (signal_tx, signal_rx) = crate::latest::channel();
+            let bell = Bell::new();
+            let (tx, rx) = inbox::bounded(self.w.cfg.replicator_queue, &bell);
+            let (signal_tx, signal_rx) = crate::latest::ringing(&bell);
             let actor = ReplicatorActor::new(
                 &self.w,
                 peer,
                 term,
                 last,
-                rx,
-                signal_rx,
+                Inputs {
+                    bell,
+                    responses: rx,
+                    signal: signal_rx,
+                },
                 self.control_tx.clone(),
             );
             let span = info_span!(

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::inbox::Bell;
 use crate::latest::LatestRx;
 use crate::metrics::GroupStats;
 use crate::partition::{Control, Net, Wiring};
@@ -60,6 +61,24 @@ impl PartialEq for ReplicateSignal {
 
 /// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
 /// and counted when full).
+/// A replicator's queued inputs and the bell their senders ring.
+pub(crate) struct Inputs {
+    pub(crate) bell: Bell,
+    pub(crate) responses: flume::Receiver<ToReplicator>,
+    pub(crate) signal: LatestRx<ReplicateSignal>,
+}
+
+/// What the replicator's loop takes next.
+enum Event {
+    Signal(ReplicateSignal),
+    Input(ToReplicator),
+    Read(ReadResult),
+    CommitDue,
+    Tick,
+    /// The partition dropped this epoch's channels.
+    Stop,
+}
+
 pub(crate) enum ToReplicator {
     /// An answer from the peer (AppendResponse, SnapshotResponse).
     Response(Message),
@@ -109,6 +128,8 @@ pub(crate) struct ReplicatorActor {
     epoch: Term,
     core: ReplicatorCore,
     view: ReplicateSignal,
+    /// Rung by `responses` and `signal` (see [`crate::inbox`]).
+    bell: Bell,
     responses: flume::Receiver<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
     control: crate::inbox::InboxTx<Control>,
@@ -135,10 +156,14 @@ impl ReplicatorActor {
         peer: NodeId,
         epoch: Term,
         last_index: Index,
-        responses: flume::Receiver<ToReplicator>,
-        signal: LatestRx<ReplicateSignal>,
+        inputs: Inputs,
         control: crate::inbox::InboxTx<Control>,
     ) -> Self {
+        let Inputs {
+            bell,
+            responses,
+            signal,
+        } = inputs;
         let cfg = w.cfg.group_config();
         ReplicatorActor {
             group: w.group,
@@ -150,6 +175,7 @@ impl ReplicatorActor {
                 term: epoch,
                 ..Default::default()
             },
+            bell,
             responses,
             signal,
             control,
@@ -195,29 +221,42 @@ impl ReplicatorActor {
                 Some(due) if commit_wake.deadline() != due => commit_wake.as_mut().reset(due),
                 _ => {}
             }
-            tokio::select! {
-                biased;
-                signal = self.signal.recv() => {
-                    let Ok(s) = signal else { break };
+            // Queued input first, in the old `select!` order; the bell, the read and the
+            // timers only when there is none (see `crate::inbox`).
+            let event = loop {
+                if let Some(e) = self.try_event() {
+                    break e;
+                }
+                tokio::select! {
+                    biased;
+                    () = self.bell.rung() => {}
+                    read = wait(&mut pending) => break Event::Read(read),
+                    // Plan again: the held-back commit index goes out now unless new entries
+                    // took it.
+                    _ = &mut commit_wake, if self.commit_due.is_some() => break Event::CommitDue,
+                    _ = &mut wake, if armed => break Event::Tick,
+                }
+            };
+            match event {
+                Event::Stop => break,
+                Event::Signal(s) => {
                     if s.term != self.epoch {
                         break;
                     }
-                    self.stats.replicator_wakeups.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .replicator_wakeups
+                        .fetch_add(1, Ordering::Relaxed);
                     self.view = s;
                     self.hold = false;
                 }
-                msg = self.responses.recv_async() => match msg {
-                    Ok(ToReplicator::Response(m)) => self.on_response(m),
-                    Ok(ToReplicator::PeerReachable) => self.on_peer_reachable(),
-                    Err(_) => break,
-                },
-                read = wait(&mut pending) => {
+                Event::Input(ToReplicator::Response(m)) => self.on_response(m),
+                Event::Input(ToReplicator::PeerReachable) => self.on_peer_reachable(),
+                Event::Read(read) => {
                     let p = pending.take();
                     self.on_read(p, read);
                 }
-                // Plan again: the held-back commit index goes out now unless new entries took it.
-                _ = &mut commit_wake, if self.commit_due.is_some() => {}
-                _ = &mut wake, if armed => {
+                Event::CommitDue => {}
+                Event::Tick => {
                     self.hold = false;
                     self.retry = false;
                     self.core.tick();
@@ -225,6 +264,8 @@ impl ReplicatorActor {
                 }
             }
             self.stats.replicator_loops.fetch_add(1, Ordering::Relaxed);
+            // A replicator that always finds input yields when its cooperative budget is spent.
+            tokio::task::consume_budget().await;
         }
         debug!(
             group = self.group,
@@ -232,6 +273,21 @@ impl ReplicatorActor {
             epoch = self.epoch,
             "replicator stopped"
         );
+    }
+
+    /// A queued log/commit signal, else a queued response, without waiting.
+    fn try_event(&mut self) -> Option<Event> {
+        use flume::TryRecvError::{Disconnected, Empty};
+        match self.signal.try_recv() {
+            Ok(s) => return Some(Event::Signal(s)),
+            Err(Disconnected) => return Some(Event::Stop),
+            Err(Empty) => {}
+        }
+        match self.responses.try_recv() {
+            Ok(m) => Some(Event::Input(m)),
+            Err(Disconnected) => Some(Event::Stop),
+            Err(Empty) => None,
+        }
     }
 
     /// True while a tick has something to do: retransmission timers of the core, an ack to
