@@ -7,8 +7,9 @@
 //! [`Bell`] after queueing, and the actor takes whatever is queued with `try_recv` in its own
 //! priority order; it waits on the bell (one registration) only when every queue is empty.
 //!
-//! Senders ring when dropped, after letting go of their queue, so the actor sees a queue whose
-//! last sender is gone at its next look. `tokio::sync::Notify` keeps a permit when nobody waits:
+//! The last sender of a queue rings when dropped, after letting go of the queue, so the actor
+//! sees a queue whose senders are all gone at its next look. (Only the last: a registry that
+//! clones and drops handles to thousands of groups must not wake them all.) `tokio::sync::Notify` keeps a permit when nobody waits:
 //! a ring between the actor's last look and its wait is never lost, at worst it costs one look
 //! that finds nothing.
 
@@ -38,8 +39,7 @@ impl Bell {
 }
 
 /// Rings its bell when dropped. The last field of a sender, so it runs after the queue's
-/// sender is gone.
-#[derive(Clone)]
+/// sender is gone; shared by a sender's clones, so it runs when the last one is dropped.
 pub(crate) struct RingOnDrop(Bell);
 
 impl RingOnDrop {
@@ -63,7 +63,7 @@ impl Drop for RingOnDrop {
 /// The sending half of a bounded queue that rings the actor's bell.
 pub(crate) struct InboxTx<T> {
     tx: flume::Sender<T>,
-    ring: RingOnDrop,
+    ring: Arc<RingOnDrop>,
 }
 
 impl<T> Clone for InboxTx<T> {
@@ -88,7 +88,7 @@ impl<T> InboxTx<T> {
 /// A bounded queue (`cap` messages) whose senders ring `bell`.
 pub(crate) fn bounded<T>(cap: usize, bell: &Bell) -> (InboxTx<T>, flume::Receiver<T>) {
     let (tx, rx) = flume::bounded(cap);
-    let ring = RingOnDrop::new(bell);
+    let ring = Arc::new(RingOnDrop::new(bell));
     (InboxTx { tx, ring }, rx)
 }
 
@@ -157,6 +157,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn dropping_a_clone_does_not_ring() {
+        let bell = Bell::new();
+        let (tx, _rx) = bounded::<u8>(4, &bell);
+        drop(tx.clone());
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(10), bell.rung()).await;
+        assert!(woken.is_err(), "only the last sender's drop rings");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_watch_update_rings_and_shows_as_changed() {
         let bell = Bell::new();
         let (tx, mut rx) = watch(0u64, &bell);
@@ -172,14 +181,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_queue_gives_the_value_back_without_ringing_twice() {
+    async fn a_full_queue_gives_the_value_back_and_rings_add_up_to_one_wake() {
         let bell = Bell::new();
         let (tx, rx) = bounded(1, &bell);
         tx.try_send(1).unwrap();
         assert!(matches!(tx.try_send(2), Err(flume::TrySendError::Full(2))));
         bell.rung().await;
         assert_eq!(rx.try_recv(), Ok(1));
-        // One permit at most: the second wait has nothing to return.
+        // Rings while nobody waits leave one permit, not one per ring: the second wait
+        // has nothing to return.
         let second = tokio::time::timeout(std::time::Duration::from_millis(10), bell.rung()).await;
         assert!(second.is_err());
     }
