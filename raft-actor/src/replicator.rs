@@ -59,8 +59,6 @@ impl PartialEq for ReplicateSignal {
     }
 }
 
-/// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
-/// and counted when full).
 /// A replicator's queued inputs and the bell their senders ring.
 pub(crate) struct Inputs {
     pub(crate) bell: Bell,
@@ -79,6 +77,8 @@ enum Event {
     Stop,
 }
 
+/// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
+/// and counted when full).
 pub(crate) enum ToReplicator {
     /// An answer from the peer (AppendResponse, SnapshotResponse).
     Response(Message),
