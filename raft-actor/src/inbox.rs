@@ -39,11 +39,11 @@ impl Bell {
 }
 
 /// Rings its bell when dropped. The last field of a sender, so it runs after the queue's
-/// sender is gone; shared by a sender's clones, so it runs when the last one is dropped.
+/// sender is gone; `InboxTx` clones share one, so it runs when the last of them is dropped.
 pub(crate) struct RingOnDrop(Bell);
 
 impl RingOnDrop {
-    /// Rings `bell` now and when dropped.
+    /// Will ring `bell` when dropped (and on every [`RingOnDrop::ring`]).
     pub(crate) fn new(bell: &Bell) -> RingOnDrop {
         RingOnDrop(bell.clone())
     }
