@@ -631,6 +631,11 @@ impl<S: StateMachine> PartitionActor<S> {
                 }
             }
             Control::SnapshotTaken(meta) => {
+                // The apply actor published the index the snapshot covers before taking it,
+                // but control outranks the applied watch: catch up first, or the core would
+                // refuse a snapshot of entries it does not know are applied.
+                let applied = *self.applied_rx.borrow_and_update();
+                self.core.applied(applied);
                 if let Err(e) = self.core.snapshot_taken(meta) {
                     warn!(group = self.w.group, error = %e, "snapshot not used");
                 }
