@@ -429,16 +429,17 @@ impl<S: StateMachine> Router<S> {
                 );
                 continue;
             }
-            let target = self
+            // Look up and send under one short borrow of the table (no handle clone per
+            // message, as in `Node::request`).
+            let sent = self
                 .table
                 .borrow()
                 .get(&env.group)
-                .map(|e| e.handle.raft.clone());
-            match target {
-                Some(tx) => {
-                    if tx.try_send(m).is_err() {
-                        debug!(group = env.group, "partition queue full; message dropped");
-                    }
+                .map(|e| e.handle.raft.try_send(m).is_ok());
+            match sent {
+                Some(true) => {}
+                Some(false) => {
+                    debug!(group = env.group, "partition queue full; message dropped");
                 }
                 None => {
                     self.unknown.fetch_add(1, Ordering::Relaxed);
