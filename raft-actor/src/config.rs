@@ -38,7 +38,8 @@ pub struct NodeConfig {
     /// which delays its apply and reads served through it by as much. `Duration::ZERO`
     /// sends at once. Must be below `heartbeat_interval`.
     pub commit_notify_delay: Duration,
-    /// How long `propose` and `read` wait for an answer before returning `Timeout`.
+    /// How long `propose` and `read` wait for an answer before returning `Timeout` (measured
+    /// in quarters by one timer per node, so up to a quarter longer).
     pub request_timeout: Duration,
     /// Proposals and reads queued per group. When full, callers get `Overloaded` at once.
     pub client_queue: usize,

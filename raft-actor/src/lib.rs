@@ -65,6 +65,7 @@ pub mod wire;
 pub mod sim;
 
 mod apply;
+mod deadline;
 mod gather;
 mod heartbeat;
 mod inbox;
@@ -73,6 +74,7 @@ mod latest;
 pub(crate) mod partition;
 mod replicator;
 mod storage;
+mod table;
 mod tail;
 mod ticks;
 

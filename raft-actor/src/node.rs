@@ -1,7 +1,6 @@
 //! `Node`: the public API, its builder, the registry actor that owns the table of groups, and
 //! the router that hands network messages to partitions.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::Proposal;
 use crate::config::NodeConfig;
+use crate::deadline::Deadlines;
 use crate::error::Error;
 use crate::heartbeat::{self, HeartbeatHandle};
 use crate::kill::Kill;
@@ -21,6 +21,7 @@ use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
 use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
 use crate::state_machine::{RequestId, StateMachine};
 use crate::storage::{self, StorageHandle, StorageMode, StorageRequest, WriteOp};
+use crate::table::GroupMap;
 use crate::wire::WireMsg;
 
 /// Where the heartbeat actor runs.
@@ -140,7 +141,7 @@ impl<S: StateMachine> NodeBuilder<S> {
                 kill.spawn(hb_actor.run().instrument(span));
             }
         }
-        let (table_tx, table_rx) = watch::channel(Arc::new(BTreeMap::new()));
+        let (table_tx, table_rx) = watch::channel(Arc::new(GroupMap::default()));
         let (reg_tx, reg_rx) = flume::bounded(64);
         let unknown = Arc::new(AtomicU64::new(0));
         let cfg = Arc::new(self.cfg);
@@ -149,7 +150,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             net: net.clone(),
             storage,
             heartbeat: hb,
-            table: BTreeMap::new(),
+            table: GroupMap::default(),
             table_tx,
             rx: reg_rx,
             switch: Some(switch),
@@ -170,6 +171,7 @@ impl<S: StateMachine> NodeBuilder<S> {
                 .run()
                 .instrument(info_span!("router", node = cfg.node_id)),
         );
+        let deadlines = Deadlines::start(cfg.request_timeout);
         info!(node = cfg.node_id, "node started");
         Ok(Node {
             inner: Arc::new(NodeShared {
@@ -179,6 +181,7 @@ impl<S: StateMachine> NodeBuilder<S> {
                 net,
                 unknown,
                 hb_stats,
+                deadlines,
             }),
         })
     }
@@ -199,7 +202,7 @@ impl<S: StateMachine> Clone for GroupEntry<S> {
     }
 }
 
-type Table<S> = Arc<BTreeMap<GroupId, GroupEntry<S>>>;
+type Table<S> = Arc<GroupMap<GroupEntry<S>>>;
 
 enum RegistryMsg<S: StateMachine> {
     Add {
@@ -231,7 +234,7 @@ struct Registry<S: StateMachine> {
     net: Net,
     storage: StorageHandle,
     heartbeat: HeartbeatHandle,
-    table: BTreeMap<GroupId, GroupEntry<S>>,
+    table: GroupMap<GroupEntry<S>>,
     table_tx: watch::Sender<Table<S>>,
     rx: flume::Receiver<RegistryMsg<S>>,
     /// Dropping it kills every task of the node: after the grace period of a shutdown, or at
@@ -258,7 +261,7 @@ impl<S: StateMachine> Registry<S> {
                     purge,
                     reply,
                 } => {
-                    let r = match self.table.remove(&group) {
+                    let r = match self.table.remove(group) {
                         Some(e) => {
                             let _ = e.handle.control.try_send(Control::Shutdown);
                             let _ = self
@@ -296,7 +299,7 @@ impl<S: StateMachine> Registry<S> {
         membership: Option<Membership>,
         sm: S,
     ) -> Result<(), Error> {
-        if self.table.contains_key(&group) {
+        if self.table.contains(group) {
             return Err(Error::GroupExists(group));
         }
         if let Some(m) = &membership {
@@ -434,7 +437,7 @@ impl<S: StateMachine> Router<S> {
             let sent = self
                 .table
                 .borrow()
-                .get(&env.group)
+                .get(env.group)
                 .map(|e| e.handle.raft.try_send(m).is_ok());
             match sent {
                 Some(true) => {}
@@ -482,6 +485,7 @@ struct NodeShared<S: StateMachine> {
     net: Net,
     unknown: Arc<AtomicU64>,
     hb_stats: Arc<crate::metrics::HeartbeatStats>,
+    deadlines: Deadlines,
 }
 
 impl<S: StateMachine> Clone for Node<S> {
@@ -568,7 +572,7 @@ impl<S: StateMachine> Node<S> {
         self.inner
             .table
             .borrow()
-            .get(&group)
+            .get(group)
             .cloned()
             .ok_or(Error::UnknownGroup(group))
     }
@@ -584,7 +588,7 @@ impl<S: StateMachine> Node<S> {
         self.inner
             .table
             .borrow()
-            .get(&group)
+            .get(group)
             .ok_or(Error::UnknownGroup(group))?
             .handle
             .client
@@ -593,10 +597,10 @@ impl<S: StateMachine> Node<S> {
                 flume::TrySendError::Full(_) => Error::Overloaded { group },
                 flume::TrySendError::Disconnected(_) => Error::Stopped,
             })?;
-        match tokio::time::timeout(self.inner.cfg.request_timeout, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout { group }),
+        match self.inner.deadlines.wait(rx).await {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Stopped),
+            None => Err(Error::Timeout { group }),
         }
     }
 
@@ -663,7 +667,7 @@ impl<S: StateMachine> Node<S> {
     pub async fn metrics(&self) -> NodeMetrics {
         let table = self.inner.table.borrow().clone();
         let mut groups = Vec::new();
-        for (&group, e) in table.iter() {
+        for (group, e) in table.sorted() {
             groups.push(group_status(group, e).await);
         }
         NodeMetrics {
