@@ -685,8 +685,9 @@ impl<S: StateMachine> PartitionActor<S> {
                 entries,
             } => {
                 let core = &self.core;
-                self.tail
-                    .append(truncate_from, &entries, |i| core.log().term(i));
+                let entries = self
+                    .tail
+                    .append(truncate_from, entries, |i| core.log().term(i));
                 self.store(StorageRequest::Write {
                     group,
                     seq,

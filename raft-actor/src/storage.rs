@@ -32,7 +32,8 @@ pub(crate) enum WriteOp {
     HardState(HardState),
     Entries {
         truncate_from: Option<Index>,
-        entries: Vec<Entry>,
+        /// Shared with the group's log tail.
+        entries: crate::tail::Written,
     },
     Snapshot {
         meta: SnapshotMeta,
@@ -277,7 +278,7 @@ impl<S: LogStore> StorageActor<S> {
             WriteOp::Entries {
                 truncate_from,
                 entries,
-            } => self.store.append(group, truncate_from, &entries),
+            } => self.store.append(group, truncate_from, entries.entries()),
             WriteOp::Snapshot {
                 meta,
                 data,

@@ -154,6 +154,27 @@ impl TailRange {
     }
 }
 
+/// Entries handed to storage by [`Tail::append`]: the tail's own chunk when it keeps them
+/// (shared, immutable), else the entries themselves.
+#[derive(Debug)]
+pub(crate) struct Written(Kept);
+
+#[derive(Debug)]
+enum Kept {
+    Shared(Arc<Chunk>),
+    Owned(Vec<Entry>),
+}
+
+impl Written {
+    /// The entries, in log order.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        match &self.0 {
+            Kept::Shared(c) => &c.entries,
+            Kept::Owned(v) => v,
+        }
+    }
+}
+
 /// The partition's side: the chunks it keeps alive, newest last.
 #[derive(Debug)]
 pub(crate) struct Tail {
@@ -175,12 +196,16 @@ impl Tail {
     /// The log was changed: `entries` were written after dropping everything from
     /// `truncate_from` on. `term_at` answers the term of an index still in the log (for the
     /// entry before a batch that does not follow the tail).
+    ///
+    /// Takes the entries and gives them back as [`Written`] for the storage write: the tail's
+    /// new chunk and the write share one copy of them (one copy fewer per batch and node
+    /// than copying them into the tail).
     pub(crate) fn append(
         &mut self,
         truncate_from: Option<Index>,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         term_at: impl Fn(Index) -> Option<Term>,
-    ) {
+    ) -> Written {
         let first = entries.first().map(|e| e.index);
         if let Some(from) = match (truncate_from, first) {
             (Some(t), Some(f)) => Some(t.min(f)),
@@ -188,7 +213,9 @@ impl Tail {
         } {
             self.truncate(from);
         }
-        let Some(first) = first else { return };
+        let Some(first) = first else {
+            return Written(Kept::Owned(entries));
+        };
         let (prev_term, prev) = match self.chunks.back() {
             Some(last) if last.last() + 1 == first => (
                 last.entries.last().map_or(0, |e| e.term),
@@ -199,21 +226,23 @@ impl Tail {
                 self.clear();
                 match term_at(first - 1) {
                     Some(t) => (t, Weak::new()),
-                    None => return,
+                    None => return Written(Kept::Owned(entries)),
                 }
             }
         };
         self.len += entries.len();
-        self.chunks.push_back(Arc::new(Chunk {
+        let chunk = Arc::new(Chunk {
             prev_term,
-            entries: entries.to_vec(),
+            entries,
             prev,
-        }));
+        });
+        self.chunks.push_back(chunk.clone());
         while self.len > self.max_entries && self.chunks.len() > 1 {
             if let Some(old) = self.chunks.pop_front() {
                 self.len -= old.entries.len();
             }
         }
+        Written(Kept::Shared(chunk))
     }
 
     /// Forgets everything (a snapshot replaced the log).
@@ -269,8 +298,8 @@ mod tests {
     #[test]
     fn reads_what_it_holds_and_nothing_else() {
         let mut t = Tail::new(100);
-        t.append(None, &batch(1, 3, 1), |_| Some(0));
-        t.append(None, &batch(4, 6, 2), |_| None);
+        t.append(None, batch(1, 3, 1), |_| Some(0));
+        t.append(None, batch(4, 6, 2), |_| None);
         let v = t.view();
         let (pt, es) = v.read(0, 6, u64::MAX).unwrap();
         assert_eq!(pt, 0);
@@ -301,9 +330,9 @@ mod tests {
     #[test]
     fn truncation_makes_a_new_view_and_keeps_old_ones_intact() {
         let mut t = Tail::new(100);
-        t.append(None, &batch(1, 5, 1), |_| Some(0));
+        t.append(None, batch(1, 5, 1), |_| Some(0));
         let old = t.view();
-        t.append(Some(3), &batch(3, 4, 2), |_| None);
+        t.append(Some(3), batch(3, 4, 2), |_| None);
         let new = t.view();
         assert_eq!(old.range(3, 5).unwrap().iter().next().unwrap().term, 1);
         let es = new.range(1, 4).unwrap();
@@ -315,20 +344,38 @@ mod tests {
     #[test]
     fn old_entries_fall_off_and_gaps_restart_it() {
         let mut t = Tail::new(4);
-        t.append(None, &batch(1, 3, 1), |_| Some(0));
-        t.append(None, &batch(4, 6, 1), |_| None);
+        t.append(None, batch(1, 3, 1), |_| Some(0));
+        t.append(None, batch(4, 6, 1), |_| None);
         let v = t.view();
         assert!(v.read(0, 6, u64::MAX).is_none(), "1..=3 fell off");
         assert_eq!(v.read(3, 6, u64::MAX).unwrap().0, 1);
         // A gap (say a snapshot at 20): the tail restarts from the new batch.
-        t.append(None, &batch(21, 22, 3), |i| (i == 20).then_some(3));
+        t.append(None, batch(21, 22, 3), |i| (i == 20).then_some(3));
         let v = t.view();
         assert!(v.read(5, 6, u64::MAX).is_none());
         assert_eq!(v.read(20, 22, u64::MAX).unwrap().1.len(), 2);
         // A gap whose base term is unknown: nothing is served.
-        t.append(None, &batch(40, 41, 3), |_| None);
+        t.append(None, batch(40, 41, 3), |_| None);
         assert!(t.view().read(39, 41, u64::MAX).is_none());
         t.clear();
         assert!(t.view().last_index().is_none());
+    }
+
+    #[test]
+    fn the_write_gets_the_entries_whether_the_tail_keeps_them_or_not() {
+        let mut t = Tail::new(100);
+        let w = t.append(None, batch(1, 3, 1), |_| Some(0));
+        assert_eq!(w.entries(), batch(1, 3, 1).as_slice());
+        // Kept: the write and the tail's chunk are one copy.
+        let v = t.view();
+        let chunk = v.0.as_ref().unwrap();
+        assert!(matches!(&w.0, Kept::Shared(c) if Arc::ptr_eq(c, chunk)));
+        // Not kept (a gap whose base term is unknown): the write still has every entry.
+        let w = t.append(None, batch(40, 41, 3), |_| None);
+        assert!(matches!(w.0, Kept::Owned(_)));
+        assert_eq!(w.entries(), batch(40, 41, 3).as_slice());
+        // Only a truncation: nothing to write, nothing lost.
+        let w = t.append(Some(2), Vec::new(), |_| None);
+        assert!(w.entries().is_empty());
     }
 }
