@@ -302,7 +302,7 @@ impl<S: StateMachine> ApplyActor<S> {
             if e.index != self.applied + 1 {
                 continue;
             }
-            let response = match &e.payload {
+            let mut response = match &e.payload {
                 EntryPayload::Normal(bytes) => self.apply_command(e.index, bytes),
                 EntryPayload::Membership(m) => {
                     self.membership = m.clone();
@@ -312,14 +312,15 @@ impl<S: StateMachine> ApplyActor<S> {
             };
             self.applied = e.index;
             self.applied_term = e.term;
-            // Answer the proposal waiting on this index, if it is the same entry.
+            // Answer the proposal waiting on this index, if it is the same entry (at most one
+            // waiter has this index: the response moves to it).
             while self.waiters.front().is_some_and(|w| w.index <= e.index) {
                 let Some(w) = self.waiters.pop_front() else {
                     break;
                 };
                 let result = if w.index == e.index && w.term == e.term {
                     response
-                        .clone()
+                        .take()
                         .unwrap_or_else(|| Err(Error::Codec("entry has no response".into())))
                 } else {
                     // Another leader's entry took this place: the proposal was lost. Retry.

@@ -31,9 +31,10 @@
 //! | --- | --- | --- | --- |
 //! | API → partition | flume | `client_queue` | `try_send`: caller gets `Overloaded` |
 //! | router → partition | flume | `raft_queue` | `try_send`: dropped and counted (Raft retransmits) |
+//! | router → replicator (a peer's answers to this leader's AppendEntries and snapshot chunks, routed by the partition's published replicator queues) | flume | `replicator_queue` | `try_send`: dropped and counted (the replicator retransmits) |
 //! | replicator / apply → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on a tick armed for it |
 //! | partition → each replicator (log/commit signal) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
-//! | partition → replicator (acks, "peer reachable again") | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
+//! | partition → replicator ("peer reachable again", and answers that came before the router knew the replicator) | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
 //! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
 //! | partition → apply (commit index) | `watch` | latest value | never full |
 //! | apply → partition (applied index) | `watch` | latest value | never full |

@@ -41,6 +41,10 @@ pub struct GroupStats {
     pub replicator_loops: AtomicU64,
     /// AppendEntries sent by this node's replicators (probes and commit-only ones included).
     pub appends_sent: AtomicU64,
+    /// Answers to this node's replication that reached a replicator through the partition
+    /// actor instead of straight from the router (the router did not yet know the replicator,
+    /// as just after an election).
+    pub acks_forwarded: AtomicU64,
     /// Snapshots sent to lagging followers by this node's replicators.
     pub snapshots_sent: AtomicU64,
     /// Snapshots installed here from a leader.
@@ -105,6 +109,8 @@ pub struct GroupMetrics {
     pub dropped_messages: u64,
     /// AppendEntries sent to followers (probes and commit-only ones included).
     pub appends_sent: u64,
+    /// Answers forwarded to a replicator by the partition (see [`GroupStats::acks_forwarded`]).
+    pub acks_forwarded: u64,
     /// Snapshots sent to lagging followers.
     pub snapshots_sent: u64,
     /// Snapshots installed from a leader.
@@ -144,6 +150,7 @@ impl GroupMetrics {
             replicate_signals: l(&s.replicate_signals),
             dropped_messages: l(&s.dropped_messages),
             appends_sent: l(&s.appends_sent),
+            acks_forwarded: l(&s.acks_forwarded),
             snapshots_sent: l(&s.snapshots_sent),
             snapshots_installed: l(&s.snapshots_installed),
             snapshots_taken: l(&s.snapshots_taken),

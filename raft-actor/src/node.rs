@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use raft_core::{GroupId, Index, InitialState, Membership, NodeId, SnapshotMeta};
+use raft_core::{GroupId, Index, InitialState, Membership, MessageBody, NodeId, SnapshotMeta};
 use raft_net::{Envelope, Inbound, Transport};
 use raft_storage::LogStore;
 use tokio::sync::{oneshot, watch};
@@ -19,6 +19,7 @@ use crate::heartbeat::{self, HeartbeatHandle};
 use crate::kill::Kill;
 use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
 use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
+use crate::replicator::ToReplicator;
 use crate::state_machine::{RequestId, StateMachine};
 use crate::storage::{self, StorageHandle, StorageMode, StorageRequest, WriteOp};
 use crate::table::GroupMap;
@@ -433,12 +434,29 @@ impl<S: StateMachine> Router<S> {
                 continue;
             }
             // Look up and send under one short borrow of the table (no handle clone per
-            // message, as in `Node::request`).
-            let sent = self
-                .table
-                .borrow()
-                .get(env.group)
-                .map(|e| e.handle.raft.try_send(m).is_ok());
+            // message, as in `Node::request`). A peer's answer to this node's replication goes
+            // straight to the replicator of that peer when there is one (one hop fewer than
+            // through the partition, which only forwarded it); a replicator that sees a higher
+            // term in it tells the partition.
+            let sent = self.table.borrow().get(env.group).map(|e| {
+                let m = if matches!(
+                    m.body,
+                    MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
+                ) {
+                    match e.handle.acks.borrow().get(&m.from) {
+                        Some(tx) => {
+                            if tx.try_send(ToReplicator::Response(m)).is_err() {
+                                e.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+                            }
+                            return true;
+                        }
+                        None => m,
+                    }
+                } else {
+                    m
+                };
+                e.handle.raft.try_send(m).is_ok()
+            });
             match sent {
                 Some(true) => {}
                 Some(false) => {

@@ -112,11 +112,19 @@ enum Event<S: StateMachine> {
     Client(ClientReq<S>),
 }
 
+/// Where the router sends a peer's answers to this group's AppendEntries and snapshot
+/// chunks: straight to the replicator of that peer, without a hop through the partition
+/// (published by the partition whenever its set of replicators changes; empty unless
+/// leading).
+pub(crate) type AckRoutes = Arc<BTreeMap<NodeId, InboxTx<ToReplicator>>>;
+
 /// Handle to a partition actor: only senders (STYLE.md "actors with a handle").
 pub(crate) struct PartitionHandle<S: StateMachine> {
     pub(crate) client: InboxTx<ClientReq<S>>,
     pub(crate) raft: InboxTx<Message>,
     pub(crate) control: InboxTx<Control>,
+    /// The current replicators' answer queues (latest value).
+    pub(crate) acks: watch::Receiver<AckRoutes>,
 }
 
 impl<S: StateMachine> Clone for PartitionHandle<S> {
@@ -125,6 +133,7 @@ impl<S: StateMachine> Clone for PartitionHandle<S> {
             client: self.client.clone(),
             raft: self.raft.clone(),
             control: self.control.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -174,6 +183,8 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     last_signal: ReplicateSignal,
     /// Replicators of the current leadership epoch.
     replicators: BTreeMap<NodeId, ReplicatorLink>,
+    /// Publishes the replicators' answer queues to the router (see [`AckRoutes`]).
+    acks_tx: watch::Sender<AckRoutes>,
     /// Storage writes that found the queue full; flushed before anything else.
     backlog: VecDeque<StorageRequest>,
     reads: BTreeMap<u64, PendingRead<S>>,
@@ -219,6 +230,7 @@ impl<S: StateMachine> PartitionActor<S> {
         let (persisted_tx, persisted_rx) = inbox::watch(Persisted::default(), &bell);
         let (applied_tx, applied_rx) = inbox::watch(apply_from.index, &bell);
         let (commit_tx, commit_rx) = watch::channel((apply_from.index, TailView::default()));
+        let (acks_tx, acks_rx) = watch::channel(AckRoutes::default());
         // Apply queue: room for one waiter per queued client request, plus control traffic.
         let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
         w.storage
@@ -259,6 +271,7 @@ impl<S: StateMachine> PartitionActor<S> {
             tail: Tail::new(TAIL_ENTRIES),
             last_signal: ReplicateSignal::default(),
             replicators: BTreeMap::new(),
+            acks_tx,
             backlog: VecDeque::new(),
             reads: BTreeMap::new(),
             next_read: 1,
@@ -287,6 +300,7 @@ impl<S: StateMachine> PartitionActor<S> {
             client: client_tx,
             raft: raft_tx,
             control: control_tx,
+            acks: acks_rx,
         })
     }
 
@@ -465,14 +479,19 @@ impl<S: StateMachine> PartitionActor<S> {
         }
     }
 
-    /// A Raft message from the network. Acknowledgements go to the peer's replicator; every
-    /// message is stepped into the core for the term rules.
+    /// A Raft message from the network. Acknowledgements go to the peer's replicator (the
+    /// router sends most of them there directly; these came before it knew the replicator);
+    /// every message is stepped into the core for the term rules.
     fn on_raft(&mut self, m: Message) {
         if matches!(
             m.body,
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
         ) {
             if let Some(link) = self.replicators.get(&m.from) {
+                self.w
+                    .stats
+                    .acks_forwarded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if link
                     .acks
                     .try_send(ToReplicator::Response(m.clone()))
@@ -836,6 +855,7 @@ impl<S: StateMachine> PartitionActor<S> {
         // I4: a new epoch for the replicators, then move on. Dropping their queues ends the
         // old ones; they also stop on their own when the signal's term changes.
         self.replicators.clear();
+        self.publish_ack_routes();
         if role == Role::Leader {
             self.w
                 .stats
@@ -856,7 +876,9 @@ impl<S: StateMachine> PartitionActor<S> {
             .into_iter()
             .filter(|&p| p != me)
             .collect();
+        let before = self.replicators.len();
         self.replicators.retain(|p, _| peers.contains(p));
+        let mut changed = self.replicators.len() != before;
         let term = self.core.term();
         let last = self.core.log().last_index();
         for peer in peers {
@@ -903,6 +925,10 @@ impl<S: StateMachine> PartitionActor<S> {
                     signal: signal_tx,
                 },
             );
+            changed = true;
+        }
+        if changed {
+            self.publish_ack_routes();
         }
         let s = ReplicateSignal {
             term,
@@ -912,6 +938,19 @@ impl<S: StateMachine> PartitionActor<S> {
             tail: self.tail.view(),
         };
         self.publish_signal(s);
+    }
+
+    /// Tells the router where the current replicators take their peers' answers.
+    fn publish_ack_routes(&self) {
+        if self.replicators.is_empty() && self.acks_tx.borrow().is_empty() {
+            return;
+        }
+        let routes: BTreeMap<NodeId, InboxTx<ToReplicator>> = self
+            .replicators
+            .iter()
+            .map(|(&peer, link)| (peer, link.acks.clone()))
+            .collect();
+        self.acks_tx.send_replace(Arc::new(routes));
     }
 
     /// Wakes the replicators (latest value: one wake-up per change, never a lost one, I9).
@@ -977,6 +1016,7 @@ impl<S: StateMachine> PartitionActor<S> {
     fn stop(mut self) {
         let group = self.w.group;
         self.replicators.clear();
+        self.publish_ack_routes();
         let _ = self.apply_tx.try_send(ApplyMsg::Shutdown);
         self.w.heartbeat.unregister(group);
         for (_, r) in std::mem::take(&mut self.reads) {
