@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use raft_core::{GroupId, Index, InitialState, Membership, MessageBody, NodeId, SnapshotMeta};
+use raft_core::{GroupId, Index, InitialState, Membership, Message, NodeId, SnapshotMeta};
 use raft_net::{Envelope, Inbound, Transport};
 use raft_storage::LogStore;
 use tokio::sync::{oneshot, watch};
@@ -438,25 +438,7 @@ impl<S: StateMachine> Router<S> {
             // straight to the replicator of that peer when there is one (one hop fewer than
             // through the partition, which only forwarded it); a replicator that sees a higher
             // term in it tells the partition.
-            let sent = self.table.borrow().get(env.group).map(|e| {
-                let m = if matches!(
-                    m.body,
-                    MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
-                ) {
-                    match e.handle.acks.borrow().get(&m.from) {
-                        Some(tx) => {
-                            if tx.try_send(ToReplicator::Response(m)).is_err() {
-                                e.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
-                            }
-                            return true;
-                        }
-                        None => m,
-                    }
-                } else {
-                    m
-                };
-                e.handle.raft.try_send(m).is_ok()
-            });
+            let sent = self.table.borrow().get(env.group).map(|e| deliver(e, m));
             match sent {
                 Some(true) => {}
                 Some(false) => {
@@ -473,6 +455,21 @@ impl<S: StateMachine> Router<S> {
             }
         }
     }
+}
+
+/// Hands `m` to its group: a peer's answer to replication to the replicator of that peer if
+/// there is one (dropped and counted if its queue is full), anything else to the partition.
+/// False when the partition's queue is full.
+fn deliver<S: StateMachine>(e: &GroupEntry<S>, m: Message) -> bool {
+    if ToReplicator::takes(&m) {
+        if let Some(tx) = e.handle.acks.borrow().get(&m.from) {
+            if tx.try_send(ToReplicator::Response(m)).is_err() {
+                e.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+            }
+            return true;
+        }
+    }
+    e.handle.raft.try_send(m).is_ok()
 }
 
 /// Asks a group's partition actor for its metrics; one that does not answer within a second

@@ -483,10 +483,7 @@ impl<S: StateMachine> PartitionActor<S> {
     /// router sends most of them there directly; these came before it knew the replicator);
     /// every message is stepped into the core for the term rules.
     fn on_raft(&mut self, m: Message) {
-        if matches!(
-            m.body,
-            MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
-        ) {
+        if ToReplicator::takes(&m) {
             if let Some(link) = self.replicators.get(&m.from) {
                 self.w
                     .stats

@@ -86,6 +86,17 @@ pub(crate) enum ToReplicator {
     PeerReachable,
 }
 
+impl ToReplicator {
+    /// Whether `m` is a peer's answer to replication (AppendResponse, SnapshotResponse): what
+    /// the leader's replicator of that peer takes.
+    pub(crate) fn takes(m: &Message) -> bool {
+        matches!(
+            m.body,
+            MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
+        )
+    }
+}
+
 /// Bytes per snapshot chunk: below raft-net's large-frame threshold would starve nothing, but
 /// chunks are large frames on purpose so the transport schedules them behind small ones.
 const CHUNK_BYTES: usize = 256 * 1024;
