@@ -701,9 +701,8 @@ impl<S: StateMachine> PartitionActor<S> {
                 entries,
             } => {
                 let core = &self.core;
-                let entries = self
-                    .tail
-                    .append(truncate_from, entries, |i| core.log().term(i));
+                self.tail
+                    .append(truncate_from, entries.clone(), |i| core.log().term(i));
                 self.store(StorageRequest::Write {
                     group,
                     seq,

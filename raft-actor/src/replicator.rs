@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use raft_core::{
-    Entry, GroupId, Index, Message, MessageBody, NodeId, Plan, ReplState, ReplicatorCore,
+    Entries, GroupId, Index, Message, MessageBody, NodeId, Plan, ReplState, ReplicatorCore,
     SnapshotMeta, SnapshotStatus, Term,
 };
 use raft_net::Lane;
@@ -372,13 +372,7 @@ impl ReplicatorActor {
         }
     }
 
-    fn send_append(
-        &mut self,
-        prev_index: Index,
-        prev_term: Term,
-        entries: Vec<Entry>,
-        commit: Index,
-    ) {
+    fn send_append(&mut self, prev_index: Index, prev_term: Term, entries: Entries, commit: Index) {
         let bytes: u64 = entries.iter().map(|e| e.size_hint()).sum();
         let last_sent = prev_index + entries.len() as Index;
         let body = MessageBody::AppendEntries {
@@ -399,7 +393,7 @@ impl ReplicatorActor {
                     prev_index, commit, ..
                 }),
                 ReadResult::Append(Ok((prev_term, entries))),
-            ) => self.send_append(prev_index, prev_term, entries, commit),
+            ) => self.send_append(prev_index, prev_term, entries.into(), commit),
             (_, ReadResult::Append(Err(e))) => {
                 // Compacted meanwhile, or the group is going away: plan again from the new view.
                 debug!(group = self.group, peer = self.peer, error = %e, "read for append failed");

@@ -32,8 +32,8 @@ pub(crate) enum WriteOp {
     HardState(HardState),
     Entries {
         truncate_from: Option<Index>,
-        /// Shared with the group's log tail.
-        entries: crate::tail::Written,
+        /// Shared with the group's log tail (and on a leader with its AppendEntries).
+        entries: raft_core::Entries,
     },
     Snapshot {
         meta: SnapshotMeta,
@@ -278,7 +278,7 @@ impl<S: LogStore> StorageActor<S> {
             WriteOp::Entries {
                 truncate_from,
                 entries,
-            } => self.store.append(group, truncate_from, entries.entries()),
+            } => self.store.append_shared(group, truncate_from, &entries),
             WriteOp::Snapshot {
                 meta,
                 data,

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
-use raft_core::{Entry, Index, Term};
+use raft_core::{Entries, Entry, Index, Term};
 
 /// Most chunks a read walks back through before it asks storage instead.
 const MAX_HOPS: usize = 64;
@@ -33,7 +33,7 @@ struct Chunk {
     /// Term of the entry before the first one here (0 at the start of the log).
     prev_term: Term,
     /// Consecutive entries, at least one.
-    entries: Vec<Entry>,
+    entries: Entries,
     prev: Weak<Chunk>,
 }
 
@@ -61,12 +61,16 @@ impl TailView {
     /// The term at `prev_index` and the entries `prev_index + 1 ..= to`, cut to stay near
     /// `max_bytes` (at least one entry), if the view holds them (possibly fewer than asked,
     /// never none when some were asked).
+    ///
+    /// Entries within one chunk (the usual case: a follower keeping up is sent the newest
+    /// batch) come back as a window of that chunk, sharing it: every follower's message and
+    /// the storage write hold one copy. Only a read spanning chunks copies.
     pub(crate) fn read(
         &self,
         prev_index: Index,
         to: Index,
         max_bytes: u64,
-    ) -> Option<(Term, Vec<Entry>)> {
+    ) -> Option<(Term, Entries)> {
         if prev_index > self.0.as_ref()?.last() {
             return None;
         }
@@ -84,19 +88,30 @@ impl TailView {
                 .get(usize::try_from(prev_index - oldest.first()).ok()?)?
                 .term
         };
-        let mut out = Vec::new();
+        let mut count = 0;
         let mut bytes = 0;
         for e in range.iter() {
-            if !out.is_empty() && bytes + e.size_hint() > max_bytes {
+            if count > 0 && bytes + e.size_hint() > max_bytes {
                 break;
             }
             bytes += e.size_hint();
-            out.push(e.clone());
+            count += 1;
         }
         // Asked for entries and holding none of them: storage has them, not this view.
-        if out.is_empty() && to > prev_index {
+        if count == 0 && to > prev_index {
             return None;
         }
+        let out = match range.chunks.iter().find(|c| c.last() > prev_index) {
+            None => Entries::new(),
+            Some(c) => {
+                let start = usize::try_from(prev_index + 1 - c.first()).ok()?;
+                if start + count <= c.entries.len() {
+                    c.entries.slice(start..start + count)
+                } else {
+                    range.iter().take(count).cloned().collect()
+                }
+            }
+        };
         Some((prev_term, out))
     }
 
@@ -154,27 +169,6 @@ impl TailRange {
     }
 }
 
-/// Entries handed to storage by [`Tail::append`]: the tail's own chunk when it keeps them
-/// (shared, immutable), else the entries themselves.
-#[derive(Debug)]
-pub(crate) struct Written(Kept);
-
-#[derive(Debug)]
-enum Kept {
-    Shared(Arc<Chunk>),
-    Owned(Vec<Entry>),
-}
-
-impl Written {
-    /// The entries, in log order.
-    pub(crate) fn entries(&self) -> &[Entry] {
-        match &self.0 {
-            Kept::Shared(c) => &c.entries,
-            Kept::Owned(v) => v,
-        }
-    }
-}
-
 /// The partition's side: the chunks it keeps alive, newest last.
 #[derive(Debug)]
 pub(crate) struct Tail {
@@ -197,15 +191,14 @@ impl Tail {
     /// `truncate_from` on. `term_at` answers the term of an index still in the log (for the
     /// entry before a batch that does not follow the tail).
     ///
-    /// Takes the entries and gives them back as [`Written`] for the storage write: the tail's
-    /// new chunk and the write share one copy of them (one copy fewer per batch and node
-    /// than copying them into the tail).
+    /// The tail's new chunk shares `entries` (no copy), with the storage write and with
+    /// whatever else holds them.
     pub(crate) fn append(
         &mut self,
         truncate_from: Option<Index>,
-        entries: Vec<Entry>,
+        entries: Entries,
         term_at: impl Fn(Index) -> Option<Term>,
-    ) -> Written {
+    ) {
         let first = entries.first().map(|e| e.index);
         if let Some(from) = match (truncate_from, first) {
             (Some(t), Some(f)) => Some(t.min(f)),
@@ -214,7 +207,7 @@ impl Tail {
             self.truncate(from);
         }
         let Some(first) = first else {
-            return Written(Kept::Owned(entries));
+            return;
         };
         let (prev_term, prev) = match self.chunks.back() {
             Some(last) if last.last() + 1 == first => (
@@ -226,7 +219,7 @@ impl Tail {
                 self.clear();
                 match term_at(first - 1) {
                     Some(t) => (t, Weak::new()),
-                    None => return Written(Kept::Owned(entries)),
+                    None => return,
                 }
             }
         };
@@ -236,13 +229,12 @@ impl Tail {
             entries,
             prev,
         });
-        self.chunks.push_back(chunk.clone());
+        self.chunks.push_back(chunk);
         while self.len > self.max_entries && self.chunks.len() > 1 {
             if let Some(old) = self.chunks.pop_front() {
                 self.len -= old.entries.len();
             }
         }
-        Written(Kept::Shared(chunk))
     }
 
     /// Forgets everything (a snapshot replaced the log).
@@ -269,7 +261,7 @@ impl Tail {
                 self.len += keep;
                 self.chunks.push_back(Arc::new(Chunk {
                     prev_term: chunk.prev_term,
-                    entries: chunk.entries[..keep].to_vec(),
+                    entries: chunk.entries.slice(0..keep),
                     prev: chunk.prev.clone(),
                 }));
                 break;
@@ -291,7 +283,7 @@ mod tests {
         }
     }
 
-    fn batch(from: Index, to: Index, term: Term) -> Vec<Entry> {
+    fn batch(from: Index, to: Index, term: Term) -> Entries {
         (from..=to).map(|i| e(i, term)).collect()
     }
 
@@ -362,20 +354,38 @@ mod tests {
     }
 
     #[test]
-    fn the_write_gets_the_entries_whether_the_tail_keeps_them_or_not() {
+    fn the_tail_and_every_read_within_a_chunk_share_the_batch() {
         let mut t = Tail::new(100);
-        let w = t.append(None, batch(1, 3, 1), |_| Some(0));
-        assert_eq!(w.entries(), batch(1, 3, 1).as_slice());
-        // Kept: the write and the tail's chunk are one copy.
+        let written = batch(1, 3, 1);
+        t.append(None, written.clone(), |_| Some(0));
+        let more = batch(4, 6, 1);
+        t.append(None, more.clone(), |_| None);
         let v = t.view();
-        let chunk = v.0.as_ref().unwrap();
-        assert!(matches!(&w.0, Kept::Shared(c) if Arc::ptr_eq(c, chunk)));
-        // Not kept (a gap whose base term is unknown): the write still has every entry.
-        let w = t.append(None, batch(40, 41, 3), |_| None);
-        assert!(matches!(w.0, Kept::Owned(_)));
-        assert_eq!(w.entries(), batch(40, 41, 3).as_slice());
-        // Only a truncation: nothing to write, nothing lost.
-        let w = t.append(Some(2), Vec::new(), |_| None);
-        assert!(w.entries().is_empty());
+        // Two followers sent the newest batch: both messages and the write are one copy.
+        let (a, b) = (
+            v.read(3, 6, u64::MAX).unwrap().1,
+            v.read(3, 6, u64::MAX).unwrap().1,
+        );
+        assert!(a.shares_buffer_with(&more) && b.shares_buffer_with(&more));
+        // Part of one chunk, cut by the byte limit: still a window of it.
+        let one = e(1, 1).size_hint();
+        let (pt, cut) = v.read(1, 6, one).unwrap();
+        assert_eq!((pt, cut.len(), cut[0].index), (1, 1, 2));
+        assert!(cut.shares_buffer_with(&written));
+        // Across chunks: a copy, with the right entries.
+        let (_, across) = v.read(2, 5, u64::MAX).unwrap();
+        assert_eq!(
+            across.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert!(!across.shares_buffer_with(&written) && !across.shares_buffer_with(&more));
+        // A probe at the end: prev's term, nothing to send.
+        let (pt, none) = v.read(6, 6, u64::MAX).unwrap();
+        assert_eq!((pt, none.len()), (1, 0));
+        // A truncation keeps a window of the old chunk, not a copy.
+        t.append(Some(5), Entries::new(), |_| None);
+        let (_, kept) = t.view().read(3, 4, u64::MAX).unwrap();
+        assert!(kept.shares_buffer_with(&more));
+        assert!(t.view().read(4, 5, u64::MAX).is_none());
     }
 }

@@ -9,9 +9,10 @@
 //!   `persisted` call (DESIGN.md I7).
 //! - `Replicate` and `Apply` are latest-value signals: only the newest matters.
 
+use crate::entries::Entries;
 use crate::membership::Membership;
 use crate::message::Message;
-use crate::types::{Entry, HardState, Index, NodeId, Role, SnapshotMeta, Term};
+use crate::types::{HardState, Index, NodeId, Role, SnapshotMeta, Term};
 
 /// One unit of work for the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,8 +31,9 @@ pub enum Action {
         seq: u64,
         /// First index to discard before appending.
         truncate_from: Option<Index>,
-        /// Entries to append; consecutive.
-        entries: Vec<Entry>,
+        /// Entries to append; consecutive. Shared with the message they came in (a follower) or
+        /// with what the replicators send (a leader), not copied.
+        entries: Entries,
     },
     /// Send a message to another node of the group.
     Send(Message),

@@ -33,6 +33,7 @@
 
 pub mod action;
 pub mod config;
+pub mod entries;
 pub mod error;
 pub mod log_meta;
 pub mod membership;
@@ -45,6 +46,7 @@ pub mod types;
 
 pub use action::Action;
 pub use config::Config;
+pub use entries::Entries;
 pub use error::{ConfigError, Error, MembershipError};
 pub use log_meta::LogTerms;
 pub use membership::Membership;

@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term};
+use crate::entries::Entries;
+use crate::types::{Index, NodeId, SnapshotMeta, Term};
 
 /// A message of one Raft group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +49,9 @@ pub enum MessageBody {
         prev_index: Index,
         /// Term of the entry at `prev_index`.
         prev_term: Term,
-        /// Entries to store, consecutive from `prev_index + 1`; may be empty (a probe).
-        entries: Vec<Entry>,
+        /// Entries to store, consecutive from `prev_index + 1`; may be empty (a probe). Shared:
+        /// the messages to every follower and the leader's own write hold one copy.
+        entries: Entries,
         /// The leader's commit index.
         commit: Index,
     },

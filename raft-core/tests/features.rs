@@ -150,7 +150,7 @@ fn append(
         MessageBody::AppendEntries {
             prev_index,
             prev_term,
-            entries,
+            entries: entries.into(),
             commit,
         },
     )
@@ -958,7 +958,7 @@ fn adding_a_voter_goes_through_a_joint_configuration_and_leaves_it_once_committe
     assert!(actions.iter().any(|a| matches!(
         a,
         Action::PersistEntries { entries, .. }
-            if entries == &[entry(2, 1, EntryPayload::Membership(j.clone()))]
+            if **entries == [entry(2, 1, EntryPayload::Membership(j.clone()))]
     )));
     assert_eq!(leader.membership(), &j);
 

@@ -152,7 +152,7 @@ fn append(
         MessageBody::AppendEntries {
             prev_index,
             prev_term,
-            entries,
+            entries: entries.into(),
             commit,
         },
     )
@@ -228,7 +228,7 @@ fn entry_writes(actions: &[Action]) -> Vec<(Option<Index>, Vec<Entry>)> {
                 truncate_from,
                 entries,
                 ..
-            } => Some((*truncate_from, entries.clone())),
+            } => Some((*truncate_from, entries.to_vec())),
             _ => None,
         })
         .collect()
@@ -331,7 +331,7 @@ fn any_message_with_a_higher_term_updates_the_term_and_makes_a_follower() {
         MessageBody::AppendEntries {
             prev_index: 0,
             prev_term: 0,
-            entries: vec![],
+            entries: raft_core::Entries::new(),
             commit: 0,
         },
         MessageBody::Heartbeat {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
+use raft_core::{Entries, Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 
 use crate::store::{LogStore, Recovered, StorageError};
 
@@ -12,27 +12,88 @@ struct GroupLog {
     hard_state: HardState,
     snapshot: SnapshotMeta,
     snapshot_data: Vec<u8>,
-    /// Consecutive entries; `entries[0].index` is the first held.
-    entries: VecDeque<Entry>,
+    /// Consecutive entries, oldest first, as the shared batches they were appended in (none
+    /// empty): keeping a batch costs one reference count, not a copy of each entry.
+    chunks: VecDeque<Entries>,
 }
 
 impl GroupLog {
     fn first_index(&self) -> Index {
-        self.entries
+        self.chunks
             .front()
-            .map_or(self.snapshot.index + 1, |e| e.index)
+            .map_or(self.snapshot.index + 1, |c| c[0].index)
     }
 
     fn last_index(&self) -> Index {
-        self.entries.back().map_or(self.snapshot.index, |e| e.index)
+        self.chunks
+            .back()
+            .and_then(|c| c.last())
+            .map_or(self.snapshot.index, |e| e.index)
+    }
+
+    /// The chunk holding `index` and the entry's position in it.
+    fn locate(&self, index: Index) -> Option<(usize, usize)> {
+        let c = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(|e| e.index < index));
+        let chunk = self.chunks.get(c)?;
+        let first = chunk.first()?.index;
+        (index >= first).then(|| (c, (index - first) as usize))
     }
 
     fn get(&self, index: Index) -> Option<&Entry> {
-        let first = self.entries.front()?.index;
-        if index < first {
-            return None;
+        let (c, i) = self.locate(index)?;
+        self.chunks[c].get(i)
+    }
+
+    /// Entries from `index` on, in order.
+    fn iter_from(&self, index: Index) -> impl Iterator<Item = &Entry> {
+        let (c, i) = self.locate(index).unwrap_or((self.chunks.len(), 0));
+        self.chunks
+            .iter()
+            .skip(c)
+            .enumerate()
+            .flat_map(move |(k, chunk)| chunk.iter().skip(if k == 0 { i } else { 0 }))
+    }
+
+    /// The last index once entries from `truncate_from` on are dropped.
+    fn last_after_truncate(&self, truncate_from: Option<Index>) -> Index {
+        match truncate_from {
+            Some(t) if !self.chunks.is_empty() && t <= self.last_index() => {
+                if t <= self.first_index() {
+                    self.snapshot.index
+                } else {
+                    t - 1
+                }
+            }
+            _ => self.last_index(),
         }
-        self.entries.get((index - first) as usize)
+    }
+
+    /// Drops entries at `index` and after.
+    fn truncate(&mut self, index: Index) {
+        while let Some(back) = self.chunks.back_mut() {
+            let first = back[0].index;
+            if first >= index {
+                self.chunks.pop_back();
+            } else {
+                back.truncate((index - first) as usize);
+                break;
+            }
+        }
+    }
+
+    /// Drops entries at `index` and before.
+    fn compact(&mut self, index: Index) {
+        while let Some(front) = self.chunks.front_mut() {
+            let first = front[0].index;
+            if front.last().is_some_and(|e| e.index <= index) {
+                self.chunks.pop_front();
+            } else {
+                front.skip_front(index.saturating_add(1).saturating_sub(first) as usize);
+                break;
+            }
+        }
     }
 }
 
@@ -58,7 +119,7 @@ impl LogStore for MemStore {
         Ok(self.groups.get(&group).map(|g| Recovered {
             hard_state: g.hard_state,
             snapshot: g.snapshot.clone(),
-            entries: g.entries.iter().cloned().collect(),
+            entries: g.chunks.iter().flat_map(|c| c.iter().cloned()).collect(),
         }))
     }
 
@@ -68,14 +129,18 @@ impl LogStore for MemStore {
         truncate_from: Option<Index>,
         entries: &[Entry],
     ) -> Result<(), StorageError> {
+        self.append_shared(group, truncate_from, &entries.iter().cloned().collect())
+    }
+
+    fn append_shared(
+        &mut self,
+        group: GroupId,
+        truncate_from: Option<Index>,
+        entries: &Entries,
+    ) -> Result<(), StorageError> {
         let g = self.groups.entry(group).or_default();
-        if let Some(t) = truncate_from {
-            while g.entries.back().is_some_and(|e| e.index >= t) {
-                g.entries.pop_back();
-            }
-        }
         if let Some(first) = entries.first() {
-            let expected = g.last_index() + 1;
+            let expected = g.last_after_truncate(truncate_from) + 1;
             if first.index != expected {
                 return Err(StorageError::Invalid(format!(
                     "group {group}: append at {} but the log ends at {}",
@@ -84,7 +149,12 @@ impl LogStore for MemStore {
                 )));
             }
         }
-        g.entries.extend(entries.iter().cloned());
+        if let Some(t) = truncate_from {
+            g.truncate(t);
+        }
+        if !entries.is_empty() {
+            g.chunks.push_back(entries.clone());
+        }
         Ok(())
     }
 
@@ -106,7 +176,7 @@ impl LogStore for MemStore {
     ) -> Result<(), StorageError> {
         let g = self.groups.entry(group).or_default();
         if discard_log {
-            g.entries.clear();
+            g.chunks.clear();
         }
         g.snapshot = meta.clone();
         g.snapshot_data = data.to_vec();
@@ -115,9 +185,7 @@ impl LogStore for MemStore {
 
     fn compact(&mut self, group: GroupId, index: Index) -> Result<(), StorageError> {
         if let Some(g) = self.groups.get_mut(&group) {
-            while g.entries.front().is_some_and(|e| e.index <= index) {
-                g.entries.pop_front();
-            }
+            g.compact(index);
         }
         Ok(())
     }
@@ -158,8 +226,7 @@ impl LogStore for MemStore {
         })?;
         let mut out = Vec::new();
         let mut bytes = 0;
-        for i in from..=to {
-            let Some(e) = g.get(i) else { break };
+        for e in g.iter_from(from).take_while(|e| e.index <= to) {
             if !out.is_empty() && bytes + e.size_hint() > max_bytes {
                 break;
             }
@@ -217,5 +284,38 @@ mod tests {
         assert_eq!(s.entries(1, 3, 4, 1).unwrap().len(), 1);
         let r = s.recover(1).unwrap().unwrap();
         assert_eq!(r.entries.first().unwrap().index, 3);
+    }
+
+    #[test]
+    fn shared_batches_are_kept_not_copied_and_cut_at_any_entry() {
+        let mut s = MemStore::new();
+        let a: Entries = (1..=4).map(|i| e(i, 1)).collect();
+        let b: Entries = (5..=8).map(|i| e(i, 1)).collect();
+        s.append_shared(1, None, &a).unwrap();
+        s.append_shared(1, None, &b).unwrap();
+        let g = &s.groups[&1];
+        assert!(g.chunks[0].shares_buffer_with(&a) && g.chunks[1].shares_buffer_with(&b));
+        let idx = |v: Vec<Entry>| v.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert_eq!(idx(s.entries(1, 3, 6, u64::MAX).unwrap()), [3, 4, 5, 6]);
+        // Truncate inside the second batch, then inside the first.
+        s.append_shared(1, Some(7), &(7..=7).map(|i| e(i, 2)).collect())
+            .unwrap();
+        assert_eq!(
+            (s.term(1, 6).unwrap(), s.term(1, 7).unwrap()),
+            (Some(1), Some(2))
+        );
+        s.append(1, Some(3), &[e(3, 3)]).unwrap();
+        assert_eq!(idx(s.entries(1, 1, 3, u64::MAX).unwrap()), [1, 2, 3]);
+        assert_eq!(s.term(1, 4).unwrap(), None);
+        // A bad append changes nothing.
+        assert!(s.append(1, Some(2), &[e(4, 3)]).is_err());
+        assert_eq!(s.term(1, 3).unwrap(), Some(3));
+        // Compact inside a batch, then past everything.
+        s.compact(1, 1).unwrap();
+        assert_eq!(idx(s.entries(1, 2, 3, u64::MAX).unwrap()), [2, 3]);
+        assert!(s.entries(1, 1, 3, u64::MAX).is_err());
+        s.compact(1, 3).unwrap();
+        assert!(s.groups[&1].chunks.is_empty());
+        assert_eq!(s.term(1, 3).unwrap(), None);
     }
 }

@@ -1,6 +1,6 @@
 //! The storage contract between raft-actor's storage thread and a concrete store.
 
-use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
+use raft_core::{Entries, Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 use thiserror::Error;
 
 /// Errors of a store. Every one is fatal for the groups it touches: raft-actor stops them
@@ -87,6 +87,18 @@ pub trait LogStore: Send + 'static {
         truncate_from: Option<Index>,
         entries: &[Entry],
     ) -> Result<(), StorageError>;
+
+    /// [`append`](Self::append) with the entries as a shared batch ([`Entries`]): a store
+    /// that keeps entries in memory may keep the batch itself instead of copying each entry.
+    /// raft-actor's storage actor calls this one.
+    fn append_shared(
+        &mut self,
+        group: GroupId,
+        truncate_from: Option<Index>,
+        entries: &Entries,
+    ) -> Result<(), StorageError> {
+        self.append(group, truncate_from, entries)
+    }
 
     /// Records the group's term, vote and commit.
     fn save_hard_state(

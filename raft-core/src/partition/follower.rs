@@ -5,6 +5,7 @@ use tracing::{debug, error, info, warn};
 
 use super::PartitionCore;
 use crate::action::Action;
+use crate::entries::Entries;
 use crate::message::{AppendResponse, ConflictHint, MessageBody, SnapshotStatus};
 use crate::types::{Entry, EntryPayload, Index, NodeId, SnapshotMeta, Term};
 
@@ -15,7 +16,7 @@ impl PartitionCore {
         from: NodeId,
         prev_index: Index,
         prev_term: Term,
-        mut entries: Vec<Entry>,
+        mut entries: Entries,
         leader_commit: Index,
     ) {
         if let Err(reason) = self.check_entries(prev_index, prev_term, &entries) {
@@ -32,7 +33,7 @@ impl PartitionCore {
         // may have compacted.
         if prev_index < self.commit {
             let skip = ((self.commit - prev_index) as usize).min(entries.len());
-            entries.drain(..skip);
+            entries.skip_front(skip);
             prev_index = self.commit;
             prev_term = self.log.term(self.commit).unwrap_or(prev_term);
             if entries.is_empty() {

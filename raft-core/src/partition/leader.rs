@@ -158,7 +158,7 @@ impl PartitionCore {
             });
         }
         let last = self.log.last_index();
-        self.persist_entries(None, entries);
+        self.persist_entries(None, entries.into());
         self.mark_replicate();
         (first, last)
     }

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::action::Action;
 use crate::config::Config;
+use crate::entries::Entries;
 use crate::error::Error;
 use crate::log_meta::LogTerms;
 use crate::membership::Membership;
@@ -499,7 +500,7 @@ impl PartitionCore {
     pub(crate) fn persist_entries(
         &mut self,
         truncate_from: Option<Index>,
-        entries: Vec<Entry>,
+        entries: Entries,
     ) -> u64 {
         self.persist_seq += 1;
         let seq = self.persist_seq;

@@ -325,7 +325,7 @@ impl Cluster {
                 }
                 node.log.extend(entries.iter().cloned());
                 node.pending
-                    .push(Write::Entries(seq, truncate_from, entries));
+                    .push(Write::Entries(seq, truncate_from, entries.to_vec()));
             }
             Action::Send(m) => {
                 if m.from != id {
@@ -528,7 +528,7 @@ impl Cluster {
                         let body = MessageBody::AppendEntries {
                             prev_index,
                             prev_term,
-                            entries,
+                            entries: entries.into(),
                             commit,
                         };
                         self.net.push(Message {
