@@ -118,6 +118,12 @@ pub struct WriteArgs {
     /// Skip measuring the machine's floors.
     #[arg(long)]
     pub no_floors: bool,
+    /// Worker threads of the data runtime when the nodes run in this process (`--transport
+    /// mem`); default: one per core. One worker needs no cross-thread wake-up along a write's
+    /// chain of actors, which a single client's latency feels most; many clients need the
+    /// cores. (Over TCP each node process runs one worker.)
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// Flags of the idle benchmark.
@@ -165,6 +171,14 @@ impl WriteArgs {
         }
         if self.ops == Some(0) {
             return Err(BadFlags("--ops must be at least 1".into()));
+        }
+        if let Some(w) = self.workers {
+            if self.transport != TransportKind::Mem {
+                return Err(BadFlags("--workers applies to --transport mem only".into()));
+            }
+            if !(1..=256).contains(&w) {
+                return Err(BadFlags("--workers must be between 1 and 256".into()));
+            }
         }
         if self.storage == StorageKind::Mem && self.sync != SyncKind::Always {
             return Err(BadFlags("--sync applies to --storage wal only".into()));

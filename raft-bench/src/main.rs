@@ -87,6 +87,9 @@ fn main() -> ExitCode {
     if tcp_clients {
         builder.worker_threads(1);
     }
+    if let Some(w) = data_workers(&cli) {
+        builder.worker_threads(w);
+    }
     if in_process {
         builder.enable_time();
     } else {
@@ -115,6 +118,25 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--workers` of an in-process write run.
+fn data_workers(cli: &Cli) -> Option<usize> {
+    match &cli.mode {
+        None => cli.write.workers,
+        Some(Mode::Write(args)) => args.workers,
+        _ => None,
+    }
+}
+
+/// The worker count a write run's nodes get.
+fn node_workers(args: &WriteArgs) -> usize {
+    match args.transport {
+        TransportKind::Tcp => 1,
+        TransportKind::Mem => args.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
     }
 }
 
@@ -173,6 +195,7 @@ async fn write_in(
         transport: args.transport,
         storage: args.storage,
         sync: (args.storage == StorageKind::Wal).then_some(args.sync),
+        workers: node_workers(args),
     };
     if people {
         eprintln!(

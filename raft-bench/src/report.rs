@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub storage: StorageKind,
     /// WAL sync policy (`null` with memory storage).
     pub sync: Option<SyncKind>,
+    /// Worker threads of the data runtime the nodes ran on (of each node process over TCP).
+    pub workers: usize,
 }
 
 /// The floor a run's latency is compared with.
@@ -164,8 +166,8 @@ impl WriteReport {
         );
         let _ = writeln!(
             out,
-            "run          {} nodes, {} groups, {} clients, {} B payload, transport={:?}, storage={:?}{sync}",
-            c.nodes, c.groups, c.clients, c.payload, c.transport, c.storage
+            "run          {} nodes, {} groups, {} clients, {} B payload, transport={:?}, storage={:?}{sync}, {} data worker(s)",
+            c.nodes, c.groups, c.clients, c.payload, c.transport, c.storage, c.workers
         );
         let _ = writeln!(
             out,

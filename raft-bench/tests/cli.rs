@@ -16,6 +16,8 @@ fn bad_flags_exit_with_status_2_and_a_message() {
         &["--storage", "mem", "--sync", "never"],
         &["--no-such-flag"],
         &["idle", "--groups", "0"],
+        &["--workers", "0"],
+        &["--transport", "tcp", "--workers", "2"],
     ] {
         let out = bench().args(args).output().expect("run raft-bench");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -67,6 +69,10 @@ fn in_process_run_prints_json() {
     let v = json_run(&["--nodes", "3", "--groups", "2"]);
     check_report(&v);
     assert_eq!(v["config"]["transport"], "mem");
+    // The floors' loopback round trip has a runtime of its own; one data worker is enough.
+    let v = json_run(&["--workers", "1"]);
+    check_report(&v);
+    assert_eq!(v["config"]["workers"], 1);
 }
 
 #[test]
@@ -84,6 +90,7 @@ fn tcp_run_with_the_wal_prints_json() {
     ]);
     check_report(&v);
     assert_eq!(v["config"]["storage"], "wal");
+    assert_eq!(v["config"]["workers"], 1);
     assert_eq!(v["floor_ratio"]["floor"], "loopback_rtt");
     // Not durable (sync=never): no shared-disk floor applies.
     assert!(v["floor_ratio"]["shared_disk_floor_us"].is_null());
