@@ -62,9 +62,10 @@ impl TailView {
     /// `max_bytes` (at least one entry), if the view holds them (possibly fewer than asked,
     /// never none when some were asked).
     ///
-    /// Entries within one chunk (the usual case: a follower keeping up is sent the newest
-    /// batch) come back as a window of that chunk, sharing it: every follower's message and
-    /// the storage write hold one copy. Only a read spanning chunks copies.
+    /// Entries within one chunk (a follower keeping up under light load is sent just the
+    /// newest batch) come back as a window of that chunk, sharing it: every follower's message
+    /// and the storage write hold one copy. A read spanning chunks (a replicator several
+    /// batches behind, usual under heavy load) copies the entries once into a new batch.
     pub(crate) fn read(
         &self,
         prev_index: Index,
