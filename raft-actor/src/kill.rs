@@ -153,13 +153,22 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn dropping_the_switch_aborts_every_task_in_spawn_order() {
+    /// A kill switch with a `forever` task per id spawned under it; the receiver gets the ids
+    /// of the tasks dropped.
+    fn spawned(
+        ids: std::ops::Range<u32>,
+    ) -> (KillSwitch, Kill, flume::Sender<u32>, flume::Receiver<u32>) {
         let (switch, kill) = new();
         let (tx, rx) = flume::unbounded();
-        for id in 0..5 {
+        for id in ids {
             kill.spawn(forever(tx.clone(), id));
         }
+        (switch, kill, tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_switch_aborts_every_task_in_spawn_order() {
+        let (switch, kill, tx, rx) = spawned(0..5);
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(rx.is_empty());
         drop(switch);
@@ -189,11 +198,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn handles_of_ended_tasks_do_not_pile_up() {
-        let (switch, kill) = new();
-        let (tx, rx) = flume::unbounded();
-        for id in 0..10 {
-            kill.spawn(forever(tx.clone(), id));
-        }
+        let (switch, kill, _tx, rx) = spawned(0..10);
         for _ in 0..10_000 {
             kill.spawn(async {});
             tokio::task::yield_now().await;

@@ -60,40 +60,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(Mode::Node(args)) = &cli.mode {
-        // A node process's data runtime (heartbeats have their own thread).
-        builder.worker_threads(args.threads.max(1));
-    }
-    // A cluster in this process over the in-memory transport does no I/O on the data runtime
-    // (the loopback floor has a runtime of its own). Without an I/O driver, a parked worker
-    // sleeps on a futex rather than in epoll, and waking it for the next actor of a write's
-    // chain skips an eventfd write and an epoll round: in a 1-client profile those wake-ups
-    // were a tenth of the CPU.
-    let in_process = match &cli.mode {
-        None => cli.write.transport == TransportKind::Mem,
-        Some(Mode::Write(args)) => args.transport == TransportKind::Mem,
-        Some(Mode::Idle(args)) => args.transport == TransportKind::Mem,
-        Some(Mode::Node(_)) => false,
-    };
-    // Over TCP this process only runs the clients (the nodes are processes of their own, one
-    // data worker each): one worker here too. With two, a reply read on one worker woke a
-    // client parked on the other, 2.4 context switches per write instead of 1 (paired A/B,
-    // 1 client: p50 -3 %, 256 clients: +11 % writes/s).
-    let tcp_clients = match &cli.mode {
-        None => cli.write.transport == TransportKind::Tcp,
-        Some(Mode::Write(args)) => args.transport == TransportKind::Tcp,
-        _ => false,
-    };
-    if tcp_clients {
-        builder.worker_threads(1);
-    }
-    if let Some(w) = data_workers(&cli) {
+    let (workers, io) = data_runtime(&cli);
+    if let Some(w) = workers {
         builder.worker_threads(w);
     }
-    if in_process {
-        builder.enable_time();
-    } else {
+    if io {
         builder.enable_all();
+    } else {
+        builder.enable_time();
     }
     let runtime = match builder.thread_name("bench-data").build() {
         Ok(rt) => rt,
@@ -121,16 +95,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--workers` of an in-process write run.
-fn data_workers(cli: &Cli) -> Option<usize> {
+/// This process's data runtime: its worker threads (`None`: one per core) and whether it needs
+/// an I/O driver.
+///
+/// - A node process of a TCP run: `--threads` workers (heartbeats have their own thread).
+/// - A cluster in this process over the in-memory transport does no I/O on the data runtime
+///   (the loopback floor has a runtime of its own). Without an I/O driver, a parked worker
+///   sleeps on a futex rather than in epoll, and waking it for the next actor of a write's
+///   chain skips an eventfd write and an epoll round: in a 1-client profile those wake-ups
+///   were a tenth of the CPU. Workers: `--workers`.
+/// - Over TCP this process only runs the clients (the nodes are processes of their own, one
+///   data worker each): one worker here too. With two, a reply read on one worker woke a
+///   client parked on the other, 2.4 context switches per write instead of 1 (paired A/B,
+///   1 client: p50 -3 %, 256 clients: +11 % writes/s).
+fn data_runtime(cli: &Cli) -> (Option<usize>, bool) {
+    let write = |args: &WriteArgs| match args.transport {
+        TransportKind::Mem => (args.workers, false),
+        TransportKind::Tcp => (Some(1), true),
+    };
     match &cli.mode {
-        None => cli.write.workers,
-        Some(Mode::Write(args)) => args.workers,
-        _ => None,
+        None => write(&cli.write),
+        Some(Mode::Write(args)) => write(args),
+        Some(Mode::Idle(args)) => (None, args.transport == TransportKind::Tcp),
+        Some(Mode::Node(args)) => (Some(args.threads.max(1)), true),
     }
 }
 
-/// The worker count a write run's nodes get.
+/// The worker count a write run's nodes get (each node process's over TCP).
 fn node_workers(args: &WriteArgs) -> usize {
     match args.transport {
         TransportKind::Tcp => 1,

@@ -86,11 +86,6 @@ impl Entries {
             _ => false,
         }
     }
-
-    /// The entries as a `Vec` (a copy of each entry).
-    pub fn to_vec(&self) -> Vec<Entry> {
-        self.as_ref().to_vec()
-    }
 }
 
 impl Deref for Entries {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use raft_core::{Entries, Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 
-use crate::store::{LogStore, Recovered, StorageError};
+use crate::store::{LogStore, Recovered, StorageError, end_after_truncate};
 
 #[derive(Debug, Default, Clone)]
 struct GroupLog {
@@ -54,20 +54,6 @@ impl GroupLog {
             .skip(c)
             .enumerate()
             .flat_map(move |(k, chunk)| chunk.iter().skip(if k == 0 { i } else { 0 }))
-    }
-
-    /// The last index once entries from `truncate_from` on are dropped.
-    fn last_after_truncate(&self, truncate_from: Option<Index>) -> Index {
-        match truncate_from {
-            Some(t) if !self.chunks.is_empty() && t <= self.last_index() => {
-                if t <= self.first_index() {
-                    self.snapshot.index
-                } else {
-                    t - 1
-                }
-            }
-            _ => self.last_index(),
-        }
     }
 
     /// Drops entries at `index` and after.
@@ -140,7 +126,8 @@ impl LogStore for MemStore {
     ) -> Result<(), StorageError> {
         let g = self.groups.entry(group).or_default();
         if let Some(first) = entries.first() {
-            let expected = g.last_after_truncate(truncate_from) + 1;
+            let held = (!g.chunks.is_empty()).then(|| (g.first_index(), g.last_index()));
+            let expected = end_after_truncate(held, g.snapshot.index, truncate_from).0 + 1;
             if first.index != expected {
                 return Err(StorageError::Invalid(format!(
                     "group {group}: append at {} but the log ends at {}",

@@ -142,3 +142,20 @@ pub trait LogStore: Send + 'static {
     /// The latest snapshot of `group`: metadata and bytes.
     fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
 }
+
+/// Where a group's log ends once the entries from `truncate_from` on are dropped, and whether
+/// any are: the rule every store applies before an append (the model test holds `Wal` to
+/// `MemStore`). `held` is the first and last index held, if any entry is.
+pub(crate) fn end_after_truncate(
+    held: Option<(Index, Index)>,
+    snapshot_index: Index,
+    truncate_from: Option<Index>,
+) -> (Index, bool) {
+    match (held, truncate_from) {
+        (Some((first, last)), Some(t)) if t <= last => {
+            (if t <= first { snapshot_index } else { t - 1 }, true)
+        }
+        (Some((_, last)), _) => (last, false),
+        (None, _) => (snapshot_index, false),
+    }
+}

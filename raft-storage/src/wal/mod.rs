@@ -421,18 +421,12 @@ impl Wal {
     ) -> Result<(), StorageError> {
         let g = self.index.groups.get(&group);
         let last = g.map_or(0, GroupIndex::last_index);
-        // The log's end once truncated, exactly as MemStore computes it.
-        let (last_after, pops) = match (g, truncate_from) {
-            (Some(g), Some(t)) if !g.locs.is_empty() && t <= g.last_index() => (
-                if t <= g.first {
-                    g.snapshot.index
-                } else {
-                    t - 1
-                },
-                true,
-            ),
-            _ => (last, false),
-        };
+        let (last_after, pops) = crate::store::end_after_truncate(
+            g.filter(|g| !g.locs.is_empty())
+                .map(|g| (g.first, g.last_index())),
+            g.map_or(0, |g| g.snapshot.index),
+            truncate_from,
+        );
         if let Some(first) = entries.first() {
             if first.index != last_after + 1 {
                 return Err(StorageError::Invalid(format!(
