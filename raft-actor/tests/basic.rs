@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{Cluster, Cmd, Query, config};
 use raft_core::Role;
+use raft_net::Lane;
 
 async fn elect_commit_apply(n: u64) {
     let ids: Vec<u64> = (1..=n).collect();
@@ -99,4 +100,52 @@ async fn a_stalled_disk_delays_acknowledgements_until_it_resumes() {
         "the stall cost the leadership"
     );
     c.shutdown().await;
+}
+
+/// Check-quorum counts replication answers as contact: with the heartbeat lane cut both ways
+/// between every pair of nodes, a group under steady writes keeps its leader, since its
+/// followers answer the appends. (This is what a follower that has not registered a new group
+/// with its heartbeat actor yet looks like to the leader, as on a node starting thousands of
+/// groups.) Once the writes stop, nothing vouches for the leader and it steps down.
+#[tokio::test(start_paused = true)]
+async fn replication_answers_keep_a_leader_whose_heartbeat_lane_is_cut() {
+    const G: u64 = 3;
+    let ids: Vec<u64> = (1..=3).collect();
+    let c = Cluster::start_with_faults(&ids, config, 5).await;
+    c.add_group(G).await;
+    let leader = c.leader(G).await;
+    let term = c.nodes[&leader].group_metrics(G).await.unwrap().term;
+    let net = c.net.as_ref().unwrap();
+    for &a in &ids {
+        for &b in ids.iter().filter(|&&b| b != a) {
+            net.partition_lane(a, b, Lane::Heartbeat).await.unwrap();
+        }
+    }
+    // Ten election timeouts of writes, one every 20 ms.
+    let start = tokio::time::Instant::now();
+    let mut expected = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        expected += 1;
+        let v = c.nodes[&leader]
+            .propose(G, Cmd::Add(1))
+            .await
+            .expect("the leader keeps leading while its followers answer appends");
+        assert_eq!(v, expected);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = c.nodes[&leader].group_metrics(G).await.unwrap();
+    assert_eq!((m.role, m.term), (Role::Leader, term));
+    let verdicts = c.nodes[&leader].metrics().await.heartbeat.quorum_lost;
+    assert!(
+        verdicts >= 5,
+        "the heartbeat side found no quorum every election timeout ({verdicts} verdicts)"
+    );
+    // Without writes the leader hears from nobody: it steps down within two election
+    // timeouts (one to the next verdict, one more for the marks it set meanwhile).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let m = c.nodes[&leader].group_metrics(G).await.unwrap();
+    assert!(
+        m.role != Role::Leader || m.term > term,
+        "an idle leader with no heartbeat acks still leads term {term}"
+    );
 }

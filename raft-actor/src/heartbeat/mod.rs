@@ -6,8 +6,11 @@
 //! - **Leader side** (`claims`): every `heartbeat_interval` one frame per peer node on the
 //!   heartbeat lane, carrying the changes to the set of groups this node leads with that peer
 //!   as a member (see [`crate::wire`]). Acks tell which claims each peer holds and accepts;
-//!   check-quorum (`QuorumLost` after an election timeout without a quorum) is re-evaluated
-//!   only when that, a peer's freshness or a leadership changes, or a grace period ends.
+//!   check-quorum (`QuorumLost` after an election timeout without a quorum of acks) is
+//!   re-evaluated only when that, a peer's freshness or a leadership changes, or a grace period
+//!   ends. `QuorumLost` is a verdict, not an order: the partition steps down only if no quorum
+//!   answered its replication since the previous verdict either (a follower that answers
+//!   appends but has not registered the group here yet rejects the claim meanwhile).
 //! - **Follower side** (`held`): a frame that applies renews every claim of its sender at
 //!   once. A group covered by a live claim has no election timer running; when the claim is
 //!   withdrawn or its sender falls silent for an election timeout, the group's randomized timer
@@ -473,10 +476,10 @@ impl HeartbeatActor {
                 continue;
             }
             if now.duration_since(g.leader_since) >= self.election {
-                warn!(
+                info!(
                     group,
                     term = g.term,
-                    "check-quorum: no quorum contact within an election timeout"
+                    "check-quorum: no quorum of heartbeat acks within an election timeout"
                 );
                 self.stats.quorum_lost.fetch_add(1, Ordering::Relaxed);
                 let _ = g.control.try_send(Control::QuorumLost);
