@@ -14,8 +14,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Floors {
     /// One round trip of a 64-byte message between two tokio tasks over a bounded channel.
     pub in_process_hop_us: f64,
-    /// One round trip of a 64-byte message over loopback TCP (TCP_NODELAY).
+    /// One round trip of a 64-byte message over loopback TCP (TCP_NODELAY) between two threads
+    /// that each block on their socket, as netperf's TCP_RR does between two processes: the
+    /// other side is woken once per one-way trip, as on every hop between the node processes
+    /// of a TCP run. The floor of TCP runs.
     pub loopback_rtt_us: f64,
+    /// The same between two tasks of one two-worker tokio runtime. Reported, not compared
+    /// with: the ends often share a worker, which then never sleeps, so no wake-up is in the
+    /// figure (on the 2-vCPU machine of the README: about 24 µs then against 90 µs when the
+    /// ends are on different workers, from one run to the next), and no hop between node
+    /// processes avoids its wake-up.
+    pub loopback_rtt_one_runtime_us: f64,
     /// Appending 4 KiB to a file and `fdatasync`ing it.
     pub fdatasync_4k_us: f64,
     /// The same with one writer per node doing it at once, each on its own file in the same
@@ -29,9 +38,13 @@ pub struct Floors {
 pub async fn measure(dir: &Path, writers: usize) -> anyhow::Result<Floors> {
     Ok(Floors {
         in_process_hop_us: in_process_hop().await,
-        loopback_rtt_us: loopback_rtt_on_own_runtime()
+        loopback_rtt_us: tokio::task::spawn_blocking(loopback_rtt_between_threads)
             .await
-            .context("loopback round trip")?,
+            .context("loopback thread")?
+            .context("loopback round trip between threads")?,
+        loopback_rtt_one_runtime_us: loopback_rtt_on_own_runtime()
+            .await
+            .context("loopback round trip on one runtime")?,
         fdatasync_4k_us: fdatasync_4k_concurrently(dir, 1).await?,
         fdatasync_4k_shared_us: fdatasync_4k_concurrently(dir, writers.max(1)).await?,
     })
@@ -89,6 +102,47 @@ async fn in_process_hop() -> f64 {
     median_us(samples)
 }
 
+/// Round trips measured, after as many again of warm-up.
+const ROUND_TRIPS: usize = 2000;
+
+/// The loopback round trip between an echo thread and this one, both blocking on their
+/// sockets.
+fn loopback_rtt_between_threads() -> anyhow::Result<f64> {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::Builder::new().name("rtt-echo".into()).spawn(
+        move || -> std::io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            s.set_nodelay(true)?;
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read_exact(&mut buf) {
+                    Ok(()) => s.write_all(&buf)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        },
+    )?;
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let mut buf = [7u8; 64];
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..2 * ROUND_TRIPS {
+        let start = Instant::now();
+        c.write_all(&buf)?;
+        c.read_exact(&mut buf)?;
+        if i >= ROUND_TRIPS {
+            samples.push(start.elapsed());
+        }
+    }
+    drop(c);
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    Ok(median_us(samples))
+}
+
 /// The loopback round trip, measured on a runtime of its own shaped like the data runtime
 /// (two workers: the ends may run on either), which unlike the data runtime of an in-process
 /// run has an I/O driver.
@@ -123,8 +177,8 @@ async fn loopback_rtt() -> anyhow::Result<f64> {
     let mut c = tokio::net::TcpStream::connect(addr).await?;
     c.set_nodelay(true)?;
     let mut buf = [7u8; 64];
-    let mut samples = Vec::with_capacity(2000);
-    for _ in 0..2000 {
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
         let start = Instant::now();
         c.write_all(&buf).await?;
         c.read_exact(&mut buf).await?;

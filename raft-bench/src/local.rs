@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use bytes::Bytes;
 use raft_actor::{Error, Node, NodeConfig, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::{MemConfig, MemNetwork};
@@ -80,14 +81,9 @@ impl LocalCluster {
     }
 
     /// Proposes on node `idx`.
-    pub async fn propose(
-        &self,
-        idx: usize,
-        group: GroupId,
-        payload: Vec<u8>,
-    ) -> Result<u64, Error> {
+    pub async fn propose(&self, idx: usize, group: GroupId, payload: &Bytes) -> Result<u64, Error> {
         match self.nodes.get(idx) {
-            Some(node) => node.propose(group, Write(payload)).await,
+            Some(node) => node.propose(group, Write::Payload(payload.clone())).await,
             None => Err(Error::UnknownGroup(group)),
         }
     }

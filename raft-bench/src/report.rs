@@ -199,9 +199,13 @@ impl WriteReport {
         if let Some(f) = &self.floors {
             let _ = writeln!(
                 out,
-                "floors µs    in-process hop {:.1}, loopback RTT {:.1}, fdatasync 4 KiB {:.1} \
-                 ({:.1} with every node syncing at once)",
-                f.in_process_hop_us, f.loopback_rtt_us, f.fdatasync_4k_us, f.fdatasync_4k_shared_us
+                "floors µs    in-process hop {:.1}, loopback RTT {:.1} ({:.1} within one \
+                 runtime), fdatasync 4 KiB {:.1} ({:.1} with every node syncing at once)",
+                f.in_process_hop_us,
+                f.loopback_rtt_us,
+                f.loopback_rtt_one_runtime_us,
+                f.fdatasync_4k_us,
+                f.fdatasync_4k_shared_us
             );
         }
         if let Some(r) = &self.floor_ratio {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
 use raft_actor::{Error, HeartbeatExecutor, Node, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::rpc::{RpcClientConfig, RpcServerConfig};
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{StorageKind, SyncKind};
 use crate::load::Attempt;
-use crate::sm::{BenchSm, Write};
+use crate::sm::{BenchSm, Payload, Write};
 use crate::sys;
 
 /// Cluster id of benchmark clusters.
@@ -108,7 +109,7 @@ pub enum BenchReq {
         /// Group.
         group: GroupId,
         /// Payload.
-        payload: Write,
+        payload: Payload,
     },
     /// Which groups this node leads, and its leader-term count.
     Status,
@@ -198,12 +199,14 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 
 async fn handle(node: &Node<BenchSm>, req: BenchReq) -> BenchResp {
     match req {
-        BenchReq::Write { group, payload } => match node.propose(group, payload).await {
-            Ok(index) => BenchResp::Done(index),
-            Err(Error::NotLeader { leader, .. }) => BenchResp::NotLeader(leader),
-            Err(e) if e.is_retryable() => BenchResp::Retry,
-            Err(e) => BenchResp::Failed(e.to_string()),
-        },
+        BenchReq::Write { group, payload } => {
+            match node.propose(group, Write::Payload(payload.0)).await {
+                Ok(index) => BenchResp::Done(index),
+                Err(Error::NotLeader { leader, .. }) => BenchResp::NotLeader(leader),
+                Err(e) if e.is_retryable() => BenchResp::Retry,
+                Err(e) => BenchResp::Failed(e.to_string()),
+            }
+        }
         BenchReq::Status => {
             let m = node.metrics().await;
             BenchResp::Status {
@@ -327,13 +330,13 @@ impl RemoteCluster {
     }
 
     /// One write attempt on node `idx`.
-    pub async fn write(&self, idx: usize, group: GroupId, payload: Vec<u8>) -> Attempt {
+    pub async fn write(&self, idx: usize, group: GroupId, payload: &Bytes) -> Attempt {
         let Some(client) = self.client(idx) else {
             return Attempt::Failed(format!("no node {idx}"));
         };
         let req = BenchReq::Write {
             group,
-            payload: Write(payload),
+            payload: Payload(payload.clone()),
         };
         match client.call(&req).await {
             Ok(BenchResp::Done(_)) => Attempt::Done,

@@ -59,6 +59,7 @@ fn check_report(v: &serde_json::Value) {
     assert!(v["leader_changes"].is_u64());
     assert!(v["floor_ratio"]["p50_ratio"].as_f64().unwrap() > 0.0);
     assert!(v["floors"]["loopback_rtt_us"].as_f64().unwrap() > 0.0);
+    assert!(v["floors"]["loopback_rtt_one_runtime_us"].as_f64().unwrap() > 0.0);
     assert!(v["floors"]["fdatasync_4k_shared_us"].as_f64().unwrap() > 0.0);
     assert!(v["resources"]["cpu_secs"].is_f64());
     assert_eq!(v["allocator"], "mimalloc");
