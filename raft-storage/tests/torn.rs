@@ -1,6 +1,7 @@
-//! Torn-write tests: damage at the tail of the last segment (truncation, flipped bytes, zero
-//! fill, garbage) is cut off and reported; damage anywhere else is a fatal `Corrupt` error
-//! naming the segment file and offset.
+//! Torn-write tests: damage at the tail of the last segment (truncation, flipped bytes,
+//! garbage) is cut off and reported; damage anywhere else is a fatal `Corrupt` error naming the
+//! segment file and offset. Zeros after the records (preallocated space) are cut off as unused
+//! space in any segment, and are not damage.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -18,9 +19,11 @@ fn e(index: Index, group: GroupId) -> Entry {
     }
 }
 
+/// Files that end at their last record (no preallocation), so damage can be placed by length.
 fn config(dir: &Path) -> WalConfig {
     WalConfig {
         sync: SyncMode::Never,
+        preallocate_bytes: 0,
         ..WalConfig::new(dir)
     }
 }
@@ -132,22 +135,120 @@ fn every_flipped_byte_of_the_last_record_is_cut_and_reported() {
 }
 
 #[test]
-fn zero_fill_and_garbage_tails_are_cut() {
-    for garbage in [
-        vec![0u8; 4096],
-        (0..1000u32).map(|i| (i * 7919 % 251) as u8).collect(),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (seg, _, b) = build(dir.path());
-        let mut bytes = fs::read(&seg).unwrap();
-        bytes.extend_from_slice(&garbage);
-        fs::write(&seg, bytes).unwrap();
-        let w = Wal::open(config(dir.path())).unwrap();
-        check(&w, true);
-        let torn = w.recovery_report().torn_tail.clone().expect("a report");
-        assert_eq!((torn.offset, torn.dropped_bytes), (b, garbage.len() as u64));
-        assert_eq!(len(&seg), b);
+fn a_garbage_tail_is_cut_and_reported() {
+    let garbage: Vec<u8> = (0..1000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (seg, _, b) = build(dir.path());
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&garbage);
+    fs::write(&seg, bytes).unwrap();
+    let w = Wal::open(config(dir.path())).unwrap();
+    check(&w, true);
+    let torn = w.recovery_report().torn_tail.clone().expect("a report");
+    assert_eq!((torn.offset, torn.dropped_bytes), (b, garbage.len() as u64));
+    assert_eq!(w.recovery_report().unused_tail_bytes, 0);
+    assert_eq!(len(&seg), b);
+}
+
+#[test]
+fn a_zero_filled_tail_is_unused_space_in_any_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, b) = build(dir.path());
+    // Reopening starts a newer segment: zeros now end a segment that is not the last, as
+    // when its cut at rotation did not reach the disk.
+    let mut w = Wal::open(config(dir.path())).unwrap();
+    w.append(2, None, &[e(11, 2)]).unwrap();
+    w.sync().unwrap();
+    drop(w);
+    let last = last_segment(dir.path());
+    assert_ne!(last, first);
+    let last_len = len(&last);
+    for seg in [&first, &last] {
+        let mut bytes = fs::read(seg).unwrap();
+        bytes.extend_from_slice(&[0u8; 5000]);
+        fs::write(seg, bytes).unwrap();
     }
+    let w = Wal::open(config(dir.path())).unwrap();
+    for (g, n) in [(1, 11), (2, 11), (3, 10)] {
+        assert_eq!(entries(&w, g), (1..=n).map(|i| e(i, g)).collect::<Vec<_>>());
+    }
+    let report = w.recovery_report();
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert_eq!(report.unused_tail_bytes, 10_000);
+    assert_eq!((len(&first), len(&last)), (b, last_len));
+}
+
+#[test]
+fn an_older_segment_of_zeros_only_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, _) = build(dir.path());
+    let mut w = Wal::open(config(dir.path())).unwrap();
+    w.append(2, None, &[e(11, 2)]).unwrap();
+    w.sync().unwrap();
+    drop(w);
+    // Its header was synced before the next segment began: all zeros is damage, not space.
+    fs::write(&first, vec![0u8; 4096]).unwrap();
+    let msg = corrupt_message(Wal::open(config(dir.path())));
+    assert!(msg.contains("not the last segment"), "{msg}");
+}
+
+/// With preallocation (the default): every segment's file is zero-filled ahead of its
+/// records; finished segments are cut back to their records at rotation; a reopen finds no
+/// torn tail, only unused space at the end of the last segment, and every entry.
+#[test]
+fn preallocated_segments_recover_every_entry_and_report_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || WalConfig {
+        sync: SyncMode::Always,
+        segment_bytes: 8 << 10,
+        preallocate_bytes: 32 << 10,
+        ..WalConfig::new(dir.path())
+    };
+    let mut w = Wal::open(cfg()).unwrap();
+    for i in 1..=200 {
+        for g in 1..=3 {
+            w.append(g, None, &[e(i, g)]).unwrap();
+        }
+        if i % 10 == 0 {
+            w.sync().unwrap();
+        }
+    }
+    w.sync().unwrap();
+    assert!(w.stats().rotations >= 3, "{:?}", w.stats());
+    drop(w);
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    let last = segs.pop().unwrap();
+    // Finished segments end at a record (within one record of the segment size); the one
+    // being written is zero-filled ahead of its records (the reopen below cuts that off).
+    let last_len = len(&last);
+    for s in &segs {
+        assert!(
+            len(s) < (8 << 10) + 1024,
+            "{} keeps its preallocation",
+            s.display()
+        );
+    }
+    let w = Wal::open(cfg()).unwrap();
+    let report = w.recovery_report().clone();
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert!(report.unused_tail_bytes > 0, "{report:?}");
+    assert!(len(&last) < last_len, "the zeros were cut");
+    for g in 1..=3 {
+        assert_eq!(
+            entries(&w, g),
+            (1..=200).map(|i| e(i, g)).collect::<Vec<_>>()
+        );
+    }
+    // The cut-back last segment is read as finished when a later one exists.
+    drop(w);
+    let w = Wal::open(cfg()).unwrap();
+    assert_eq!(w.recovery_report().torn_tail, None);
+    assert_eq!(entries(&w, 1).len(), 200);
 }
 
 #[test]

@@ -49,6 +49,15 @@ pub struct WalConfig {
     /// At most this many bytes (by [`raft_core::Entry::size_hint`]) of cached entries. The
     /// oldest inserted entries are evicted first. `0` disables the cache. Default 64 MiB.
     pub cache_bytes: u64,
+    /// The current segment's file is kept zero-filled up to this many bytes beyond the records
+    /// written (extended in one step when the records reach its end, at most `segment_bytes`
+    /// at a time), so most syncs overwrite blocks the file already has: `fdatasync` then has
+    /// no file size to record, only the data (on the ext4 disk of the README's machine a
+    /// 4 KiB append-and-sync took 130–210 µs, the same over zero-filled blocks 86–134 µs). A
+    /// segment is cut back to its records when the next one starts; recovery reads an
+    /// all-zero tail as unused space, not damage. `0` disables it (the file grows with every
+    /// write). At most 1 GiB; default 4 MiB.
+    pub preallocate_bytes: u64,
 }
 
 /// Smallest accepted [`WalConfig::segment_bytes`].
@@ -58,7 +67,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 2 << 30;
 
 impl WalConfig {
     /// The defaults (64 MiB segments, [`SyncMode::Always`], 1 MiB write buffer, a cache of
-    /// 65,536 entries / 64 MiB) in `dir`.
+    /// 65,536 entries / 64 MiB, 4 MiB preallocated ahead) in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         WalConfig {
             dir: dir.into(),
@@ -67,6 +76,7 @@ impl WalConfig {
             buffer_bytes: 1 << 20,
             cache_entries: 1 << 16,
             cache_bytes: 64 << 20,
+            preallocate_bytes: 4 << 20,
         }
     }
 
@@ -89,6 +99,12 @@ impl WalConfig {
             return bad(
                 "buffer_bytes",
                 format!("is {}, must be within 1..=1073741824", self.buffer_bytes),
+            );
+        }
+        if self.preallocate_bytes > 1 << 30 {
+            return bad(
+                "preallocate_bytes",
+                format!("is {}, must be at most 1073741824", self.preallocate_bytes),
             );
         }
         if self.cache_entries > 100_000_000 {
@@ -126,6 +142,13 @@ mod tests {
                 ..ok.clone()
             }),
             "segment_bytes"
+        );
+        assert_eq!(
+            field(WalConfig {
+                preallocate_bytes: 2 << 30,
+                ..ok.clone()
+            }),
+            "preallocate_bytes"
         );
         assert_eq!(
             field(WalConfig {

@@ -26,6 +26,14 @@
 //! Deletion happens only inside `sync`, after the records that made those segments obsolete
 //! are durable, and is followed by a directory fsync.
 //!
+//! # Syncs that record no file size
+//! The segment being written is kept zero-filled ahead of its records
+//! ([`WalConfig::preallocate_bytes`], 4 MiB by default), so a `sync` mostly overwrites blocks
+//! the file already has and `fdatasync` writes the data alone, without a journal commit for
+//! a new file size (tcp + WAL benchmark on the README's machine: 1.4 × the writes/s at 256
+//! clients, p50 576 → 494 µs at one). A finished segment is cut back to its last record
+//! when the next one starts; recovery takes zeros after the records for unused space.
+//!
 //! # Failures
 //! Any I/O error while writing, syncing or recovering is returned as [`StorageError::Io`] and
 //! *poisons* the `Wal`: every later write or sync returns [`StorageError::Poisoned`] (after a
@@ -142,7 +150,10 @@ impl Wal {
             .max()
             .unwrap_or(1);
 
-        let mut segments = Segments::new(config.dir.clone());
+        let mut segments = Segments::new(
+            config.dir.clone(),
+            config.preallocate_bytes.min(config.segment_bytes),
+        );
         for (id, (path, checkpointed)) in &replayed.segments {
             segments
                 .add_existing(*id, path.clone(), *checkpointed)
@@ -309,6 +320,11 @@ impl Wal {
     /// Finishes the current segment (durably in `Always` mode) and starts the next.
     fn rotate(&mut self) -> Result<(), StorageError> {
         self.segments.flush().map_err(io("write segment"))?;
+        // A finished segment ends at its last record (the sync below makes that durable; if
+        // it does not land, recovery takes the zeros for what they are).
+        self.segments
+            .trim_current()
+            .map_err(io("trim segment before rotation"))?;
         if self.durable() {
             self.segments
                 .sync_current()

@@ -1,5 +1,11 @@
 //! Recovery: replay every segment in order into a fresh in-memory index.
 //!
+//! Zeros are not damage: a segment's file is zero-filled ahead of its records
+//! ([`crate::WalConfig::preallocate_bytes`]), and a segment whose records end before its file
+//! does (the last one, or an older one whose cut at rotation did not reach the disk) holds
+//! only zeros after them. That space is cut off, counted in
+//! [`RecoveryReport::unused_tail_bytes`] and not reported as a torn tail.
+//!
 //! Damage is judged by where it is:
 //! - in the **last** segment, a bad record (short, zero-filled, bad CRC, undecodable) with no
 //!   valid record anywhere after it is a torn tail: the file is truncated there (and the
@@ -34,6 +40,8 @@ pub struct RecoveryReport {
     pub groups: usize,
     /// The torn tail cut off the last segment, if there was one.
     pub torn_tail: Option<TornTail>,
+    /// Zero-filled bytes cut off the ends of segments: space preallocated and never used.
+    pub unused_tail_bytes: u64,
     /// Snapshot files (and temporary files) deleted because no record points to them.
     pub removed_snapshot_files: usize,
 }
@@ -112,7 +120,16 @@ pub(crate) fn replay(dir: &Path, durable: bool) -> Result<Replayed, StorageError
                 path.display()
             )));
         }
-        if valid_len < data.len() {
+        if valid_len < data.len() && is_zero(&data[valid_len..]) {
+            tracing::debug!(
+                segment = %path.display(),
+                offset = valid_len,
+                bytes = data.len() - valid_len,
+                "WAL: cutting the unused zero-filled end of a segment"
+            );
+            truncate(path, valid_len as u64, durable)?;
+            report.unused_tail_bytes += (data.len() - valid_len) as u64;
+        } else if valid_len < data.len() {
             let reason = record::parse_frame(&data, valid_len)
                 .and_then(|f| record::decode(&f).map(|_| ()))
                 .err()
@@ -124,15 +141,7 @@ pub(crate) fn replay(dir: &Path, durable: bool) -> Result<Replayed, StorageError
                 %reason,
                 "WAL: torn or corrupt tail record in the last segment (an interrupted write); truncating it"
             );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io("open segment to truncate"))?;
-            f.set_len(valid_len as u64)
-                .map_err(io("truncate torn segment tail"))?;
-            if durable {
-                f.sync_all().map_err(io("fsync truncated segment"))?;
-            }
+            truncate(path, valid_len as u64, durable)?;
             report.torn_tail = Some(TornTail {
                 segment: path.clone(),
                 offset: valid_len as u64,
@@ -173,6 +182,24 @@ pub(crate) fn replay(dir: &Path, durable: bool) -> Result<Replayed, StorageError
     })
 }
 
+/// True if every byte is zero: unused preallocated space.
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// Cuts the segment file at `len` (durably when `durable`).
+fn truncate(path: &Path, len: u64, durable: bool) -> Result<(), StorageError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open segment to truncate"))?;
+    f.set_len(len).map_err(io("truncate segment"))?;
+    if durable {
+        f.sync_all().map_err(io("fsync truncated segment"))?;
+    }
+    Ok(())
+}
+
 /// Replays one segment; returns (bytes of valid records, complete checkpoint seen, records).
 fn replay_segment(
     index: &mut LogIndex,
@@ -193,6 +220,11 @@ fn replay_segment(
             record::parse_frame(data, off).and_then(|f| Ok((record::decode(&f)?, f.kind, f.total)));
         let (rec, kind, total) = match parsed {
             Ok(p) => p,
+            // Every segment but the last was synced with its header before the next began.
+            Err(_) if is_zero(&data[off..]) && (off > 0 || is_last) => {
+                // The records end here; the rest is zero-filled space (see the module docs).
+                return Ok((off, checkpointed, records));
+            }
             Err(why) => {
                 if !is_last {
                     return Err(corrupt(

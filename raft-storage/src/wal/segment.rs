@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -53,11 +53,19 @@ pub(crate) struct Segments {
     /// Where `current`'s header and checkpoint end: the checkpoint does not count toward
     /// the segment size, so a node with many groups still puts records in every segment.
     pub data_start: u64,
+    /// Zero-filled bytes kept ahead of the records in `current` (0: none).
+    preallocate: u64,
+    /// Length of `current`'s file: records written plus zeros ahead of them.
+    allocated: u64,
 }
 
+/// Zeros written at a time when a segment is extended.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
 impl Segments {
-    /// No segments yet in `dir`.
-    pub fn new(dir: PathBuf) -> Self {
+    /// No segments yet in `dir`; the current segment will be kept zero-filled `preallocate`
+    /// bytes ahead of its records (see [`crate::WalConfig::preallocate_bytes`]).
+    pub fn new(dir: PathBuf, preallocate: u64) -> Self {
         Segments {
             dir,
             files: BTreeMap::new(),
@@ -65,6 +73,8 @@ impl Segments {
             buf: Vec::new(),
             flushed: 0,
             data_start: 0,
+            preallocate,
+            allocated: 0,
         }
     }
 
@@ -106,10 +116,12 @@ impl Segments {
         );
         self.current = id;
         self.flushed = 0;
+        self.allocated = 0;
         Ok(())
     }
 
-    /// Hands the buffer to the OS with one `write`.
+    /// Hands the buffer to the OS with one `write` (and, when the records reach the end of
+    /// the zero-filled space, extends it first, one `write` per 64 KiB of zeros).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -118,9 +130,38 @@ impl Segments {
             .files
             .get_mut(&self.current)
             .ok_or_else(|| io::Error::other("no current segment"))?;
-        seg.file.write_all(&self.buf)?;
-        self.flushed += self.buf.len() as u64;
+        let end = self.flushed + self.buf.len() as u64;
+        if self.preallocate > 0 && end > self.allocated {
+            // Zeros from the records' new end on: the bytes before it are written next.
+            let target = end + self.preallocate;
+            let mut at = end;
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                seg.file.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
+            }
+            self.allocated = target;
+        }
+        seg.file.write_all_at(&self.buf, self.flushed)?;
+        self.flushed = end;
+        self.allocated = self.allocated.max(end);
         self.buf.clear();
+        Ok(())
+    }
+
+    /// Cuts the zero-filled space off the current segment, leaving its records (the buffer
+    /// must be flushed). Durable with the next `sync_current`.
+    pub fn trim_current(&mut self) -> io::Result<()> {
+        debug_assert!(self.buf.is_empty());
+        if self.allocated <= self.flushed {
+            return Ok(());
+        }
+        let seg = self
+            .files
+            .get(&self.current)
+            .ok_or_else(|| io::Error::other("no current segment"))?;
+        seg.file.set_len(self.flushed)?;
+        self.allocated = self.flushed;
         Ok(())
     }
 
@@ -200,7 +241,7 @@ mod tests {
     #[test]
     fn reads_span_file_and_buffer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Segments::new(dir.path().to_path_buf());
+        let mut s = Segments::new(dir.path().to_path_buf(), 0);
         s.create(1).unwrap();
         s.buf.extend_from_slice(b"hello ");
         s.flush().unwrap();
