@@ -226,8 +226,7 @@ pub struct HeartbeatMetrics {
     pub probes_sent: u64,
     /// Election timeouts delivered to partitions.
     pub election_timeouts: u64,
-    /// Check-quorum verdicts delivered to partitions (no quorum of heartbeat acks for an
-    /// election timeout); a partition whose peers answered its replication meanwhile stays.
+    /// Check-quorum failures delivered to partitions.
     pub quorum_lost: u64,
     /// Gauge: groups whose election timer runs, because no live claim covers them.
     pub armed_election_timers: u64,

@@ -639,9 +639,7 @@ impl<S: StateMachine> PartitionActor<S> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.core.election_timeout();
             }
-            Control::QuorumLost => {
-                self.core.quorum_lost();
-            }
+            Control::QuorumLost => self.core.quorum_lost(),
             Control::Probe => {} // answered by the loop (it never gets here)
             Control::PeerReachable(peer) => {
                 if let Some(link) = self.replicators.get(&peer) {

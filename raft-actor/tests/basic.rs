@@ -102,25 +102,34 @@ async fn a_stalled_disk_delays_acknowledgements_until_it_resumes() {
     c.shutdown().await;
 }
 
-/// Check-quorum counts replication answers as contact: with the heartbeat lane cut both ways
-/// between every pair of nodes, a group under steady writes keeps its leader, since its
-/// followers answer the appends. (This is what a follower that has not registered a new group
-/// with its heartbeat actor yet looks like to the leader, as on a node starting thousands of
-/// groups.) Once the writes stop, nothing vouches for the leader and it steps down.
+/// Check-quorum counts a peer whose heartbeat actor does not know the group: such a node is
+/// alive and acking, and a node starting thousands of groups answers a new leader before its
+/// partitions register with its heartbeat actor. Here node 3 is a voter of the group but does
+/// not host it, and the heartbeat lane between the leader and node 2 is cut: the leader's
+/// only acks come from node 3. It keeps leading (replicating to node 2 on the data lane)
+/// instead of stepping down every election timeout, as it did when node 3 rejected the claim.
 #[tokio::test(start_paused = true)]
-async fn replication_answers_keep_a_leader_whose_heartbeat_lane_is_cut() {
+async fn a_peer_that_does_not_know_the_group_yet_counts_for_check_quorum() {
     const G: u64 = 3;
     let ids: Vec<u64> = (1..=3).collect();
     let c = Cluster::start_with_faults(&ids, config, 5).await;
-    c.add_group(G).await;
+    let members = raft_core::Membership::new(ids.iter().copied());
+    for n in [1, 2] {
+        c.nodes[&n]
+            .add_partition(G, members.clone(), common::Counter::default())
+            .await
+            .unwrap();
+    }
     let leader = c.leader(G).await;
+    let other = if leader == 1 { 2 } else { 1 };
     let term = c.nodes[&leader].group_metrics(G).await.unwrap().term;
     let net = c.net.as_ref().unwrap();
-    for &a in &ids {
-        for &b in ids.iter().filter(|&&b| b != a) {
-            net.partition_lane(a, b, Lane::Heartbeat).await.unwrap();
-        }
-    }
+    net.partition_lane(leader, other, Lane::Heartbeat)
+        .await
+        .unwrap();
+    net.partition_lane(other, leader, Lane::Heartbeat)
+        .await
+        .unwrap();
     // Ten election timeouts of writes, one every 20 ms.
     let start = tokio::time::Instant::now();
     let mut expected = 0;
@@ -129,23 +138,11 @@ async fn replication_answers_keep_a_leader_whose_heartbeat_lane_is_cut() {
         let v = c.nodes[&leader]
             .propose(G, Cmd::Add(1))
             .await
-            .expect("the leader keeps leading while its followers answer appends");
+            .expect("the leader keeps leading");
         assert_eq!(v, expected);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let m = c.nodes[&leader].group_metrics(G).await.unwrap();
     assert_eq!((m.role, m.term), (Role::Leader, term));
-    let verdicts = c.nodes[&leader].metrics().await.heartbeat.quorum_lost;
-    assert!(
-        verdicts >= 5,
-        "the heartbeat side found no quorum every election timeout ({verdicts} verdicts)"
-    );
-    // Without writes the leader hears from nobody: it steps down within two election
-    // timeouts (one to the next verdict, one more for the marks it set meanwhile).
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let m = c.nodes[&leader].group_metrics(G).await.unwrap();
-    assert!(
-        m.role != Role::Leader || m.term > term,
-        "an idle leader with no heartbeat acks still leads term {term}"
-    );
+    assert_eq!(c.nodes[&leader].metrics().await.heartbeat.quorum_lost, 0);
 }

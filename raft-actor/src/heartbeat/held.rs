@@ -22,7 +22,7 @@ pub(super) struct Held {
     version: Option<u64>,
     /// Group → the term the peer claims to lead it in.
     claims: BTreeMap<GroupId, Term>,
-    /// Claims not accepted here (a newer local term, or a group this node does not host).
+    /// Claims not accepted here (a newer local term, or this node's own leadership).
     /// Invariant: a subset of `claims`' keys.
     rejected: BTreeSet<GroupId>,
     /// When the last applicable frame arrived (it renewed every claim at once).

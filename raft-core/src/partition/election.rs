@@ -60,38 +60,18 @@ impl PartitionCore {
         }
     }
 
-    /// Check-quorum verdict from the runtime (`external_timers`): no quorum of peers acknowledged
-    /// this leader's heartbeats within an election timeout. A peer that answered replication since
-    /// the previous verdict (or since this term began) is in contact all the same — a follower
-    /// that answers appends while its heartbeat side has not caught up with the group yet, as on
-    /// a node still starting thousands of groups. If those answers and this node make a quorum
-    /// the leader stays and the marks restart for the next verdict; otherwise it steps down so a
-    /// reachable majority can elect a new leader. Returns true if it stepped down.
-    pub fn quorum_lost(&mut self) -> bool {
-        if self.role != Role::Leader {
-            return false;
-        }
-        if self.check_quorum_active() {
-            debug!(
+    /// Check-quorum verdict from the runtime: this leader has not heard from a quorum within an
+    /// election timeout. It steps down so a reachable majority can elect a new leader.
+    pub fn quorum_lost(&mut self) {
+        if self.role == Role::Leader {
+            warn!(
                 group = self.group,
                 term = self.term,
-                "check-quorum: no quorum of heartbeat acks, but a quorum answered replication; staying leader"
+                "leader lost contact with a quorum; stepping down"
             );
-            return false;
+            let term = self.term;
+            self.become_follower(term, None);
         }
-        self.step_down_without_quorum();
-        true
-    }
-
-    /// Steps down: no quorum was heard from within an election timeout.
-    fn step_down_without_quorum(&mut self) {
-        warn!(
-            group = self.group,
-            term = self.term,
-            "leader lost contact with a quorum; stepping down"
-        );
-        let term = self.term;
-        self.become_follower(term, None);
     }
 
     pub(crate) fn tick_leader(&mut self) {
@@ -120,7 +100,7 @@ impl PartitionCore {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.check_quorum_active() {
-                self.step_down_without_quorum();
+                self.quorum_lost();
                 return;
             }
         }

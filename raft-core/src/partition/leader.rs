@@ -86,11 +86,6 @@ impl PartitionCore {
         info!(group = self.group, term = self.term, "became leader");
         let mut lead = LeaderState::default();
         lead.sync_peers(self.id, &self.membership);
-        // Check-quorum counts only peers heard from in this term (a peer that joins the
-        // configuration later starts marked, so it is not held against the leader at once).
-        for p in lead.progress.values_mut() {
-            p.active = false;
-        }
         self.lead = Some(lead);
         self.votes.clear();
         self.election_elapsed = 0;
