@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! client                                        server (per connection)
-//! call() ──submit (bounded)──▶ writer ──TCP──▶ reader ──spawn──▶ handler(req) ──┐
+//! call() ──submit (bounded)──▶ writer ──TCP──▶ reader ──runs───▶ handler(req) ──┐
 //!   ▲                            │ registrations (bounded)        ▲ slots        │ responses
 //!   │                            ▼                                │ (semaphore)  ▼ (bounded)
 //!   └──oneshot─────────────── reader ◀──TCP────────────────────── writer ◀──────┘
@@ -30,7 +30,8 @@
 //!   inputs (it only ever `send`s on one-shots), so no cycle of bounded waits exists: callers
 //!   wait on the writer, the writer on the socket and on the reader, the reader on nobody.
 //! - **Server.** Per connection, a reader task takes an in-flight slot, reads one request,
-//!   spawns the handler on it and loops; at `max_in_flight` unanswered requests it stops
+//!   starts the handler on it (the reader task runs every handler of its connection, so a
+//!   request costs no task of its own) and loops; at `max_in_flight` unanswered requests it stops
 //!   reading, so a client that sends faster than the handler answers is slowed by TCP itself
 //!   (backpressure, DESIGN.md I2). A writer task owns the write half and writes every response
 //!   that is ready in one call; a slot is freed once its response is handed to the socket.
