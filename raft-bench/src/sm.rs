@@ -17,20 +17,20 @@ impl Serialize for Payload {
 
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Owned;
-        impl serde::de::Visitor<'_> for Owned {
-            type Value = Payload;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Payload, E> {
-                Ok(Payload(Bytes::copy_from_slice(v)))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
-                Ok(Payload(v.into()))
-            }
-        }
-        d.deserialize_byte_buf(Owned)
+        d.deserialize_bytes(ByteString(|v: &[u8]| Payload(Bytes::copy_from_slice(v))))
+    }
+}
+
+/// Decodes one byte string into whatever `.0` makes of it.
+struct ByteString<F>(F);
+
+impl<T, F: FnOnce(&[u8]) -> T> serde::de::Visitor<'_> for ByteString<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a byte string")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<T, E> {
+        Ok((self.0)(v))
     }
 }
 
@@ -80,20 +80,10 @@ impl Serialize for Write {
 
 impl<'de> Deserialize<'de> for Write {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Digest;
-        impl serde::de::Visitor<'_> for Digest {
-            type Value = Write;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Write, E> {
-                Ok(Write::Digest {
-                    len: v.len() as u64,
-                    hash: hash(v),
-                })
-            }
-        }
-        d.deserialize_bytes(Digest)
+        d.deserialize_bytes(ByteString(|v: &[u8]| Write::Digest {
+            len: v.len() as u64,
+            hash: hash(v),
+        }))
     }
 }
 

@@ -60,6 +60,14 @@ fn build(dir: &Path) -> (PathBuf, u64, u64) {
     (seg, a, b)
 }
 
+/// Reopens the log (which starts a newer segment) and writes entry 11 of group 2 there, so
+/// the segment `build` wrote is no longer the last.
+fn write_in_a_newer_segment(dir: &Path) {
+    let mut w = Wal::open(config(dir)).unwrap();
+    w.append(2, None, &[e(11, 2)]).unwrap();
+    w.sync().unwrap();
+}
+
 fn entries(w: &Wal, g: GroupId) -> Vec<Entry> {
     w.recover(g).unwrap().unwrap().entries
 }
@@ -156,10 +164,7 @@ fn a_zero_filled_tail_is_unused_space_in_any_segment() {
     let (first, _, b) = build(dir.path());
     // Reopening starts a newer segment: zeros now end a segment that is not the last, as
     // when its cut at rotation did not reach the disk.
-    let mut w = Wal::open(config(dir.path())).unwrap();
-    w.append(2, None, &[e(11, 2)]).unwrap();
-    w.sync().unwrap();
-    drop(w);
+    write_in_a_newer_segment(dir.path());
     let last = last_segment(dir.path());
     assert_ne!(last, first);
     let last_len = len(&last);
@@ -182,10 +187,7 @@ fn a_zero_filled_tail_is_unused_space_in_any_segment() {
 fn an_older_segment_of_zeros_only_is_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let (first, _, _) = build(dir.path());
-    let mut w = Wal::open(config(dir.path())).unwrap();
-    w.append(2, None, &[e(11, 2)]).unwrap();
-    w.sync().unwrap();
-    drop(w);
+    write_in_a_newer_segment(dir.path());
     // Its header was synced before the next segment began: all zeros is damage, not space.
     fs::write(&first, vec![0u8; 4096]).unwrap();
     let msg = corrupt_message(Wal::open(config(dir.path())));
@@ -274,10 +276,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let (seg, _, b) = build(dir.path());
         // Reopening starts a newer segment, so `seg` is no longer the last.
-        let mut w = Wal::open(config(dir.path())).unwrap();
-        w.append(2, None, &[e(11, 2)]).unwrap();
-        w.sync().unwrap();
-        drop(w);
+        write_in_a_newer_segment(dir.path());
         assert_ne!(last_segment(dir.path()), seg);
         if damage == "flip" {
             let mut bytes = fs::read(&seg).unwrap();

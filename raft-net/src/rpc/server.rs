@@ -297,7 +297,9 @@ impl<H> Conn<H> {
                     }
                 }
                 // Backpressure: at the limit, stop reading until a response has been written.
-                s = slots.clone().acquire_owned(), if slot.is_none() => match s {
+                // (In an async block, so the semaphore handle is cloned only when it is waited
+                // on, not on every turn of the loop.)
+                s = async { slots.clone().acquire_owned().await }, if slot.is_none() => match s {
                     Ok(s) => slot = Some(s),
                     Err(_) => break End::Abort, // Unreachable: the semaphore is never closed.
                 },

@@ -7,7 +7,7 @@
 //! [`RecoveryReport::unused_tail_bytes`] and not reported as a torn tail.
 //!
 //! Damage is judged by where it is:
-//! - in the **last** segment, a bad record (short, zero-filled, bad CRC, undecodable) with no
+//! - in the **last** segment, a bad record (short, bad CRC, undecodable) with no
 //!   valid record anywhere after it is a torn tail: the file is truncated there (and the
 //!   truncation fsynced), and a [`TornTail`] is reported and logged with `tracing::warn!`;
 //! - anywhere else, or when a valid record follows the damage, it is
@@ -110,8 +110,12 @@ pub(crate) fn replay(dir: &Path, durable: bool) -> Result<Replayed, StorageError
     for (i, (id, path)) in list.iter().enumerate() {
         let is_last = i + 1 == list.len();
         let data = fs::read(path).map_err(io("read segment"))?;
-        let (valid_len, checkpointed, records) =
-            replay_segment(&mut index, *id, path, &data, is_last)?;
+        let Scanned {
+            valid_len,
+            checkpointed,
+            records,
+            unused_tail,
+        } = replay_segment(&mut index, *id, path, &data, is_last)?;
         report.segments += 1;
         report.records += records;
         if i == 0 && *id != 1 && !checkpointed {
@@ -120,7 +124,7 @@ pub(crate) fn replay(dir: &Path, durable: bool) -> Result<Replayed, StorageError
                 path.display()
             )));
         }
-        if valid_len < data.len() && is_zero(&data[valid_len..]) {
+        if valid_len < data.len() && unused_tail {
             tracing::debug!(
                 segment = %path.display(),
                 offset = valid_len,
@@ -200,14 +204,26 @@ fn truncate(path: &Path, len: u64, durable: bool) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Replays one segment; returns (bytes of valid records, complete checkpoint seen, records).
+/// What replaying one segment found.
+struct Scanned {
+    /// Bytes of valid records.
+    valid_len: usize,
+    /// A complete checkpoint was seen.
+    checkpointed: bool,
+    /// Records replayed.
+    records: u64,
+    /// Everything after `valid_len` is zeros: unused space, not damage.
+    unused_tail: bool,
+}
+
+/// Replays one segment.
 fn replay_segment(
     index: &mut LogIndex,
     id: u64,
     path: &Path,
     data: &[u8],
     is_last: bool,
-) -> Result<(usize, bool, u64), StorageError> {
+) -> Result<Scanned, StorageError> {
     let corrupt = |off: usize, why: String| {
         StorageError::Corrupt(format!("segment {} at offset {off}: {why}", path.display()))
     };
@@ -223,7 +239,12 @@ fn replay_segment(
             // Every segment but the last was synced with its header before the next began.
             Err(_) if is_zero(&data[off..]) && (off > 0 || is_last) => {
                 // The records end here; the rest is zero-filled space (see the module docs).
-                return Ok((off, checkpointed, records));
+                return Ok(Scanned {
+                    valid_len: off,
+                    checkpointed,
+                    records,
+                    unused_tail: true,
+                });
             }
             Err(why) => {
                 if !is_last {
@@ -244,7 +265,12 @@ fn replay_segment(
                         ),
                     ));
                 }
-                return Ok((off, checkpointed, records));
+                return Ok(Scanned {
+                    valid_len: off,
+                    checkpointed,
+                    records,
+                    unused_tail: false,
+                });
             }
         };
         match &rec {
@@ -290,5 +316,10 @@ fn replay_segment(
         off += total;
         records += 1;
     }
-    Ok((off, checkpointed, records))
+    Ok(Scanned {
+        valid_len: off,
+        checkpointed,
+        records,
+        unused_tail: false,
+    })
 }
