@@ -2,6 +2,7 @@
 //! `tracing` warning naming the peer and the reason, while a well-behaved peer connected at the
 //! same time keeps exchanging messages.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::io;

@@ -2,6 +2,7 @@
 //! lane to a peer carries 64 MiB of 1 MiB frames and a task hogs a data-runtime worker,
 //! heartbeats keep arriving promptly.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

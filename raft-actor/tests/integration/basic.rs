@@ -1,6 +1,6 @@
 //! Basic operation: elections, replication, apply order, many groups (issue 4, "Basic").
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Issue 5: a 3-node cluster on the durable WAL survives a full-cluster restart with every
 //! acknowledged proposal present (real threads and files, paused time not used).
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

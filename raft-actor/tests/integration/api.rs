@@ -1,6 +1,6 @@
 //! The Node API's contract: bad calls get typed errors, and shutdown is bounded (I10).
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

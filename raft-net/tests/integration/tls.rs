@@ -1,7 +1,7 @@
 //! Mutual TLS: nodes holding the cluster's certificates talk; a node whose certificate was
 //! signed by another CA, or that speaks plaintext, cannot complete the handshake.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

@@ -44,7 +44,7 @@ fn run_all(seeds: &[u64], make: impl Fn(u64) -> SimConfig + Sync) -> Vec<SimRepo
 fn replay_command(seed: u64) -> String {
     format!(
         "RAFT_SIM_SEED={seed} RAFT_SIM_TRACE=/tmp/sim-{seed}.trace cargo test -p raft-actor \
-         --all-features --test sim -- replay --nocapture"
+         --all-features --test integration -- sim::replay --exact --nocapture"
     )
 }
 

@@ -2,7 +2,7 @@
 //! beyond the frame limit. A proptest with 100k cases plus a seeded mutation loop over valid
 //! frames (which reaches the body decoders far more often than uniform random bytes).
 
-mod common;
+use super::common;
 
 use bytes::BytesMut;
 use common::Msg;

@@ -4,7 +4,7 @@
 //! heartbeat actor's liveness probes (I6) — which still catch a stuck partition. Paused time,
 //! in-memory network.
 
-mod common;
+use super::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -8,9 +8,9 @@
 //!   read) passes `raft_actor::sim::linearizability::check` against a counter model.
 //!
 //! Runs for `RAFT_CHAOS_SECS` seconds of chaos (default 20); CI keeps the default, longer runs
-//! are `RAFT_CHAOS_SECS=300 cargo test -p counter --test chaos -- --nocapture`.
+//! are `RAFT_CHAOS_SECS=300 cargo test -p counter --test integration -- chaos:: --nocapture`.
 
-mod common;
+use super::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

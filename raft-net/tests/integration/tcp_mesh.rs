@@ -1,7 +1,7 @@
 //! Real loopback TCP: a 3-node mesh on both lanes, reconnection after a restart, a stalled
 //! peer that must not block anyone, and bounded shutdown.
 
-mod common;
+use super::common;
 
 use std::time::{Duration, Instant};
 

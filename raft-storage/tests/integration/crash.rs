@@ -6,7 +6,7 @@
 //! every entry's bytes are the ones written, and that hard state and snapshots are consistent.
 //!
 //! Kills: 200 by default; `RAFT_WAL_KILLS=N` runs N (e.g. `RAFT_WAL_KILLS=2000 cargo test -p
-//! raft-storage --release --test crash -- --nocapture`).
+//! raft-storage --release --test integration -- crash:: --nocapture`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -274,7 +274,7 @@ fn killed_writer_loses_nothing_it_reported() {
     for round in 0..kills {
         let mut child = Command::new(&exe)
             .args([
-                "crash_child",
+                "crash::crash_child",
                 "--exact",
                 "--nocapture",
                 "--test-threads",

@@ -4,7 +4,7 @@
 //! counted once. Also: a follower's hint leads the client to the leader, and increments under
 //! repeated leader transfers are each counted once.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

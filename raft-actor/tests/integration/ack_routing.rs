@@ -3,7 +3,7 @@
 //! forwards only what arrives before the router knows the replicators (just after an
 //! election), and the router learns a new leader's replicators after a leader change.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

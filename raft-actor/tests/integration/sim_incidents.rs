@@ -53,7 +53,7 @@ fn run_incident(name: &str, mut cfg: SimConfig) -> SimReport {
         }
         eprintln!(
             "  replay: RAFT_SIM_TRACE=/tmp/{name}.trace cargo test -p raft-actor --all-features \
-             --test sim_incidents -- {name} --exact --nocapture"
+             --test integration -- sim_incidents::{name} --exact --nocapture"
         );
         panic!("{name}: {} violations", r.violations.len());
     }

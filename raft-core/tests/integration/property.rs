@@ -8,7 +8,7 @@
 //! `RAFT_CORE_SEEDS=N` runs N seeds (default 200); `RAFT_CORE_SEED=S` replays one seed;
 //! `RAFT_CORE_STEPS=K` changes the steps per seed (default 5000).
 
-mod common;
+use super::common;
 
 use common::{Cluster, Faults, config};
 use raft_core::rng::SplitMix64;
@@ -358,7 +358,7 @@ fn safety_and_liveness_under_random_faults() {
         }
         if let Err(e) = result {
             eprintln!(
-                "seed {seed} failed: {e}\n  replay: RAFT_CORE_SEED={seed} RAFT_CORE_STEPS={steps} cargo test -p raft-core --test property"
+                "seed {seed} failed: {e}\n  replay: RAFT_CORE_SEED={seed} RAFT_CORE_STEPS={steps} cargo test -p raft-core --test integration -- property::"
             );
             failures.push(seed);
         }

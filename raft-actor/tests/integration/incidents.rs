@@ -1,7 +1,7 @@
 //! One test per incident of DESIGN.md that the runtime must survive, under its conditions
 //! (issue 4's acceptance list). In-memory transport, paused time unless noted.
 
-mod common;
+use super::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,7 +11,7 @@
 //! Unless a test says otherwise, cores run the paper's plain algorithm ([`plain`]): no pre-vote
 //! and no leader lease, both of which are later additions (Raft thesis, 9.6 and 4.2.3).
 
-mod common;
+use super::common;
 
 use common::*;
 use raft_core::{

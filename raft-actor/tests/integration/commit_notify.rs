@@ -2,7 +2,7 @@
 //! AppendEntries per write and follower, the commit index riding on the next one; when writes
 //! stop, followers still learn the commit within the delay (well before any heartbeat).
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 

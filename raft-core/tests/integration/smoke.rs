@@ -1,6 +1,6 @@
 //! Smoke test: the harness elects, replicates and applies.
 
-mod common;
+use super::common;
 use common::*;
 use raft_core::Role;
 

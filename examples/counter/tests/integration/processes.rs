@@ -2,7 +2,7 @@
 //! their WALs, `counter-client` incr/get/watch/status against them (a SIGKILLed leader
 //! included), the `scripts/cluster.sh` life cycle, and bad flags exiting with status 2.
 
-mod common;
+use super::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -11,7 +11,7 @@
 //! Cores run the crate's defaults (pre-vote and check-quorum on) unless a test says otherwise.
 //! The Raft paper's own claims (sections 5.1–5.5) are in `paper.rs` and are not repeated here.
 
-mod common;
+use super::common;
 
 use common::*;
 use raft_core::{

@@ -1,6 +1,6 @@
 //! The in-memory transport: direct delivery, and seeded fault injection on paused time.
 
-mod common;
+use super::common;
 
 use std::time::Duration;
 
