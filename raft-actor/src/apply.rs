@@ -108,7 +108,7 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
     rx: flume::Receiver<ApplyMsg<S>>,
     commit_rx: watch::Receiver<(Index, TailView)>,
-    applied_tx: crate::inbox::WatchTx<Index>,
+    applied_tx: crate::inbox::LatestTx,
     control: crate::inbox::InboxTx<Control>,
     storage: StorageHandle,
     stats: Arc<GroupStats>,
@@ -125,7 +125,7 @@ impl<S: StateMachine> ApplyActor<S> {
         snapshot: Option<Vec<u8>>,
         rx: flume::Receiver<ApplyMsg<S>>,
         commit_rx: watch::Receiver<(Index, TailView)>,
-        applied_tx: crate::inbox::WatchTx<Index>,
+        applied_tx: crate::inbox::LatestTx,
         control: crate::inbox::InboxTx<Control>,
         storage: StorageHandle,
         stats: Arc<GroupStats>,
@@ -332,7 +332,7 @@ impl<S: StateMachine> ApplyActor<S> {
                 let _ = w.reply.send(result);
             }
         }
-        self.applied_tx.send_replace(self.applied);
+        self.applied_tx.publish(self.applied);
         self.stats
             .applied
             .store(self.applied, std::sync::atomic::Ordering::Relaxed);
@@ -460,7 +460,7 @@ impl<S: StateMachine> ApplyActor<S> {
         for w in self.waiters.drain(..decided).collect::<Vec<_>>() {
             let _ = w.reply.send(Err(Error::Timeout { group: self.group }));
         }
-        self.applied_tx.send_replace(self.applied);
+        self.applied_tx.publish(self.applied);
         Ok(())
     }
 }

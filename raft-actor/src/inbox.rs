@@ -12,10 +12,13 @@
 //! clones and drops handles to thousands of groups must not wake them all.) `tokio::sync::Notify` keeps a permit when nobody waits:
 //! a ring between the actor's last look and its wait is never lost, at worst it costs one look
 //! that finds nothing.
+//!
+//! State an actor only needs the newest value of comes in a [`latest`] cell instead of a queue.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 /// The wake-up an actor's input queues share.
 #[derive(Clone, Default)]
@@ -92,27 +95,101 @@ pub(crate) fn bounded<T>(cap: usize, bell: &Bell) -> (InboxTx<T>, flume::Receive
     (InboxTx { tx, ring }, rx)
 }
 
-/// The sending half of a `watch` channel that rings the receiving actor's bell on every
-/// update. The actor looks with `watch::Receiver::has_changed`.
-pub(crate) struct WatchTx<T> {
-    tx: watch::Sender<T>,
-    ring: RingOnDrop,
+/// The sending half of a [`latest`] cell: a `u64` that only the newest value of matters (a
+/// durable sequence number, an applied index) and a sticky error, ringing the receiving
+/// actor's bell on every update.
+///
+/// It replaces a `tokio::sync::watch` channel there: a watch send wakes its waiters through
+/// eight internal notifiers, each behind a lock, even when nobody waits, and the actor never
+/// awaits the channel (it waits on its bell). Those sends profiled as ~13% of a 1-client
+/// in-process run. Here an update is an atomic store and one ring.
+pub(crate) struct LatestTx {
+    shared: Arc<LatestShared>,
+    /// Dropped after `Drop::drop` marked the cell closed: the ring makes the actor look.
+    _ring: RingOnDrop,
 }
 
-impl<T> WatchTx<T> {
+struct LatestShared {
+    value: AtomicU64,
+    /// Set at most once; never cleared.
+    error: OnceLock<Arc<str>>,
+    closed: AtomicBool,
+}
+
+impl LatestTx {
     /// Replaces the value and rings.
-    pub(crate) fn send_replace(&self, value: T) -> T {
-        let old = self.tx.send_replace(value);
-        self.ring.ring();
-        old
+    pub(crate) fn publish(&self, value: u64) {
+        self.shared.value.store(value, Ordering::Release);
+        self._ring.ring();
+    }
+
+    /// Records a fatal error (the first one stays) and rings.
+    pub(crate) fn fail(&self, error: Arc<str>) {
+        let _ = self.shared.error.set(error);
+        self._ring.ring();
     }
 }
 
-/// A `watch` channel starting at `init` whose sender rings `bell`.
-pub(crate) fn watch<T>(init: T, bell: &Bell) -> (WatchTx<T>, watch::Receiver<T>) {
-    let (tx, rx) = watch::channel(init);
-    let ring = RingOnDrop::new(bell);
-    (WatchTx { tx, ring }, rx)
+impl Drop for LatestTx {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+/// The receiving half of a [`latest`] cell.
+pub(crate) struct LatestRx {
+    shared: Arc<LatestShared>,
+    seen: u64,
+    error_seen: bool,
+}
+
+/// The sender of a [`latest`] cell is gone.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+impl LatestRx {
+    /// Whether a value or an error arrived since the last [`LatestRx::take`]; `Err` once the
+    /// sender is gone and everything it published was taken.
+    pub(crate) fn has_changed(&self) -> Result<bool, Closed> {
+        if self.shared.value.load(Ordering::Acquire) != self.seen
+            || (!self.error_seen && self.shared.error.get().is_some())
+        {
+            return Ok(true);
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Closed);
+        }
+        Ok(false)
+    }
+
+    /// The newest value and the error, if one was recorded; marks both seen.
+    pub(crate) fn take(&mut self) -> (u64, Option<Arc<str>>) {
+        self.seen = self.shared.value.load(Ordering::Acquire);
+        let error = self.shared.error.get().cloned();
+        self.error_seen = error.is_some();
+        (self.seen, error)
+    }
+}
+
+/// A latest-value cell starting at `init` whose sender rings `bell`.
+pub(crate) fn latest(init: u64, bell: &Bell) -> (LatestTx, LatestRx) {
+    let shared = Arc::new(LatestShared {
+        value: AtomicU64::new(init),
+        error: OnceLock::new(),
+        closed: AtomicBool::new(false),
+    });
+    let rx = LatestRx {
+        shared: shared.clone(),
+        seen: init,
+        error_seen: false,
+    };
+    (
+        LatestTx {
+            shared,
+            _ring: RingOnDrop::new(bell),
+        },
+        rx,
+    )
 }
 
 #[cfg(test)]
@@ -166,18 +243,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_watch_update_rings_and_shows_as_changed() {
+    async fn a_latest_update_rings_and_shows_as_changed() {
         let bell = Bell::new();
-        let (tx, mut rx) = watch(0u64, &bell);
-        assert!(!rx.has_changed().unwrap());
-        tx.send_replace(7);
+        let (tx, mut rx) = latest(0, &bell);
+        assert_eq!(rx.has_changed(), Ok(false));
+        tx.publish(7);
+        tx.publish(9);
         tokio::time::timeout(std::time::Duration::from_secs(1), bell.rung())
             .await
             .expect("the update rang");
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), 7);
+        assert_eq!(rx.has_changed(), Ok(true));
+        assert_eq!(rx.take(), (9, None), "only the newest value is kept");
+        assert_eq!(rx.has_changed(), Ok(false));
+        // Publishing the value already seen is no change.
+        tx.publish(9);
+        assert_eq!(rx.has_changed(), Ok(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latest_error_is_sticky_and_the_first_one_stays() {
+        let bell = Bell::new();
+        let (tx, mut rx) = latest(3, &bell);
+        tx.fail(Arc::from("disk full"));
+        tx.fail(Arc::from("second"));
+        assert_eq!(rx.has_changed(), Ok(true));
+        assert_eq!(rx.take(), (3, Some(Arc::from("disk full"))));
+        assert_eq!(rx.has_changed(), Ok(false));
+        assert_eq!(rx.take().1.as_deref(), Some("disk full"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_latest_sender_rings_and_closes_after_the_last_value() {
+        let bell = Bell::new();
+        let (tx, mut rx) = latest(0, &bell);
+        tx.publish(5);
         drop(tx);
-        assert!(rx.has_changed().is_err());
+        tokio::time::timeout(std::time::Duration::from_secs(1), bell.rung())
+            .await
+            .expect("the drop rang");
+        // The last value is still delivered before the close shows.
+        assert_eq!(rx.has_changed(), Ok(true));
+        assert_eq!(rx.take().0, 5);
+        assert_eq!(rx.has_changed(), Err(Closed));
     }
 
     #[tokio::test(start_paused = true)]

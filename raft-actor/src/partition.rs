@@ -32,7 +32,7 @@ use crate::inbox::{self, Bell, InboxTx};
 use crate::metrics::{GroupMetrics, GroupStats};
 use crate::replicator::{Inputs, ReplicateSignal, ReplicatorActor, ToReplicator};
 use crate::state_machine::StateMachine;
-use crate::storage::{Persisted, StorageHandle, StorageRequest, WriteOp};
+use crate::storage::{StorageHandle, StorageRequest, WriteOp};
 use crate::tail::{Tail, TailView};
 use crate::ticks::Ticks;
 use crate::wire::WireMsg;
@@ -173,8 +173,8 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     control_tx: InboxTx<Control>,
     /// Rung by every input below: the actor waits on it alone (see [`crate::inbox`]).
     bell: Bell,
-    persisted_rx: watch::Receiver<Persisted>,
-    applied_rx: watch::Receiver<Index>,
+    persisted_rx: inbox::LatestRx,
+    applied_rx: inbox::LatestRx,
     apply_tx: flume::Sender<ApplyMsg<S>>,
     commit_tx: watch::Sender<(Index, TailView)>,
     /// Recent entries, shared read-only with replicators and the apply actor.
@@ -227,8 +227,8 @@ impl<S: StateMachine> PartitionActor<S> {
         let (client_tx, client_rx) = inbox::bounded(cfg.client_queue, &bell);
         let (raft_tx, raft_rx) = inbox::bounded(cfg.raft_queue, &bell);
         let (control_tx, control_rx) = inbox::bounded(cfg.control_queue, &bell);
-        let (persisted_tx, persisted_rx) = inbox::watch(Persisted::default(), &bell);
-        let (applied_tx, applied_rx) = inbox::watch(apply_from.index, &bell);
+        let (persisted_tx, persisted_rx) = inbox::latest(0, &bell);
+        let (applied_tx, applied_rx) = inbox::latest(apply_from.index, &bell);
         let (commit_tx, commit_rx) = watch::channel((apply_from.index, TailView::default()));
         let (acks_tx, acks_rx) = watch::channel(AckRoutes::default());
         // Apply queue: room for one waiter per queued client request, plus control traffic.
@@ -342,15 +342,15 @@ impl<S: StateMachine> PartitionActor<S> {
             match event {
                 Event::Control(c) => self.handle_control(c).await,
                 Event::Persisted => {
-                    let p = self.persisted_rx.borrow_and_update().clone();
-                    if let Some(err) = p.error {
+                    let (seq, error) = self.persisted_rx.take();
+                    if let Some(err) = error {
                         self.fatal(format!("storage failed: {err}"));
                     } else {
-                        self.core.persisted(p.seq);
+                        self.core.persisted(seq);
                     }
                 }
                 Event::Applied => {
-                    let applied = *self.applied_rx.borrow_and_update();
+                    let (applied, _) = self.applied_rx.take();
                     self.core.applied(applied);
                 }
                 Event::Raft(m) => {
@@ -650,7 +650,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 // The apply actor published the index the snapshot covers before taking it,
                 // but control outranks the applied watch: catch up first, or the core would
                 // refuse a snapshot of entries it does not know are applied.
-                let applied = *self.applied_rx.borrow_and_update();
+                let (applied, _) = self.applied_rx.take();
                 self.core.applied(applied);
                 if let Err(e) = self.core.snapshot_taken(meta) {
                     warn!(group = self.w.group, error = %e, "snapshot not used");

@@ -17,15 +17,6 @@ use raft_storage::{LogStore, Recovered, StorageError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-/// The latest durable point of a group, published after each group commit.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Persisted {
-    /// Every persistence action up to this sequence number is durable.
-    pub seq: u64,
-    /// Set once the store failed: the group must stop (fatal).
-    pub error: Option<Arc<str>>,
-}
-
 /// A write to make durable, tagged with the core's sequence number.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
@@ -54,7 +45,7 @@ pub(crate) enum StorageRequest {
     /// Registers a group's persisted-notification channel.
     Register {
         group: GroupId,
-        persisted: crate::inbox::WatchTx<Persisted>,
+        persisted: crate::inbox::LatestTx,
     },
     /// Forgets a group (its state stays on disk unless `purge`).
     Unregister { group: GroupId, purge: bool },
@@ -165,7 +156,7 @@ pub(crate) fn spawn<S: LogStore>(
 struct StorageActor<S> {
     store: S,
     rx: flume::Receiver<StorageRequest>,
-    groups: BTreeMap<GroupId, (crate::inbox::WatchTx<Persisted>, u64)>,
+    groups: BTreeMap<GroupId, (crate::inbox::LatestTx, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
     stalled_until: Option<tokio::time::Instant>,
@@ -292,10 +283,7 @@ impl<S: LogStore> StorageActor<S> {
         match req {
             StorageRequest::Register { group, persisted } => {
                 if let Some(err) = &self.failed {
-                    persisted.send_replace(Persisted {
-                        seq: 0,
-                        error: Some(err.clone()),
-                    });
+                    persisted.fail(err.clone());
                 }
                 self.groups.insert(group, (persisted, 0));
             }
@@ -379,10 +367,7 @@ impl<S: LogStore> StorageActor<S> {
             if let Some((tx, last)) = self.groups.get_mut(group) {
                 if *seq > *last {
                     *last = *seq;
-                    tx.send_replace(Persisted {
-                        seq: *seq,
-                        error: None,
-                    });
+                    tx.publish(*seq);
                 }
             }
         }
@@ -393,11 +378,8 @@ impl<S: LogStore> StorageActor<S> {
         error!(error = %message, "storage failed; stopping every group on this node");
         let err: Arc<str> = Arc::from(message);
         self.failed = Some(err.clone());
-        for (tx, last) in self.groups.values() {
-            tx.send_replace(Persisted {
-                seq: *last,
-                error: Some(err.clone()),
-            });
+        for (tx, _) in self.groups.values() {
+            tx.fail(err.clone());
         }
     }
 }
