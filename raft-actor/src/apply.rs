@@ -16,7 +16,7 @@ use std::sync::Arc;
 use raft_core::{Entry, EntryPayload, GroupId, Index, Membership, SnapshotMeta, Term};
 use raft_storage::StorageError;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 use crate::error::Error;
@@ -81,6 +81,13 @@ pub(crate) enum ApplyMsg<S: StateMachine> {
     Shutdown,
 }
 
+/// What the partition sends its apply actor, behind one bell (see [`crate::inbox`]).
+pub(crate) struct ApplyInputs<S: StateMachine> {
+    pub(crate) rx: flume::Receiver<ApplyMsg<S>>,
+    pub(crate) commit_rx: crate::latest::LatestRx<(Index, TailView)>,
+    pub(crate) bell: crate::inbox::Bell,
+}
+
 /// The bytes of a snapshot: the framework's part (sessions) around the user's.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
@@ -107,8 +114,13 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     waiters: VecDeque<Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
     rx: flume::Receiver<ApplyMsg<S>>,
-    commit_rx: watch::Receiver<(Index, TailView)>,
-    applied_tx: crate::inbox::LatestTx,
+    /// The newest commit index and log tail the partition published.
+    commit_rx: crate::latest::LatestRx<(Index, TailView)>,
+    /// The last value taken from `commit_rx`.
+    commit: (Index, TailView),
+    /// Rung by the senders of `rx` and `commit_rx` (see [`crate::inbox`]).
+    bell: crate::inbox::Bell,
+    applied_tx: crate::latest::PositionTx,
     control: crate::inbox::InboxTx<Control>,
     storage: StorageHandle,
     stats: Arc<GroupStats>,
@@ -123,9 +135,8 @@ impl<S: StateMachine> ApplyActor<S> {
         sm: S,
         from: SnapshotMeta,
         snapshot: Option<Vec<u8>>,
-        rx: flume::Receiver<ApplyMsg<S>>,
-        commit_rx: watch::Receiver<(Index, TailView)>,
-        applied_tx: crate::inbox::LatestTx,
+        inputs: ApplyInputs<S>,
+        applied_tx: crate::latest::PositionTx,
         control: crate::inbox::InboxTx<Control>,
         storage: StorageHandle,
         stats: Arc<GroupStats>,
@@ -139,8 +150,10 @@ impl<S: StateMachine> ApplyActor<S> {
             sessions: BTreeMap::new(),
             waiters: VecDeque::new(),
             queries: Vec::new(),
-            rx,
-            commit_rx,
+            rx: inputs.rx,
+            commit_rx: inputs.commit_rx,
+            commit: (from.index, TailView::default()),
+            bell: inputs.bell,
             applied_tx,
             control,
             storage,
@@ -154,8 +167,14 @@ impl<S: StateMachine> ApplyActor<S> {
     }
 
     pub(crate) async fn run(mut self) {
+        use flume::TryRecvError::{Disconnected, Empty};
         let mut pending: Option<oneshot::Receiver<ReadReply>> = None;
         'run: loop {
+            match self.commit_rx.try_recv() {
+                Ok(c) => self.commit = c,
+                Err(Disconnected) => break,
+                Err(Empty) => {}
+            }
             while pending.is_none() {
                 match self.request_entries() {
                     Next::Ready(entries) => {
@@ -178,12 +197,22 @@ impl<S: StateMachine> ApplyActor<S> {
                     Next::Nothing => break,
                 }
             }
+            match self.rx.try_recv() {
+                Ok(ApplyMsg::Shutdown) | Err(Disconnected) => break,
+                Ok(m) => {
+                    self.on_msg(m);
+                    self.flush_snapshot();
+                    // A busy actor finds input at every look: give the worker back when the
+                    // cooperative budget runs out.
+                    tokio::task::consume_budget().await;
+                    continue;
+                }
+                Err(Empty) => {}
+            }
+            // Nothing queued: wait for a ring (a message or a commit) or the storage read.
             tokio::select! {
                 biased;
-                msg = self.rx.recv_async() => match msg {
-                    Ok(ApplyMsg::Shutdown) | Err(_) => break,
-                    Ok(m) => self.on_msg(m),
-                },
+                () = self.bell.rung() => {}
                 read = wait(&mut pending) => {
                     pending = None;
                     match read {
@@ -194,11 +223,6 @@ impl<S: StateMachine> ApplyActor<S> {
                             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                         }
                         None => break,
-                    }
-                }
-                changed = self.commit_rx.changed() => {
-                    if changed.is_err() {
-                        break;
                     }
                 }
             }
@@ -215,10 +239,7 @@ impl<S: StateMachine> ApplyActor<S> {
     /// The next committed entries to apply: from the log's in-memory tail when it holds them,
     /// else a read from storage.
     fn request_entries(&mut self) -> Next {
-        let (commit, tail) = {
-            let c = self.commit_rx.borrow_and_update();
-            (c.0, c.1.clone())
-        };
+        let (commit, tail) = (self.commit.0, self.commit.1.clone());
         if commit <= self.applied {
             return Next::Nothing;
         }

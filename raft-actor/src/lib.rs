@@ -2,7 +2,8 @@
 //!
 //! Runs [`raft_core`]'s pure state machines as actors that own their state and talk over
 //! bounded channels. No shared locks (DESIGN.md I1): state belongs to one actor; the only shared
-//! values are immutable (`Arc`), latest-value `watch` channels and metric counters.
+//! values are immutable (`Arc`), latest-value cells (`latest`: one-slot channels and atomic
+//! positions; the routing tables are `watch` channels) and metric counters.
 //!
 //! ## Layout
 //! - [`node`] — [`Node`] (the API), [`NodeBuilder`], the registry actor (table of groups) and
@@ -36,10 +37,10 @@
 //! | partition → each replicator (log/commit signal) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
 //! | partition → replicator ("peer reachable again", and answers that came before the router knew the replicator) | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
 //! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
-//! | partition → apply (commit index) | `watch` | latest value | never full |
-//! | apply → partition (applied index) | `watch` | latest value | never full |
+//! | partition → apply (commit index and log tail) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
+//! | apply → partition (applied index) | atomic position (`latest::position`) | latest value | never full |
 //! | partition / replicator / apply → storage | flume | `storage_queue` | partition: kept in its backlog, no client work until drained; readers: retry next tick |
-//! | storage → partition (persisted) | `watch` | latest value | never full |
+//! | storage → partition (persisted sequence, sticky error) | atomic position (`latest::position`) | latest value | never full |
 //! | storage → readers | one-shot | 1 | never full |
 //! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates and contact reports retried on a tick armed for them |
 //! | heartbeat → partition (timers, probes) | flume | `control_queue` | `try_send`: a timer fires again at the next interval; a probe that does not fit counts as unanswered (I6) |
@@ -49,7 +50,7 @@
 //! | transport → heartbeat actor (heartbeat lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
 //!
 //! **No bounded cycle can deadlock:** no actor ever awaits a send on a bounded channel while
-//! handling a message — every edge above is `try_send`, a `watch` or a one-shot — so a full
+//! handling a message — every edge above is `try_send`, a latest value or a one-shot — so a full
 //! queue never makes its sender wait, and no cycle of waiting senders can form. Replies
 //! (storage reads, metrics) are separate events of the receiving actor's loop (I3); the only
 //! awaited replies are at the API boundary and in the registry's group start, which no actor

@@ -1,6 +1,6 @@
 //! The partition actor: one per Raft group on a node. It owns the group's `PartitionCore` and
 //! executes its actions. It never awaits another actor while handling a message (DESIGN.md I3):
-//! every send is `try_send`, a `watch` update or a one-shot reply, and when a role changes it
+//! every send is `try_send`, a latest-value update or a one-shot reply, and when a role changes it
 //! publishes a new epoch to its replicators and moves on (I4).
 //!
 //! It is quiescent when its group is idle (see [`crate::ticks`]): its tick timer is armed only
@@ -173,10 +173,12 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     control_tx: InboxTx<Control>,
     /// Rung by every input below: the actor waits on it alone (see [`crate::inbox`]).
     bell: Bell,
-    persisted_rx: inbox::LatestRx,
-    applied_rx: inbox::LatestRx,
-    apply_tx: flume::Sender<ApplyMsg<S>>,
-    commit_tx: watch::Sender<(Index, TailView)>,
+    persisted_rx: crate::latest::PositionRx,
+    applied_rx: crate::latest::PositionRx,
+    apply_tx: inbox::InboxTx<ApplyMsg<S>>,
+    /// `apply_tx`'s capacity (flume's `capacity()` takes the channel's lock).
+    apply_cap: usize,
+    commit_tx: crate::latest::LatestTx<(Index, TailView)>,
     /// Recent entries, shared read-only with replicators and the apply actor.
     tail: Tail,
     /// The last log/commit signal published to replicators.
@@ -227,12 +229,14 @@ impl<S: StateMachine> PartitionActor<S> {
         let (client_tx, client_rx) = inbox::bounded(cfg.client_queue, &bell);
         let (raft_tx, raft_rx) = inbox::bounded(cfg.raft_queue, &bell);
         let (control_tx, control_rx) = inbox::bounded(cfg.control_queue, &bell);
-        let (persisted_tx, persisted_rx) = inbox::latest(0, &bell);
-        let (applied_tx, applied_rx) = inbox::latest(apply_from.index, &bell);
-        let (commit_tx, commit_rx) = watch::channel((apply_from.index, TailView::default()));
+        let (persisted_tx, persisted_rx) = crate::latest::position(0, &bell);
+        let (applied_tx, applied_rx) = crate::latest::position(apply_from.index, &bell);
+        let apply_bell = Bell::new();
+        let (commit_tx, commit_rx) = crate::latest::ringing(&apply_bell);
         let (acks_tx, acks_rx) = watch::channel(AckRoutes::default());
         // Apply queue: room for one waiter per queued client request, plus control traffic.
-        let (apply_tx, apply_rx) = flume::bounded(cfg.client_queue + cfg.max_batch + 64);
+        let apply_cap = cfg.client_queue + cfg.max_batch + 64;
+        let (apply_tx, apply_rx) = inbox::bounded(apply_cap, &apply_bell);
         w.storage
             .send(StorageRequest::Register {
                 group,
@@ -245,8 +249,11 @@ impl<S: StateMachine> PartitionActor<S> {
             state_machine,
             apply_from,
             snapshot_data,
-            apply_rx,
-            commit_rx,
+            crate::apply::ApplyInputs {
+                rx: apply_rx,
+                commit_rx,
+                bell: apply_bell,
+            },
             applied_tx,
             control_tx.clone(),
             w.storage.clone(),
@@ -267,6 +274,7 @@ impl<S: StateMachine> PartitionActor<S> {
             persisted_rx,
             applied_rx,
             apply_tx,
+            apply_cap,
             commit_tx,
             tail: Tail::new(TAIL_ENTRIES),
             last_signal: ReplicateSignal::default(),
@@ -440,10 +448,7 @@ impl<S: StateMachine> PartitionActor<S> {
         self.fatal.is_none()
             && self.backlog.is_empty()
             && self.w.storage.has_room(2)
-            && self
-                .apply_tx
-                .capacity()
-                .is_none_or(|c| c - self.apply_tx.len() > self.w.cfg.max_batch)
+            && self.apply_cap.saturating_sub(self.apply_tx.len()) > self.w.cfg.max_batch
     }
 
     /// The tick timer fired (it is armed only while `needs_tick`): retries what did not fit
@@ -648,7 +653,7 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             Control::SnapshotTaken(meta) => {
                 // The apply actor published the index the snapshot covers before taking it,
-                // but control outranks the applied watch: catch up first, or the core would
+                // but control outranks the applied position: catch up first, or the core would
                 // refuse a snapshot of entries it does not know are applied.
                 let (applied, _) = self.applied_rx.take();
                 self.core.applied(applied);
@@ -741,7 +746,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 });
             }
             Action::Apply { index } => {
-                self.commit_tx.send_replace((index, self.tail.view()));
+                self.commit_tx.send((index, self.tail.view()));
             }
             Action::ReadReady { ctx, index } => {
                 if let Some(r) = self.reads.remove(&ctx) {

@@ -45,7 +45,7 @@ pub(crate) enum StorageRequest {
     /// Registers a group's persisted-notification channel.
     Register {
         group: GroupId,
-        persisted: crate::inbox::LatestTx,
+        persisted: crate::latest::PositionTx,
     },
     /// Forgets a group (its state stays on disk unless `purge`).
     Unregister { group: GroupId, purge: bool },
@@ -92,6 +92,9 @@ pub(crate) enum StorageRequest {
 #[derive(Clone)]
 pub(crate) struct StorageHandle {
     tx: flume::Sender<StorageRequest>,
+    /// The queue's capacity, kept here: flume's `capacity()` takes the channel's lock, and
+    /// every partition asks after each event whether it may take client requests.
+    cap: usize,
 }
 
 impl StorageHandle {
@@ -103,9 +106,7 @@ impl StorageHandle {
 
     /// Room left in the queue (for backpressure decisions).
     pub(crate) fn has_room(&self, needed: usize) -> bool {
-        self.tx
-            .capacity()
-            .is_none_or(|cap| cap.saturating_sub(self.tx.len()) >= needed)
+        self.cap.saturating_sub(self.tx.len()) >= needed
     }
 
     /// Queues a request, waiting for room (used outside any actor's message handling:
@@ -150,13 +151,13 @@ pub(crate) fn spawn<S: LogStore>(
             kill.spawn(actor.run_async(sync_delay));
         }
     }
-    Ok(StorageHandle { tx })
+    Ok(StorageHandle { tx, cap: capacity })
 }
 
 struct StorageActor<S> {
     store: S,
     rx: flume::Receiver<StorageRequest>,
-    groups: BTreeMap<GroupId, (crate::inbox::LatestTx, u64)>,
+    groups: BTreeMap<GroupId, (crate::latest::PositionTx, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
     stalled_until: Option<tokio::time::Instant>,
