@@ -83,7 +83,7 @@ pub(crate) enum ApplyMsg<S: StateMachine> {
 
 /// What the partition sends its apply actor, behind one bell (see [`crate::inbox`]).
 pub(crate) struct ApplyInputs<S: StateMachine> {
-    pub(crate) rx: flume::Receiver<ApplyMsg<S>>,
+    pub(crate) rx: crate::inbox::InboxRx<ApplyMsg<S>>,
     pub(crate) commit_rx: crate::latest::LatestRx<(Index, TailView)>,
     pub(crate) bell: crate::inbox::Bell,
 }
@@ -113,7 +113,7 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     /// at an index already waited on (the older proposal was overwritten).
     waiters: VecDeque<Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
-    rx: flume::Receiver<ApplyMsg<S>>,
+    rx: crate::inbox::InboxRx<ApplyMsg<S>>,
     /// The newest commit index and log tail the partition published.
     commit_rx: crate::latest::LatestRx<(Index, TailView)>,
     /// The last value taken from `commit_rx`.

@@ -167,9 +167,9 @@ struct PendingRead<S: StateMachine> {
 pub(crate) struct PartitionActor<S: StateMachine> {
     w: Wiring,
     core: PartitionCore,
-    client_rx: flume::Receiver<ClientReq<S>>,
-    raft_rx: flume::Receiver<Message>,
-    control_rx: flume::Receiver<Control>,
+    client_rx: inbox::InboxRx<ClientReq<S>>,
+    raft_rx: inbox::InboxRx<Message>,
+    control_rx: inbox::InboxRx<Control>,
     control_tx: InboxTx<Control>,
     /// Rung by every input below: the actor waits on it alone (see [`crate::inbox`]).
     bell: Bell,

@@ -62,7 +62,7 @@ impl PartialEq for ReplicateSignal {
 /// A replicator's queued inputs and the bell their senders ring.
 pub(crate) struct Inputs {
     pub(crate) bell: Bell,
-    pub(crate) responses: flume::Receiver<ToReplicator>,
+    pub(crate) responses: crate::inbox::InboxRx<ToReplicator>,
     pub(crate) signal: LatestRx<ReplicateSignal>,
 }
 
@@ -141,7 +141,7 @@ pub(crate) struct ReplicatorActor {
     view: ReplicateSignal,
     /// Rung by `responses` and `signal` (see [`crate::inbox`]).
     bell: Bell,
-    responses: flume::Receiver<ToReplicator>,
+    responses: crate::inbox::InboxRx<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
     control: crate::inbox::InboxTx<Control>,
     storage: StorageHandle,
