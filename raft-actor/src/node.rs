@@ -598,6 +598,18 @@ impl<S: StateMachine> Node<S> {
         group: GroupId,
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
     ) -> Result<T, Error> {
+        let rx = self.submit(group, make)?;
+        self.answer(group, rx).await
+    }
+
+    /// Queues a request at a group without waiting; its answer comes on the receiver. Kept
+    /// out of the `async` part so that a waiting request's state holds only the receiver and
+    /// the deadline, not the request as well (it is a task's whole state in a client loop).
+    fn submit<T>(
+        &self,
+        group: GroupId,
+        make: impl FnOnce(Reply<T>) -> ClientReq<S>,
+    ) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
         let (tx, rx) = oneshot::channel();
         // Look up and send under one short borrow of the table (no handle clone per request).
         self.inner
@@ -612,6 +624,15 @@ impl<S: StateMachine> Node<S> {
                 flume::TrySendError::Full(_) => Error::Overloaded { group },
                 flume::TrySendError::Disconnected(_) => Error::Stopped,
             })?;
+        Ok(rx)
+    }
+
+    /// Waits (bounded) for the answer to a request [`Node::submit`] queued.
+    async fn answer<T>(
+        &self,
+        group: GroupId,
+        rx: oneshot::Receiver<Result<T, Error>>,
+    ) -> Result<T, Error> {
         match self.inner.deadlines.wait(rx).await {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(Error::Stopped),
@@ -623,7 +644,8 @@ impl<S: StateMachine> Node<S> {
     /// Without a session id a retry after `Timeout` may apply twice; see
     /// [`Node::propose_with_id`].
     pub async fn propose(&self, group: GroupId, command: S::Command) -> Result<S::Response, Error> {
-        self.propose_inner(group, None, command).await
+        let rx = self.submit_proposal(group, None, command)?;
+        self.answer(group, rx).await
     }
 
     /// Proposes a command under a client session: retries with the same `id` apply at most once
@@ -634,18 +656,19 @@ impl<S: StateMachine> Node<S> {
         id: RequestId,
         command: S::Command,
     ) -> Result<S::Response, Error> {
-        self.propose_inner(group, Some(id), command).await
+        let rx = self.submit_proposal(group, Some(id), command)?;
+        self.answer(group, rx).await
     }
 
-    async fn propose_inner(
+    /// Encodes and queues a proposal (the synchronous half of `propose`).
+    fn submit_proposal(
         &self,
         group: GroupId,
         id: Option<RequestId>,
         command: S::Command,
-    ) -> Result<S::Response, Error> {
+    ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
         let payload = Proposal::encode(id, &command).map_err(|e| Error::Codec(e.to_string()))?;
-        self.request(group, |reply| ClientReq::Propose { payload, reply })
-            .await
+        self.submit(group, |reply| ClientReq::Propose { payload, reply })
     }
 
     /// A linearizable read (ReadIndex): reflects every write acknowledged before it began.
