@@ -83,7 +83,7 @@ mod ticks;
 pub use config::NodeConfig;
 pub use error::Error;
 pub use metrics::{GroupMetrics, HeartbeatMetrics, NodeMetrics};
-pub use node::{HeartbeatExecutor, Node, NodeBuilder};
+pub use node::{GroupClient, HeartbeatExecutor, Node, NodeBuilder};
 pub use state_machine::{RequestId, StateMachine};
 pub use storage::StorageMode;
 pub use wire::WireMsg;

@@ -16,6 +16,7 @@ use crate::config::NodeConfig;
 use crate::deadline::Deadlines;
 use crate::error::Error;
 use crate::heartbeat::{self, HeartbeatHandle};
+use crate::inbox::InboxTx;
 use crate::kill::Kill;
 use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
 use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
@@ -184,6 +185,91 @@ impl<S: StateMachine> NodeBuilder<S> {
                 hb_stats,
                 deadlines,
             }),
+        })
+    }
+}
+
+/// Queues a request on a group's client queue without waiting; its answer comes on the
+/// receiver.
+fn submit_to<S: StateMachine, T>(
+    client: &InboxTx<ClientReq<S>>,
+    group: GroupId,
+    make: impl FnOnce(Reply<T>) -> ClientReq<S>,
+) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
+    let (tx, rx) = oneshot::channel();
+    client.try_send(make(tx)).map_err(|e| match e {
+        flume::TrySendError::Full(_) => Error::Overloaded { group },
+        flume::TrySendError::Disconnected(_) => Error::Stopped,
+    })?;
+    Ok(rx)
+}
+
+/// A proposal's entry bytes: the session id and the command.
+fn encode_proposal<C: serde::Serialize>(
+    id: Option<RequestId>,
+    command: &C,
+) -> Result<Vec<u8>, Error> {
+    Proposal::encode(id, command).map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// One group of a [`Node`], looked up once ([`Node::group`]): proposes and reads like the
+/// node's methods of the same names, without a lookup per request.
+pub struct GroupClient<S: StateMachine> {
+    node: Node<S>,
+    group: GroupId,
+    client: InboxTx<ClientReq<S>>,
+}
+
+impl<S: StateMachine> Clone for GroupClient<S> {
+    fn clone(&self) -> Self {
+        GroupClient {
+            node: self.node.clone(),
+            group: self.group,
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> GroupClient<S> {
+    /// The group this handle sends to.
+    pub fn id(&self) -> GroupId {
+        self.group
+    }
+
+    /// As [`Node::propose`].
+    pub async fn propose(&self, command: S::Command) -> Result<S::Response, Error> {
+        let rx = self.submit_proposal(None, command)?;
+        self.node.answer(self.group, rx).await
+    }
+
+    /// As [`Node::propose_with_id`].
+    pub async fn propose_with_id(
+        &self,
+        id: RequestId,
+        command: S::Command,
+    ) -> Result<S::Response, Error> {
+        let rx = self.submit_proposal(Some(id), command)?;
+        self.node.answer(self.group, rx).await
+    }
+
+    /// As [`Node::read`].
+    pub async fn read(&self, query: S::Query) -> Result<S::Response, Error> {
+        let rx = submit_to(&self.client, self.group, |reply| ClientReq::Read {
+            query,
+            reply,
+        })?;
+        self.node.answer(self.group, rx).await
+    }
+
+    fn submit_proposal(
+        &self,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
+        let payload = encode_proposal(id, &command)?;
+        submit_to(&self.client, self.group, |reply| ClientReq::Propose {
+            payload,
+            reply,
         })
     }
 }
@@ -419,8 +505,15 @@ struct Router<S: StateMachine> {
 }
 
 impl<S: StateMachine> Router<S> {
-    async fn run(self) {
+    async fn run(mut self) {
+        // The router's own copy of the table, taken again only after the registry publishes
+        // a change (an atomic load per message to see that; a `borrow` per message would
+        // take the channel's read lock, a cache line every `Node::propose` caller touches).
+        let mut table = self.table.borrow_and_update().clone();
         while let Ok(env) = self.rx.recv_async().await {
+            if self.table.has_changed().unwrap_or(false) {
+                table = self.table.borrow_and_update().clone();
+            }
             let WireMsg::Raft(m) = env.msg else {
                 warn!(from = env.from, "heartbeat frame on the data lane; dropped");
                 continue;
@@ -433,12 +526,11 @@ impl<S: StateMachine> Router<S> {
                 );
                 continue;
             }
-            // Look up and send under one short borrow of the table (no handle clone per
-            // message, as in `Node::request`). A peer's answer to this node's replication goes
+            // A peer's answer to this node's replication goes
             // straight to the replicator of that peer when there is one (one hop fewer than
             // through the partition, which only forwarded it); a replicator that sees a higher
             // term in it tells the partition.
-            let sent = self.table.borrow().get(env.group).map(|e| deliver(e, m));
+            let sent = table.get(env.group).map(|e| deliver(e, m));
             match sent {
                 Some(true) => {}
                 Some(false) => {
@@ -610,21 +702,19 @@ impl<S: StateMachine> Node<S> {
         group: GroupId,
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
     ) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
-        let (tx, rx) = oneshot::channel();
         // Look up and send under one short borrow of the table (no handle clone per request).
-        self.inner
-            .table
-            .borrow()
-            .get(group)
-            .ok_or(Error::UnknownGroup(group))?
-            .handle
-            .client
-            .try_send(make(tx))
-            .map_err(|e| match e {
-                flume::TrySendError::Full(_) => Error::Overloaded { group },
-                flume::TrySendError::Disconnected(_) => Error::Stopped,
-            })?;
-        Ok(rx)
+        submit_to(
+            &self
+                .inner
+                .table
+                .borrow()
+                .get(group)
+                .ok_or(Error::UnknownGroup(group))?
+                .handle
+                .client,
+            group,
+            make,
+        )
     }
 
     /// Waits (bounded) for the answer to a request [`Node::submit`] queued.
@@ -667,8 +757,30 @@ impl<S: StateMachine> Node<S> {
         id: Option<RequestId>,
         command: S::Command,
     ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
-        let payload = Proposal::encode(id, &command).map_err(|e| Error::Codec(e.to_string()))?;
+        let payload = encode_proposal(id, &command)?;
         self.submit(group, |reply| ClientReq::Propose { payload, reply })
+    }
+
+    /// A handle on one group of this node, for callers that send it many requests: it holds
+    /// the group's queue, so its requests skip the lookup in the node's table (a shared read
+    /// of the published table per request, whose reference count every worker thread
+    /// touches). It answers [`Error::Stopped`] once the group is removed or the node stops;
+    /// ask for a new one if the group is added again.
+    pub fn group(&self, group: GroupId) -> Result<GroupClient<S>, Error> {
+        let client = self
+            .inner
+            .table
+            .borrow()
+            .get(group)
+            .ok_or(Error::UnknownGroup(group))?
+            .handle
+            .client
+            .clone();
+        Ok(GroupClient {
+            node: self.clone(),
+            group,
+            client,
+        })
     }
 
     /// A linearizable read (ReadIndex): reflects every write acknowledged before it began.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use bytes::Bytes;
-use raft_actor::{Error, Node, NodeConfig, StorageMode, WireMsg};
+use raft_actor::{Error, GroupClient, Node, NodeConfig, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::{MemConfig, MemNetwork};
 use raft_storage::{MemStore, SyncMode, Wal, WalConfig};
@@ -31,6 +31,9 @@ pub fn node_config(id: NodeId, groups: u64) -> NodeConfig {
 pub struct LocalCluster {
     /// Node `i` has id `i + 1`.
     pub nodes: Vec<Node<BenchSm>>,
+    /// `groups[i][g - 1]`: node `i`'s handle on group `g`, looked up once (as a service
+    /// holding a handle per group would; openraft's benchmark calls its `Raft` directly too).
+    groups: Vec<Vec<GroupClient<BenchSm>>>,
 }
 
 impl LocalCluster {
@@ -77,13 +80,21 @@ impl LocalCluster {
                     .with_context(|| format!("add group {g}"))?;
             }
         }
-        Ok(LocalCluster { nodes })
+        let groups = nodes
+            .iter()
+            .map(|node| (1..=groups).map(|g| node.group(g)).collect())
+            .collect::<Result<_, _>>()
+            .context("look up the groups")?;
+        Ok(LocalCluster { nodes, groups })
     }
 
     /// Proposes on node `idx`.
     pub async fn propose(&self, idx: usize, group: GroupId, payload: &Bytes) -> Result<u64, Error> {
-        match self.nodes.get(idx) {
-            Some(node) => node.propose(group, Write::Payload(payload.clone())).await,
+        let handle = usize::try_from(group.wrapping_sub(1))
+            .ok()
+            .and_then(|g| self.groups.get(idx)?.get(g));
+        match handle {
+            Some(h) => h.propose(Write::Payload(payload.clone())).await,
             None => Err(Error::UnknownGroup(group)),
         }
     }

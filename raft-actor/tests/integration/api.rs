@@ -5,7 +5,7 @@ use super::common;
 use std::time::Duration;
 
 use common::{Cluster, Cmd, Counter, Query, config};
-use raft_actor::{Error, Node, NodeConfig, WireMsg};
+use raft_actor::{Error, Node, NodeConfig, RequestId, WireMsg};
 use raft_core::{Membership, Role};
 use raft_net::{MemConfig, MemNetwork};
 use raft_storage::MemStore;
@@ -150,4 +150,32 @@ async fn shutdown_is_bounded_with_peers_unreachable() {
             n.shutdown().await;
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_handle_proposes_reads_and_answers_stopped_after_removal() {
+    let c = Cluster::start(&[1, 2, 3], config).await;
+    c.add_group(1).await;
+    let leader = c.leader(1).await;
+    let l = &c.nodes[&leader];
+    assert!(matches!(l.group(99), Err(Error::UnknownGroup(99))));
+    let g = l.group(1).expect("group 1 is on the leader");
+    assert_eq!(g.id(), 1);
+    assert_eq!(g.propose(Cmd::Add(2)).await, Ok(2));
+    let session = RequestId { client: 7, seq: 1 };
+    assert_eq!(g.propose_with_id(session, Cmd::Add(3)).await, Ok(5));
+    // A retry under the same session id applies once and answers the first response.
+    assert_eq!(g.propose_with_id(session, Cmd::Add(3)).await, Ok(5));
+    assert_eq!(g.clone().read(Query::Get).await, Ok(5));
+    // The node's own methods see the same group.
+    assert_eq!(l.read(1, Query::Get).await, Ok(5));
+    // A follower's handle points at the leader, as the node's methods do.
+    let follower = c.nodes.values().find(|n| n.id() != leader).unwrap();
+    assert!(matches!(
+        follower.group(1).unwrap().propose(Cmd::Add(1)).await,
+        Err(Error::NotLeader { group: 1, .. })
+    ));
+    l.remove_partition(1, false).await.expect("remove group 1");
+    assert_eq!(g.propose(Cmd::Add(1)).await, Err(Error::Stopped));
+    c.shutdown().await;
 }
