@@ -703,18 +703,7 @@ impl<S: StateMachine> Node<S> {
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
     ) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
         // Look up and send under one short borrow of the table (no handle clone per request).
-        submit_to(
-            &self
-                .inner
-                .table
-                .borrow()
-                .get(group)
-                .ok_or(Error::UnknownGroup(group))?
-                .handle
-                .client,
-            group,
-            make,
-        )
+        self.with_client(group, |client| submit_to(client, group, make))?
     }
 
     /// Waits (bounded) for the answer to a request [`Node::submit`] queued.
@@ -750,6 +739,17 @@ impl<S: StateMachine> Node<S> {
         self.answer(group, rx).await
     }
 
+    /// Runs `f` on `group`'s client queue under one short borrow of the table.
+    fn with_client<R>(
+        &self,
+        group: GroupId,
+        f: impl FnOnce(&InboxTx<ClientReq<S>>) -> R,
+    ) -> Result<R, Error> {
+        let table = self.inner.table.borrow();
+        let entry = table.get(group).ok_or(Error::UnknownGroup(group))?;
+        Ok(f(&entry.handle.client))
+    }
+
     /// Encodes and queues a proposal (the synchronous half of `propose`).
     fn submit_proposal(
         &self,
@@ -762,20 +762,11 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// A handle on one group of this node, for callers that send it many requests: it holds
-    /// the group's queue, so its requests skip the lookup in the node's table (a shared read
-    /// of the published table per request, whose reference count every worker thread
-    /// touches). It answers [`Error::Stopped`] once the group is removed or the node stops;
+    /// the group's queue, so its requests skip the lookup in the node's table (a read lock on
+    /// the published table per request, a lock word every worker thread writes). It answers [`Error::Stopped`] once the group is removed or the node stops;
     /// ask for a new one if the group is added again.
     pub fn group(&self, group: GroupId) -> Result<GroupClient<S>, Error> {
-        let client = self
-            .inner
-            .table
-            .borrow()
-            .get(group)
-            .ok_or(Error::UnknownGroup(group))?
-            .handle
-            .client
-            .clone();
+        let client = self.with_client(group, InboxTx::clone)?;
         Ok(GroupClient {
             node: self.clone(),
             group,
