@@ -197,6 +197,20 @@ impl<S: StateMachine> ApplyActor<S> {
                     Next::Nothing => break,
                 }
             }
+            // A storage read that has finished is taken before more messages: under a steady
+            // stream of them the wait below, where it is also taken, might not come for long.
+            if let Some(rx) = pending.as_mut() {
+                match rx.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                    read => {
+                        pending = None;
+                        if !self.on_read(read.ok()).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             match self.rx.try_recv() {
                 Ok(ApplyMsg::Shutdown) | Err(Disconnected) => break,
                 Ok(m) => {
@@ -215,14 +229,8 @@ impl<S: StateMachine> ApplyActor<S> {
                 () = self.bell.rung() => {}
                 read = wait(&mut pending) => {
                     pending = None;
-                    match read {
-                        Some(Ok(entries)) => self.apply_entries(entries.iter()),
-                        Some(Err(e)) => {
-                            debug!(group = self.group, error = %e, "entries not readable yet");
-                            // Not a hot loop: a snapshot restore or the next commit resolves it.
-                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                        }
-                        None => break,
+                    if !self.on_read(read).await {
+                        break;
                     }
                 }
             }
@@ -234,6 +242,20 @@ impl<S: StateMachine> ApplyActor<S> {
         for (_, _, reply) in std::mem::take(&mut self.queries) {
             let _ = reply.send(Err(Error::Stopped));
         }
+    }
+
+    /// Applies what a storage read returned; false when storage is gone (`None`).
+    async fn on_read(&mut self, read: Option<ReadReply>) -> bool {
+        match read {
+            Some(Ok(entries)) => self.apply_entries(entries.iter()),
+            Some(Err(e)) => {
+                debug!(group = self.group, error = %e, "entries not readable yet");
+                // Not a hot loop: a snapshot restore or the next commit resolves it.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            None => return false,
+        }
+        true
     }
 
     /// The next committed entries to apply: from the log's in-memory tail when it holds them,

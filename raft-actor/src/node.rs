@@ -526,10 +526,10 @@ impl<S: StateMachine> Router<S> {
                 );
                 continue;
             }
-            // A peer's answer to this node's replication goes
-            // straight to the replicator of that peer when there is one (one hop fewer than
-            // through the partition, which only forwarded it); a replicator that sees a higher
-            // term in it tells the partition.
+            // A peer's answer to this node's replication goes straight to the replicator of
+            // that peer when there is one (one hop fewer than through the partition, which
+            // only forwarded it); a replicator that sees a higher term in it tells the
+            // partition.
             let sent = table.get(env.group).map(|e| deliver(e, m));
             match sent {
                 Some(true) => {}
@@ -763,8 +763,9 @@ impl<S: StateMachine> Node<S> {
 
     /// A handle on one group of this node, for callers that send it many requests: it holds
     /// the group's queue, so its requests skip the lookup in the node's table (a read lock on
-    /// the published table per request, a lock word every worker thread writes). It answers [`Error::Stopped`] once the group is removed or the node stops;
-    /// ask for a new one if the group is added again.
+    /// the published table per request, a lock word every worker thread writes). It answers
+    /// [`Error::Stopped`] once the group is removed or the node stops; ask for a new one if
+    /// the group is added again.
     pub fn group(&self, group: GroupId) -> Result<GroupClient<S>, Error> {
         let client = self.with_client(group, InboxTx::clone)?;
         Ok(GroupClient {
