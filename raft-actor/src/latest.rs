@@ -104,7 +104,7 @@ impl<T> LatestRx<T> {
 pub(crate) struct PositionTx {
     shared: Arc<PositionShared>,
     /// Dropped after `Drop::drop` marked the cell closed: the ring makes the actor look.
-    _ring: crate::inbox::RingOnDrop,
+    ring: crate::inbox::RingOnDrop,
 }
 
 struct PositionShared {
@@ -118,13 +118,13 @@ impl PositionTx {
     /// Replaces the value and rings.
     pub(crate) fn publish(&self, value: u64) {
         self.shared.value.store(value, Ordering::Release);
-        self._ring.ring();
+        self.ring.ring();
     }
 
     /// Records a fatal error (the first one stays) and rings.
     pub(crate) fn fail(&self, error: Arc<str>) {
         let _ = self.shared.error.set(error);
-        self._ring.ring();
+        self.ring.ring();
     }
 }
 
@@ -184,7 +184,7 @@ pub(crate) fn position(init: u64, bell: &crate::inbox::Bell) -> (PositionTx, Pos
     (
         PositionTx {
             shared,
-            _ring: crate::inbox::RingOnDrop::new(bell),
+            ring: crate::inbox::RingOnDrop::new(bell),
         },
         rx,
     )

@@ -676,12 +676,18 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn entry(&self, group: GroupId) -> Result<GroupEntry<S>, Error> {
-        self.inner
-            .table
-            .borrow()
-            .get(group)
-            .cloned()
-            .ok_or(Error::UnknownGroup(group))
+        self.with_entry(group, GroupEntry::clone)
+    }
+
+    /// Runs `f` on `group`'s entry under one short borrow of the table.
+    fn with_entry<R>(
+        &self,
+        group: GroupId,
+        f: impl FnOnce(&GroupEntry<S>) -> R,
+    ) -> Result<R, Error> {
+        let table = self.inner.table.borrow();
+        let entry = table.get(group).ok_or(Error::UnknownGroup(group))?;
+        Ok(f(entry))
     }
 
     /// Sends a request to a group and waits (bounded) for its answer.
@@ -703,7 +709,7 @@ impl<S: StateMachine> Node<S> {
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
     ) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
         // Look up and send under one short borrow of the table (no handle clone per request).
-        self.with_client(group, |client| submit_to(client, group, make))?
+        self.with_entry(group, |e| submit_to(&e.handle.client, group, make))?
     }
 
     /// Waits (bounded) for the answer to a request [`Node::submit`] queued.
@@ -739,17 +745,6 @@ impl<S: StateMachine> Node<S> {
         self.answer(group, rx).await
     }
 
-    /// Runs `f` on `group`'s client queue under one short borrow of the table.
-    fn with_client<R>(
-        &self,
-        group: GroupId,
-        f: impl FnOnce(&InboxTx<ClientReq<S>>) -> R,
-    ) -> Result<R, Error> {
-        let table = self.inner.table.borrow();
-        let entry = table.get(group).ok_or(Error::UnknownGroup(group))?;
-        Ok(f(&entry.handle.client))
-    }
-
     /// Encodes and queues a proposal (the synchronous half of `propose`).
     fn submit_proposal(
         &self,
@@ -767,7 +762,7 @@ impl<S: StateMachine> Node<S> {
     /// [`Error::Stopped`] once the group is removed or the node stops; ask for a new one if
     /// the group is added again.
     pub fn group(&self, group: GroupId) -> Result<GroupClient<S>, Error> {
-        let client = self.with_client(group, InboxTx::clone)?;
+        let client = self.with_entry(group, |e| e.handle.client.clone())?;
         Ok(GroupClient {
             node: self.clone(),
             group,

@@ -90,8 +90,9 @@ impl LocalCluster {
 
     /// Proposes on node `idx`.
     pub async fn propose(&self, idx: usize, group: GroupId, payload: &Bytes) -> Result<u64, Error> {
-        let handle = usize::try_from(group.wrapping_sub(1))
-            .ok()
+        let handle = group
+            .checked_sub(1)
+            .and_then(|g| usize::try_from(g).ok())
             .and_then(|g| self.groups.get(idx)?.get(g));
         match handle {
             Some(h) => h.propose(Write::Payload(payload.clone())).await,
