@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 pub(crate) struct LatestTx<T> {
     tx: flume::Sender<T>,
     evict: flume::Receiver<T>,
+    flags: Arc<Flags>,
     /// Rings the receiving actor's bell on each value and when dropped (last field: after
     /// `tx` is gone).
     ring: Option<crate::inbox::RingOnDrop>,
@@ -26,18 +27,39 @@ pub(crate) struct LatestTx<T> {
 /// Receiving half.
 pub(crate) struct LatestRx<T> {
     rx: flume::Receiver<T>,
+    flags: Arc<Flags>,
+}
+
+/// What lets the receiver find nothing without flume's lock (as [`crate::inbox`]'s queues do):
+/// its actor looks on every turn of its loop, and the slot is empty most of the time.
+#[derive(Default)]
+struct Flags {
+    /// Raised after each value is queued, lowered by the receiver just before it looks: a
+    /// value queued after the receiver's last look has raised it again, so a look that finds
+    /// it down may answer "nothing" at once. (Up with nothing queued costs one locked look.)
+    fresh: AtomicBool,
+    /// Set when the sender is dropped.
+    closed: AtomicBool,
+}
+
+impl<T> Drop for LatestTx<T> {
+    fn drop(&mut self) {
+        self.flags.closed.store(true, Ordering::Release);
+    }
 }
 
 /// A new latest-value channel.
 pub(crate) fn channel<T>() -> (LatestTx<T>, LatestRx<T>) {
     let (tx, rx) = flume::bounded(1);
+    let flags = Arc::new(Flags::default());
     (
         LatestTx {
             tx,
             evict: rx.clone(),
+            flags: flags.clone(),
             ring: None,
         },
-        LatestRx { rx },
+        LatestRx { rx, flags },
     )
 }
 
@@ -59,6 +81,7 @@ impl<T> LatestTx<T> {
         loop {
             match self.tx.try_send(value) {
                 Ok(()) => {
+                    self.flags.fresh.store(true, Ordering::Release);
                     if let Some(r) = &self.ring {
                         r.ring();
                     }
@@ -78,11 +101,16 @@ impl<T> LatestRx<T> {
     /// The newest value if one is waiting, without waiting.
     #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn try_latest(&self) -> Option<T> {
-        self.rx.try_recv().ok()
+        self.try_recv().ok()
     }
 
     /// The newest value if one is waiting; `Disconnected` once the sender is gone.
     pub(crate) fn try_recv(&self) -> Result<T, flume::TryRecvError> {
+        if !self.flags.fresh.swap(false, Ordering::AcqRel)
+            && !self.flags.closed.load(Ordering::Acquire)
+        {
+            return Err(flume::TryRecvError::Empty);
+        }
         self.rx.try_recv()
     }
 
@@ -212,6 +240,21 @@ mod tests {
         let (tx, rx) = channel::<u8>();
         drop(tx);
         assert!(rx.recv().await.is_err());
+    }
+
+    #[test]
+    fn try_recv_sees_each_newest_value_once_then_the_close() {
+        let (tx, rx) = channel();
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Empty));
+        assert!(tx.send(1));
+        assert!(tx.send(2));
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Empty));
+        assert!(tx.send(3));
+        drop(tx);
+        // The value sent before the drop is still delivered, then the close shows.
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Disconnected));
     }
 
     #[tokio::test(start_paused = true)]
