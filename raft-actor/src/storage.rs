@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 use raft_storage::{LogStore, Recovered, StorageError};
@@ -95,24 +96,47 @@ pub(crate) struct StorageHandle {
     /// The queue's capacity, kept here: flume's `capacity()` takes the channel's lock, and
     /// every partition asks after each event whether it may take client requests.
     cap: usize,
+    /// Requests sent and not yet taken by the actor, for the same reason: flume's `len()` takes
+    /// the channel's lock too, which every partition and the storage thread then contend on.
+    /// Raised before a send (and lowered again if it fails), lowered by the actor as it takes
+    /// each request, so it never reads below the queue's true length.
+    queued: Arc<AtomicUsize>,
 }
 
 impl StorageHandle {
     /// Queues a request without waiting. Fails (handing the request back, boxed) when the queue
     /// is full or the actor is gone.
     pub(crate) fn try_send(&self, req: StorageRequest) -> Result<(), Box<StorageRequest>> {
-        self.tx.try_send(req).map_err(|e| Box::new(e.into_inner()))
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send(req).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            Box::new(e.into_inner())
+        })
     }
 
     /// Room left in the queue (for backpressure decisions).
     pub(crate) fn has_room(&self, needed: usize) -> bool {
-        self.cap.saturating_sub(self.tx.len()) >= needed
+        self.cap.saturating_sub(self.queued.load(Ordering::Relaxed)) >= needed
     }
 
     /// Queues a request, waiting for room (used outside any actor's message handling:
     /// registration and recovery at group start).
     pub(crate) async fn send(&self, req: StorageRequest) -> Result<(), ()> {
-        self.tx.send_async(req).await.map_err(|_| ())
+        /// Lowers the count again unless the send completed, so a send cancelled while it
+        /// waits for room does not leave the count raised for good.
+        struct Raised<'a>(&'a AtomicUsize, bool);
+        impl Drop for Raised<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let mut raised = Raised(&self.queued, false);
+        self.tx.send_async(req).await.map_err(|_| ())?;
+        raised.1 = true;
+        Ok(())
     }
 }
 
@@ -134,9 +158,11 @@ pub(crate) fn spawn<S: LogStore>(
     sync_delay: std::time::Duration,
 ) -> std::io::Result<StorageHandle> {
     let (tx, rx) = flume::bounded(capacity);
+    let queued = Arc::new(AtomicUsize::new(0));
     let actor = StorageActor {
         store,
         rx,
+        queued: queued.clone(),
         groups: BTreeMap::new(),
         failed: None,
         stalled_until: None,
@@ -151,12 +177,18 @@ pub(crate) fn spawn<S: LogStore>(
             kill.spawn(actor.run_async(sync_delay));
         }
     }
-    Ok(StorageHandle { tx, cap: capacity })
+    Ok(StorageHandle {
+        tx,
+        cap: capacity,
+        queued,
+    })
 }
 
 struct StorageActor<S> {
     store: S,
     rx: flume::Receiver<StorageRequest>,
+    /// The handles' count of queued requests, lowered as each is taken.
+    queued: Arc<AtomicUsize>,
     groups: BTreeMap<GroupId, (crate::latest::PositionTx, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
@@ -230,6 +262,7 @@ impl<S: LogStore> StorageActor<S> {
         let mut next = Some(first);
         let mut count = 0;
         while let Some(req) = next.take() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             count += 1;
             match req {
                 StorageRequest::Shutdown => {
