@@ -97,12 +97,66 @@ impl Drop for RingOnDrop {
     }
 }
 
+/// The number of messages in a flume queue, kept beside it so that reading it is an atomic
+/// load instead of flume's locked `len()`. Senders count before they queue and take the count
+/// back if the queue refuses; the receiver lowers it for each message it takes; so it never
+/// reads below the number queued. Used by the inboxes and by the storage actor's queue.
+#[derive(Default)]
+pub(crate) struct QueueCount(AtomicUsize);
+
+impl QueueCount {
+    /// Counts `value` and queues it on `tx` without waiting; gives it back (uncounted) when the
+    /// queue is full or its receiver is gone.
+    pub(crate) fn try_send<T>(
+        &self,
+        tx: &flume::Sender<T>,
+        value: T,
+    ) -> Result<(), flume::TrySendError<T>> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        tx.try_send(value).inspect_err(|_| {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Counts `value` and queues it on `tx`, waiting for room. The count is taken back if the
+    /// send fails or is cancelled while it waits.
+    pub(crate) async fn send_async<T>(
+        &self,
+        tx: &flume::Sender<T>,
+        value: T,
+    ) -> Result<(), flume::SendError<T>> {
+        /// Lowers the count on drop unless the send completed.
+        struct Raised<'a>(&'a AtomicUsize, bool);
+        impl Drop for Raised<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let mut raised = Raised(&self.0, false);
+        tx.send_async(value).await?;
+        raised.1 = true;
+        Ok(())
+    }
+
+    /// The receiver took one message.
+    pub(crate) fn taken(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Messages queued, or about to be (never below the number queued).
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// What a queue's senders and its receiver share besides the queue.
 #[derive(Default)]
 struct Gauge {
-    /// Messages sent and not yet received. A sender counts before it queues and takes the
-    /// count back if the queue refuses, so this is never below the number queued.
-    queued: AtomicUsize,
+    /// Messages sent and not yet received.
+    queued: QueueCount,
     /// Set when the last sender is gone.
     closed: AtomicBool,
 }
@@ -139,12 +193,7 @@ impl<T> InboxTx<T> {
     /// Queues `value` without waiting and rings; gives it back when the queue is full or the
     /// actor is gone.
     pub(crate) fn try_send(&self, value: T) -> Result<(), flume::TrySendError<T>> {
-        let queued = &self.senders.gauge.queued;
-        queued.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = self.tx.try_send(value) {
-            queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(e);
-        }
+        self.senders.gauge.queued.try_send(&self.tx, value)?;
         self.senders.ring.ring();
         Ok(())
     }
@@ -152,7 +201,7 @@ impl<T> InboxTx<T> {
     /// Messages queued, or about to be (no lock: an atomic load; never below the number
     /// queued).
     pub(crate) fn len(&self) -> usize {
-        self.senders.gauge.queued.load(Ordering::Acquire)
+        self.senders.gauge.queued.get()
     }
 }
 
@@ -170,21 +219,19 @@ impl<T> InboxRx<T> {
     /// The next message without waiting; `Disconnected` once the queue is empty and its
     /// senders are all gone.
     pub(crate) fn try_recv(&self) -> Result<T, flume::TryRecvError> {
-        if self.gauge.queued.load(Ordering::Acquire) == 0
-            && !self.gauge.closed.load(Ordering::Acquire)
-        {
+        if self.gauge.queued.get() == 0 && !self.gauge.closed.load(Ordering::Acquire) {
             return Err(flume::TryRecvError::Empty);
         }
         let taken = self.rx.try_recv();
         if taken.is_ok() {
-            self.gauge.queued.fetch_sub(1, Ordering::AcqRel);
+            self.gauge.queued.taken();
         }
         taken
     }
 
     /// Whether nothing is queued or being queued (an atomic load).
     pub(crate) fn is_empty(&self) -> bool {
-        self.gauge.queued.load(Ordering::Acquire) == 0
+        self.gauge.queued.get() == 0
     }
 
     /// Messages queued (takes the queue's lock; for metrics).

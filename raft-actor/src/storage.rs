@@ -11,12 +11,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 use raft_storage::{LogStore, Recovered, StorageError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
+
+use crate::inbox::QueueCount;
 
 /// A write to make durable, tagged with the core's sequence number.
 #[derive(Debug)]
@@ -98,45 +99,27 @@ pub(crate) struct StorageHandle {
     cap: usize,
     /// Requests sent and not yet taken by the actor, for the same reason: flume's `len()` takes
     /// the channel's lock too, which every partition and the storage thread then contend on.
-    /// Raised before a send (and lowered again if it fails), lowered by the actor as it takes
-    /// each request, so it never reads below the queue's true length.
-    queued: Arc<AtomicUsize>,
+    queued: Arc<QueueCount>,
 }
 
 impl StorageHandle {
     /// Queues a request without waiting. Fails (handing the request back, boxed) when the queue
     /// is full or the actor is gone.
     pub(crate) fn try_send(&self, req: StorageRequest) -> Result<(), Box<StorageRequest>> {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.try_send(req).map_err(|e| {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            Box::new(e.into_inner())
-        })
+        self.queued
+            .try_send(&self.tx, req)
+            .map_err(|e| Box::new(e.into_inner()))
     }
 
     /// Room left in the queue (for backpressure decisions).
     pub(crate) fn has_room(&self, needed: usize) -> bool {
-        self.cap.saturating_sub(self.queued.load(Ordering::Relaxed)) >= needed
+        self.cap.saturating_sub(self.queued.get()) >= needed
     }
 
     /// Queues a request, waiting for room (used outside any actor's message handling:
     /// registration and recovery at group start).
     pub(crate) async fn send(&self, req: StorageRequest) -> Result<(), ()> {
-        /// Lowers the count again unless the send completed, so a send cancelled while it
-        /// waits for room does not leave the count raised for good.
-        struct Raised<'a>(&'a AtomicUsize, bool);
-        impl Drop for Raised<'_> {
-            fn drop(&mut self) {
-                if !self.1 {
-                    self.0.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        let mut raised = Raised(&self.queued, false);
-        self.tx.send_async(req).await.map_err(|_| ())?;
-        raised.1 = true;
-        Ok(())
+        self.queued.send_async(&self.tx, req).await.map_err(|_| ())
     }
 }
 
@@ -158,7 +141,7 @@ pub(crate) fn spawn<S: LogStore>(
     sync_delay: std::time::Duration,
 ) -> std::io::Result<StorageHandle> {
     let (tx, rx) = flume::bounded(capacity);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(QueueCount::default());
     let actor = StorageActor {
         store,
         rx,
@@ -188,7 +171,7 @@ struct StorageActor<S> {
     store: S,
     rx: flume::Receiver<StorageRequest>,
     /// The handles' count of queued requests, lowered as each is taken.
-    queued: Arc<AtomicUsize>,
+    queued: Arc<QueueCount>,
     groups: BTreeMap<GroupId, (crate::latest::PositionTx, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
@@ -262,7 +245,7 @@ impl<S: LogStore> StorageActor<S> {
         let mut next = Some(first);
         let mut count = 0;
         while let Some(req) = next.take() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued.taken();
             count += 1;
             match req {
                 StorageRequest::Shutdown => {
