@@ -141,10 +141,21 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let me = *peers
         .get(&args.id)
         .ok_or_else(|| anyhow!("--id {} is not in --peers", args.id))?;
-    let listeners = Listeners::bind(me.raft).context("bind raft listeners")?;
-    let rpc_listener = tokio::net::TcpListener::bind(me.rpc)
-        .await
-        .context("bind rpc listener")?;
+    let bound = match Listeners::bind(me.raft) {
+        Ok(l) => tokio::net::TcpListener::bind(me.rpc)
+            .await
+            .map(|r| (l, r))
+            .context("bind rpc listener"),
+        Err(e) => Err(anyhow::Error::new(e).context("bind raft listeners")),
+    };
+    let (listeners, rpc_listener) = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            // Tells the parent to try again with other ports (see `RemoteCluster::start`).
+            println!("{BIND_FAILED}");
+            return Err(e);
+        }
+    };
     let raft_peers = peers.iter().map(|(id, a)| (*id, a.raft)).collect();
     let (transport, inbound) =
         TcpTransport::<WireMsg>::start(TcpConfig::new(args.id, CLUSTER, raft_peers), listeners)?;
@@ -229,14 +240,56 @@ pub struct RemoteCluster {
     next: AtomicUsize,
 }
 
+/// What a node process prints instead of "ready" when one of its ports is taken.
+const BIND_FAILED: &str = "bind-failed";
+
+/// Attempts at starting the cluster, each on newly picked ports.
+const START_ATTEMPTS: u32 = 3;
+
+/// A node could not bind a port picked for it: between the parent's probe and the node's
+/// bind, another socket (often another node's outgoing connection) took it.
+#[derive(Debug)]
+struct PortTaken(u64);
+
+impl std::fmt::Display for PortTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} could not bind a port picked for it", self.0)
+    }
+}
+
+impl std::error::Error for PortTaken {}
+
 fn free_port() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port")?;
     Ok(l.local_addr()?)
 }
 
 impl RemoteCluster {
-    /// Starts `n` node processes hosting `groups` groups each.
+    /// Starts `n` node processes hosting `groups` groups each. The ports are picked free
+    /// and then bound by the nodes, so one can be taken in between: then the cluster is
+    /// started again on other ports (and, for the WAL, in a fresh directory), up to
+    /// [`START_ATTEMPTS`] times.
     pub async fn start(
+        n: u64,
+        groups: u64,
+        storage: StorageKind,
+        sync: SyncKind,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let here = dir.join(format!("attempt-{attempt}"));
+            match Self::start_once(n, groups, storage, sync, &here).await {
+                Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<PortTaken>().is_some() => {
+                    tracing::warn!(attempt, error = %e, "starting the node processes again on other ports");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(
         n: u64,
         groups: u64,
         storage: StorageKind,
@@ -294,6 +347,9 @@ impl RemoteCluster {
             let line = tokio::time::timeout(limit, line)
                 .await
                 .map_err(|_| anyhow!("node {} did not start within {limit:?}", i + 1))??;
+            if line.trim() == BIND_FAILED {
+                return Err(PortTaken(i as u64 + 1).into());
+            }
             if line.trim() != "ready" {
                 bail!("node {} failed to start (see its error above)", i + 1);
             }
