@@ -54,6 +54,12 @@ async fn three_node_mesh_exchanges_on_both_lanes() {
                 assert!(got.iter().all(|e| e.group / 10 == *me));
             }
         }
+    }
+    // Only now has every node received everything from every peer, so every outbound link
+    // has connected. Checked inside the loop above, a node's link to a peer checked later
+    // could still be dialing although the node's own inbound was complete (seen once in CI:
+    // `connects` 0).
+    for (me, (t, _)) in ids.iter().zip(&nodes) {
         let m = t.metrics();
         for &peer in ids.iter().filter(|p| **p != *me) {
             let s = m.peer(peer);
