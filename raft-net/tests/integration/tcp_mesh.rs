@@ -31,7 +31,7 @@ async fn three_node_mesh_exchanges_on_both_lanes() {
             }
         }
     }
-    for (me, (t, inbound)) in ids.iter().zip(&nodes) {
+    for (me, (_, inbound)) in ids.iter().zip(&nodes) {
         for lane in Lane::ALL {
             let got = collect(inbound.lane(lane), (N as usize) * ids.len(), GENEROUS).await;
             assert_eq!(got.len(), N as usize * ids.len(), "node {me} lane {lane}");
