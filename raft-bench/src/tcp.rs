@@ -141,14 +141,14 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let me = *peers
         .get(&args.id)
         .ok_or_else(|| anyhow!("--id {} is not in --peers", args.id))?;
-    let bound = match Listeners::bind(me.raft) {
-        Ok(l) => tokio::net::TcpListener::bind(me.rpc)
+    let bound = async {
+        let raft = Listeners::bind(me.raft).context("bind raft listeners")?;
+        let rpc = tokio::net::TcpListener::bind(me.rpc)
             .await
-            .map(|r| (l, r))
-            .context("bind rpc listener"),
-        Err(e) => Err(anyhow::Error::new(e).context("bind raft listeners")),
+            .context("bind rpc listener")?;
+        anyhow::Ok((raft, rpc))
     };
-    let (listeners, rpc_listener) = match bound {
+    let (listeners, rpc_listener) = match bound.await {
         Ok(b) => b,
         Err(e) => {
             // Tells the parent to try again with other ports (see `RemoteCluster::start`).
