@@ -7,7 +7,8 @@
 //! Yielding once puts the actor behind the clients already runnable, so their requests join
 //! the batch. With a single client there is nothing to gather and the yield only costs a trip
 //! through the scheduler, so the actor yields when the last batch held more than one item,
-//! and otherwise only every [`PROBE`]th time, to notice load when it comes.
+//! and otherwise only every [`PROBE`]th time, to notice load when it comes. The yield itself
+//! is [`raft_net::sched::yield_to_runnable`].
 
 /// Without recent batching, yield on one batch in this many.
 const PROBE: u32 = 16;

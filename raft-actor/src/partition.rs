@@ -376,7 +376,7 @@ impl<S: StateMachine> PartitionActor<S> {
                     // Let the clients that are runnable now queue their requests first, so
                     // they join this batch.
                     if gather.should_yield(self.client_rx.is_empty()) {
-                        tokio::task::yield_now().await;
+                        raft_net::sched::yield_to_runnable().await;
                     }
                     gather.taken(self.on_client_batch(req));
                 }

@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::io;
-use std::task::Poll;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -95,26 +94,10 @@ impl FrameReader {
 /// tokio runs a task woken by the running task next (its "LIFO slot"), so a writer woken by
 /// the first of many ready producers would otherwise write that one frame alone, and the
 /// next, and so on: one syscall per frame under load. Yielding once puts the writer behind
-/// the producers already runnable; their frames then go out in one write.
-///
-/// The yield is a wake-up of itself, which tokio queues behind the runnable tasks, rather
-/// than `tokio::task::yield_now`, which also defers the task until the runtime has polled its
-/// I/O driver: with nothing else runnable (one client) that was one more `epoll_wait` on every
-/// hop of a commit. Paired TCP rounds, 2 vCPU AMD EPYC: 1-client p50 208 against 230 µs,
-/// 256 clients 302k against 288k writes/s. (Without any yield: 1 client 190 µs, but 256
-/// clients 99k writes/s.)
+/// the producers already runnable; their frames then go out in one write. (Without any
+/// yield: 1 client p50 190 against 208 µs, but 256 clients 99k writes/s against 302k.)
 pub(crate) async fn gather<T>(queue: &flume::Receiver<T>) {
     if queue.is_empty() {
-        let mut yielded = false;
-        std::future::poll_fn(|cx| {
-            if yielded {
-                Poll::Ready(())
-            } else {
-                yielded = true;
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-        })
-        .await;
+        crate::sched::yield_to_runnable().await;
     }
 }

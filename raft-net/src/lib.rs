@@ -49,6 +49,7 @@ pub mod mem;
 pub mod metrics;
 pub mod rng;
 pub mod rpc;
+pub mod sched;
 pub mod tcp;
 pub mod tls;
 pub mod transport;
