@@ -1,15 +1,21 @@
 //! `--transport tcp`: one process per node on loopback TCP (this binary's hidden `node`
 //! mode), clients in the benchmark process talking to the nodes over `raft_net::rpc`.
 //!
-//! The parent picks free loopback ports, starts each node with its peers' addresses, waits for
-//! each to print `ready`, and measures the children's CPU and memory from `/proc`. A node
-//! stops when its standard input closes, so nodes never outlive the benchmark.
+//! Start-up, over each node's standard input and output:
+//! 1. the node binds its three listeners on loopback port 0 and prints `bound DATA/HEARTBEAT/RPC`;
+//! 2. once every node has, the parent writes each of them one line with every node's addresses
+//!    (`ID=DATA/HEARTBEAT/RPC,...`);
+//! 3. the node starts its transport and groups and prints `ready`.
+//!
+//! No port is picked before it is bound, so no other socket can take it in between. The parent
+//! measures the children's CPU and memory from `/proc`. A node stops when its standard input
+//! closes, so nodes never outlive the benchmark.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -35,12 +41,9 @@ const CONNECTIONS: usize = 4;
 /// Flags of the hidden `node` mode.
 #[derive(Clone, Debug, clap::Args)]
 pub struct NodeArgs {
-    /// This node's id.
+    /// This node's id. Every node's addresses come on standard input (see the module docs).
     #[arg(long)]
     pub id: NodeId,
-    /// Every node: `ID=DATA_ADDR/HEARTBEAT_ADDR/RPC_ADDR`, comma-separated.
-    #[arg(long)]
-    pub peers: String,
     /// Groups to host.
     #[arg(long)]
     pub groups: u64,
@@ -135,27 +138,44 @@ pub enum BenchResp {
     },
 }
 
+/// What a node prints before its bound addresses.
+const BOUND: &str = "bound ";
+
 /// Runs one node process until its standard input closes.
 pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    let peers = parse_peers(&args.peers)?;
-    let me = *peers
-        .get(&args.id)
-        .ok_or_else(|| anyhow!("--id {} is not in --peers", args.id))?;
-    let bound = async {
-        let raft = Listeners::bind(me.raft).context("bind raft listeners")?;
-        let rpc = tokio::net::TcpListener::bind(me.rpc)
-            .await
-            .context("bind rpc listener")?;
-        anyhow::Ok((raft, rpc))
-    };
-    let (listeners, rpc_listener) = match bound.await {
-        Ok(b) => b,
-        Err(e) => {
-            // Tells the parent to try again with other ports (see `RemoteCluster::start`).
-            println!("{BIND_FAILED}");
-            return Err(e);
+    let listeners = Listeners::bind_loopback().context("bind raft listeners")?;
+    let rpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("bind rpc listener")?;
+    let raft = listeners.local_addrs().context("raft listener addresses")?;
+    let rpc = rpc_listener.local_addr().context("rpc listener address")?;
+    println!("{BOUND}{}/{}/{rpc}", raft.data, raft.heartbeat);
+    // One thread reads standard input: the first line is the peer list, and its end is the
+    // signal to stop.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let stdin_closed = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let mut first_tx = Some(first_tx);
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Some(tx) = first_tx.take() {
+                let _ = tx.send(std::mem::take(&mut line));
+            }
+            line.clear();
         }
-    };
+    });
+    let line = first_rx
+        .await
+        .map_err(|_| anyhow!("standard input closed before the peer list came"))?;
+    let peers = parse_peers(line.trim())?;
+    let me = peers
+        .get(&args.id)
+        .ok_or_else(|| anyhow!("node {} is not in the peer list", args.id))?;
+    if me.raft != raft || me.rpc != rpc {
+        bail!(
+            "the peer list gives node {} addresses it did not bind",
+            args.id
+        );
+    }
     let raft_peers = peers.iter().map(|(id, a)| (*id, a.raft)).collect();
     let (transport, inbound) =
         TcpTransport::<WireMsg>::start(TcpConfig::new(args.id, CLUSTER, raft_peers), listeners)?;
@@ -196,13 +216,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     )?;
     println!("ready");
     // Stop when the parent closes our stdin (or dies).
-    tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    })
-    .await?;
+    stdin_closed.await?;
     server.shutdown().await;
     node.shutdown().await;
     Ok(())
@@ -240,35 +254,30 @@ pub struct RemoteCluster {
     next: AtomicUsize,
 }
 
-/// What a node process prints instead of "ready" when one of its ports is taken.
-const BIND_FAILED: &str = "bind-failed";
-
-/// Attempts at starting the cluster, each on newly picked ports.
-const START_ATTEMPTS: u32 = 3;
-
-/// A node could not bind a port picked for it: between the parent's probe and the node's
-/// bind, another socket (often another node's outgoing connection) took it.
-#[derive(Debug)]
-struct PortTaken(u64);
-
-impl std::fmt::Display for PortTaken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "node {} could not bind a port picked for it", self.0)
+/// Reads one line of a node's standard output, within `limit`; the reader is handed back for
+/// the next line.
+async fn read_line(
+    node: usize,
+    mut out: BufReader<ChildStdout>,
+    limit: Duration,
+) -> anyhow::Result<(BufReader<ChildStdout>, String)> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        (out, line)
+    });
+    let (out, line) = tokio::time::timeout(limit, read)
+        .await
+        .map_err(|_| anyhow!("node {node} did not start within {limit:?}"))??;
+    if line.is_empty() {
+        bail!("node {node} failed to start (see its error above)");
     }
-}
-
-impl std::error::Error for PortTaken {}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("find a free port")?;
-    Ok(l.local_addr()?)
+    Ok((out, line.trim().to_owned()))
 }
 
 impl RemoteCluster {
-    /// Starts `n` node processes hosting `groups` groups each. The ports are picked free
-    /// and then bound by the nodes, so one can be taken in between: then the cluster is
-    /// started again on other ports (and, for the WAL, in a fresh directory), up to
-    /// [`START_ATTEMPTS`] times.
+    /// Starts `n` node processes hosting `groups` groups each (see the module docs for the
+    /// start-up exchange).
     pub async fn start(
         n: u64,
         groups: u64,
@@ -276,48 +285,18 @@ impl RemoteCluster {
         sync: SyncKind,
         dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let mut attempt = 1;
-        loop {
-            let here = dir.join(format!("attempt-{attempt}"));
-            match Self::start_once(n, groups, storage, sync, &here).await {
-                Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<PortTaken>().is_some() => {
-                    tracing::warn!(attempt, error = %e, "starting the node processes again on other ports");
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn start_once(
-        n: u64,
-        groups: u64,
-        storage: StorageKind,
-        sync: SyncKind,
-        dir: &std::path::Path,
-    ) -> anyhow::Result<Self> {
-        let mut peers = BTreeMap::new();
-        for id in 1..=n {
-            peers.insert(
-                id,
-                Addrs {
-                    raft: PeerAddrs {
-                        data: free_port()?,
-                        heartbeat: free_port()?,
-                    },
-                    rpc: free_port()?,
-                },
-            );
-        }
         let exe = std::env::current_exe().context("locate raft-bench")?;
-        let mut children = Vec::new();
         let storage_arg = format!("{storage:?}").to_lowercase();
         let sync_arg = format!("{sync:?}").to_lowercase();
+        let mut cluster = RemoteCluster {
+            children: Vec::new(),
+            clients: Vec::new(),
+            next: AtomicUsize::new(0),
+        };
         for id in 1..=n {
             let child = Command::new(&exe)
                 .arg("node")
                 .args(["--id", &id.to_string()])
-                .args(["--peers", &format_peers(&peers)])
                 .args(["--groups", &groups.to_string()])
                 .args(["--storage", &storage_arg])
                 .args(["--sync", &sync_arg])
@@ -328,30 +307,35 @@ impl RemoteCluster {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .with_context(|| format!("start node {id}"))?;
-            children.push(child);
+            cluster.children.push(child);
         }
-        let mut cluster = RemoteCluster {
-            children,
-            clients: Vec::new(),
-            next: AtomicUsize::new(0),
-        };
-        for (i, child) in cluster.children.iter_mut().enumerate() {
-            let stdout = child.stdout.take().context("node stdout")?;
-            let line = tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
-                line
-            });
-            // Adding groups takes time: allow a minute plus a second per hundred groups.
-            let limit = Duration::from_secs(60 + groups / 100);
-            let line = tokio::time::timeout(limit, line)
-                .await
-                .map_err(|_| anyhow!("node {} did not start within {limit:?}", i + 1))??;
-            if line.trim() == BIND_FAILED {
-                return Err(PortTaken(i as u64 + 1).into());
-            }
-            if line.trim() != "ready" {
-                bail!("node {} failed to start (see its error above)", i + 1);
+        let bind_limit = Duration::from_secs(30);
+        let mut outs = Vec::new();
+        let mut peers = BTreeMap::new();
+        for (id, child) in (1..).zip(cluster.children.iter_mut()) {
+            let out = BufReader::new(child.stdout.take().context("node stdout")?);
+            let (out, line) = read_line(id, out, bind_limit).await?;
+            let addrs = line
+                .strip_prefix(BOUND)
+                .ok_or_else(|| anyhow!("node {id} printed {line:?} instead of its addresses"))?;
+            let parsed = parse_peers(&format!("{id}={addrs}"))
+                .with_context(|| format!("node {id}'s addresses"))?;
+            peers.extend(parsed);
+            outs.push(out);
+        }
+        let list = format_peers(&peers);
+        for (id, child) in (1..).zip(cluster.children.iter_mut()) {
+            let stdin = child.stdin.as_mut().context("node stdin")?;
+            writeln!(stdin, "{list}")
+                .and_then(|()| stdin.flush())
+                .with_context(|| format!("send node {id} its peers"))?;
+        }
+        // Adding groups takes time: allow a minute plus a second per hundred groups.
+        let limit = Duration::from_secs(60 + groups / 100);
+        for (id, out) in (1..).zip(outs) {
+            let (_, line) = read_line(id, out, limit).await?;
+            if line != "ready" {
+                bail!("node {id} printed {line:?} instead of ready");
             }
         }
         let cfg = RpcClientConfig {

@@ -96,3 +96,84 @@ fn tcp_run_with_the_wal_prints_json() {
     // Not durable (sync=never): no shared-disk floor applies.
     assert!(v["floor_ratio"]["shared_disk_floor_us"].is_null());
 }
+
+/// Starts the hidden node mode and reads the addresses it bound.
+fn node() -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = std::env::temp_dir();
+    let mut child = bench()
+        .args(["node", "--id", "1", "--groups", "1", "--storage", "mem"])
+        .args(["--sync", "always", "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a node");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addrs = line
+        .trim()
+        .strip_prefix("bound ")
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .to_owned();
+    (child, out, addrs)
+}
+
+fn stderr_of(mut child: std::process::Child) -> (Option<i32>, String) {
+    use std::io::Read;
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn node_mode_binds_first_then_takes_its_peers_on_stdin() {
+    use std::io::{BufRead, Write};
+    // A one-node cluster with the addresses the node bound: it starts, then stops cleanly
+    // when its standard input closes.
+    let (mut child, mut out, addrs) = node();
+    assert_eq!(addrs.split('/').count(), 3, "{addrs}");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "1={addrs}").unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    drop(stdin);
+    let (code, err) = stderr_of(child);
+    assert_eq!(code, Some(0), "{err}");
+
+    // A peer list without this node, one with other addresses, a malformed one, and none at
+    // all (`None`: stdin closes first): each is a clear error and a failed exit.
+    for (list, error) in [
+        (Some("2={addrs}"), "node 1 is not in the peer list"),
+        (
+            Some("1=127.0.0.1:1/127.0.0.1:2/127.0.0.1:3"),
+            "addresses it did not bind",
+        ),
+        (Some("1=nowhere"), "bad address"),
+        (None, "before the peer list came"),
+    ] {
+        let (mut child, _out, addrs) = node();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(list) = list {
+            writeln!(stdin, "{}", list.replace("{addrs}", &addrs)).unwrap();
+        }
+        drop(stdin);
+        let (code, err) = stderr_of(child);
+        assert_eq!(code, Some(1), "{list:?}: {err}");
+        assert!(err.contains(error), "{list:?}: {err}");
+    }
+}
