@@ -61,36 +61,48 @@ pub struct NodeArgs {
     pub threads: usize,
 }
 
-/// A node's three addresses.
-#[derive(Clone, Copy, Debug)]
+/// A node's three addresses, written `DATA/HEARTBEAT/RPC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Addrs {
     raft: PeerAddrs,
     rpc: SocketAddr,
 }
 
+impl std::fmt::Display for Addrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.raft.data, self.raft.heartbeat, self.rpc)
+    }
+}
+
+impl std::str::FromStr for Addrs {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let addrs: Vec<SocketAddr> = s
+            .split('/')
+            .map(|a| a.parse().with_context(|| format!("bad address {a:?}")))
+            .collect::<anyhow::Result<_>>()?;
+        let [data, heartbeat, rpc] = addrs[..] else {
+            bail!("expected three addresses");
+        };
+        Ok(Addrs {
+            raft: PeerAddrs { data, heartbeat },
+            rpc,
+        })
+    }
+}
+
+/// Parses `ID=DATA/HEARTBEAT/RPC,...`.
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<NodeId, Addrs>> {
     let mut out = BTreeMap::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (id, rest) = part
+        let (id, addrs) = part
             .split_once('=')
             .ok_or_else(|| anyhow!("peer {part:?}: expected ID=DATA/HEARTBEAT/RPC"))?;
-        let addrs: Vec<SocketAddr> = rest
-            .split('/')
-            .map(|a| {
-                a.parse()
-                    .with_context(|| format!("peer {part:?}: bad address {a:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let [data, heartbeat, rpc] = addrs[..] else {
-            bail!("peer {part:?}: expected three addresses");
-        };
         out.insert(
             id.parse()
                 .with_context(|| format!("peer {part:?}: bad id"))?,
-            Addrs {
-                raft: PeerAddrs { data, heartbeat },
-                rpc,
-            },
+            addrs.parse().with_context(|| format!("peer {part:?}"))?,
         );
     }
     Ok(out)
@@ -99,7 +111,7 @@ fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<NodeId, Addrs>> {
 fn format_peers(peers: &BTreeMap<NodeId, Addrs>) -> String {
     peers
         .iter()
-        .map(|(id, a)| format!("{id}={}/{}/{}", a.raft.data, a.raft.heartbeat, a.rpc))
+        .map(|(id, a)| format!("{id}={a}"))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -147,9 +159,11 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let rpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("bind rpc listener")?;
-    let raft = listeners.local_addrs().context("raft listener addresses")?;
-    let rpc = rpc_listener.local_addr().context("rpc listener address")?;
-    println!("{BOUND}{}/{}/{rpc}", raft.data, raft.heartbeat);
+    let bound = Addrs {
+        raft: listeners.local_addrs().context("raft listener addresses")?,
+        rpc: rpc_listener.local_addr().context("rpc listener address")?,
+    };
+    println!("{BOUND}{bound}");
     // One thread reads standard input: the first line is the peer list, and its end is the
     // signal to stop.
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
@@ -170,7 +184,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let me = peers
         .get(&args.id)
         .ok_or_else(|| anyhow!("node {} is not in the peer list", args.id))?;
-    if me.raft != raft || me.rpc != rpc {
+    if *me != bound {
         bail!(
             "the peer list gives node {} addresses it did not bind",
             args.id
@@ -257,7 +271,7 @@ pub struct RemoteCluster {
 /// Reads one line of a node's standard output, within `limit`; the reader is handed back for
 /// the next line.
 async fn read_line(
-    node: usize,
+    node: NodeId,
     mut out: BufReader<ChildStdout>,
     limit: Duration,
 ) -> anyhow::Result<(BufReader<ChildStdout>, String)> {
@@ -318,9 +332,10 @@ impl RemoteCluster {
             let addrs = line
                 .strip_prefix(BOUND)
                 .ok_or_else(|| anyhow!("node {id} printed {line:?} instead of its addresses"))?;
-            let parsed = parse_peers(&format!("{id}={addrs}"))
-                .with_context(|| format!("node {id}'s addresses"))?;
-            peers.extend(parsed);
+            let addrs: Addrs = addrs
+                .parse()
+                .with_context(|| format!("node {id}'s addresses {addrs:?}"))?;
+            peers.insert(id, addrs);
             outs.push(out);
         }
         let list = format_peers(&peers);
