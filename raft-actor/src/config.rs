@@ -62,8 +62,7 @@ pub struct NodeConfig {
     pub shutdown_timeout: Duration,
     /// Simulation only, broken on purpose: every node answers reads from its local state
     /// machine without ReadIndex. Exists to prove the simulation's checkers can fail.
-    #[cfg(feature = "sim")]
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub broken_local_reads: bool,
 }
 
@@ -90,7 +89,7 @@ impl NodeConfig {
             heartbeat_queue: 8192,
             max_batch: 512,
             shutdown_timeout: Duration::from_secs(2),
-            #[cfg(feature = "sim")]
+            #[cfg(feature = "fault-injection")]
             broken_local_reads: false,
         }
     }

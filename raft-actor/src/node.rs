@@ -307,9 +307,10 @@ enum RegistryMsg<S: StateMachine> {
         reply: oneshot::Sender<()>,
     },
     /// Simulation: die at once, like a killed process.
-    #[cfg(feature = "sim")]
+    #[cfg(feature = "fault-injection")]
     Crash,
     /// Test hook: stall the storage actor's syncs (a hung disk).
+    #[cfg(feature = "fault-injection")]
     StallStorage(Duration),
 }
 
@@ -366,10 +367,11 @@ impl<S: StateMachine> Registry<S> {
                     let _ = reply.send(());
                     return;
                 }
+                #[cfg(feature = "fault-injection")]
                 RegistryMsg::StallStorage(d) => {
                     let _ = self.storage.try_send(StorageRequest::Stall(d));
                 }
-                #[cfg(feature = "sim")]
+                #[cfg(feature = "fault-injection")]
                 RegistryMsg::Crash => {
                     // Every task of the node ends at its next poll; nothing is flushed.
                     self.switch = None;
@@ -824,14 +826,13 @@ impl<S: StateMachine> Node<S> {
 
     /// Simulation: kills every task of this node at once, losing whatever storage had not
     /// synced, like `kill -9`. Restart it by building a new node over the same durable store.
-    #[cfg(feature = "sim")]
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn crash(&self) {
         let _ = self.inner.registry.try_send(RegistryMsg::Crash);
     }
 
     /// Test hook (DESIGN.md I6): freezes a group's partition actor for `duration`.
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn freeze_partition(&self, group: GroupId, duration: Duration) -> Result<(), Error> {
         let e = self.entry(group)?;
         e.handle
@@ -842,7 +843,7 @@ impl<S: StateMachine> Node<S> {
 
     /// Test hook (a hung disk): for `duration` from when storage takes the request, no sync
     /// completes, so nothing new becomes durable and every request queues behind the stall.
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn stall_storage(&self, duration: Duration) -> Result<(), Error> {
         self.inner
             .registry

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use raft_core::{
     Action, GroupId, Index, InitialState, Membership, Message, MessageBody, NodeId, PartitionCore,
@@ -95,7 +94,8 @@ pub(crate) enum Control {
     /// The apply actor took a snapshot.
     SnapshotTaken(SnapshotMeta),
     /// Test hook (I6): stop processing anything for this long.
-    Freeze(Duration),
+    #[cfg(feature = "fault-injection")]
+    Freeze(std::time::Duration),
     /// Metrics request.
     Status(oneshot::Sender<GroupMetrics>),
     /// Stop the actor (I10: shutdown is a message).
@@ -588,7 +588,7 @@ impl<S: StateMachine> PartitionActor<S> {
         match req {
             ClientReq::Propose { .. } => {}
             ClientReq::Read { query, reply } => {
-                #[cfg(feature = "sim")]
+                #[cfg(feature = "fault-injection")]
                 if self.w.cfg.broken_local_reads {
                     // Broken on purpose (simulation only): no ReadIndex, a local answer.
                     let _ = self.apply_tx.try_send(ApplyMsg::Query {
@@ -661,6 +661,7 @@ impl<S: StateMachine> PartitionActor<S> {
                     warn!(group = self.w.group, error = %e, "snapshot not used");
                 }
             }
+            #[cfg(feature = "fault-injection")]
             Control::Freeze(d) => {
                 warn!(
                     group = self.w.group,

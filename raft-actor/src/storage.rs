@@ -85,6 +85,7 @@ pub(crate) enum StorageRequest {
     },
     /// Test hook (simulated disk stall): no sync completes for this long, counted from when
     /// the actor takes the request; writes and reads queue behind the stalled sync.
+    #[cfg(feature = "fault-injection")]
     Stall(std::time::Duration),
     /// Stop the actor.
     Shutdown,
@@ -337,6 +338,7 @@ impl<S: LogStore> StorageActor<S> {
             StorageRequest::Recover { group, reply } => {
                 let _ = reply.send(self.store.recover(group));
             }
+            #[cfg(feature = "fault-injection")]
             StorageRequest::Stall(duration) => {
                 warn!(?duration, "storage stalled (test hook)");
                 let until = tokio::time::Instant::now() + duration;

@@ -76,6 +76,7 @@ async fn hundred_groups_on_three_nodes_all_make_progress() {
 /// nothing is acknowledged from it (entries are durable before they are acknowledged, I7), and
 /// no election happens (heartbeats never wait on the data path, I5); when the disk resumes,
 /// the waiting write completes.
+#[cfg(feature = "fault-injection")]
 #[tokio::test(start_paused = true)]
 async fn a_stalled_disk_delays_acknowledgements_until_it_resumes() {
     let c = Cluster::start(&[1, 2, 3], config).await;

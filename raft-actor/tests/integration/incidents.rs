@@ -167,6 +167,7 @@ async fn incident1_forced_elections_with_a_hung_follower_data_lane() {
 /// I6 (honest heartbeats): the leader's partition actor freezes. Within the configured bound
 /// its node stops vouching for it, the others elect a new leader, and the frozen node's
 /// metrics report the stall.
+#[cfg(feature = "fault-injection")]
 #[tokio::test(start_paused = true)]
 async fn i6_frozen_leader_partition_is_replaced_and_reported() {
     let c = Cluster::start(&[1, 2, 3], config).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Cluster, Cmd, config};
 use raft_actor::{GroupMetrics, HeartbeatMetrics, NodeConfig};
-use raft_core::{GroupId, NodeId, Role};
+use raft_core::{GroupId, NodeId};
 
 const GROUPS: u64 = 200;
 
@@ -109,6 +109,7 @@ async fn idle_groups_cost_only_liveness_probes() {
     c.shutdown().await;
 }
 
+#[cfg(feature = "fault-injection")]
 #[tokio::test(start_paused = true)]
 async fn a_stuck_partition_among_idle_groups_is_caught_and_a_short_pause_is_not() {
     let c = idle_cluster().await;
@@ -131,7 +132,9 @@ async fn a_stuck_partition_among_idle_groups_is_caught_and_a_short_pause_is_not(
     while start.elapsed() < stall + cfg.election_timeout * 4 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         for (&id, n) in &c.nodes {
-            if id != leaders[&7] && n.group_metrics(7).await.unwrap().role == Role::Leader {
+            if id != leaders[&7]
+                && n.group_metrics(7).await.unwrap().role == raft_core::Role::Leader
+            {
                 replaced = Some(id);
             }
         }
@@ -157,7 +160,7 @@ async fn a_stuck_partition_among_idle_groups_is_caught_and_a_short_pause_is_not(
     }
     assert_eq!(
         c.nodes[&leaders[&8]].group_metrics(8).await.unwrap().role,
-        Role::Leader,
+        raft_core::Role::Leader,
         "a pause shorter than the stall timeout cost the leadership"
     );
     eprintln!("stuck partition among {GROUPS} idle groups replaced after {took:?}");
