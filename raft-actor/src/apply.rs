@@ -81,11 +81,11 @@ pub(crate) enum ApplyMsg<S: StateMachine> {
     Shutdown,
 }
 
-/// What the partition sends its apply actor, behind one bell (see [`crate::inbox`]).
+/// What the partition sends its apply actor, behind one bell (see [`crate::mailbox::inbox`]).
 pub(crate) struct ApplyInputs<S: StateMachine> {
-    pub(crate) rx: crate::inbox::InboxRx<ApplyMsg<S>>,
-    pub(crate) commit_rx: crate::latest::LatestRx<(Index, TailView)>,
-    pub(crate) bell: crate::inbox::Bell,
+    pub(crate) rx: crate::mailbox::inbox::InboxRx<ApplyMsg<S>>,
+    pub(crate) commit_rx: crate::mailbox::latest::LatestRx<(Index, TailView)>,
+    pub(crate) bell: crate::mailbox::bell::Bell,
 }
 
 /// The bytes of a snapshot: the framework's part (sessions) around the user's.
@@ -113,15 +113,15 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     /// at an index already waited on (the older proposal was overwritten).
     waiters: VecDeque<Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
-    rx: crate::inbox::InboxRx<ApplyMsg<S>>,
+    rx: crate::mailbox::inbox::InboxRx<ApplyMsg<S>>,
     /// The newest commit index and log tail the partition published.
-    commit_rx: crate::latest::LatestRx<(Index, TailView)>,
+    commit_rx: crate::mailbox::latest::LatestRx<(Index, TailView)>,
     /// The last value taken from `commit_rx`.
     commit: (Index, TailView),
-    /// Rung by the senders of `rx` and `commit_rx` (see [`crate::inbox`]).
-    bell: crate::inbox::Bell,
-    applied_tx: crate::latest::PositionTx,
-    control: crate::inbox::InboxTx<Control>,
+    /// Rung by the senders of `rx` and `commit_rx` (see [`crate::mailbox::inbox`]).
+    bell: crate::mailbox::bell::Bell,
+    applied_tx: crate::mailbox::position::PositionTx,
+    control: crate::mailbox::inbox::InboxTx<Control>,
     storage: StorageHandle,
     stats: Arc<GroupStats>,
     /// A snapshot to hand to storage and the partition once the queues have room.
@@ -136,8 +136,8 @@ impl<S: StateMachine> ApplyActor<S> {
         from: SnapshotMeta,
         snapshot: Option<Vec<u8>>,
         inputs: ApplyInputs<S>,
-        applied_tx: crate::latest::PositionTx,
-        control: crate::inbox::InboxTx<Control>,
+        applied_tx: crate::mailbox::position::PositionTx,
+        control: crate::mailbox::inbox::InboxTx<Control>,
         storage: StorageHandle,
         stats: Arc<GroupStats>,
     ) -> Result<Self, Error> {

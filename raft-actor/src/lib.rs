@@ -38,9 +38,9 @@
 //! | partition → replicator ("peer reachable again", and answers that came before the router knew the replicator) | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
 //! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
 //! | partition → apply (commit index and log tail) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
-//! | apply → partition (applied index) | atomic position (`latest::position`) | latest value | never full |
+//! | apply → partition (applied index) | atomic position (`mailbox::position`) | latest value | never full |
 //! | partition / replicator / apply → storage | flume | `storage_queue` | partition: kept in its backlog, no client work until drained; readers: retry next tick |
-//! | storage → partition (persisted sequence, sticky error) | atomic position (`latest::position`) | latest value | never full |
+//! | storage → partition (persisted sequence, sticky error) | atomic position (`mailbox::position`) | latest value | never full |
 //! | storage → readers | one-shot | 1 | never full |
 //! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates and contact reports retried on a tick armed for them |
 //! | heartbeat → partition (timers, probes) | flume | `control_queue` | `try_send`: a timer fires again at the next interval; a probe that does not fit counts as unanswered (I6) |
@@ -67,12 +67,9 @@ pub mod wire;
 pub mod sim;
 
 mod apply;
-mod deadline;
-mod gather;
 mod heartbeat;
-mod inbox;
 mod kill;
-mod latest;
+mod mailbox;
 pub(crate) mod partition;
 mod replicator;
 mod storage;

@@ -13,11 +13,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::Proposal;
 use crate::config::NodeConfig;
-use crate::deadline::Deadlines;
 use crate::error::Error;
 use crate::heartbeat::{self, HeartbeatHandle};
-use crate::inbox::InboxTx;
 use crate::kill::Kill;
+use crate::mailbox::deadline::Deadlines;
+use crate::mailbox::inbox::InboxTx;
 use crate::metrics::{GroupMetrics, GroupStats, NodeMetrics};
 use crate::partition::{ClientReq, Control, Net, PartitionActor, PartitionHandle, Reply, Wiring};
 use crate::replicator::ToReplicator;

@@ -25,9 +25,10 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::apply::{ApplyMsg, Waiter};
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::gather::Gather;
 use crate::heartbeat::{HbUpdate, HeartbeatHandle};
-use crate::inbox::{self, Bell, InboxTx};
+use crate::mailbox::bell::Bell;
+use crate::mailbox::gather::Gather;
+use crate::mailbox::inbox::{self, InboxTx};
 use crate::metrics::{GroupMetrics, GroupStats};
 use crate::replicator::{Inputs, ReplicateSignal, ReplicatorActor, ToReplicator};
 use crate::state_machine::StateMachine;
@@ -155,7 +156,7 @@ struct ReplicatorLink {
     /// Acknowledgements from the peer (bounded `replicator_queue`, `try_send`: drop and count).
     acks: InboxTx<ToReplicator>,
     /// Log and commit changes (latest value).
-    signal: crate::latest::LatestTx<ReplicateSignal>,
+    signal: crate::mailbox::latest::LatestTx<ReplicateSignal>,
 }
 
 /// A proposal waiting to be handed to the apply actor.
@@ -171,14 +172,14 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     raft_rx: inbox::InboxRx<Message>,
     control_rx: inbox::InboxRx<Control>,
     control_tx: InboxTx<Control>,
-    /// Rung by every input below: the actor waits on it alone (see [`crate::inbox`]).
+    /// Rung by every input below: the actor waits on it alone (see [`crate::mailbox::inbox`]).
     bell: Bell,
-    persisted_rx: crate::latest::PositionRx,
-    applied_rx: crate::latest::PositionRx,
+    persisted_rx: crate::mailbox::position::PositionRx,
+    applied_rx: crate::mailbox::position::PositionRx,
     apply_tx: inbox::InboxTx<ApplyMsg<S>>,
     /// `apply_tx`'s capacity (flume's `capacity()` takes the channel's lock).
     apply_cap: usize,
-    commit_tx: crate::latest::LatestTx<(Index, TailView)>,
+    commit_tx: crate::mailbox::latest::LatestTx<(Index, TailView)>,
     /// Recent entries, shared read-only with replicators and the apply actor.
     tail: Tail,
     /// The last log/commit signal published to replicators.
@@ -229,10 +230,10 @@ impl<S: StateMachine> PartitionActor<S> {
         let (client_tx, client_rx) = inbox::bounded(cfg.client_queue, &bell);
         let (raft_tx, raft_rx) = inbox::bounded(cfg.raft_queue, &bell);
         let (control_tx, control_rx) = inbox::bounded(cfg.control_queue, &bell);
-        let (persisted_tx, persisted_rx) = crate::latest::position(0, &bell);
-        let (applied_tx, applied_rx) = crate::latest::position(apply_from.index, &bell);
+        let (persisted_tx, persisted_rx) = crate::mailbox::position::position(0, &bell);
+        let (applied_tx, applied_rx) = crate::mailbox::position::position(apply_from.index, &bell);
         let apply_bell = Bell::new();
-        let (commit_tx, commit_rx) = crate::latest::ringing(&apply_bell);
+        let (commit_tx, commit_rx) = crate::mailbox::latest::ringing(&apply_bell);
         let (acks_tx, acks_rx) = watch::channel(AckRoutes::default());
         // Apply queue: room for one waiter per queued client request, plus control traffic.
         let apply_cap = cfg.client_queue + cfg.max_batch + 64;
@@ -320,7 +321,7 @@ impl<S: StateMachine> PartitionActor<S> {
         self.publish_role();
         let mut accept_clients = self.can_accept_clients();
         loop {
-            // Inputs in priority order; the bell when there are none (see `crate::inbox`).
+            // Inputs in priority order; the bell when there are none (see `crate::mailbox::inbox`).
             let event = loop {
                 if let Some(next) = self.try_event(armed && wake.is_elapsed(), accept_clients) {
                     break next;
@@ -889,7 +890,7 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             let bell = Bell::new();
             let (tx, rx) = inbox::bounded(self.w.cfg.replicator_queue, &bell);
-            let (signal_tx, signal_rx) = crate::latest::ringing(&bell);
+            let (signal_tx, signal_rx) = crate::mailbox::latest::ringing(&bell);
             let actor = ReplicatorActor::new(
                 &self.w,
                 peer,

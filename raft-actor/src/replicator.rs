@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::inbox::Bell;
-use crate::latest::LatestRx;
+use crate::mailbox::bell::Bell;
+use crate::mailbox::latest::LatestRx;
 use crate::metrics::GroupStats;
 use crate::partition::{Control, Net, Wiring};
 use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
@@ -62,7 +62,7 @@ impl PartialEq for ReplicateSignal {
 /// A replicator's queued inputs and the bell their senders ring.
 pub(crate) struct Inputs {
     pub(crate) bell: Bell,
-    pub(crate) responses: crate::inbox::InboxRx<ToReplicator>,
+    pub(crate) responses: crate::mailbox::inbox::InboxRx<ToReplicator>,
     pub(crate) signal: LatestRx<ReplicateSignal>,
 }
 
@@ -139,11 +139,11 @@ pub(crate) struct ReplicatorActor {
     epoch: Term,
     core: ReplicatorCore,
     view: ReplicateSignal,
-    /// Rung by `responses` and `signal` (see [`crate::inbox`]).
+    /// Rung by `responses` and `signal` (see [`crate::mailbox::inbox`]).
     bell: Bell,
-    responses: crate::inbox::InboxRx<ToReplicator>,
+    responses: crate::mailbox::inbox::InboxRx<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
-    control: crate::inbox::InboxTx<Control>,
+    control: crate::mailbox::inbox::InboxTx<Control>,
     storage: StorageHandle,
     net: Net,
     stats: Arc<GroupStats>,
@@ -168,7 +168,7 @@ impl ReplicatorActor {
         epoch: Term,
         last_index: Index,
         inputs: Inputs,
-        control: crate::inbox::InboxTx<Control>,
+        control: crate::mailbox::inbox::InboxTx<Control>,
     ) -> Self {
         let Inputs {
             bell,
@@ -233,7 +233,7 @@ impl ReplicatorActor {
                 _ => {}
             }
             // Queued input first, in the old `select!` order; the bell, the read and the
-            // timers only when there is none (see `crate::inbox`).
+            // timers only when there is none (see `crate::mailbox::inbox`).
             let event = loop {
                 if let Some(e) = self.try_event() {
                     break e;

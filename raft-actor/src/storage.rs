@@ -17,7 +17,7 @@ use raft_storage::{LogStore, Recovered, StorageError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::inbox::QueueCount;
+use crate::mailbox::count::QueueCount;
 
 /// A write to make durable, tagged with the core's sequence number.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ pub(crate) enum StorageRequest {
     /// Registers a group's persisted-notification channel.
     Register {
         group: GroupId,
-        persisted: crate::latest::PositionTx,
+        persisted: crate::mailbox::position::PositionTx,
     },
     /// Forgets a group (its state stays on disk unless `purge`).
     Unregister { group: GroupId, purge: bool },
@@ -173,7 +173,7 @@ struct StorageActor<S> {
     rx: flume::Receiver<StorageRequest>,
     /// The handles' count of queued requests, lowered as each is taken.
     queued: Arc<QueueCount>,
-    groups: BTreeMap<GroupId, (crate::latest::PositionTx, u64)>,
+    groups: BTreeMap<GroupId, (crate::mailbox::position::PositionTx, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
     stalled_until: Option<tokio::time::Instant>,

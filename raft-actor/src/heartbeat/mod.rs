@@ -60,7 +60,7 @@ use held::{Applied, Held};
 pub(crate) enum HbUpdate {
     Register {
         group: GroupId,
-        control: crate::inbox::InboxTx<Control>,
+        control: crate::mailbox::inbox::InboxTx<Control>,
         stats: Arc<GroupStats>,
     },
     Unregister {
@@ -97,7 +97,7 @@ impl HeartbeatHandle {
     pub(crate) fn register(
         &self,
         group: GroupId,
-        control: crate::inbox::InboxTx<Control>,
+        control: crate::mailbox::inbox::InboxTx<Control>,
         stats: Arc<GroupStats>,
     ) -> bool {
         self.tx
@@ -190,7 +190,7 @@ fn micros_since(epoch: Instant, at: Instant) -> u64 {
 
 /// The actor's view of one group hosted here.
 struct Group {
-    control: crate::inbox::InboxTx<Control>,
+    control: crate::mailbox::inbox::InboxTx<Control>,
     stats: Arc<GroupStats>,
     role: Role,
     term: Term,

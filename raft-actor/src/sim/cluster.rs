@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::checkers::{LeaderCompleteness, LogImage, LogView, WakeupAudit, check_log_matching};
 use super::trace::Tracer;
 use crate::error::Error;
-use crate::latest::LatestTx;
+use crate::mailbox::latest::LatestTx;
 use crate::metrics::GroupMetrics;
 use crate::node::Node;
 use crate::state_machine::{RequestId, StateMachine};
@@ -358,7 +358,7 @@ async fn client(
     c: u64,
     seed: u64,
     mut nodes: Vec<Node<SimCounter>>,
-    directory: crate::latest::LatestRx<Vec<Node<SimCounter>>>,
+    directory: crate::mailbox::latest::LatestRx<Vec<Node<SimCounter>>>,
     stop: tokio::sync::watch::Receiver<u8>,
     epoch: tokio::time::Instant,
     think: Duration,
@@ -577,7 +577,7 @@ async fn run_async(cfg: SimConfig) -> SimReport {
     let nodes_v: Vec<Node<SimCounter>> = h.nodes.values().cloned().collect();
     let mut clients = Vec::new();
     for c in 0..cfg.clients {
-        let (dir_tx, dir_rx) = crate::latest::channel::<Vec<Node<SimCounter>>>();
+        let (dir_tx, dir_rx) = crate::mailbox::latest::channel::<Vec<Node<SimCounter>>>();
         h.directories.push(dir_tx);
         let seed = SplitMix64::derive(cfg.seed, &[0xC11E, c]);
         clients.push(tokio::spawn(client(

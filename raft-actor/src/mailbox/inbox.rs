@@ -19,138 +19,14 @@
 //! in-process run; here a wait is two atomic swaps and a waker compare, and of many rings made
 //! before the actor looks only the first wakes it.
 //!
-//! State an actor only needs the newest value of comes through [`crate::latest`] instead.
+//! State an actor only needs the newest value of comes through [`super::latest`] or
+//! [`super::position`] instead.
 
-use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures_util::task::AtomicWaker;
-
-/// The wake-up an actor's input queues share. Any number of ringers, one waiter.
-#[derive(Clone, Default)]
-pub(crate) struct Bell(Arc<BellState>);
-
-#[derive(Default)]
-struct BellState {
-    /// A ring the waiter has not yet taken.
-    rung: AtomicBool,
-    /// The waiter's waker, while it waits.
-    waker: AtomicWaker,
-}
-
-impl Bell {
-    /// A new bell.
-    pub(crate) fn new() -> Bell {
-        Bell::default()
-    }
-
-    /// Wakes the actor (or lets its next wait return at once).
-    pub(crate) fn ring(&self) {
-        // Only the ring that raises the flag wakes: a later ringer that finds it raised knows
-        // the wake of the one that raised it comes after the flag, so the waiter sees it
-        // either at its second look or when woken.
-        if !self.0.rung.swap(true, Ordering::AcqRel) {
-            self.0.waker.wake();
-        }
-    }
-
-    /// Waits for a ring made since the previous wait returned. Only the bell's one waiter
-    /// calls this.
-    pub(crate) async fn rung(&self) {
-        poll_fn(|cx| {
-            if self.0.rung.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(());
-            }
-            self.0.waker.register(cx.waker());
-            // A ring between the first look and the registration woke nobody: look again.
-            if self.0.rung.swap(false, Ordering::AcqRel) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-/// Rings its bell when dropped. The last field of a sender, so it runs after the queue's
-/// sender is gone; `InboxTx` clones share one, so it runs when the last of them is dropped.
-pub(crate) struct RingOnDrop(Bell);
-
-impl RingOnDrop {
-    /// Will ring `bell` when dropped (and on every [`RingOnDrop::ring`]).
-    pub(crate) fn new(bell: &Bell) -> RingOnDrop {
-        RingOnDrop(bell.clone())
-    }
-
-    /// Rings the bell.
-    pub(crate) fn ring(&self) {
-        self.0.ring();
-    }
-}
-
-impl Drop for RingOnDrop {
-    fn drop(&mut self) {
-        self.0.ring();
-    }
-}
-
-/// The number of messages in a flume queue, kept beside it so that reading it is an atomic
-/// load instead of flume's locked `len()`. Senders count before they queue and take the count
-/// back if the queue refuses; the receiver lowers it for each message it takes; so it never
-/// reads below the number queued. Used by the inboxes and by the storage actor's queue.
-#[derive(Default)]
-pub(crate) struct QueueCount(AtomicUsize);
-
-impl QueueCount {
-    /// Counts `value` and queues it on `tx` without waiting; gives it back (uncounted) when the
-    /// queue is full or its receiver is gone.
-    pub(crate) fn try_send<T>(
-        &self,
-        tx: &flume::Sender<T>,
-        value: T,
-    ) -> Result<(), flume::TrySendError<T>> {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        tx.try_send(value).inspect_err(|_| {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        })
-    }
-
-    /// Counts `value` and queues it on `tx`, waiting for room. The count is taken back if the
-    /// send fails or is cancelled while it waits.
-    pub(crate) async fn send_async<T>(
-        &self,
-        tx: &flume::Sender<T>,
-        value: T,
-    ) -> Result<(), flume::SendError<T>> {
-        /// Lowers the count on drop unless the send completed.
-        struct Raised<'a>(&'a AtomicUsize, bool);
-        impl Drop for Raised<'_> {
-            fn drop(&mut self) {
-                if !self.1 {
-                    self.0.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-        }
-        self.0.fetch_add(1, Ordering::AcqRel);
-        let mut raised = Raised(&self.0, false);
-        tx.send_async(value).await?;
-        raised.1 = true;
-        Ok(())
-    }
-
-    /// The receiver took one message.
-    pub(crate) fn taken(&self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Messages queued, or about to be (never below the number queued).
-    pub(crate) fn get(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
+use super::bell::{Bell, RingOnDrop};
+use super::count::QueueCount;
 
 /// What a queue's senders and its receiver share besides the queue.
 #[derive(Default)]

@@ -1,0 +1,164 @@
+//! A latest-value channel: the sender never blocks and replaces any value the receiver has not
+//! read yet; the receiver takes the newest value. A sender made by [`ringing`] also rings the
+//! receiving actor's bell (see [`super::inbox`]).
+//!
+//! Built on a one-slot flume channel (flume channels are multi-consumer, so the sender keeps a
+//! receiving handle to evict an unread value). `tokio::sync::watch` would do the same job, but
+//! with several receivers it picks their wake-up slots with the runtime's unseeded random
+//! generator, so two runs of one simulation seed would wake replicators in different orders
+//! (DESIGN.md I11). Here each receiver has its own channel and wake-ups are first-in first-out.
+//!
+//! [`super::position`] is the same idea for a single `u64` with a sticky error: no queue, an
+//! atomic.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::bell::{Bell, RingOnDrop};
+
+/// Sending half.
+pub(crate) struct LatestTx<T> {
+    tx: flume::Sender<T>,
+    evict: flume::Receiver<T>,
+    flags: Arc<Flags>,
+    /// Rings the receiving actor's bell on each value and when dropped (last field: after
+    /// `tx` is gone).
+    ring: Option<RingOnDrop>,
+}
+
+/// Receiving half.
+pub(crate) struct LatestRx<T> {
+    rx: flume::Receiver<T>,
+    flags: Arc<Flags>,
+}
+
+/// What lets the receiver find nothing without flume's lock (as [`super::inbox`]'s queues do):
+/// its actor looks on every turn of its loop, and the slot is empty most of the time.
+#[derive(Default)]
+struct Flags {
+    /// Raised after each value is queued, lowered by the receiver just before it looks: a
+    /// value queued after the receiver's last look has raised it again, so a look that finds
+    /// it down may answer "nothing" at once. (Up with nothing queued costs one locked look.)
+    fresh: AtomicBool,
+    /// Set when the sender is dropped.
+    closed: AtomicBool,
+}
+
+impl<T> Drop for LatestTx<T> {
+    fn drop(&mut self) {
+        self.flags.closed.store(true, Ordering::Release);
+    }
+}
+
+/// A new latest-value channel.
+pub(crate) fn channel<T>() -> (LatestTx<T>, LatestRx<T>) {
+    let (tx, rx) = flume::bounded(1);
+    let flags = Arc::new(Flags::default());
+    (
+        LatestTx {
+            tx,
+            evict: rx.clone(),
+            flags: flags.clone(),
+            ring: None,
+        },
+        LatestRx { rx, flags },
+    )
+}
+
+/// A latest-value channel whose sender rings `bell` (see [`super::inbox`]); the receiver
+/// looks with [`LatestRx::try_recv`].
+pub(crate) fn ringing<T>(bell: &Bell) -> (LatestTx<T>, LatestRx<T>) {
+    let (mut tx, rx) = channel();
+    tx.ring = Some(RingOnDrop::new(bell));
+    (tx, rx)
+}
+
+impl<T> LatestTx<T> {
+    /// Publishes `value`, replacing an unread one. Returns false once the receiver is gone.
+    pub(crate) fn send(&self, mut value: T) -> bool {
+        // Our own `evict` handle counts as a receiver.
+        if self.tx.receiver_count() <= 1 {
+            return false;
+        }
+        loop {
+            match self.tx.try_send(value) {
+                Ok(()) => {
+                    self.flags.fresh.store(true, Ordering::Release);
+                    if let Some(r) = &self.ring {
+                        r.ring();
+                    }
+                    return true;
+                }
+                Err(flume::TrySendError::Full(v)) => {
+                    let _ = self.evict.try_recv();
+                    value = v;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+}
+
+impl<T> LatestRx<T> {
+    /// The newest value if one is waiting, without waiting.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub(crate) fn try_latest(&self) -> Option<T> {
+        self.try_recv().ok()
+    }
+
+    /// The newest value if one is waiting; `Disconnected` once the sender is gone.
+    pub(crate) fn try_recv(&self) -> Result<T, flume::TryRecvError> {
+        if !self.flags.fresh.swap(false, Ordering::AcqRel)
+            && !self.flags.closed.load(Ordering::Acquire)
+        {
+            return Err(flume::TryRecvError::Empty);
+        }
+        self.rx.try_recv()
+    }
+
+    /// The newest value; `Err` once the sender is gone.
+    #[cfg(test)]
+    pub(crate) async fn recv(&self) -> Result<T, flume::RecvError> {
+        self.rx.recv_async().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn newest_value_wins_and_sender_never_blocks() {
+        let (tx, rx) = channel();
+        for i in 0..10 {
+            assert!(tx.send(i));
+        }
+        assert_eq!(rx.recv().await, Ok(9));
+        assert!(tx.send(10));
+        assert_eq!(rx.recv().await, Ok(10));
+        drop(rx);
+        assert!(!tx.send(11));
+    }
+
+    #[tokio::test]
+    async fn receiver_ends_when_sender_drops() {
+        let (tx, rx) = channel::<u8>();
+        drop(tx);
+        assert!(rx.recv().await.is_err());
+    }
+
+    #[test]
+    fn try_recv_sees_each_newest_value_once_then_the_close() {
+        let (tx, rx) = channel();
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Empty));
+        assert!(tx.send(1));
+        assert!(tx.send(2));
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Empty));
+        assert!(tx.send(3));
+        drop(tx);
+        // The value sent before the drop is still delivered, then the close shows.
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Disconnected));
+    }
+}

@@ -1,0 +1,22 @@
+//! The concurrency primitives the actors talk through. They are the only places outside
+//! metric counters where atomics are shared between tasks, so each states its contract in its
+//! own docs and is tested on its own.
+//!
+//! - [`bell`] — [`Bell`](bell::Bell): the one wake-up an actor waits on; any number of
+//!   ringers, one waiter, rings never lost.
+//! - [`count`] — [`QueueCount`](count::QueueCount): a lock-free count of a flume queue's
+//!   messages that never reads below the number queued.
+//! - [`inbox`] — a bounded queue whose senders ring the receiving actor's bell.
+//! - [`latest`] — a latest-value channel: the sender never blocks, the receiver takes the
+//!   newest value.
+//! - [`position`] — a latest-value `u64` with a sticky error, as one atomic.
+//! - [`deadline`] — request deadlines without a timer per request.
+//! - [`gather`] — when an actor yields once to gather a batch.
+
+pub(crate) mod bell;
+pub(crate) mod count;
+pub(crate) mod deadline;
+pub(crate) mod gather;
+pub(crate) mod inbox;
+pub(crate) mod latest;
+pub(crate) mod position;

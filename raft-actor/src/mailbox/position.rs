@@ -1,0 +1,156 @@
+//! A position cell: a `u64` that only the newest value of matters (a durable sequence number,
+//! an applied index) and a sticky error, published with an atomic store and a ring of the
+//! receiving actor's bell.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::bell::{Bell, RingOnDrop};
+
+/// The sending half of a [`position`] cell: a `u64` that only the newest value of matters (a
+/// durable sequence number, an applied index) and a sticky error, ringing the receiving
+/// actor's bell on every update.
+///
+/// It replaces a `tokio::sync::watch` channel there: a watch send wakes its waiters through
+/// eight internal notifiers, each behind a lock, even when nobody waits, and the actor never
+/// awaits the channel (it waits on its bell). Those sends profiled as ~13% of a 1-client
+/// in-process run. Here an update is an atomic store and one ring.
+pub(crate) struct PositionTx {
+    shared: Arc<PositionShared>,
+    /// Dropped after `Drop::drop` marked the cell closed: the ring makes the actor look.
+    ring: RingOnDrop,
+}
+
+struct PositionShared {
+    value: AtomicU64,
+    /// Set at most once; never cleared.
+    error: OnceLock<Arc<str>>,
+    closed: AtomicBool,
+}
+
+impl PositionTx {
+    /// Replaces the value and rings.
+    pub(crate) fn publish(&self, value: u64) {
+        self.shared.value.store(value, Ordering::Release);
+        self.ring.ring();
+    }
+
+    /// Records a fatal error (the first one stays) and rings.
+    pub(crate) fn fail(&self, error: Arc<str>) {
+        let _ = self.shared.error.set(error);
+        self.ring.ring();
+    }
+}
+
+impl Drop for PositionTx {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+/// The receiving half of a [`position`] cell.
+pub(crate) struct PositionRx {
+    shared: Arc<PositionShared>,
+    seen: u64,
+    error_seen: bool,
+}
+
+/// The sender of a [`position`] cell is gone.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+impl PositionRx {
+    /// Whether a value or an error arrived since the last [`PositionRx::take`]; `Err` once the
+    /// sender is gone and everything it published was taken.
+    pub(crate) fn has_changed(&self) -> Result<bool, Closed> {
+        if self.shared.value.load(Ordering::Acquire) != self.seen
+            || (!self.error_seen && self.shared.error.get().is_some())
+        {
+            return Ok(true);
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Closed);
+        }
+        Ok(false)
+    }
+
+    /// The newest value and the error, if one was recorded; marks both seen.
+    pub(crate) fn take(&mut self) -> (u64, Option<Arc<str>>) {
+        self.seen = self.shared.value.load(Ordering::Acquire);
+        let error = self.shared.error.get().cloned();
+        self.error_seen = error.is_some();
+        (self.seen, error)
+    }
+}
+
+/// A position cell starting at `init` whose sender rings `bell`.
+pub(crate) fn position(init: u64, bell: &Bell) -> (PositionTx, PositionRx) {
+    let shared = Arc::new(PositionShared {
+        value: AtomicU64::new(init),
+        error: OnceLock::new(),
+        closed: AtomicBool::new(false),
+    });
+    let rx = PositionRx {
+        shared: shared.clone(),
+        seen: init,
+        error_seen: false,
+    };
+    (
+        PositionTx {
+            shared,
+            ring: RingOnDrop::new(bell),
+        },
+        rx,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_position_update_rings_and_shows_as_changed() {
+        let bell = Bell::new();
+        let (tx, mut rx) = position(0, &bell);
+        assert_eq!(rx.has_changed(), Ok(false));
+        tx.publish(7);
+        tx.publish(9);
+        tokio::time::timeout(std::time::Duration::from_secs(1), bell.rung())
+            .await
+            .expect("the update rang");
+        assert_eq!(rx.has_changed(), Ok(true));
+        assert_eq!(rx.take(), (9, None), "only the newest value is kept");
+        assert_eq!(rx.has_changed(), Ok(false));
+        // Publishing the value already seen is no change.
+        tx.publish(9);
+        assert_eq!(rx.has_changed(), Ok(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_position_error_is_sticky_and_the_first_one_stays() {
+        let bell = Bell::new();
+        let (tx, mut rx) = position(3, &bell);
+        tx.fail(Arc::from("disk full"));
+        tx.fail(Arc::from("second"));
+        assert_eq!(rx.has_changed(), Ok(true));
+        assert_eq!(rx.take(), (3, Some(Arc::from("disk full"))));
+        assert_eq!(rx.has_changed(), Ok(false));
+        assert_eq!(rx.take().1.as_deref(), Some("disk full"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_position_sender_rings_and_closes_after_the_last_value() {
+        let bell = Bell::new();
+        let (tx, mut rx) = position(0, &bell);
+        tx.publish(5);
+        drop(tx);
+        tokio::time::timeout(std::time::Duration::from_secs(1), bell.rung())
+            .await
+            .expect("the drop rang");
+        // The last value is still delivered before the close shows.
+        assert_eq!(rx.has_changed(), Ok(true));
+        assert_eq!(rx.take().0, 5);
+        assert_eq!(rx.has_changed(), Err(Closed));
+    }
+}
