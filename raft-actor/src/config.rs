@@ -6,7 +6,7 @@ use raft_core::NodeId;
 
 use crate::error::Error;
 
-/// Settings of a [`crate::Node`]. Every channel capacity of DESIGN.md I2 is here.
+/// Settings of a [`crate::Node`]. Every channel capacity (I2 in docs/architecture.md) is here.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// This node's id (non-zero, unique in the cluster).
@@ -33,10 +33,9 @@ pub struct NodeConfig {
     /// How long a leader's replicator holds back an AppendEntries that would only tell its
     /// peer a new commit index. New entries sent meanwhile carry the commit index anyway, so
     /// under steady writes this message is never sent: each write then costs one message and
-    /// one answer per follower instead of two of each (about 20 % of a lone client's commit
-    /// latency over TCP). A follower learns of a commit this much later when writes stop,
-    /// which delays its apply and reads served through it by as much. `Duration::ZERO`
-    /// sends at once. Must be below `heartbeat_interval`.
+    /// one answer per follower instead of two of each. A follower learns of a commit this
+    /// much later when writes stop, which delays its apply and reads served through it by as
+    /// much. `Duration::ZERO` sends at once. Must be below `heartbeat_interval`.
     pub commit_notify_delay: Duration,
     /// How long `propose` and `read` wait for an answer before returning `Timeout` (measured
     /// in quarters by one timer per node, so up to a quarter longer).

@@ -15,7 +15,7 @@ pub enum Error {
         /// The leader this node believes in.
         leader: Option<NodeId>,
     },
-    /// The group's queue is full: back off and retry (DESIGN.md I2).
+    /// The group's queue is full: back off and retry (I2).
     #[error("group {group} is overloaded; retry later")]
     Overloaded {
         /// The group.

@@ -5,11 +5,9 @@
 //! Every task is spawned through [`Kill`], which hands the task's tokio `AbortHandle` to the
 //! switch over a channel; dropping the switch aborts them in the order they were handed over,
 //! so a crash replays identically from its seed. A running task pays nothing for this: no
-//! extra future is polled with it. (The first version raced every task against a receive on
-//! one channel shared by all tasks of the node. That took the channel's lock on every poll of
-//! every task, and each task that ended removed itself from the channel's list of waiters by
-//! scanning it, which is as long as the node has tasks: with 10,000 groups, three nodes spent
-//! most of their start-up in that scan.)
+//! extra future is polled with it (racing every task against a shared "stop" receive would
+//! take that channel's lock on every poll, and make each ending task scan a waiter list as
+//! long as the node has tasks).
 //!
 //! Handles of tasks that have ended are pruned whenever the channel holds twice as many
 //! handles as were alive at the last pruning, so memory stays proportional to the live tasks.

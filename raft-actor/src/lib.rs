@@ -1,60 +1,42 @@
 //! # raft-actor: the actor runtime and the `Node` API
 //!
 //! Runs [`raft_core`]'s pure state machines as actors that own their state and talk over
-//! bounded channels. No shared locks (DESIGN.md I1): state belongs to one actor; the only shared
-//! values are immutable (`Arc`), latest-value cells (`latest`: one-slot channels and atomic
-//! positions; the routing tables are `watch` channels) and metric counters.
+//! bounded channels. There are no shared locks: state belongs to one actor; what actors share
+//! is immutable (`Arc`), a mailbox primitive (bells, queue counts, latest-value and position
+//! cells, each with its contract written down and model-checked), or a metric counter. The
+//! design and its invariants are described in `docs/architecture.md`.
 //!
 //! ## Layout
-//! - [`node`] — [`Node`] (the API), [`NodeBuilder`], the registry actor (table of groups) and
-//!   the router (network → partitions).
-//! - `partition` — the partition actor: drives one group's `PartitionCore`.
-//! - `replicator` — one actor per (group, peer) while leading: drives a `ReplicatorCore`.
-//! - `apply` — one actor per group: the user's [`StateMachine`], client sessions, snapshots.
-//! - `storage` — one actor per node around a [`raft_storage::LogStore`]: group commit.
+//! - [`node`] — [`Node`] (the API), [`NodeBuilder`], the registry actor (the table of groups)
+//!   and the router (network → partitions and replicators).
+//! - `group` — one Raft group: the one place that builds its channels (`group::spawn`), the
+//!   messages its actors exchange, and the actors themselves:
+//!   - `group::partition` — drives the group's `PartitionCore`;
+//!   - `group::replicator` — one per peer while leading: drives a `ReplicatorCore`;
+//!   - `group::apply` — the user's [`StateMachine`], client sessions, snapshots;
+//!   - `group::tail` — recent entries shared read-only; `group::ticks` — on-demand ticks.
+//! - `mailbox` — the concurrency primitives the actors talk through: bell, queue count,
+//!   inbox, latest-value cell, position cell, request deadlines, batch gathering.
 //! - `heartbeat` — one actor per node on its own executor: coalesced heartbeats that carry
 //!   only changes, election timers, check-quorum, stall detection by probing partitions.
-//! - `ticks` — on-demand protocol ticks: an idle group's actors arm no timer at all.
-//!
-//! Every actor runs inside a `tracing` span with its node and group; the partition span records
-//! the term and role on every role change, and replicator spans carry their peer and term.
+//! - `storage` — one actor per node on its own OS thread around a
+//!   [`raft_storage::LogStore`]: group commit, one sync for every group.
+//! - `kill` — the node's kill switch: every task of a node runs under it.
 //! - [`config`] — [`NodeConfig`]: every timeout and channel capacity.
 //! - [`error`] — [`Error`].
 //! - [`metrics`] — counters and snapshots.
 //! - [`wire`] — [`WireMsg`], what crosses the network.
 //! - [`state_machine`] — the [`StateMachine`] trait and [`RequestId`].
 //!
-//! ## Channel edges (DESIGN.md I2)
+//! Every actor runs inside a `tracing` span with its node and group; the partition span records
+//! the term and role on every role change, and replicator spans carry their peer and term.
 //!
-//! Every edge, its capacity (a [`NodeConfig`] field) and what happens when it is full:
+//! ## Channel edges
 //!
-//! | from → to | channel | capacity | when full |
-//! | --- | --- | --- | --- |
-//! | API → partition | flume | `client_queue` | `try_send`: caller gets `Overloaded` |
-//! | router → partition | flume | `raft_queue` | `try_send`: dropped and counted (Raft retransmits) |
-//! | router → replicator (a peer's answers to this leader's AppendEntries and snapshot chunks, routed by the partition's published replicator queues) | flume | `replicator_queue` | `try_send`: dropped and counted (the replicator retransmits) |
-//! | replicator / apply → partition | flume | `control_queue` | `try_send`: progress kept and re-sent on a tick armed for it |
-//! | partition → each replicator (log/commit signal) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
-//! | partition → replicator ("peer reachable again", and answers that came before the router knew the replicator) | flume | `replicator_queue` | `try_send`: dropped and counted (a lost nudge leaves the retry to the replicator's own timeout) |
-//! | partition → apply (waiters, reads) | flume | `client_queue + max_batch + 64` | room checked before the partition takes client work |
-//! | partition → apply (commit index and log tail) | one-slot flume (`latest`) | latest value | the unread value is replaced; never blocks |
-//! | apply → partition (applied index) | atomic position (`mailbox::position`) | latest value | never full |
-//! | partition / replicator / apply → storage | flume | `storage_queue` | partition: kept in its backlog, no client work until drained; readers: retry next tick |
-//! | storage → partition (persisted sequence, sticky error) | atomic position (`mailbox::position`) | latest value | never full |
-//! | storage → readers | one-shot | 1 | never full |
-//! | partition → heartbeat | flume | `heartbeat_queue` | `try_send`: role updates and contact reports retried on a tick armed for them |
-//! | heartbeat → partition (timers, probes) | flume | `control_queue` | `try_send`: a timer fires again at the next interval; a probe that does not fit counts as unanswered (I6) |
-//! | actors → transport | raft-net queues | per peer and lane | dropped and counted |
-//! | API → registry (add/remove group, shutdown) | flume | 64 | the API call waits (not an actor) |
-//! | transport → router (data lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
-//! | transport → heartbeat actor (heartbeat lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
-//!
-//! **No bounded cycle can deadlock:** no actor ever awaits a send on a bounded channel while
-//! handling a message — every edge above is `try_send`, a latest value or a one-shot — so a full
-//! queue never makes its sender wait, and no cycle of waiting senders can form. Replies
-//! (storage reads, metrics) are separate events of the receiving actor's loop (I3); the only
-//! awaited replies are at the API boundary and in the registry's group start, which no actor
-//! waits on.
+//! Every channel between the actors, its capacity (a [`NodeConfig`] field) and what happens
+//! when it is full, is listed in one table beside the code that builds a group's channels
+//! (`group/mod.rs`), and in `docs/architecture.md`. No actor awaits a send on a bounded
+//! channel while handling a message, so no cycle of full queues can deadlock.
 
 pub mod config;
 pub mod error;
@@ -66,16 +48,11 @@ pub mod wire;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-mod apply;
+mod group;
 mod heartbeat;
 mod kill;
 mod mailbox;
-pub(crate) mod partition;
-mod replicator;
 mod storage;
-mod table;
-mod tail;
-mod ticks;
 
 pub use config::NodeConfig;
 pub use error::Error;

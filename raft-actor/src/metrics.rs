@@ -1,5 +1,6 @@
-//! Metrics: counters updated by the actors (atomics, the only shared mutable state DESIGN.md I1
-//! allows) and point-in-time snapshots returned by `Node::metrics`.
+//! Metrics: counters updated by the actors (atomics: with the mailbox primitives, the only
+//! shared mutable state there is; see I1 in docs/architecture.md) and point-in-time snapshots
+//! returned by `Node::metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 /// per client request (the framework drops duplicates of a `(client, sequence)` pair).
 ///
 /// Called from the group's apply actor only; `apply` may be slow — it delays this group's
-/// replies, never its heartbeats (DESIGN.md I5).
+/// replies, never its heartbeats (I5).
 pub trait StateMachine: Send + 'static {
     /// A state-changing command.
     type Command: Serialize + DeserializeOwned + Send + 'static;

@@ -3,11 +3,12 @@
 //! Runs on a dedicated OS thread in production (file I/O and fsync never block a tokio worker),
 //! or as a task in simulation. It drains every queued request, applies the writes of all
 //! groups, calls `sync` **once** (group commit), and only then publishes each group's
-//! persisted sequence number (DESIGN.md I7). Reads are answered on one-shot channels.
+//! persisted sequence number (I7). Reads are answered on one-shot channels.
 //!
 //! Edges: partitions, replicators and apply actors → storage: bounded `storage_queue`, sent with
 //! `try_send` (a partition that finds it full stops taking client work). Storage → partition:
-//! a `watch` per group (latest value, never blocks). Storage → readers: one-shot replies.
+//! a position cell per group (the persisted sequence and a sticky error; latest value, never
+//! blocks). Storage → readers: one-shot replies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -392,7 +393,7 @@ impl<S: LogStore> StorageActor<S> {
         }
     }
 
-    /// A storage error is fatal: tell every group, never retry silently (DESIGN.md, issue 5).
+    /// A storage error is fatal: tell every group, never retry silently.
     fn fail(&mut self, message: String) {
         error!(error = %message, "storage failed; stopping every group on this node");
         let err: Arc<str> = Arc::from(message);

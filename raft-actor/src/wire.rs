@@ -4,7 +4,7 @@
 //! ## Heartbeat frames carry changes, not lists
 //!
 //! Every `heartbeat_interval` a node sends each peer node one [`HeartbeatFrame`]. Its *claims*
-//! — the groups the sender leads (and vouches for, DESIGN.md I6) with the receiver as a member,
+//! — the groups the sender leads (and vouches for, I6) with the receiver as a member,
 //! each with the sender's term — are versioned: a frame either carries the whole list
 //! ([`Claims::Full`]) or only what changed since a version the receiver acknowledged
 //! ([`Claims::Changes`], empty when nothing changed). With 10,000 idle groups a frame is a few
@@ -73,3 +73,6 @@ pub struct HeartbeatAck {
     /// group. The sender's check-quorum does not count the receiver for them.
     pub rejected: Vec<GroupId>,
 }
+
+/// The transport every actor of a node sends through, carrying [`WireMsg`]s.
+pub(crate) type Net = std::sync::Arc<dyn raft_net::Transport<WireMsg>>;

@@ -1,6 +1,6 @@
 //! Incident 2, second half (real time, noted as such): with the data runtime saturated — busy
 //! CPU tasks and an `apply` that blocks for 2 s at a time — for 30 s, heartbeats keep flowing
-//! on their own executor and no election happens (DESIGN.md I5).
+//! on their own executor and no election happens (I5).
 //!
 //! `RAFT_SATURATION_SECS=N` changes the duration (default 30). `RAFT_SATURATION_SHARED_HEARTBEAT=1`
 //! runs the negative control: heartbeats on the data runtime, where elections must happen.

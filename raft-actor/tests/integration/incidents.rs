@@ -1,5 +1,5 @@
-//! One test per incident of DESIGN.md that the runtime must survive, under its conditions
-//! (issue 4's acceptance list). In-memory transport, paused time unless noted.
+//! One test per production incident of docs/architecture.md that the runtime must survive,
+//! under its conditions. In-memory transport, paused time unless noted.
 
 use super::common;
 

@@ -1,4 +1,4 @@
-//! Idle groups are quiescent (DESIGN.md performance bar: 10,000 idle groups per node cost at
+//! Idle groups are quiescent (the performance bar of docs/benchmarks.md: 10,000 idle groups per node cost at
 //! most 5% of a core): once elected and caught up, a group's partition and replicator actors
 //! arm no timers, heartbeat frames carry no per-group data, and the only wake-ups left are the
 //! heartbeat actor's liveness probes (I6) — which still catch a stuck partition. Paused time,

@@ -1,5 +1,5 @@
 //! The partition actor: one per Raft group on a node. It owns the group's `PartitionCore` and
-//! executes its actions. It never awaits another actor while handling a message (DESIGN.md I3):
+//! executes its actions. It never awaits another actor while handling a message (I3):
 //! every send is `try_send`, a latest-value update or a one-shot reply, and when a role changes it
 //! publishes a new epoch to its replicators and moves on (I4).
 //!
@@ -13,95 +13,28 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use raft_core::{
-    Action, GroupId, Index, InitialState, Membership, Message, MessageBody, NodeId, PartitionCore,
-    Role, SnapshotMeta, Term,
-};
-use raft_net::{Lane, Transport};
-use tokio::sync::{oneshot, watch};
+use raft_core::{Action, Index, Message, MessageBody, NodeId, PartitionCore, Role, Term};
+use raft_net::Lane;
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::apply::{ApplyMsg, Waiter};
-use crate::config::NodeConfig;
+use super::messages::{
+    ApplyMsg, ClientReq, Control, HbUpdate, ReplicateSignal, Reply, ToReplicator, Waiter,
+};
+use super::tail::{Tail, TailView};
+use super::ticks::Ticks;
+use super::{AckRoutes, ReplicatorLink, Wiring};
 use crate::error::Error;
-use crate::heartbeat::{HbUpdate, HeartbeatHandle};
 use crate::mailbox::bell::Bell;
 use crate::mailbox::gather::Gather;
-use crate::mailbox::inbox::{self, InboxTx};
-use crate::metrics::{GroupMetrics, GroupStats};
-use crate::replicator::{Inputs, ReplicateSignal, ReplicatorActor, ToReplicator};
+use crate::mailbox::inbox::{InboxRx, InboxTx};
+use crate::mailbox::latest::LatestTx;
+use crate::mailbox::position::PositionRx;
+use crate::metrics::GroupMetrics;
 use crate::state_machine::StateMachine;
-use crate::storage::{StorageHandle, StorageRequest, WriteOp};
-use crate::tail::{Tail, TailView};
-use crate::ticks::Ticks;
+use crate::storage::{StorageRequest, WriteOp};
 use crate::wire::WireMsg;
-
-/// Entries a partition keeps in memory for its replicators and apply actor (about).
-const TAIL_ENTRIES: usize = 8192;
-
-/// The transport type every actor uses.
-pub(crate) type Net = Arc<dyn Transport<WireMsg>>;
-
-/// A reply channel for a client request.
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-/// Requests from `Node` API callers. Queue: `client_queue` per group, `try_send` (full →
-/// `Overloaded`).
-pub(crate) enum ClientReq<S: StateMachine> {
-    Propose {
-        payload: Vec<u8>,
-        reply: Reply<S::Response>,
-    },
-    Read {
-        query: S::Query,
-        reply: Reply<S::Response>,
-    },
-    Transfer {
-        to: NodeId,
-        reply: Reply<()>,
-    },
-    ChangeMembership {
-        target: Membership,
-        reply: Reply<Index>,
-    },
-    AddLearner {
-        id: NodeId,
-        reply: Reply<Index>,
-    },
-}
-
-/// Internal notifications. Queue: `control_queue`, `try_send` by every sender; senders that
-/// find it full retry on their next tick, so nothing waits.
-pub(crate) enum Control {
-    /// A replicator's peer acknowledged up to `matched` in epoch `term`.
-    Progress {
-        peer: NodeId,
-        term: Term,
-        matched: Index,
-    },
-    /// A replicator saw a message with a newer term: step it into the core.
-    Step(Message),
-    /// The heartbeat actor's election timer fired.
-    ElectionTimeout,
-    /// The heartbeat actor saw no quorum contact within an election timeout.
-    QuorumLost,
-    /// The heartbeat actor asks for proof of progress (I6): handling any message bumps
-    /// `GroupStats::partition_wakeups`, which is the answer.
-    Probe,
-    /// The heartbeat actor hears this peer node again after a silence of an election timeout:
-    /// its replicator retries what was probably lost at once.
-    PeerReachable(NodeId),
-    /// The apply actor took a snapshot.
-    SnapshotTaken(SnapshotMeta),
-    /// Test hook (I6): stop processing anything for this long.
-    #[cfg(feature = "fault-injection")]
-    Freeze(std::time::Duration),
-    /// Metrics request.
-    Status(oneshot::Sender<GroupMetrics>),
-    /// Stop the actor (I10: shutdown is a message).
-    Shutdown,
-}
 
 /// What woke the partition actor.
 enum Event<S: StateMachine> {
@@ -113,73 +46,46 @@ enum Event<S: StateMachine> {
     Client(ClientReq<S>),
 }
 
-/// Where the router sends a peer's answers to this group's AppendEntries and snapshot
-/// chunks: straight to the replicator of that peer, without a hop through the partition
-/// (published by the partition whenever its set of replicators changes; empty unless
-/// leading).
-pub(crate) type AckRoutes = Arc<BTreeMap<NodeId, InboxTx<ToReplicator>>>;
-
-/// Handle to a partition actor: only senders (STYLE.md "actors with a handle").
-pub(crate) struct PartitionHandle<S: StateMachine> {
-    pub(crate) client: InboxTx<ClientReq<S>>,
-    pub(crate) raft: InboxTx<Message>,
-    pub(crate) control: InboxTx<Control>,
-    /// The current replicators' answer queues (latest value).
-    pub(crate) acks: watch::Receiver<AckRoutes>,
-}
-
-impl<S: StateMachine> Clone for PartitionHandle<S> {
-    fn clone(&self) -> Self {
-        PartitionHandle {
-            client: self.client.clone(),
-            raft: self.raft.clone(),
-            control: self.control.clone(),
-            acks: self.acks.clone(),
-        }
-    }
-}
-
-/// Everything a partition actor needs from its node.
-pub(crate) struct Wiring {
-    pub(crate) cfg: NodeConfig,
-    pub(crate) group: GroupId,
-    pub(crate) net: Net,
-    pub(crate) storage: StorageHandle,
-    pub(crate) heartbeat: HeartbeatHandle,
-    pub(crate) stats: Arc<GroupStats>,
-    /// The node's kill switch: every task of the group runs under it.
-    pub(crate) kill: crate::kill::Kill,
-}
-
-/// The partition's two edges to one replicator.
-struct ReplicatorLink {
-    /// Acknowledgements from the peer (bounded `replicator_queue`, `try_send`: drop and count).
-    acks: InboxTx<ToReplicator>,
-    /// Log and commit changes (latest value).
-    signal: crate::mailbox::latest::LatestTx<ReplicateSignal>,
-}
-
-/// A proposal waiting to be handed to the apply actor.
+/// A linearizable read waiting for its ReadIndex to be confirmed, then handed to the apply
+/// actor.
 struct PendingRead<S: StateMachine> {
     query: S::Query,
     reply: Reply<S::Response>,
 }
 
+/// The partition's channel ends, built by [`super::spawn`].
+pub(crate) struct Inputs<S: StateMachine> {
+    /// Rung by every input below.
+    pub(crate) bell: Bell,
+    pub(crate) client_rx: InboxRx<ClientReq<S>>,
+    pub(crate) raft_rx: InboxRx<Message>,
+    pub(crate) control_rx: InboxRx<Control>,
+    /// Handed to the replicators it spawns.
+    pub(crate) control_tx: InboxTx<Control>,
+    pub(crate) persisted_rx: PositionRx,
+    pub(crate) applied_rx: PositionRx,
+    pub(crate) apply_tx: InboxTx<ApplyMsg<S>>,
+    pub(crate) apply_cap: usize,
+    pub(crate) commit_tx: LatestTx<(Index, TailView)>,
+    pub(crate) acks_tx: watch::Sender<AckRoutes>,
+}
+
+/// Drives one group's `PartitionCore`.
 pub(crate) struct PartitionActor<S: StateMachine> {
     w: Wiring,
     core: PartitionCore,
-    client_rx: inbox::InboxRx<ClientReq<S>>,
-    raft_rx: inbox::InboxRx<Message>,
-    control_rx: inbox::InboxRx<Control>,
+    client_rx: InboxRx<ClientReq<S>>,
+    raft_rx: InboxRx<Message>,
+    control_rx: InboxRx<Control>,
     control_tx: InboxTx<Control>,
     /// Rung by every input below: the actor waits on it alone (see [`crate::mailbox::inbox`]).
     bell: Bell,
-    persisted_rx: crate::mailbox::position::PositionRx,
-    applied_rx: crate::mailbox::position::PositionRx,
-    apply_tx: inbox::InboxTx<ApplyMsg<S>>,
+    persisted_rx: PositionRx,
+    applied_rx: PositionRx,
+    apply_tx: InboxTx<ApplyMsg<S>>,
     /// `apply_tx`'s capacity (flume's `capacity()` takes the channel's lock).
     apply_cap: usize,
-    commit_tx: crate::mailbox::latest::LatestTx<(Index, TailView)>,
+    commit_tx: LatestTx<(Index, TailView)>,
     /// Recent entries, shared read-only with replicators and the apply actor.
     tail: Tail,
     /// The last log/commit signal published to replicators.
@@ -213,71 +119,41 @@ pub(crate) struct PartitionActor<S: StateMachine> {
 }
 
 impl<S: StateMachine> PartitionActor<S> {
-    /// Builds the actor and its apply actor, registers with storage and heartbeat actor, and
-    /// spawns both on the current (data) runtime. `recovered` is what storage held.
-    pub(crate) async fn spawn(
+    /// The actor over `core` with its channel ends; `hb_registered` says whether the heartbeat
+    /// actor took the group's registration (retried on ticks until it does).
+    pub(crate) fn new(
         w: Wiring,
-        init: InitialState,
-        state_machine: S,
-        apply_from: SnapshotMeta,
-        snapshot_data: Option<Vec<u8>>,
-    ) -> Result<PartitionHandle<S>, Error> {
-        let cfg = w.cfg.clone();
-        let group = w.group;
-        let core = PartitionCore::new(cfg.group_config(), group, init)
-            .map_err(|e| Error::raft(group, e))?;
-        let bell = Bell::new();
-        let (client_tx, client_rx) = inbox::bounded(cfg.client_queue, &bell);
-        let (raft_tx, raft_rx) = inbox::bounded(cfg.raft_queue, &bell);
-        let (control_tx, control_rx) = inbox::bounded(cfg.control_queue, &bell);
-        let (persisted_tx, persisted_rx) = crate::mailbox::position::position(0, &bell);
-        let (applied_tx, applied_rx) = crate::mailbox::position::position(apply_from.index, &bell);
-        let apply_bell = Bell::new();
-        let (commit_tx, commit_rx) = crate::mailbox::latest::ringing(&apply_bell);
-        let (acks_tx, acks_rx) = watch::channel(AckRoutes::default());
-        // Apply queue: room for one waiter per queued client request, plus control traffic.
-        let apply_cap = cfg.client_queue + cfg.max_batch + 64;
-        let (apply_tx, apply_rx) = inbox::bounded(apply_cap, &apply_bell);
-        w.storage
-            .send(StorageRequest::Register {
-                group,
-                persisted: persisted_tx,
-            })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        let apply = crate::apply::ApplyActor::new(
-            group,
-            state_machine,
-            apply_from,
-            snapshot_data,
-            crate::apply::ApplyInputs {
-                rx: apply_rx,
-                commit_rx,
-                bell: apply_bell,
-            },
-            applied_tx,
-            control_tx.clone(),
-            w.storage.clone(),
-            w.stats.clone(),
-        )?;
-        let span = info_span!("apply", node = cfg.node_id, group);
-        w.kill.spawn(apply.run().instrument(span));
-        let registered = w
-            .heartbeat
-            .register(group, control_tx.clone(), w.stats.clone());
-        let actor = PartitionActor {
+        core: PartitionCore,
+        inputs: Inputs<S>,
+        tail: Tail,
+        hb_registered: bool,
+    ) -> Self {
+        let Inputs {
+            bell,
+            client_rx,
+            raft_rx,
+            control_rx,
+            control_tx,
+            persisted_rx,
+            applied_rx,
+            apply_tx,
+            apply_cap,
+            commit_tx,
+            acks_tx,
+        } = inputs;
+        PartitionActor {
             core,
             client_rx,
             raft_rx,
             control_rx,
-            control_tx: control_tx.clone(),
+            control_tx,
             bell,
             persisted_rx,
             applied_rx,
             apply_tx,
             apply_cap,
             commit_tx,
-            tail: Tail::new(TAIL_ENTRIES),
+            tail,
             last_signal: ReplicateSignal::default(),
             replicators: BTreeMap::new(),
             acks_tx,
@@ -286,34 +162,17 @@ impl<S: StateMachine> PartitionActor<S> {
             next_read: 1,
             incoming_snapshot: Vec::new(),
             hb_dirty: true,
-            hb_registered: registered,
+            hb_registered,
             leader_contact: None,
             contact_reported: None,
-            ticks: Ticks::new(cfg.tick_interval),
-            max_catch_up: u64::from(cfg.group_config().election_ticks) * 2 + 2,
+            ticks: Ticks::new(w.cfg.tick_interval),
+            max_catch_up: u64::from(w.cfg.group_config().election_ticks) * 2 + 2,
             fatal: None,
             w,
-        };
-        // term and role are recorded on every role change, so every log line of this actor
-        // (and of its replicators, spawned inside it) says which term and role it ran in.
-        let span = info_span!(
-            "partition",
-            node = cfg.node_id,
-            group,
-            term = tracing::field::Empty,
-            role = tracing::field::Empty
-        );
-        let kill = actor.w.kill.clone();
-        kill.spawn(actor.run().instrument(span));
-        Ok(PartitionHandle {
-            client: client_tx,
-            raft: raft_tx,
-            control: control_tx,
-            acks: acks_rx,
-        })
+        }
     }
 
-    async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let wake = tokio::time::sleep_until(self.ticks.next());
         tokio::pin!(wake);
         let mut armed = false;
@@ -888,30 +747,7 @@ impl<S: StateMachine> PartitionActor<S> {
             if self.replicators.contains_key(&peer) {
                 continue;
             }
-            let bell = Bell::new();
-            let (tx, rx) = inbox::bounded(self.w.cfg.replicator_queue, &bell);
-            let (signal_tx, signal_rx) = crate::mailbox::latest::ringing(&bell);
-            let actor = ReplicatorActor::new(
-                &self.w,
-                peer,
-                term,
-                last,
-                Inputs {
-                    bell,
-                    responses: rx,
-                    signal: signal_rx,
-                },
-                self.control_tx.clone(),
-            );
-            let span = info_span!(
-                "replicator",
-                node = me,
-                group = self.w.group,
-                peer,
-                term,
-                role = "leader"
-            );
-            self.w.kill.spawn(actor.run().instrument(span));
+            let link = super::spawn_replicator(&self.w, peer, term, last, self.control_tx.clone());
             let s = ReplicateSignal {
                 term,
                 first_index: self.core.log().first_index(),
@@ -920,14 +756,8 @@ impl<S: StateMachine> PartitionActor<S> {
                 tail: self.tail.view(),
             };
             // A new replicator starts from the current bounds.
-            signal_tx.send(s);
-            self.replicators.insert(
-                peer,
-                ReplicatorLink {
-                    acks: tx,
-                    signal: signal_tx,
-                },
-            );
+            link.signal.send(s);
+            self.replicators.insert(peer, link);
             changed = true;
         }
         if changed {

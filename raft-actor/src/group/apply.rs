@@ -3,12 +3,13 @@
 //! makes retried requests apply exactly once (it travels inside snapshots), and takes and
 //! restores snapshots.
 //!
-//! A slow `apply` delays only this actor: heartbeats run elsewhere (DESIGN.md I5).
+//! A slow `apply` delays only this actor: heartbeats run elsewhere (I5).
 //!
 //! Edges: partition → apply: bounded queue (`client_queue + max_batch + 64`), `try_send`, with
-//! room checked before the partition takes client work; commit index by `watch` (latest
-//! value). Apply → partition: applied index by `watch`, snapshots by `try_send` on the control
-//! queue. Apply → storage: `try_send` reads whose answers are events of this loop.
+//! room checked before the partition takes client work; commit index and log tail by a
+//! latest-value cell. Apply → partition: applied index by a position cell, snapshots by
+//! `try_send` on the control queue. Apply → storage: `try_send` reads whose answers are events
+//! of this loop. All of these channels are built in [`super::spawn`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -19,32 +20,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
+use super::messages::{ApplyMsg, Control, Proposal, Reply, Waiter};
+use super::tail::{TailRange, TailView};
 use crate::error::Error;
+use crate::mailbox::bell::Bell;
+use crate::mailbox::inbox::{InboxRx, InboxTx};
+use crate::mailbox::latest::LatestRx;
+use crate::mailbox::position::PositionTx;
 use crate::metrics::GroupStats;
-use crate::partition::{Control, Reply};
-use crate::state_machine::{RequestId, StateMachine};
+use crate::state_machine::StateMachine;
 use crate::storage::{StorageHandle, StorageRequest, WriteOp};
-use crate::tail::{TailRange, TailView};
-
-/// A log entry's command bytes: the postcard encoding of the optional session id, followed
-/// directly by the postcard encoding of the command (one allocation to encode, none to split).
-pub(crate) struct Proposal;
-
-impl Proposal {
-    /// Encodes `id` and `command` into one buffer.
-    pub(crate) fn encode<C: Serialize>(
-        id: Option<RequestId>,
-        command: &C,
-    ) -> Result<Vec<u8>, postcard::Error> {
-        let head = postcard::to_extend(&id, Vec::with_capacity(32))?;
-        postcard::to_extend(command, head)
-    }
-
-    /// Splits entry bytes into the session id and the command's bytes.
-    pub(crate) fn split(bytes: &[u8]) -> Result<(Option<RequestId>, &[u8]), postcard::Error> {
-        postcard::take_from_bytes::<Option<RequestId>>(bytes)
-    }
-}
 
 /// Where the next entries to apply come from.
 enum Next {
@@ -56,36 +41,11 @@ enum Next {
     Nothing,
 }
 
-/// A proposal waiting for its entry to apply.
-pub(crate) struct Waiter<S: StateMachine> {
-    pub(crate) index: Index,
-    pub(crate) term: Term,
-    pub(crate) reply: Reply<S::Response>,
-}
-
-/// Messages to the apply actor.
-pub(crate) enum ApplyMsg<S: StateMachine> {
-    Waiters(Vec<Waiter<S>>),
-    Query {
-        index: Index,
-        query: S::Query,
-        reply: Reply<S::Response>,
-    },
-    Restore {
-        meta: SnapshotMeta,
-        data: Vec<u8>,
-    },
-    TakeSnapshot {
-        index: Index,
-    },
-    Shutdown,
-}
-
 /// What the partition sends its apply actor, behind one bell (see [`crate::mailbox::inbox`]).
 pub(crate) struct ApplyInputs<S: StateMachine> {
-    pub(crate) rx: crate::mailbox::inbox::InboxRx<ApplyMsg<S>>,
-    pub(crate) commit_rx: crate::mailbox::latest::LatestRx<(Index, TailView)>,
-    pub(crate) bell: crate::mailbox::bell::Bell,
+    pub(crate) rx: InboxRx<ApplyMsg<S>>,
+    pub(crate) commit_rx: LatestRx<(Index, TailView)>,
+    pub(crate) bell: Bell,
 }
 
 /// The bytes of a snapshot: the framework's part (sessions) around the user's.
@@ -113,15 +73,15 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     /// at an index already waited on (the older proposal was overwritten).
     waiters: VecDeque<Waiter<S>>,
     queries: Vec<(Index, S::Query, Reply<S::Response>)>,
-    rx: crate::mailbox::inbox::InboxRx<ApplyMsg<S>>,
+    rx: InboxRx<ApplyMsg<S>>,
     /// The newest commit index and log tail the partition published.
-    commit_rx: crate::mailbox::latest::LatestRx<(Index, TailView)>,
+    commit_rx: LatestRx<(Index, TailView)>,
     /// The last value taken from `commit_rx`.
     commit: (Index, TailView),
     /// Rung by the senders of `rx` and `commit_rx` (see [`crate::mailbox::inbox`]).
-    bell: crate::mailbox::bell::Bell,
-    applied_tx: crate::mailbox::position::PositionTx,
-    control: crate::mailbox::inbox::InboxTx<Control>,
+    bell: Bell,
+    applied_tx: PositionTx,
+    control: InboxTx<Control>,
     storage: StorageHandle,
     stats: Arc<GroupStats>,
     /// A snapshot to hand to storage and the partition once the queues have room.
@@ -136,8 +96,8 @@ impl<S: StateMachine> ApplyActor<S> {
         from: SnapshotMeta,
         snapshot: Option<Vec<u8>>,
         inputs: ApplyInputs<S>,
-        applied_tx: crate::mailbox::position::PositionTx,
-        control: crate::mailbox::inbox::InboxTx<Control>,
+        applied_tx: PositionTx,
+        control: InboxTx<Control>,
         storage: StorageHandle,
         stats: Arc<GroupStats>,
     ) -> Result<Self, Error> {

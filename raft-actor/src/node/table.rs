@@ -2,12 +2,12 @@
 //! copy after a change.
 //!
 //! The registry owns the table and publishes a new immutable copy (latest value) after every
-//! change, so `Node::propose` and the router read it without any shared mutable state (DESIGN.md
-//! I1). A plain `BTreeMap` had to be copied whole for that: adding 10,000 groups one by one made
-//! 50 million entry copies (about half of the 24 s it took three in-process nodes to start and
-//! elect 10,000 groups). Here the groups are spread over [`SHARDS`] maps, each behind its own
-//! `Arc`: a change copies the one map it touches (copy-on-write) and the array of `Arc`s, so
-//! adding a group costs about `SHARDS + groups / SHARDS` pointer copies instead of `groups`.
+//! change, so `Node::propose` and the router read it without any shared mutable state (I1 in
+//! docs/architecture.md). A plain `BTreeMap` would be copied whole on every change, which
+//! makes adding groups one by one quadratic. Here the groups are spread over [`SHARDS`] maps,
+//! each behind its own `Arc`: a change copies the one map it touches (copy-on-write) and the
+//! array of `Arc`s, so adding a group costs about `SHARDS + groups / SHARDS` pointer copies
+//! instead of `groups`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

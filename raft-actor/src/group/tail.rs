@@ -9,7 +9,7 @@
 //!
 //! Sharing is by immutable snapshots ([`TailView`]): the partition builds a new view when its
 //! log changes and publishes it with the replicator signal and the commit index. A view is
-//! never modified, so no reader can see a half-made change (DESIGN.md I1: no shared mutable
+//! never modified, so no reader can see a half-made change (I1: no shared mutable
 //! state). Entry payloads are reference-counted, so a view costs a few pointer copies.
 //!
 //! Correctness: a view only holds entries of this node's log as it was when the view was

@@ -2,7 +2,7 @@
 //! leadership term (its epoch).
 //!
 //! It owns a `ReplicatorCore` and its own wake-up state (incident 5: no shared wait records).
-//! Woken by the partition's latest-value signal (`watch`) on every log or commit change, it
+//! Woken by the partition's latest-value signal on every log or commit change, it
 //! reads the entries to send from storage — the read's answer is just another event of its
 //! loop, never awaited while something else waits — pipelines AppendEntries over the data lane,
 //! streams snapshots in chunks (one chunk in flight), and reports progress to the partition
@@ -11,7 +11,7 @@
 //!
 //! Its retransmission tick is armed only while something waits on it (an unanswered probe,
 //! window or snapshot, an unreported ack, a read to retry): a replicator of an idle group
-//! sleeps until the next log change (see [`crate::ticks`]).
+//! sleeps until the next log change (see [`super::ticks`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,44 +25,20 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::Wiring;
+use super::messages::{Control, ReplicateSignal, ToReplicator};
+use super::ticks::Ticks;
 use crate::mailbox::bell::Bell;
+use crate::mailbox::inbox::{InboxRx, InboxTx};
 use crate::mailbox::latest::LatestRx;
 use crate::metrics::GroupStats;
-use crate::partition::{Control, Net, Wiring};
 use crate::storage::{AppendRead, SnapshotRead, StorageHandle, StorageRequest};
-use crate::tail::TailView;
-use crate::ticks::Ticks;
-use crate::wire::WireMsg;
-
-/// What the partition publishes to its replicators: the leader's log bounds and commit index,
-/// and the log's in-memory tail (so fresh entries are sent without a storage read).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ReplicateSignal {
-    pub(crate) term: Term,
-    pub(crate) first_index: Index,
-    pub(crate) last_index: Index,
-    pub(crate) commit: Index,
-    pub(crate) tail: TailView,
-}
-
-/// Two signals are the same change when their bounds are: a leader's tail only changes when
-/// its last index does.
-impl PartialEq for ReplicateSignal {
-    fn eq(&self, other: &Self) -> bool {
-        (self.term, self.first_index, self.last_index, self.commit)
-            == (
-                other.term,
-                other.first_index,
-                other.last_index,
-                other.commit,
-            )
-    }
-}
+use crate::wire::{Net, WireMsg};
 
 /// A replicator's queued inputs and the bell their senders ring.
 pub(crate) struct Inputs {
     pub(crate) bell: Bell,
-    pub(crate) responses: crate::mailbox::inbox::InboxRx<ToReplicator>,
+    pub(crate) responses: InboxRx<ToReplicator>,
     pub(crate) signal: LatestRx<ReplicateSignal>,
 }
 
@@ -75,26 +51,6 @@ enum Event {
     Tick,
     /// The partition dropped this epoch's channels.
     Stop,
-}
-
-/// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
-/// and counted when full).
-pub(crate) enum ToReplicator {
-    /// An answer from the peer (AppendResponse, SnapshotResponse).
-    Response(Message),
-    /// The heartbeat actor hears the peer again after a silence: retry what waits for it now.
-    PeerReachable,
-}
-
-impl ToReplicator {
-    /// Whether `m` is a peer's answer to replication (AppendResponse, SnapshotResponse): what
-    /// the leader's replicator of that peer takes.
-    pub(crate) fn takes(m: &Message) -> bool {
-        matches!(
-            m.body,
-            MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
-        )
-    }
 }
 
 /// Bytes per snapshot chunk: below raft-net's large-frame threshold would starve nothing, but
@@ -141,9 +97,9 @@ pub(crate) struct ReplicatorActor {
     view: ReplicateSignal,
     /// Rung by `responses` and `signal` (see [`crate::mailbox::inbox`]).
     bell: Bell,
-    responses: crate::mailbox::inbox::InboxRx<ToReplicator>,
+    responses: InboxRx<ToReplicator>,
     signal: LatestRx<ReplicateSignal>,
-    control: crate::mailbox::inbox::InboxTx<Control>,
+    control: InboxTx<Control>,
     storage: StorageHandle,
     net: Net,
     stats: Arc<GroupStats>,
@@ -168,7 +124,7 @@ impl ReplicatorActor {
         epoch: Term,
         last_index: Index,
         inputs: Inputs,
-        control: crate::mailbox::inbox::InboxTx<Control>,
+        control: InboxTx<Control>,
     ) -> Self {
         let Inputs {
             bell,

@@ -1,0 +1,193 @@
+//! The messages a group's actors exchange, and the entry format proposals travel in. Every
+//! actor file imports its messages from here, so no actor file imports another.
+
+use std::collections::BTreeSet;
+
+use raft_core::{
+    GroupId, Index, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term,
+};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::tail::TailView;
+use crate::error::Error;
+use crate::mailbox::inbox::InboxTx;
+use crate::metrics::{GroupMetrics, GroupStats};
+use crate::state_machine::{RequestId, StateMachine};
+
+/// A reply channel for a client request.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// Requests from `Node` API callers. Queue: `client_queue` per group, `try_send` (full →
+/// `Overloaded`).
+pub(crate) enum ClientReq<S: StateMachine> {
+    Propose {
+        payload: Vec<u8>,
+        reply: Reply<S::Response>,
+    },
+    Read {
+        query: S::Query,
+        reply: Reply<S::Response>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: Reply<()>,
+    },
+    ChangeMembership {
+        target: Membership,
+        reply: Reply<Index>,
+    },
+    AddLearner {
+        id: NodeId,
+        reply: Reply<Index>,
+    },
+}
+
+/// Internal notifications. Queue: `control_queue`, `try_send` by every sender; senders that
+/// find it full retry on their next tick, so nothing waits.
+pub(crate) enum Control {
+    /// A replicator's peer acknowledged up to `matched` in epoch `term`.
+    Progress {
+        peer: NodeId,
+        term: Term,
+        matched: Index,
+    },
+    /// A replicator saw a message with a newer term: step it into the core.
+    Step(Message),
+    /// The heartbeat actor's election timer fired.
+    ElectionTimeout,
+    /// The heartbeat actor saw no quorum contact within an election timeout.
+    QuorumLost,
+    /// The heartbeat actor asks for proof of progress (I6): handling any message bumps
+    /// `GroupStats::partition_wakeups`, which is the answer.
+    Probe,
+    /// The heartbeat actor hears this peer node again after a silence of an election timeout:
+    /// its replicator retries what was probably lost at once.
+    PeerReachable(NodeId),
+    /// The apply actor took a snapshot.
+    SnapshotTaken(SnapshotMeta),
+    /// Test hook (I6): stop processing anything for this long.
+    #[cfg(feature = "fault-injection")]
+    Freeze(std::time::Duration),
+    /// Metrics request.
+    Status(oneshot::Sender<GroupMetrics>),
+    /// Stop the actor (I10: shutdown is a message).
+    Shutdown,
+}
+
+/// What the partition publishes to its replicators: the leader's log bounds and commit index,
+/// and the log's in-memory tail (so fresh entries are sent without a storage read).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReplicateSignal {
+    pub(crate) term: Term,
+    pub(crate) first_index: Index,
+    pub(crate) last_index: Index,
+    pub(crate) commit: Index,
+    pub(crate) tail: TailView,
+}
+
+/// Two signals are the same change when their bounds are: a leader's tail only changes when
+/// its last index does.
+impl PartialEq for ReplicateSignal {
+    fn eq(&self, other: &Self) -> bool {
+        (self.term, self.first_index, self.last_index, self.commit)
+            == (
+                other.term,
+                other.first_index,
+                other.last_index,
+                other.commit,
+            )
+    }
+}
+
+/// What the partition forwards to a replicator (queue `replicator_queue`, `try_send`: dropped
+/// and counted when full).
+pub(crate) enum ToReplicator {
+    /// An answer from the peer (AppendResponse, SnapshotResponse).
+    Response(Message),
+    /// The heartbeat actor hears the peer again after a silence: retry what waits for it now.
+    PeerReachable,
+}
+
+impl ToReplicator {
+    /// Whether `m` is a peer's answer to replication (AppendResponse, SnapshotResponse): what
+    /// the leader's replicator of that peer takes.
+    pub(crate) fn takes(m: &Message) -> bool {
+        matches!(
+            m.body,
+            MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. }
+        )
+    }
+}
+
+/// A log entry's command bytes: the postcard encoding of the optional session id, followed
+/// directly by the postcard encoding of the command (one allocation to encode, none to split).
+pub(crate) struct Proposal;
+
+impl Proposal {
+    /// Encodes `id` and `command` into one buffer.
+    pub(crate) fn encode<C: Serialize>(
+        id: Option<RequestId>,
+        command: &C,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        let head = postcard::to_extend(&id, Vec::with_capacity(32))?;
+        postcard::to_extend(command, head)
+    }
+
+    /// Splits entry bytes into the session id and the command's bytes.
+    pub(crate) fn split(bytes: &[u8]) -> Result<(Option<RequestId>, &[u8]), postcard::Error> {
+        postcard::take_from_bytes::<Option<RequestId>>(bytes)
+    }
+}
+
+/// A proposal waiting for its entry to apply.
+pub(crate) struct Waiter<S: StateMachine> {
+    pub(crate) index: Index,
+    pub(crate) term: Term,
+    pub(crate) reply: Reply<S::Response>,
+}
+
+/// Messages to the apply actor.
+pub(crate) enum ApplyMsg<S: StateMachine> {
+    Waiters(Vec<Waiter<S>>),
+    Query {
+        index: Index,
+        query: S::Query,
+        reply: Reply<S::Response>,
+    },
+    Restore {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+    TakeSnapshot {
+        index: Index,
+    },
+    Shutdown,
+}
+
+/// What partition actors tell the node's heartbeat actor (queue `heartbeat_queue`,
+/// `try_send`: retried on a tick armed for it).
+pub(crate) enum HbUpdate {
+    Register {
+        group: GroupId,
+        control: InboxTx<Control>,
+        stats: std::sync::Arc<GroupStats>,
+    },
+    Unregister {
+        group: GroupId,
+    },
+    Role {
+        group: GroupId,
+        role: Role,
+        term: Term,
+        voters: BTreeSet<NodeId>,
+        voters_outgoing: BTreeSet<NodeId>,
+        members: BTreeSet<NodeId>,
+    },
+    /// The partition accepted an append or snapshot from its leader at `term`.
+    Contact {
+        group: GroupId,
+        term: Term,
+    },
+    Shutdown,
+}

@@ -1,0 +1,408 @@
+//! [`Node`]: the public API. A node hosts many Raft groups of one state-machine type.
+//!
+//! - `builder` — [`NodeBuilder`]: transport, store, executors; starts the node's actors.
+//! - `registry` — the registry actor: the table of groups, adding (with recovery) and
+//!   removing groups, shutdown.
+//! - `router` — hands data-lane messages to their group's partition or replicator.
+//! - `table` — the group table's map type.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use raft_core::{GroupId, Index, Membership, NodeId};
+use tokio::sync::{oneshot, watch};
+
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::group::messages::{ClientReq, Control, Proposal, Reply};
+use crate::mailbox::deadline::Deadlines;
+use crate::mailbox::inbox::InboxTx;
+use crate::metrics::{GroupMetrics, NodeMetrics};
+use crate::state_machine::{RequestId, StateMachine};
+use crate::wire::Net;
+
+mod builder;
+mod registry;
+mod router;
+mod table;
+
+pub use builder::{HeartbeatExecutor, NodeBuilder};
+use registry::{GroupEntry, RegistryMsg, Table};
+
+/// Queues a request on a group's client queue without waiting; its answer comes on the
+/// receiver.
+fn submit_to<S: StateMachine, T>(
+    client: &InboxTx<ClientReq<S>>,
+    group: GroupId,
+    make: impl FnOnce(Reply<T>) -> ClientReq<S>,
+) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
+    let (tx, rx) = oneshot::channel();
+    client.try_send(make(tx)).map_err(|e| match e {
+        flume::TrySendError::Full(_) => Error::Overloaded { group },
+        flume::TrySendError::Disconnected(_) => Error::Stopped,
+    })?;
+    Ok(rx)
+}
+
+/// A proposal's entry bytes: the session id and the command.
+fn encode_proposal<C: serde::Serialize>(
+    id: Option<RequestId>,
+    command: &C,
+) -> Result<Vec<u8>, Error> {
+    Proposal::encode(id, command).map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// One group of a [`Node`], looked up once ([`Node::group`]): proposes and reads like the
+/// node's methods of the same names, without a lookup per request.
+pub struct GroupClient<S: StateMachine> {
+    node: Node<S>,
+    group: GroupId,
+    client: InboxTx<ClientReq<S>>,
+}
+
+impl<S: StateMachine> Clone for GroupClient<S> {
+    fn clone(&self) -> Self {
+        GroupClient {
+            node: self.node.clone(),
+            group: self.group,
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> GroupClient<S> {
+    /// The group this handle sends to.
+    pub fn id(&self) -> GroupId {
+        self.group
+    }
+
+    /// As [`Node::propose`].
+    pub async fn propose(&self, command: S::Command) -> Result<S::Response, Error> {
+        let rx = self.submit_proposal(None, command)?;
+        self.node.answer(self.group, rx).await
+    }
+
+    /// As [`Node::propose_with_id`].
+    pub async fn propose_with_id(
+        &self,
+        id: RequestId,
+        command: S::Command,
+    ) -> Result<S::Response, Error> {
+        let rx = self.submit_proposal(Some(id), command)?;
+        self.node.answer(self.group, rx).await
+    }
+
+    /// As [`Node::read`].
+    pub async fn read(&self, query: S::Query) -> Result<S::Response, Error> {
+        let rx = submit_to(&self.client, self.group, |reply| ClientReq::Read {
+            query,
+            reply,
+        })?;
+        self.node.answer(self.group, rx).await
+    }
+
+    fn submit_proposal(
+        &self,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
+        let payload = encode_proposal(id, &command)?;
+        submit_to(&self.client, self.group, |reply| ClientReq::Propose {
+            payload,
+            reply,
+        })
+    }
+}
+
+/// Asks a group's partition actor for its metrics; one that does not answer within a second
+/// (frozen, stalled) is described from its counters instead.
+async fn group_status<S: StateMachine>(group: GroupId, e: &GroupEntry<S>) -> GroupMetrics {
+    let (tx, rx) = oneshot::channel();
+    if e.handle.control.try_send(Control::Status(tx)).is_ok() {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+            return m;
+        }
+    }
+    GroupMetrics::from_stats(group, &e.stats)
+}
+
+/// A running node: hosts many Raft groups of one state-machine type. Cheap to clone; every
+/// method may be called concurrently.
+pub struct Node<S: StateMachine> {
+    /// Shared by every clone: a clone (one per request in a typical server) is one reference
+    /// count, not one per field.
+    inner: Arc<NodeShared<S>>,
+}
+
+/// What every clone of a [`Node`] refers to.
+struct NodeShared<S: StateMachine> {
+    cfg: Arc<NodeConfig>,
+    registry: flume::Sender<RegistryMsg<S>>,
+    table: watch::Receiver<Table<S>>,
+    net: Net,
+    unknown: Arc<AtomicU64>,
+    hb_stats: Arc<crate::metrics::HeartbeatStats>,
+    deadlines: Deadlines,
+}
+
+impl<S: StateMachine> Clone for Node<S> {
+    fn clone(&self) -> Self {
+        Node {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Starts building a node.
+    pub fn builder(cfg: NodeConfig) -> NodeBuilder<S> {
+        NodeBuilder::new(cfg)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.node_id
+    }
+
+    /// Hosts group `group` with state machine `sm`. If storage holds the group, it is
+    /// recovered; otherwise it starts with `members` as its voters (every node of a new group
+    /// must be given the same set).
+    pub async fn add_partition(
+        &self,
+        group: GroupId,
+        members: Membership,
+        sm: S,
+    ) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Add {
+            group,
+            membership: Some(members),
+            sm,
+            reply,
+        })
+        .await
+    }
+
+    /// Hosts group `group` as a joining node: it waits for the leader to send it the log (use
+    /// `add_learner` on the leader, then promote it with `change_membership`).
+    pub async fn join_partition(&self, group: GroupId, sm: S) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Add {
+            group,
+            membership: None,
+            sm,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops hosting a group; with `purge` its storage is deleted too.
+    pub async fn remove_partition(&self, group: GroupId, purge: bool) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Remove {
+            group,
+            purge,
+            reply,
+        })
+        .await
+    }
+
+    async fn registry_call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> RegistryMsg<S>,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .registry
+            .send_async(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    fn entry(&self, group: GroupId) -> Result<GroupEntry<S>, Error> {
+        self.with_entry(group, GroupEntry::clone)
+    }
+
+    /// Runs `f` on `group`'s entry under one short borrow of the table.
+    fn with_entry<R>(
+        &self,
+        group: GroupId,
+        f: impl FnOnce(&GroupEntry<S>) -> R,
+    ) -> Result<R, Error> {
+        let table = self.inner.table.borrow();
+        let entry = table.get(group).ok_or(Error::UnknownGroup(group))?;
+        Ok(f(entry))
+    }
+
+    /// Sends a request to a group and waits (bounded) for its answer.
+    async fn request<T>(
+        &self,
+        group: GroupId,
+        make: impl FnOnce(Reply<T>) -> ClientReq<S>,
+    ) -> Result<T, Error> {
+        let rx = self.submit(group, make)?;
+        self.answer(group, rx).await
+    }
+
+    /// Queues a request at a group without waiting; its answer comes on the receiver. Kept
+    /// out of the `async` part so that a waiting request's state holds only the receiver and
+    /// the deadline, not the request as well (it is a task's whole state in a client loop).
+    fn submit<T>(
+        &self,
+        group: GroupId,
+        make: impl FnOnce(Reply<T>) -> ClientReq<S>,
+    ) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
+        // Look up and send under one short borrow of the table (no handle clone per request).
+        self.with_entry(group, |e| submit_to(&e.handle.client, group, make))?
+    }
+
+    /// Waits (bounded) for the answer to a request [`Node::submit`] queued.
+    async fn answer<T>(
+        &self,
+        group: GroupId,
+        rx: oneshot::Receiver<Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match self.inner.deadlines.wait(rx).await {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Stopped),
+            None => Err(Error::Timeout { group }),
+        }
+    }
+
+    /// Proposes a command; returns the state machine's response once it is applied here.
+    /// Without a session id a retry after `Timeout` may apply twice; see
+    /// [`Node::propose_with_id`].
+    pub async fn propose(&self, group: GroupId, command: S::Command) -> Result<S::Response, Error> {
+        let rx = self.submit_proposal(group, None, command)?;
+        self.answer(group, rx).await
+    }
+
+    /// Proposes a command under a client session: retries with the same `id` apply at most once
+    /// and return the first application's response (exactly-once).
+    pub async fn propose_with_id(
+        &self,
+        group: GroupId,
+        id: RequestId,
+        command: S::Command,
+    ) -> Result<S::Response, Error> {
+        let rx = self.submit_proposal(group, Some(id), command)?;
+        self.answer(group, rx).await
+    }
+
+    /// Encodes and queues a proposal (the synchronous half of `propose`).
+    fn submit_proposal(
+        &self,
+        group: GroupId,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
+        let payload = encode_proposal(id, &command)?;
+        self.submit(group, |reply| ClientReq::Propose { payload, reply })
+    }
+
+    /// A handle on one group of this node, for callers that send it many requests: it holds
+    /// the group's queue, so its requests skip the lookup in the node's table (a read lock on
+    /// the published table per request, a lock word every worker thread writes). It answers
+    /// [`Error::Stopped`] once the group is removed or the node stops; ask for a new one if
+    /// the group is added again.
+    pub fn group(&self, group: GroupId) -> Result<GroupClient<S>, Error> {
+        let client = self.with_entry(group, |e| e.handle.client.clone())?;
+        Ok(GroupClient {
+            node: self.clone(),
+            group,
+            client,
+        })
+    }
+
+    /// A linearizable read (ReadIndex): reflects every write acknowledged before it began.
+    pub async fn read(&self, group: GroupId, query: S::Query) -> Result<S::Response, Error> {
+        self.request(group, |reply| ClientReq::Read { query, reply })
+            .await
+    }
+
+    /// Asks the leader to hand leadership to `to` (returns once the transfer started).
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), Error> {
+        self.request(group, |reply| ClientReq::Transfer { to, reply })
+            .await
+    }
+
+    /// Changes the voters and learners (joint consensus when voters change). Returns the index
+    /// of the configuration entry.
+    pub async fn change_membership(
+        &self,
+        group: GroupId,
+        target: Membership,
+    ) -> Result<Index, Error> {
+        self.request(group, |reply| ClientReq::ChangeMembership { target, reply })
+            .await
+    }
+
+    /// Adds a learner to the group.
+    pub async fn add_learner(&self, group: GroupId, id: NodeId) -> Result<Index, Error> {
+        self.request(group, |reply| ClientReq::AddLearner { id, reply })
+            .await
+    }
+
+    /// A snapshot of every group's state. A group whose actor does not answer within a second
+    /// is reported from its counters with `responsive: false`.
+    pub async fn metrics(&self) -> NodeMetrics {
+        let table = self.inner.table.borrow().clone();
+        let mut groups = Vec::new();
+        for (group, e) in table.sorted() {
+            groups.push(group_status(group, e).await);
+        }
+        NodeMetrics {
+            node: self.inner.cfg.node_id,
+            groups,
+            unknown_group_drops: self.inner.unknown.load(Ordering::Relaxed),
+            transport: self.inner.net.metrics(),
+            heartbeat: self.inner.hb_stats.snapshot(),
+        }
+    }
+
+    /// Metrics of one group.
+    pub async fn group_metrics(&self, group: GroupId) -> Result<GroupMetrics, Error> {
+        let e = self.entry(group)?;
+        Ok(group_status(group, &e).await)
+    }
+
+    /// Simulation: kills every task of this node at once, losing whatever storage had not
+    /// synced, like `kill -9`. Restart it by building a new node over the same durable store.
+    #[cfg(feature = "fault-injection")]
+    pub fn crash(&self) {
+        let _ = self.inner.registry.try_send(RegistryMsg::Crash);
+    }
+
+    /// Test hook (I6): freezes a group's partition actor for `duration`.
+    #[cfg(feature = "fault-injection")]
+    pub fn freeze_partition(&self, group: GroupId, duration: Duration) -> Result<(), Error> {
+        let e = self.entry(group)?;
+        e.handle
+            .control
+            .try_send(Control::Freeze(duration))
+            .map_err(|_| Error::Overloaded { group })
+    }
+
+    /// Test hook (a hung disk): for `duration` from when storage takes the request, no sync
+    /// completes, so nothing new becomes durable and every request queues behind the stall.
+    #[cfg(feature = "fault-injection")]
+    pub fn stall_storage(&self, duration: Duration) -> Result<(), Error> {
+        self.inner
+            .registry
+            .try_send(RegistryMsg::StallStorage(duration))
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Stops every actor of the node and its transport. Completes within the configured
+    /// shutdown bound even when peers are unreachable (I10).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .registry
+            .try_send(RegistryMsg::Shutdown { reply: tx })
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(self.inner.cfg.shutdown_timeout * 2, rx).await;
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The registry actor: owns the node's table of groups. It adds a group (recovering it from
+//! storage), removes one, and stops the node; after every change it publishes an immutable
+//! copy of the table (latest value) to the API and the router.
+
+use std::sync::Arc;
+
+use raft_core::{GroupId, Membership};
+use tokio::sync::{oneshot, watch};
+use tracing::{Instrument, info_span};
+
+use super::table::GroupMap;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::group::messages::Control;
+use crate::group::{self, GroupHandle};
+use crate::heartbeat::HeartbeatHandle;
+use crate::kill::Kill;
+use crate::metrics::GroupStats;
+use crate::state_machine::StateMachine;
+use crate::storage::{StorageHandle, StorageRequest};
+use crate::wire::Net;
+
+/// One group in the node's table.
+pub(super) struct GroupEntry<S: StateMachine> {
+    pub(super) handle: GroupHandle<S>,
+    pub(super) stats: Arc<GroupStats>,
+}
+
+impl<S: StateMachine> Clone for GroupEntry<S> {
+    fn clone(&self) -> Self {
+        GroupEntry {
+            handle: self.handle.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// The table of groups as the registry publishes it: an immutable copy per change.
+pub(super) type Table<S> = Arc<GroupMap<GroupEntry<S>>>;
+
+/// What the API asks of the registry.
+pub(super) enum RegistryMsg<S: StateMachine> {
+    Add {
+        group: GroupId,
+        membership: Option<Membership>,
+        sm: S,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Remove {
+        group: GroupId,
+        purge: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    /// Simulation: die at once, like a killed process.
+    #[cfg(feature = "fault-injection")]
+    Crash,
+    /// Test hook: stall the storage actor's syncs (a hung disk).
+    #[cfg(feature = "fault-injection")]
+    StallStorage(std::time::Duration),
+}
+
+/// Owns the table of groups and publishes immutable copies of it (latest value) to the API and
+/// the router. Adding a group awaits storage recovery: the registry is on no path storage
+/// waits on, so this cannot close a cycle.
+struct Registry<S: StateMachine> {
+    cfg: Arc<NodeConfig>,
+    net: Net,
+    storage: StorageHandle,
+    heartbeat: HeartbeatHandle,
+    table: GroupMap<GroupEntry<S>>,
+    table_tx: watch::Sender<Table<S>>,
+    rx: flume::Receiver<RegistryMsg<S>>,
+    /// Dropping it kills every task of the node: after the grace period of a shutdown, or at
+    /// once for a simulated crash.
+    switch: Option<crate::kill::KillSwitch>,
+    kill: Kill,
+}
+
+/// What the registry starts from.
+pub(super) struct Parts {
+    pub(super) cfg: Arc<NodeConfig>,
+    pub(super) net: Net,
+    pub(super) storage: StorageHandle,
+    pub(super) heartbeat: HeartbeatHandle,
+    /// The node's kill switch, dropped to end every task of the node.
+    pub(super) switch: crate::kill::KillSwitch,
+    pub(super) kill: Kill,
+}
+
+/// Spawns the registry; returns its queue (bounded: an API call waits for room, no actor
+/// sends to it) and the published table.
+pub(super) fn spawn<S: StateMachine>(
+    parts: Parts,
+) -> (flume::Sender<RegistryMsg<S>>, watch::Receiver<Table<S>>) {
+    let (table_tx, table_rx) = watch::channel(Arc::new(GroupMap::default()));
+    let (tx, rx) = flume::bounded(64);
+    let node = parts.cfg.node_id;
+    let registry = Registry {
+        cfg: parts.cfg,
+        net: parts.net,
+        storage: parts.storage,
+        heartbeat: parts.heartbeat,
+        table: GroupMap::default(),
+        table_tx,
+        rx,
+        switch: Some(parts.switch),
+        kill: parts.kill.clone(),
+    };
+    parts
+        .kill
+        .spawn(registry.run().instrument(info_span!("registry", node)));
+    (tx, table_rx)
+}
+
+impl<S: StateMachine> Registry<S> {
+    async fn run(mut self) {
+        while let Ok(msg) = self.rx.recv_async().await {
+            match msg {
+                RegistryMsg::Add {
+                    group,
+                    membership,
+                    sm,
+                    reply,
+                } => {
+                    let r = self.add(group, membership, sm).await;
+                    let _ = reply.send(r);
+                }
+                RegistryMsg::Remove {
+                    group,
+                    purge,
+                    reply,
+                } => {
+                    let r = match self.table.remove(group) {
+                        Some(e) => {
+                            let _ = e.handle.control.try_send(Control::Shutdown);
+                            let _ = self
+                                .storage
+                                .try_send(StorageRequest::Unregister { group, purge });
+                            self.publish();
+                            Ok(())
+                        }
+                        None => Err(Error::UnknownGroup(group)),
+                    };
+                    let _ = reply.send(r);
+                }
+                RegistryMsg::Shutdown { reply } => {
+                    self.shutdown().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                #[cfg(feature = "fault-injection")]
+                RegistryMsg::StallStorage(d) => {
+                    let _ = self.storage.try_send(StorageRequest::Stall(d));
+                }
+                #[cfg(feature = "fault-injection")]
+                RegistryMsg::Crash => {
+                    // Every task of the node ends at its next poll; nothing is flushed.
+                    self.switch = None;
+                    return;
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn add(
+        &mut self,
+        group: GroupId,
+        membership: Option<Membership>,
+        sm: S,
+    ) -> Result<(), Error> {
+        if self.table.contains(group) {
+            return Err(Error::GroupExists(group));
+        }
+        if let Some(m) = &membership {
+            m.validate().map_err(|e| Error::Raft {
+                group,
+                source: e.into(),
+            })?;
+        }
+        let stats = Arc::new(GroupStats::default());
+        let wiring = group::Wiring {
+            cfg: (*self.cfg).clone(),
+            group,
+            net: self.net.clone(),
+            storage: self.storage.clone(),
+            heartbeat: self.heartbeat.clone(),
+            stats: stats.clone(),
+            kill: self.kill.clone(),
+        };
+        let handle = group::start(wiring, membership, sm).await?;
+        self.table.insert(group, GroupEntry { handle, stats });
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.table_tx.send_replace(Arc::new(self.table.clone()));
+    }
+
+    /// I10: every actor is told to stop; nothing here waits on a peer.
+    async fn shutdown(&mut self) {
+        for e in self.table.values() {
+            let _ = e.handle.control.try_send(Control::Shutdown);
+        }
+        self.table.clear();
+        self.publish();
+        self.heartbeat.shutdown();
+        let _ = self.storage.try_send(StorageRequest::Shutdown);
+        let _ = tokio::time::timeout(self.cfg.shutdown_timeout, self.net.shutdown()).await;
+        // Actors get `shutdown_timeout` to finish on their own (storage syncs, replies go
+        // out); whatever is still running then is stopped by the kill switch (I10).
+        if let Some(switch) = self.switch.take() {
+            let grace = self.cfg.shutdown_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                drop(switch);
+            });
+        }
+    }
+}
