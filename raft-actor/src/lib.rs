@@ -61,3 +61,8 @@ pub use node::{GroupClient, HeartbeatExecutor, Node, NodeBuilder};
 pub use state_machine::{RequestId, StateMachine};
 pub use storage::StorageMode;
 pub use wire::WireMsg;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
