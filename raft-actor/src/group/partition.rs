@@ -128,35 +128,22 @@ impl<S: StateMachine> PartitionActor<S> {
         tail: Tail,
         hb_registered: bool,
     ) -> Self {
-        let Inputs {
-            bell,
-            client_rx,
-            raft_rx,
-            control_rx,
-            control_tx,
-            persisted_rx,
-            applied_rx,
-            apply_tx,
-            apply_cap,
-            commit_tx,
-            acks_tx,
-        } = inputs;
         PartitionActor {
             core,
-            client_rx,
-            raft_rx,
-            control_rx,
-            control_tx,
-            bell,
-            persisted_rx,
-            applied_rx,
-            apply_tx,
-            apply_cap,
-            commit_tx,
+            client_rx: inputs.client_rx,
+            raft_rx: inputs.raft_rx,
+            control_rx: inputs.control_rx,
+            control_tx: inputs.control_tx,
+            bell: inputs.bell,
+            persisted_rx: inputs.persisted_rx,
+            applied_rx: inputs.applied_rx,
+            apply_tx: inputs.apply_tx,
+            apply_cap: inputs.apply_cap,
+            commit_tx: inputs.commit_tx,
             tail,
             last_signal: ReplicateSignal::default(),
             replicators: BTreeMap::new(),
-            acks_tx,
+            acks_tx: inputs.acks_tx,
             backlog: VecDeque::new(),
             reads: BTreeMap::new(),
             next_read: 1,
@@ -748,29 +735,26 @@ impl<S: StateMachine> PartitionActor<S> {
                 continue;
             }
             let link = super::spawn_replicator(&self.w, peer, term, last, self.control_tx.clone());
-            let s = ReplicateSignal {
-                term,
-                first_index: self.core.log().first_index(),
-                last_index: last,
-                commit: self.core.commit_index(),
-                tail: self.tail.view(),
-            };
             // A new replicator starts from the current bounds.
-            link.signal.send(s);
+            link.signal.send(self.signal(term, last));
             self.replicators.insert(peer, link);
             changed = true;
         }
         if changed {
             self.publish_ack_routes();
         }
-        let s = ReplicateSignal {
+        self.publish_signal(self.signal(term, last));
+    }
+
+    /// The log bounds, commit index and tail the replicators of epoch `term` work from.
+    fn signal(&self, term: Term, last: Index) -> ReplicateSignal {
+        ReplicateSignal {
             term,
             first_index: self.core.log().first_index(),
             last_index: last,
             commit: self.core.commit_index(),
             tail: self.tail.view(),
-        };
-        self.publish_signal(s);
+        }
     }
 
     /// Tells the router where the current replicators take their peers' answers.
