@@ -63,9 +63,6 @@ pub mod node;
 pub mod state_machine;
 pub mod wire;
 
-#[cfg(feature = "sim")]
-pub mod sim;
-
 mod apply;
 mod heartbeat;
 mod kill;

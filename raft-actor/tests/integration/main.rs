@@ -10,6 +10,4 @@ mod commit_notify;
 mod common;
 mod incidents;
 mod quiescence;
-mod sim;
-mod sim_incidents;
 mod wal_restart;

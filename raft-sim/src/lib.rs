@@ -1,4 +1,4 @@
-//! Deterministic simulation support (feature `sim`): everything a user needs to test a cluster
+//! raft-sim: deterministic simulation support: everything a user needs to test a cluster
 //! under faults, reproducibly from a seed.
 //!
 //! - [`cluster`] — a seeded simulation of a cluster running a counter, with a fault schedule,
@@ -14,3 +14,9 @@ pub mod cluster;
 pub mod linearizability;
 pub mod store;
 pub mod trace;
+
+mod directory;
+
+pub use cluster::{
+    Applied, CounterCmd, LaggingFollower, LeaderPauses, SimConfig, SimCounter, SimReport, run,
+};

@@ -29,13 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use super::checkers::{LeaderCompleteness, LogImage, LogView, WakeupAudit, check_log_matching};
 use super::trace::Tracer;
-use crate::error::Error;
-use crate::mailbox::latest::LatestTx;
-use crate::metrics::GroupMetrics;
-use crate::node::Node;
-use crate::state_machine::{RequestId, StateMachine};
-use crate::wire::WireMsg;
-use crate::{NodeConfig, StorageMode};
+use crate::directory::DirectoryTx;
+use raft_actor::metrics::GroupMetrics;
+use raft_actor::{Error, Node, NodeConfig, RequestId, StateMachine, StorageMode, WireMsg};
 
 /// A counter state machine that reports every applied command to the simulation.
 pub struct SimCounter {
@@ -358,7 +354,7 @@ async fn client(
     c: u64,
     seed: u64,
     mut nodes: Vec<Node<SimCounter>>,
-    directory: crate::mailbox::latest::LatestRx<Vec<Node<SimCounter>>>,
+    directory: crate::directory::DirectoryRx<Vec<Node<SimCounter>>>,
     stop: tokio::sync::watch::Receiver<u8>,
     epoch: tokio::time::Instant,
     think: Duration,
@@ -504,7 +500,7 @@ struct Harness {
     nodes: BTreeMap<NodeId, Node<SimCounter>>,
     applied_tx: flume::Sender<Applied>,
     trace: Tracer,
-    directories: Vec<LatestTx<Vec<Node<SimCounter>>>>,
+    directories: Vec<DirectoryTx<Vec<Node<SimCounter>>>>,
     report: SimReport,
     leaders: BTreeMap<Term, NodeId>,
     completeness: LeaderCompleteness,
@@ -577,7 +573,7 @@ async fn run_async(cfg: SimConfig) -> SimReport {
     let nodes_v: Vec<Node<SimCounter>> = h.nodes.values().cloned().collect();
     let mut clients = Vec::new();
     for c in 0..cfg.clients {
-        let (dir_tx, dir_rx) = crate::mailbox::latest::channel::<Vec<Node<SimCounter>>>();
+        let (dir_tx, dir_rx) = crate::directory::channel::<Vec<Node<SimCounter>>>();
         h.directories.push(dir_tx);
         let seed = SplitMix64::derive(cfg.seed, &[0xC11E, c]);
         clients.push(tokio::spawn(client(
@@ -1391,7 +1387,7 @@ async fn start_node(
         .storage(store)
         .storage_mode(StorageMode::Task)
         .storage_sync_delay(Duration::from_millis(1))
-        .heartbeat_executor(crate::HeartbeatExecutor::Current)
+        .heartbeat_executor(raft_actor::HeartbeatExecutor::Current)
         .start()
         .await
         .map_err(|e| format!("node {id}: start: {e}"))?;
