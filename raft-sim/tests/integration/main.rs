@@ -4,6 +4,8 @@
 //! - `sim` — the seeded runs (`RAFT_SIM_SEEDS`, `RAFT_SIM_SECS`), replay of one seed
 //!   (`RAFT_SIM_SEED`, `RAFT_SIM_TRACE`), the broken variant, determinism.
 //! - `sim_incidents` — one simulation per incident.
+//! - `linearizability` — the history checker on known and randomized histories.
 
+mod linearizability;
 mod sim;
 mod sim_incidents;

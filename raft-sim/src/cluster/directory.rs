@@ -7,19 +7,19 @@
 //! cannot change the order in which the runtime runs them.
 
 /// The publishing half.
-pub(crate) struct DirectoryTx<T> {
+pub(super) struct DirectoryTx<T> {
     tx: flume::Sender<T>,
     /// Takes back an unread value to make room for a newer one.
     evict: flume::Receiver<T>,
 }
 
 /// The polling half.
-pub(crate) struct DirectoryRx<T> {
+pub(super) struct DirectoryRx<T> {
     rx: flume::Receiver<T>,
 }
 
 /// A new, empty slot.
-pub(crate) fn channel<T>() -> (DirectoryTx<T>, DirectoryRx<T>) {
+pub(super) fn channel<T>() -> (DirectoryTx<T>, DirectoryRx<T>) {
     let (tx, rx) = flume::bounded(1);
     (
         DirectoryTx {
@@ -32,7 +32,7 @@ pub(crate) fn channel<T>() -> (DirectoryTx<T>, DirectoryRx<T>) {
 
 impl<T> DirectoryTx<T> {
     /// Publishes `value`, replacing an unread one. Does nothing once the client is gone.
-    pub(crate) fn send(&self, mut value: T) {
+    pub(super) fn send(&self, mut value: T) {
         // The sender's own `evict` handle counts as a receiver.
         if self.tx.receiver_count() <= 1 {
             return;
@@ -52,7 +52,7 @@ impl<T> DirectoryTx<T> {
 
 impl<T> DirectoryRx<T> {
     /// The newest value if one arrived since the last look.
-    pub(crate) fn try_latest(&self) -> Option<T> {
+    pub(super) fn try_latest(&self) -> Option<T> {
         self.rx.try_recv().ok()
     }
 }
