@@ -155,8 +155,9 @@ impl CheckBudget {
 }
 
 impl Default for CheckBudget {
-    /// Ten million steps: a few seconds at most in a debug build, far more than a history of a
-    /// few thousand operations with moderate concurrency needs.
+    /// Ten million steps: far more than a history of a few thousand operations with moderate
+    /// concurrency needs, and still a bound on the time and memory of a check that cannot
+    /// decide.
     fn default() -> Self {
         Self::steps(10_000_000)
     }

@@ -1,6 +1,6 @@
 //! Sequential models for [`super::check`]: a read/write [`Register`], a [`Counter`] and a
 //! key-value store ([`Kv`]) partitioned by key. A model of your own implements
-//! [`Model`](super::Model) the same way.
+//! [`Model`] the same way.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -206,8 +206,8 @@ fn scenarios_replay_identically() {
 /// A leader transfer to a follower that was cut off and compacted past completes in time,
 /// whenever around the transfer it reconnects. A snapshot chunk sent while the follower was
 /// still cut off is lost; the replicator retries as soon as the heartbeat actor hears the peer
-/// again (`ToReplicator::PeerReachable`) instead of after 20 probe intervals (2 s, past the
-/// bound). Without that retry most of these runs missed the bound.
+/// again (`ToReplicator::PeerReachable`): its own retry, after 20 probe intervals (2 s), would
+/// come past the bound.
 #[test]
 fn a_reconnected_lagging_follower_takes_a_transfer_in_time() {
     let cases: Vec<(u64, u64)> = (11..=15)

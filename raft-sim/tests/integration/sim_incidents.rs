@@ -75,8 +75,7 @@ fn incident1_nebula_forced_leader_changes_with_a_hung_follower() {
     let mut c = SimConfig::scenario(1, 5, Duration::from_secs(600));
     c.forced_transfers = Some(Duration::from_millis(500));
     c.hung_follower = true;
-    // About 200 operations per simulated second: load enough, and the run stays within its
-    // wall-time budget.
+    // Think time of 30 ms: load enough, and the run stays within its wall-time budget.
     c.client_think = Duration::from_millis(30);
     let r = run_incident(
         "incident1_nebula_forced_leader_changes_with_a_hung_follower",
