@@ -45,9 +45,6 @@ pub mod node;
 pub mod state_machine;
 pub mod wire;
 
-#[cfg(feature = "sim")]
-pub mod sim;
-
 mod group;
 mod heartbeat;
 mod kill;

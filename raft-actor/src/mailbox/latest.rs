@@ -100,12 +100,6 @@ impl<T> LatestTx<T> {
 }
 
 impl<T> LatestRx<T> {
-    /// The newest value if one is waiting, without waiting.
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
-    pub(crate) fn try_latest(&self) -> Option<T> {
-        self.try_recv().ok()
-    }
-
     /// The newest value if one is waiting; `Disconnected` once the sender is gone.
     pub(crate) fn try_recv(&self) -> Result<T, flume::TryRecvError> {
         if !self.flags.fresh.swap(false, Ordering::AcqRel)

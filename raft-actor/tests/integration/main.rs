@@ -1,6 +1,6 @@
 //! raft-actor's integration tests, in one binary (one link and one instantiation of the
 //! generic node per test state machine instead of one per file). Run one file's tests with a
-//! filter, e.g. `cargo test -p raft-actor --all-features --test integration -- sim::`.
+//! filter, e.g. `cargo test -p raft-actor --all-features --test integration -- incidents::`.
 //! `saturation` stays a binary of its own: it saturates the CPU in real time, so it runs alone.
 
 mod ack_routing;
@@ -10,6 +10,4 @@ mod commit_notify;
 mod common;
 mod incidents;
 mod quiescence;
-mod sim;
-mod sim_incidents;
 mod wal_restart;

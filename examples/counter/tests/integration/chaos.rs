@@ -5,7 +5,7 @@
 //! - exactly-once: the final count is at least the number of acknowledged increments and at
 //!   most that plus the increments still in doubt (their clients gave up);
 //! - linearizability: the recorded client history (invoke and return of every increment and
-//!   read) passes `raft_actor::sim::linearizability::check` against a counter model.
+//!   read) passes `raft_sim::linearizability::check` against a counter model.
 //!
 //! Runs for `RAFT_CHAOS_SECS` seconds of chaos (default 20); CI keeps the default, longer runs
 //! are `RAFT_CHAOS_SECS=300 cargo test -p counter --test integration -- chaos:: --nocapture`.
@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use common::{ServerProc, leader_of};
 use counter::addrs::free_loopback_peers;
 use counter::{ClientConfig, CounterClient};
-use raft_actor::sim::linearizability::{
-    CheckBudget, CheckResult, Counter as CounterModel, CounterInput, HistoryRecorder, check,
-};
 use raft_core::NodeId;
 use raft_net::SplitMix64;
+use raft_sim::linearizability::{
+    CheckBudget, CheckResult, Counter as CounterModel, CounterInput, HistoryRecorder, check,
+};
 use tokio::sync::watch;
 
 const CLIENTS: u64 = 4;

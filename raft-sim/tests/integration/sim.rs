@@ -1,4 +1,4 @@
-//! Seeded simulation runs (issue 6).
+//! Seeded simulation runs.
 //!
 //! - `RAFT_SIM_SEEDS=N` runs N seeds (default 200), `RAFT_SIM_SECS=T` sets the simulated fault
 //!   time per seed (default 60). Seeds run on two threads, each seed on its own deterministic
@@ -9,11 +9,9 @@
 //! - Two runs of one seed must be identical, event by event (the scenario knobs too).
 //! - A transfer to a lagging follower completes in time however its reconnection falls.
 
-#![cfg(feature = "sim")]
-
 use std::time::Duration;
 
-use raft_actor::sim::cluster::{SimConfig, SimReport, run};
+use raft_sim::{LaggingFollower, LeaderPauses, SimConfig, SimReport, run};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -43,8 +41,8 @@ fn run_all(seeds: &[u64], make: impl Fn(u64) -> SimConfig + Sync) -> Vec<SimRepo
 /// The command that replays `seed` and dumps its trace.
 fn replay_command(seed: u64) -> String {
     format!(
-        "RAFT_SIM_SEED={seed} RAFT_SIM_TRACE=/tmp/sim-{seed}.trace cargo test -p raft-actor \
-         --all-features --test integration -- sim::replay --exact --nocapture"
+        "RAFT_SIM_SEED={seed} RAFT_SIM_TRACE=/tmp/sim-{seed}.trace cargo test -p raft-sim \
+         --test integration -- sim::replay --exact --nocapture"
     )
 }
 
@@ -172,12 +170,12 @@ fn same_seed_same_run() {
 fn scenario(seed: u64, reconnect: Duration) -> SimConfig {
     let mut c = SimConfig::scenario(seed, 5, Duration::from_secs(15));
     c.forced_transfers = Some(Duration::from_millis(300));
-    c.leader_pauses = Some(raft_actor::sim::cluster::LeaderPauses {
+    c.leader_pauses = Some(LeaderPauses {
         every: Duration::from_secs(2),
         pause: Duration::from_millis(300),
         isolation: Some(Duration::from_secs(1)),
     });
-    c.lagging_follower = Some(raft_actor::sim::cluster::LaggingFollower {
+    c.lagging_follower = Some(LaggingFollower {
         from: Duration::from_secs(2),
         until: reconnect,
     });
@@ -208,8 +206,8 @@ fn scenarios_replay_identically() {
 /// A leader transfer to a follower that was cut off and compacted past completes in time,
 /// whenever around the transfer it reconnects. A snapshot chunk sent while the follower was
 /// still cut off is lost; the replicator retries as soon as the heartbeat actor hears the peer
-/// again (`ToReplicator::PeerReachable`) instead of after 20 probe intervals (2 s, past the
-/// bound). Without that retry most of these runs missed the bound.
+/// again (`ToReplicator::PeerReachable`): its own retry, after 20 probe intervals (2 s), would
+/// come past the bound.
 #[test]
 fn a_reconnected_lagging_follower_takes_a_transfer_in_time() {
     let cases: Vec<(u64, u64)> = (11..=15)

@@ -1,5 +1,7 @@
-//! One named test per incident of DESIGN.md, each a run of the deterministic simulation
-//! (`raft_actor::sim::cluster`) under the incident's conditions, with the client history
+//! One named test per incident (five failures of other Raft systems: the NebulaGraph raftex
+//! deadlock, the MIT 6.824 Lab 2B flakes, the InfluxDB client pool, Apache Kvrocks master
+//! switching, braft on arm64), each a run of the deterministic simulation
+//! (`raft_sim::cluster`) under the incident's conditions, with the client history
 //! recorded and checked for exactly-once and linearizability, and every checker of the
 //! simulation on (election safety, leader completeness, log matching, state-machine safety,
 //! the replicator wake-up audit, liveness after healing).
@@ -7,11 +9,9 @@
 //! A failing test prints the command that replays it; `RAFT_SIM_TRACE=path` writes the run's
 //! event trace (one line per event) to `path`.
 
-#![cfg(feature = "sim")]
-
 use std::time::{Duration, Instant};
 
-use raft_actor::sim::cluster::{LaggingFollower, LeaderPauses, SimConfig, SimReport, run};
+use raft_sim::{LaggingFollower, LeaderPauses, SimConfig, SimReport, run};
 
 /// Runs `cfg`, prints a summary, dumps the trace if asked, and fails on any violation.
 fn run_incident(name: &str, mut cfg: SimConfig) -> SimReport {
@@ -52,8 +52,8 @@ fn run_incident(name: &str, mut cfg: SimConfig) -> SimReport {
             eprintln!("  violation: {v}");
         }
         eprintln!(
-            "  replay: RAFT_SIM_TRACE=/tmp/{name}.trace cargo test -p raft-actor --all-features \
-             --test integration -- sim_incidents::{name} --exact --nocapture"
+            "  replay: RAFT_SIM_TRACE=/tmp/{name}.trace cargo test -p raft-sim --test integration \
+             -- sim_incidents::{name} --exact --nocapture"
         );
         panic!("{name}: {} violations", r.violations.len());
     }
@@ -75,8 +75,7 @@ fn incident1_nebula_forced_leader_changes_with_a_hung_follower() {
     let mut c = SimConfig::scenario(1, 5, Duration::from_secs(600));
     c.forced_transfers = Some(Duration::from_millis(500));
     c.hung_follower = true;
-    // About 200 operations per simulated second: load enough, and the run stays within its
-    // wall-time budget.
+    // Think time of 30 ms: load enough, and the run stays within its wall-time budget.
     c.client_think = Duration::from_millis(30);
     let r = run_incident(
         "incident1_nebula_forced_leader_changes_with_a_hung_follower",

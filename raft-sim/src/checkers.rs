@@ -1,11 +1,12 @@
-//! Log-level checkers of the simulation, on nodes' durable logs (what [`super::store::SimStore`]
+//! Log-level checkers of the simulation, on nodes' durable logs (what [`crate::store::SimStore`]
 //! synced), so they need no access to the runtime's internals.
 //!
 //! - [`check_log_matching`] — Raft's Log Matching Property (paper, section 5.3): if two logs
 //!   hold an entry with the same index and term, the logs are identical up to that index.
 //! - [`LeaderCompleteness`] — the Leader Completeness Property (section 5.4): an entry committed
 //!   in term `t` is in the log of every leader of a term after `t`.
-//! - [`WakeupAudit`] — DESIGN.md I9: every replicator is woken exactly once per log change.
+//! - [`WakeupAudit`] — one replicator wake-up per log change: every replicator is woken exactly
+//!   once per log change the partition publishes.
 //!
 //! Each returns a description of the first violation it finds; the unit tests below feed each
 //! one a bad log and see it fail.
@@ -288,7 +289,7 @@ impl LeaderCompleteness {
     }
 }
 
-/// I9 in a window where it is exact: one leader, unchanged membership, every replicator alive
+/// One replicator wake-up per log change, in a window where it is exact: one leader, unchanged membership, every replicator alive
 /// throughout and each log change published one at a time. Then every replicate signal the
 /// partition publishes reaches each of its replicators and wakes it exactly once, so the
 /// leader's counters must move by `wakeups = signals × replicators`: fewer means a lost

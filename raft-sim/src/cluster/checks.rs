@@ -1,0 +1,429 @@
+//! Observation and the checkers: election safety, leader completeness, liveness after
+//! healing, exactly-once and linearizability of the client history, the replicator wake-up
+//! audit, log matching over the final durable logs, state-machine safety, and the run's hashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use raft_actor::metrics::GroupMetrics;
+use raft_actor::{Node, RequestId};
+use raft_core::{Entry, Index, NodeId, Role, Term};
+use raft_storage::{LogStore, MemStore};
+
+use super::client::Outcome;
+use super::{Applied, CounterCmd, GROUP, Harness, SimCounter, SimReport};
+use crate::checkers::{LogImage, LogView, WakeupAudit, check_log_matching};
+use crate::trace::TraceLog;
+
+/// Read access to a node's durable image for the leader-completeness checker.
+struct StoreView<'a> {
+    node: NodeId,
+    store: &'a MemStore,
+}
+
+impl LogView for StoreView<'_> {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    fn snapshot_point(&self) -> (Index, Term) {
+        match self.store.snapshot(GROUP) {
+            Ok(Some((meta, _))) => (meta.index, meta.term),
+            _ => (0, 0),
+        }
+    }
+
+    fn entry(&self, index: Index) -> Option<Entry> {
+        let mut v = self.store.entries(GROUP, index, index, u64::MAX).ok()?;
+        v.pop().filter(|e| e.index == index)
+    }
+}
+
+impl Harness {
+    /// Reads every node's metrics: election safety, leader completeness, commits, queues,
+    /// stalls and the victim's lag.
+    pub(super) async fn observe(&mut self) {
+        let mut seen: Vec<(NodeId, GroupMetrics)> = Vec::new();
+        for (&id, n) in &self.nodes {
+            if let Ok(m) = n.group_metrics(GROUP).await {
+                seen.push((id, m));
+            }
+        }
+        let mut newest: Option<(Term, NodeId)> = None;
+        for (id, m) in seen {
+            self.max_term = self.max_term.max(m.term);
+            if m.stalled {
+                self.report.stalls_seen += 1;
+            }
+            let q = &mut self.report.max_queues;
+            *q = (
+                q.0.max(m.client_queue),
+                q.1.max(m.raft_queue),
+                q.2.max(m.control_queue),
+            );
+            if !(m.responsive && m.role == Role::Leader) {
+                continue;
+            }
+            if let Some(v) = self.lagging.or(self.hung) {
+                if let Some(&lag) = m.lag.get(&v) {
+                    self.report.max_victim_lag = self.report.max_victim_lag.max(lag);
+                }
+            }
+            if newest.is_none_or(|(t, _)| m.term > t) {
+                newest = Some((m.term, id));
+            }
+            let mut found = Vec::new();
+            match self.leaders.get(&m.term) {
+                Some(&other) if other != id => found.push(format!(
+                    "election safety: nodes {other} and {id} both lead term {}",
+                    m.term
+                )),
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(m.term, id);
+                    self.trace
+                        .event(|| format!("n{id} leads term {} (commit {})", m.term, m.commit));
+                }
+            }
+            let sole_leader = found.is_empty();
+            if let Some(disk) = self.disks.get_mut(&id) {
+                match disk.settle() {
+                    Err(e) => found.push(e),
+                    Ok(()) => {
+                        let view = StoreView {
+                            node: id,
+                            store: &disk.image,
+                        };
+                        // Incremental: `check_leader` resumes where it stopped for this node.
+                        if sole_leader {
+                            if let Err(e) = self.completeness.check_leader(m.term, &view) {
+                                found.push(e);
+                            }
+                        }
+                        let before = self.completeness.commit_index();
+                        if let Err(e) = self.completeness.committed(m.term, &view, m.commit) {
+                            found.push(e);
+                        }
+                        self.report.committed_checked += self.completeness.commit_index() - before;
+                    }
+                }
+            }
+            for v in found {
+                self.violate(v);
+            }
+        }
+        if newest.is_some() {
+            self.leader = newest;
+        }
+    }
+
+    /// Liveness once the faults are healed: a fresh write commits within
+    /// [`SimConfig::liveness_bound`](super::SimConfig::liveness_bound), tried at each node in
+    /// turn. Returns whether one did.
+    pub(super) async fn check_liveness(&mut self) -> bool {
+        let healed = tokio::time::Instant::now();
+        let mut live = false;
+        let mut k = 0usize;
+        while healed.elapsed() < self.cfg.liveness_bound {
+            self.observe().await;
+            let current: Vec<&Node<SimCounter>> = self.nodes.values().collect();
+            let n = current[k % current.len()];
+            k += 1;
+            let id = RequestId {
+                client: 0xFFFF,
+                seq: 1,
+            };
+            if n.propose_with_id(GROUP, id, CounterCmd::Add(0))
+                .await
+                .is_ok()
+            {
+                live = true;
+                self.trace
+                    .event(|| format!("liveness: a write commits at n{}", n.id()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !live {
+            self.violate(format!(
+                "liveness: no commit within {:?} after healing",
+                self.cfg.liveness_bound
+            ));
+        }
+        live
+    }
+
+    /// Exactly-once and linearizability of the clients' history; what it finds goes in the
+    /// trace too.
+    pub(super) fn check_client_history(&mut self, history: &[Outcome]) {
+        let before = self.report.violations.len();
+        check_history(history, &mut self.report);
+        for v in &self.report.violations[before..] {
+            self.trace.event(|| format!("VIOLATION {v}"));
+        }
+    }
+
+    /// Lets followers apply everything, then (if the cluster is live) audits replicator
+    /// wake-ups in a quiet window.
+    pub(super) async fn audit_quiet_window(&mut self, live: bool) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.observe().await;
+        if live {
+            match self.wakeup_audit().await {
+                Ok(audit) => {
+                    self.trace.event(|| format!("wake-up audit: {audit:?}"));
+                    if let Err(e) = audit.check() {
+                        self.violate(e);
+                    }
+                    self.report.wakeup_audit = Some(audit);
+                }
+                Err(e) => self.violate(e),
+            }
+        }
+    }
+
+    /// The final figures, then every node shuts down and their durable logs are checked.
+    pub(super) async fn shut_down(&mut self) {
+        self.finish_metrics().await;
+        self.report.leader_terms = self.leaders.len() as u64;
+        for n in self.nodes.values() {
+            n.shutdown().await;
+        }
+        self.check_durable_logs();
+    }
+
+    /// The report: state-machine safety over every applied command, the run's hashes and the
+    /// trace.
+    pub(super) fn into_report(self, history: &[Outcome], trace_log: &TraceLog) -> SimReport {
+        let mut report = self.report;
+        let before = report.violations.len();
+        summarize_applied(&self.applied_rx, history, &mut report);
+        for v in &report.violations[before..] {
+            self.trace.event(|| format!("VIOLATION {v}"));
+        }
+        report.trace = trace_log.drain();
+        report
+    }
+
+    /// The wake-up audit: in a quiet window with one leader and a fixed membership, spaced writes
+    /// must wake each replicator exactly once per published log change.
+    async fn wakeup_audit(&mut self) -> Result<WakeupAudit, String> {
+        const WRITES: u64 = 20;
+        let mut seq = 0;
+        for _attempt in 0..5 {
+            self.observe().await;
+            let Some((_, leader)) = self.leader else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let Some(node) = self.nodes.get(&leader).cloned() else {
+                continue;
+            };
+            let Ok(m0) = node.group_metrics(GROUP).await else {
+                continue;
+            };
+            if m0.role != Role::Leader || m0.membership.is_joint() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            for _ in 0..WRITES {
+                seq += 1;
+                let id = RequestId {
+                    client: 0xFFFE,
+                    seq,
+                };
+                let _ = node.propose_with_id(GROUP, id, CounterCmd::Add(0)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(m1) = node.group_metrics(GROUP).await else {
+                continue;
+            };
+            if m1.role != Role::Leader || m1.term != m0.term || m1.membership != m0.membership {
+                continue;
+            }
+            return Ok(WakeupAudit {
+                signals: m1.replicate_signals - m0.replicate_signals,
+                wakeups: m1.replicator_wakeups - m0.replicator_wakeups,
+                replicators: m0.membership.all_nodes().len() as u64 - 1,
+            });
+        }
+        Err("wake-up audit: no quiet window with a stable leader after healing".into())
+    }
+
+    /// Final per-node figures: snapshots, and whether the victim caught up.
+    async fn finish_metrics(&mut self) {
+        let mut commit = 0;
+        let mut applied = BTreeMap::new();
+        for (&id, n) in &self.nodes {
+            let Ok(m) = n.group_metrics(GROUP).await else {
+                continue;
+            };
+            self.report.snapshots_installed += m.snapshots_installed;
+            self.report.snapshots_taken += m.snapshots_taken;
+            if m.role == Role::Leader {
+                commit = commit.max(m.commit);
+            }
+            applied.insert(id, m.applied);
+        }
+        if let Some(v) = self.report.victim {
+            self.report.victim_caught_up = applied.get(&v).is_some_and(|&a| a >= commit);
+        }
+    }
+
+    /// Log matching over every pair of final durable logs.
+    fn check_durable_logs(&mut self) {
+        let mut images = Vec::new();
+        let mut found = Vec::new();
+        for (&id, disk) in &mut self.disks {
+            if let Err(e) = disk.settle() {
+                found.push(e);
+            }
+            images.push(LogImage::from_recovered(
+                id,
+                disk.image.recover(GROUP).ok().flatten(),
+            ));
+        }
+        for (i, a) in images.iter().enumerate() {
+            for b in &images[i + 1..] {
+                if let Err(e) = check_log_matching(a, b) {
+                    found.push(e);
+                }
+            }
+        }
+        for v in found {
+            self.violate(v);
+        }
+        let nodes: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
+        self.trace.event(|| {
+            format!(
+                "final durable logs of {nodes:?}: {:?}",
+                images
+                    .iter()
+                    .map(|l| (l.node, l.snapshot_index, l.last_index()))
+                    .collect::<Vec<_>>()
+            )
+        });
+    }
+}
+
+/// Checks the client history: counter values of acknowledged increments are distinct (each
+/// applied exactly once), and the whole history is linearizable against a counter model (an
+/// increment whose outcome is unknown may or may not have taken effect).
+fn check_history(history: &[Outcome], report: &mut SimReport) {
+    use crate::linearizability::{
+        CheckBudget, CheckResult, Counter, CounterInput, Operation, check,
+    };
+    let mut seen: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut ops = Vec::with_capacity(history.len());
+    for o in history {
+        match *o {
+            Outcome::Added {
+                client,
+                seq,
+                value,
+                call,
+                ret,
+            } => {
+                report.acked += 1;
+                if let Some(prev) = seen.insert(value, (client, seq)) {
+                    report.violations.push(format!(
+                        "exactly-once: increments {prev:?} and {:?} both returned {value}",
+                        (client, seq)
+                    ));
+                }
+                ops.push(Operation {
+                    client,
+                    input: CounterInput::Add(1),
+                    call,
+                    ret: Some((ret.max(call + 1), value)),
+                });
+            }
+            Outcome::InDoubt { client, call, .. } => {
+                report.in_doubt += 1;
+                ops.push(Operation {
+                    client,
+                    input: CounterInput::Add(1),
+                    call,
+                    ret: None,
+                });
+            }
+            Outcome::Read {
+                client,
+                value,
+                call,
+                ret,
+            } => {
+                report.acked += 1;
+                ops.push(Operation {
+                    client,
+                    input: CounterInput::Get,
+                    call,
+                    ret: Some((ret.max(call + 1), value)),
+                });
+            }
+        }
+    }
+    match check(&Counter { initial: 0 }, &ops, CheckBudget::default()) {
+        CheckResult::Linearizable => {}
+        CheckResult::NotLinearizable { explanation } => {
+            report
+                .violations
+                .push(format!("linearizability: {explanation}"));
+        }
+        CheckResult::Unknown { .. } => report.linearizability_unknown = true,
+    }
+}
+
+/// State-machine safety over every applied command, and the run's hashes.
+fn summarize_applied(
+    applied_rx: &flume::Receiver<Applied>,
+    history: &[Outcome],
+    report: &mut SimReport,
+) {
+    let mut applied: BTreeMap<u64, (NodeId, CounterCmd)> = BTreeMap::new();
+    let mut hasher = DefaultHasher::new();
+    let mut applied_hasher = DefaultHasher::new();
+    let mut history_hasher = DefaultHasher::new();
+    if applied_rx.is_full() {
+        report
+            .violations
+            .push("checker: applied-entry queue overflowed".into());
+    }
+    while let Ok(a) = applied_rx.try_recv() {
+        (a.node, a.index).hash(&mut applied_hasher);
+        report.applied_order.push((a.node, a.index));
+        a.node.hash(&mut hasher);
+        a.index.hash(&mut hasher);
+        a.command.hash(&mut hasher);
+        match applied.get(&a.index) {
+            Some((other, cmd)) if *cmd != a.command => report.violations.push(format!(
+                "state-machine safety: index {} applied as {:?} on node {} but {:?} on node {}",
+                a.index, cmd, other, a.command, a.node
+            )),
+            Some(_) => {}
+            None => {
+                applied.insert(a.index, (a.node, a.command));
+            }
+        }
+    }
+    // Timestamps are left out: only the order of events is hashed.
+    for o in history {
+        match *o {
+            Outcome::Added {
+                client, seq, value, ..
+            } => (0u8, client, seq, value).hash(&mut history_hasher),
+            Outcome::Read { client, value, .. } => {
+                (1u8, client, 0u64, value).hash(&mut history_hasher)
+            }
+            Outcome::InDoubt { client, seq, .. } => {
+                (2u8, client, seq, 0i64).hash(&mut history_hasher)
+            }
+        }
+    }
+    report.applied_hash = applied_hasher.finish();
+    report.history_hash = history_hasher.finish();
+    report.history_hash.hash(&mut hasher);
+    report.trace_hash = hasher.finish();
+}

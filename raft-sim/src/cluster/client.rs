@@ -1,0 +1,238 @@
+//! The client driver: tasks that increment (with session ids, retried until answered) and
+//! read at random nodes, recording what they saw for the history checks.
+
+use std::time::Duration;
+
+use raft_actor::{Error, Node, RequestId};
+use raft_core::rng::SplitMix64;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::directory::{self, DirectoryRx};
+use super::{CounterCmd, GROUP, Harness, SimCounter};
+use crate::trace::Tracer;
+
+/// A client's view of one operation, for the history. `call` and `ret` are simulated
+/// nanoseconds since the run began: one clock for every client.
+#[derive(Clone, Debug)]
+pub(super) enum Outcome {
+    Added {
+        client: u64,
+        seq: u64,
+        value: i64,
+        call: u64,
+        ret: u64,
+    },
+    Read {
+        client: u64,
+        value: i64,
+        call: u64,
+        ret: u64,
+    },
+    InDoubt {
+        client: u64,
+        seq: u64,
+        call: u64,
+    },
+}
+
+/// What one client task hands back.
+#[derive(Default)]
+struct ClientResult {
+    outcomes: Vec<Outcome>,
+    overloaded: u64,
+    errors: u64,
+}
+
+/// What the harness tells its clients: run.
+const RUN: u8 = 0;
+/// Start no new operation; keep retrying the current one until it is answered.
+const FINISH: u8 = 1;
+/// Give up on the current operation (it stays in doubt).
+const GIVE_UP: u8 = 2;
+
+/// The running clients, held by the run until it ends.
+pub(super) struct Clients {
+    /// [`RUN`], [`FINISH`] or [`GIVE_UP`]. The run keeps a receiver too, so every send lands.
+    stop: (watch::Sender<u8>, watch::Receiver<u8>),
+    tasks: Vec<JoinHandle<ClientResult>>,
+    /// The node handles the clients started with, kept alive for the whole run.
+    _first_directory: Vec<Node<SimCounter>>,
+}
+
+/// One client's task and everything it needs.
+struct Client {
+    /// Its number; its session id is `c + 1`.
+    c: u64,
+    seed: u64,
+    nodes: Vec<Node<SimCounter>>,
+    /// Newer node handles (after crashes), polled between operations.
+    directory: DirectoryRx<Vec<Node<SimCounter>>>,
+    stop: watch::Receiver<u8>,
+    /// Time zero of the history's timestamps.
+    epoch: tokio::time::Instant,
+    /// Longest pause between two operations.
+    think: Duration,
+    trace: Tracer,
+}
+
+impl Harness {
+    /// Starts [`SimConfig::clients`](super::SimConfig::clients) clients. Each learns the current
+    /// node handles (after crashes) through a latest-value slot it polls between operations.
+    pub(super) fn spawn_clients(&mut self) -> Clients {
+        let stop = watch::channel(RUN);
+        let epoch = tokio::time::Instant::now();
+        let first: Vec<Node<SimCounter>> = self.nodes.values().cloned().collect();
+        let mut tasks = Vec::new();
+        for c in 0..self.cfg.clients {
+            let (dir_tx, dir_rx) = directory::channel::<Vec<Node<SimCounter>>>();
+            self.directories.push(dir_tx);
+            let seed = SplitMix64::derive(self.cfg.seed, &[0xC11E, c]);
+            let client = Client {
+                c,
+                seed,
+                nodes: first.clone(),
+                directory: dir_rx,
+                stop: stop.1.clone(),
+                epoch,
+                think: self.cfg.client_think,
+                trace: self.trace.clone(),
+            };
+            tasks.push(tokio::spawn(client.run()));
+        }
+        Clients {
+            stop,
+            tasks,
+            _first_directory: first,
+        }
+    }
+
+    /// Clients finish their current operation (the cluster is healed) or, past the liveness
+    /// bound, give up on it. Returns every client's outcomes, client by client.
+    pub(super) async fn collect_history(&mut self, clients: &mut Clients) -> Vec<Outcome> {
+        let stop = &clients.stop.0;
+        let _ = stop.send(FINISH);
+        let give_up_at = tokio::time::Instant::now() + self.cfg.liveness_bound;
+        let mut history = Vec::new();
+        for mut c in std::mem::take(&mut clients.tasks) {
+            let joined = match tokio::time::timeout_at(give_up_at, &mut c).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = stop.send(GIVE_UP);
+                    c.await
+                }
+            };
+            match joined {
+                Ok(r) => {
+                    history.extend(r.outcomes);
+                    self.report.overloaded += r.overloaded;
+                    self.report.errors += r.errors;
+                }
+                Err(e) => self.violate(format!("client task failed: {e}")),
+            }
+        }
+        history
+    }
+}
+
+impl Client {
+    /// Increments and reads until told to stop (`stop`: [`RUN`], [`FINISH`], [`GIVE_UP`]).
+    async fn run(self) -> ClientResult {
+        let Client {
+            c,
+            seed,
+            mut nodes,
+            directory,
+            stop,
+            epoch,
+            think,
+            trace,
+        } = self;
+        let mut rng = SplitMix64::new(seed);
+        let mut out = ClientResult::default();
+        let mut seq = 0;
+        let mut at = rng.below(nodes.len() as u64) as usize;
+        let think_ms = (think.as_millis() as u64).max(1);
+        let now = move || epoch.elapsed().as_nanos() as u64;
+        while *stop.borrow() == RUN {
+            tokio::time::sleep(Duration::from_millis(1 + rng.below(think_ms))).await;
+            if let Some(current) = directory.try_latest() {
+                nodes = current;
+            }
+            if rng.below(5) == 0 {
+                // Reads go to any node: a correct one answers only as a confirmed leader.
+                let call = now();
+                let target = &nodes[rng.below(nodes.len() as u64) as usize];
+                match target.read(GROUP, ()).await {
+                    Ok(v) => {
+                        trace.event(|| format!("c{c} read at n{} -> {v}", target.id()));
+                        out.outcomes.push(Outcome::Read {
+                            client: c,
+                            value: v,
+                            call,
+                            ret: now(),
+                        });
+                    }
+                    Err(e) => {
+                        if matches!(e, Error::Overloaded { .. }) {
+                            out.overloaded += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            let call = now();
+            seq += 1;
+            let id = RequestId { client: c + 1, seq };
+            let mut answered = false;
+            // Retry the same request (same session id) until it is answered or the harness gives
+            // up on it.
+            while *stop.borrow() != GIVE_UP {
+                let target = &nodes[at % nodes.len()];
+                match target.propose_with_id(GROUP, id, CounterCmd::Add(1)).await {
+                    Ok(v) => {
+                        trace.event(|| format!("c{c} add #{seq} at n{} -> {v}", target.id()));
+                        out.outcomes.push(Outcome::Added {
+                            client: c,
+                            seq,
+                            value: v,
+                            call,
+                            ret: now(),
+                        });
+                        answered = true;
+                        break;
+                    }
+                    Err(e) => {
+                        trace.event(|| format!("c{c} add #{seq} at n{}: {e}", target.id()));
+                        if matches!(e, Error::Overloaded { .. }) {
+                            out.overloaded += 1;
+                        } else {
+                            out.errors += 1;
+                        }
+                        at = next_node(&nodes, at, &e);
+                        tokio::time::sleep(Duration::from_millis(5 + rng.below(20))).await;
+                    }
+                }
+            }
+            if !answered {
+                trace.event(|| format!("c{c} add #{seq} in doubt"));
+                out.outcomes.push(Outcome::InDoubt {
+                    client: c,
+                    seq,
+                    call,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The node to try next after `e` at `nodes[at]`: the leader it names, else the next one.
+fn next_node(nodes: &[Node<SimCounter>], at: usize, e: &Error) -> usize {
+    match e {
+        Error::NotLeader {
+            leader: Some(l), ..
+        } => nodes.iter().position(|n| n.id() == *l).unwrap_or(at + 1),
+        _ => at + 1,
+    }
+}

@@ -1,0 +1,124 @@
+//! What a run does: [`SimConfig`], with the random fault schedule's classes and the scenario
+//! knobs of the incident tests ([`LeaderPauses`], [`LaggingFollower`]).
+
+use std::time::Duration;
+
+/// What a simulation run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed: same seed, same run.
+    pub seed: u64,
+    /// Number of nodes (all voters).
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// Longest pause of a client between two operations (each pause is 1 ms to this, by seed).
+    /// Under paused time a commit takes no simulated time, so clients must pause a little or
+    /// the clock freezes.
+    pub client_think: Duration,
+    /// Simulated time with faults before healing.
+    pub duration: Duration,
+    /// Simulated time allowed for the group to commit again after healing.
+    pub liveness_bound: Duration,
+    /// The seeded random fault schedule (on by default): partitions (both ways, one way,
+    /// bridges), partition-actor pauses, transfer storms, membership churn, and the classes
+    /// below. Off, only the scenario knobs inject faults.
+    pub random_faults: bool,
+    /// Random schedule: also probabilistic message loss, duplication, delay and reordering.
+    pub network_faults: bool,
+    /// Random schedule: crash nodes (losing unsynced writes) and restart them from their
+    /// durable state.
+    pub crashes: bool,
+    /// Random schedule: stall a node's disk (no sync completes) for 0.5–5 s.
+    pub disk_stalls: bool,
+    /// Broken on purpose: serve reads locally without ReadIndex (the checkers must catch it).
+    pub broken_local_reads: bool,
+    /// Scenario: every period, ask the leader to hand over to the next node (round robin over
+    /// the nodes that may lead), and check that every forced election completes: a leader of a
+    /// newer term within [`SimConfig::forced_election_bound`].
+    pub forced_transfers: Option<Duration>,
+    /// Bound on each forced election.
+    pub forced_election_bound: Duration,
+    /// Scenario (the NebulaGraph raftex deadlock): one follower's data lane hangs both ways for the whole run while
+    /// its heartbeats still flow. It is never a transfer target.
+    pub hung_follower: bool,
+    /// Scenario (the MIT 6.824 Lab 2B flakes): periodic stop-the-world pauses of the leader.
+    pub leader_pauses: Option<LeaderPauses>,
+    /// Scenario (braft on arm64): one follower cut off for a window, long enough to be compacted
+    /// past when snapshots are on.
+    pub lagging_follower: Option<LaggingFollower>,
+    /// Snapshots: take one when the log grows this many entries past the last, keeping this
+    /// many trailing entries (`None`: never).
+    pub snapshots: Option<(u64, u64)>,
+    /// Each group's client queue (`NodeConfig::client_queue`); small values make overload
+    /// visible (the InfluxDB client pool). `None`: the default.
+    pub client_queue: Option<usize>,
+    /// Record the event trace in [`SimReport::trace`](super::SimReport::trace).
+    pub trace: bool,
+}
+
+/// Periodic stop-the-world pauses of the leader (the MIT 6.824 Lab 2B flakes).
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderPauses {
+    /// Time between the starts of two episodes.
+    pub every: Duration,
+    /// How long the leader's partition actor is frozen. A pause alone must cause no election:
+    /// heartbeats run on their own executor, so a busy or frozen partition actor never delays
+    /// them.
+    pub pause: Duration,
+    /// Every other episode, the leader instead loses leadership with entries in flight: the
+    /// followers' acknowledgements stop reaching it for `pause`, then it is isolated for
+    /// `isolation`. Its followers hold its last entries; the next leader must commit them
+    /// through its own no-op, and clients retry with their session ids.
+    pub isolation: Option<Duration>,
+}
+
+/// A follower cut off from `from` to `until` of the run (simulated time).
+#[derive(Clone, Copy, Debug)]
+pub struct LaggingFollower {
+    /// When it is cut off.
+    pub from: Duration,
+    /// When it is reconnected.
+    pub until: Duration,
+}
+
+impl SimConfig {
+    /// Defaults for `seed`: 3 or 5 nodes (by seed), 4 clients, 60 s of random faults.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            nodes: if seed % 2 == 0 { 3 } else { 5 },
+            clients: 4,
+            client_think: Duration::from_millis(20),
+            duration: Duration::from_secs(60),
+            liveness_bound: Duration::from_secs(20),
+            random_faults: true,
+            network_faults: true,
+            crashes: true,
+            disk_stalls: true,
+            broken_local_reads: false,
+            forced_transfers: None,
+            forced_election_bound: Duration::from_secs(2),
+            hung_follower: false,
+            leader_pauses: None,
+            lagging_follower: None,
+            snapshots: None,
+            client_queue: None,
+            trace: false,
+        }
+    }
+
+    /// A scenario with no random faults: `nodes` nodes, the seed only shapes clients and
+    /// timers. Set the scenario knobs on the result.
+    pub fn scenario(seed: u64, nodes: u64, duration: Duration) -> Self {
+        SimConfig {
+            nodes,
+            duration,
+            random_faults: false,
+            network_faults: false,
+            crashes: false,
+            disk_stalls: false,
+            ..SimConfig::new(seed)
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! A seeded, deterministic simulation of a cluster running a replicated counter.
+//!
+//! Everything runs on one current-thread tokio runtime with paused time (storage and heartbeat
+//! actors as tasks), over the in-memory network with seeded faults, so the same seed gives the
+//! same run. A random fault schedule partitions nodes (both ways and one way), drops,
+//! duplicates and delays messages, pauses partition actors (the stop-the-world pause of the
+//! MIT 6.824 incident), stalls disks, forces leader transfers, changes membership and crashes
+//! nodes, while clients increment and read with sessions and retries. Scenario knobs of
+//! [`SimConfig`] add fixed faults instead (forced transfers, a hung follower, leader pauses, a
+//! lagging follower, overload), for the incident tests.
+//!
+//! Checkers, in every run: election safety (one leader per term, from every node's metrics);
+//! leader completeness (each new leader's durable log holds everything committed before its
+//! term, [`crate::checkers::LeaderCompleteness`]); log matching over every pair of final
+//! durable logs; state-machine safety (every node applies the same command at each index);
+//! exactly-once and linearizability of the client history; one replicator wake-up per log
+//! change in a quiet window at the end ([`crate::checkers::WakeupAudit`]); and liveness once
+//! the faults heal. With [`SimConfig::trace`] the run records a human-readable event trace.
+//!
+//! A run, in the order [`run`] takes its steps: start the nodes and the clients, inject faults
+//! for [`SimConfig::duration`], heal everything, check liveness, collect and check the client
+//! history, audit replicator wake-ups in a quiet window, then shut down and check the durable
+//! logs and the applied commands.
+//!
+//! The parts, one concern each (private modules; their public items are re-exported here):
+//! - `config` — [`SimConfig`] and the scenario knobs [`LeaderPauses`], [`LaggingFollower`].
+//! - `counter` — [`SimCounter`], the simulated state machine, and what it reports.
+//! - `client` — the client tasks and the history they record.
+//! - `directory` — the latest node handles each client polls.
+//! - `faults` — the random fault schedule.
+//! - `scenario` — the scenario knobs at work (forced transfers, leader pauses, victims).
+//! - `checks` — observation, the checkers and their verdicts.
+//! - `report` — [`SimReport`].
+
+mod checks;
+mod client;
+mod config;
+mod counter;
+mod directory;
+mod faults;
+mod report;
+mod scenario;
+
+pub use config::{LaggingFollower, LeaderPauses, SimConfig};
+pub use counter::{Applied, CounterCmd, SimCounter};
+pub use report::SimReport;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raft_actor::{HeartbeatExecutor, Node, NodeConfig, StorageMode, WireMsg};
+use raft_core::{GroupId, Membership, NodeId, Term};
+use raft_net::{Lane, MemConfig, MemNetwork};
+use raft_storage::MemStore;
+
+use crate::checkers::LeaderCompleteness;
+use crate::store::{DiskOp, SimStore};
+use crate::trace::Tracer;
+use directory::DirectoryTx;
+
+/// The one group every node hosts.
+const GROUP: GroupId = 1;
+
+/// Runs one seed on a fresh paused current-thread runtime.
+pub fn run(cfg: SimConfig) -> SimReport {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return SimReport {
+                seed: cfg.seed,
+                violations: vec![format!("runtime: {e}")],
+                ..Default::default()
+            };
+        }
+    };
+    rt.block_on(run_async(cfg))
+}
+
+/// One run, step by step (see the module docs). Every step awaits in the order the steps are
+/// listed: the trace of a seed depends on it.
+async fn run_async(cfg: SimConfig) -> SimReport {
+    let (trace, trace_log) = crate::trace::new(cfg.trace);
+    trace.event(|| format!("run {cfg:?}"));
+    let mut h = match Harness::start(cfg, trace).await {
+        Ok(h) => h,
+        Err(report) => return report,
+    };
+    // Held until the run ends: the clients' stop signal and their first node handles.
+    let mut clients = h.spawn_clients();
+    h.inject_faults().await;
+    h.heal_everything().await;
+    let live = h.check_liveness().await;
+    let history = h.collect_history(&mut clients).await;
+    h.check_client_history(&history);
+    h.audit_quiet_window(live).await;
+    h.shut_down().await;
+    let report = h.into_report(&history, &trace_log);
+    drop(clients);
+    report
+}
+
+/// Everything the fault schedule and the checkers share during a run.
+struct Harness {
+    cfg: SimConfig,
+    ids: Vec<NodeId>,
+    net: MemNetwork<WireMsg>,
+    disks: BTreeMap<NodeId, Disk>,
+    nodes: BTreeMap<NodeId, Node<SimCounter>>,
+    /// Every node's state machine reports each applied command here.
+    applied_tx: flume::Sender<Applied>,
+    applied_rx: flume::Receiver<Applied>,
+    trace: Tracer,
+    /// One per client: the current node handles, republished after every restart.
+    directories: Vec<DirectoryTx<Vec<Node<SimCounter>>>>,
+    report: SimReport,
+    leaders: BTreeMap<Term, NodeId>,
+    completeness: LeaderCompleteness,
+    start: tokio::time::Instant,
+    /// The newest leader seen at the last observation: (term, node).
+    leader: Option<(Term, NodeId)>,
+    /// The highest term any node reported.
+    max_term: Term,
+    /// Crashed nodes and when they restart.
+    down: BTreeMap<NodeId, Duration>,
+    /// The hung follower, while its data lane is cut.
+    hung: Option<NodeId>,
+    /// The lagging follower, while it is cut off.
+    lagging: Option<NodeId>,
+}
+
+impl Harness {
+    /// Builds the network and starts every node over an empty disk. On failure, the report
+    /// that says why.
+    async fn start(cfg: SimConfig, trace: Tracer) -> Result<Harness, SimReport> {
+        let mut report = SimReport {
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        let ids: Vec<NodeId> = (1..=cfg.nodes).collect();
+        let mem = MemConfig::default();
+        let (net, transports) = match MemNetwork::<WireMsg>::with_faults(&ids, &mem, cfg.seed) {
+            Ok(x) => x,
+            Err(e) => {
+                report.violations.push(format!("network: {e}"));
+                return Err(report);
+            }
+        };
+        let (applied_tx, applied_rx) = flume::bounded::<Applied>(1 << 22);
+        let mut h = Harness {
+            cfg,
+            ids,
+            net,
+            disks: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            applied_tx,
+            applied_rx,
+            trace,
+            directories: Vec::new(),
+            report,
+            leaders: BTreeMap::new(),
+            completeness: LeaderCompleteness::new(),
+            start: tokio::time::Instant::now(),
+            leader: None,
+            max_term: 0,
+            down: BTreeMap::new(),
+            hung: None,
+            lagging: None,
+        };
+        let ids = h.ids.clone();
+        for (&id, (t, inbound)) in ids.iter().zip(transports) {
+            let disk = h.disks.entry(id).or_insert_with(Disk::new);
+            match start_node(&h.cfg, id, &ids, t, inbound, disk, &h.applied_tx, &h.trace).await {
+                Ok(node) => {
+                    h.nodes.insert(id, node);
+                }
+                Err(e) => {
+                    h.violate(e);
+                    return Err(h.report);
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// Records a violation, in the trace at the time it is found too.
+    fn violate(&mut self, v: String) {
+        self.trace.event(|| format!("VIOLATION {v}"));
+        self.report.violations.push(v);
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Tells every client the current node handles.
+    fn publish_directory(&self) {
+        let current: Vec<Node<SimCounter>> = self.nodes.values().cloned().collect();
+        for d in &self.directories {
+            d.send(current.clone());
+        }
+    }
+
+    /// Restarts a crashed node from what its disk synced.
+    async fn restart(&mut self, id: NodeId) {
+        self.trace.event(|| format!("restart n{id}"));
+        let (t, inbound) = match self.net.restart(id).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.report
+                    .violations
+                    .push(format!("node {id}: network restart: {e}"));
+                return;
+            }
+        };
+        let disk = self.disks.entry(id).or_insert_with(Disk::new);
+        match start_node(
+            &self.cfg,
+            id,
+            &self.ids,
+            t,
+            inbound,
+            disk,
+            &self.applied_tx,
+            &self.trace,
+        )
+        .await
+        {
+            Ok(node) => {
+                self.nodes.insert(id, node);
+            }
+            Err(e) => self.violate(e),
+        }
+        self.publish_directory();
+    }
+
+    async fn restart_due(&mut self) {
+        let now = self.elapsed();
+        let due: Vec<NodeId> = self
+            .down
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.down.remove(&id);
+            self.restart(id).await;
+        }
+    }
+
+    /// Re-applies the scenario's standing partitions after a heal.
+    async fn standing_partitions(&self) {
+        if let Some(v) = self.hung {
+            for &other in self.ids.iter().filter(|&&n| n != v) {
+                let _ = self.net.partition_lane(v, other, Lane::Data).await;
+                let _ = self.net.partition_lane(other, v, Lane::Data).await;
+            }
+        }
+        if let Some(v) = self.lagging {
+            let _ = self.net.isolate(v).await;
+        }
+    }
+
+    async fn heal(&self) {
+        let _ = self.net.heal().await;
+        self.standing_partitions().await;
+    }
+}
+
+/// A node's durable image and the channel its store ships synced writes on.
+struct Disk {
+    image: MemStore,
+    tx: flume::Sender<DiskOp>,
+    rx: flume::Receiver<DiskOp>,
+}
+
+impl Disk {
+    fn new() -> Disk {
+        let (tx, rx) = flume::bounded(1 << 22);
+        Disk {
+            image: MemStore::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// Everything synced so far, applied to the image.
+    fn settle(&mut self) -> Result<(), String> {
+        while let Ok(op) = self.rx.try_recv() {
+            crate::store::apply(&mut self.image, op).map_err(|e| format!("simulated disk: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts a node over its disk's durable image and hosts the group.
+#[allow(clippy::too_many_arguments)]
+async fn start_node(
+    cfg: &SimConfig,
+    id: NodeId,
+    ids: &[NodeId],
+    t: raft_net::MemTransport<WireMsg>,
+    inbound: raft_net::transport::Inbound<WireMsg>,
+    disk: &mut Disk,
+    applied: &flume::Sender<Applied>,
+    trace: &Tracer,
+) -> Result<Node<SimCounter>, String> {
+    disk.settle()?;
+    let mut nc = NodeConfig::new(id);
+    nc.raft.seed = cfg.seed;
+    nc.request_timeout = Duration::from_secs(2);
+    nc.broken_local_reads = cfg.broken_local_reads;
+    if let Some((threshold, trailing)) = cfg.snapshots {
+        nc.raft.snapshot_threshold = threshold;
+        nc.raft.compact_trailing = trailing;
+    }
+    if let Some(q) = cfg.client_queue {
+        nc.client_queue = q;
+    }
+    let store = SimStore::new(disk.image.clone(), disk.tx.clone());
+    let node = Node::<SimCounter>::builder(nc)
+        .transport(t, inbound)
+        .storage(store)
+        .storage_mode(StorageMode::Task)
+        .storage_sync_delay(Duration::from_millis(1))
+        .heartbeat_executor(HeartbeatExecutor::Current)
+        .start()
+        .await
+        .map_err(|e| format!("node {id}: start: {e}"))?;
+    let sm = SimCounter::new(id, applied.clone(), trace.clone());
+    node.add_partition(GROUP, Membership::new(ids.iter().copied()), sm)
+        .await
+        .map_err(|e| format!("node {id}: add_partition: {e}"))?;
+    Ok(node)
+}

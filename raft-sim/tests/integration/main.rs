@@ -1,0 +1,11 @@
+//! raft-sim's integration tests, in one binary. Run one file's tests with a filter, e.g.
+//! `cargo test -p raft-sim --test integration -- sim_incidents::`.
+//!
+//! - `sim` — the seeded runs (`RAFT_SIM_SEEDS`, `RAFT_SIM_SECS`), replay of one seed
+//!   (`RAFT_SIM_SEED`, `RAFT_SIM_TRACE`), the broken variant, determinism.
+//! - `sim_incidents` — one simulation per incident.
+//! - `linearizability` — the history checker on known and randomized histories.
+
+mod linearizability;
+mod sim;
+mod sim_incidents;
