@@ -31,16 +31,16 @@ impl PartitionCore {
         // Entries at or below our commit index are in every future leader's log at the same
         // place (Leader Completeness), so they match: skip them rather than checking terms we
         // may have compacted.
-        if prev_index < self.commit {
-            let skip = ((self.commit - prev_index) as usize).min(entries.len());
+        if prev_index < self.log.commit() {
+            let skip = ((self.log.commit() - prev_index) as usize).min(entries.len());
             entries.skip_front(skip);
-            prev_index = self.commit;
-            prev_term = self.log.term(self.commit).unwrap_or(prev_term);
+            prev_index = self.log.commit();
+            prev_term = self.log.term(self.log.commit()).unwrap_or(prev_term);
             if entries.is_empty() {
                 self.reply_append(
                     from,
                     AppendResponse::Success {
-                        match_index: msg_last.min(self.commit),
+                        match_index: msg_last.min(self.log.commit()),
                     },
                 );
                 self.advance_commit_to(leader_commit.min(msg_last));
@@ -81,12 +81,12 @@ impl PartitionCore {
             let new_entries = entries.split_off(pos);
             let first = new_entries[0].index;
             let truncate_from = if first <= last {
-                if first <= self.commit {
+                if first <= self.log.commit() {
                     error!(
                         group = self.group,
                         from,
                         first,
-                        commit = self.commit,
+                        commit = self.log.commit(),
                         "leader would overwrite a committed entry; dropped"
                     );
                     return;
@@ -220,13 +220,13 @@ impl PartitionCore {
     /// Decides what to do with a complete snapshot (Figure 13, steps 5-8).
     fn install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         let index = meta.index;
-        if index <= self.commit {
+        if index <= self.log.commit() {
             // We already hold everything it covers; nothing to install.
             debug!(
                 group = self.group,
                 from,
                 index,
-                commit = self.commit,
+                commit = self.log.commit(),
                 "stale snapshot discarded"
             );
             self.emit(Action::DiscardSnapshot { index });
@@ -267,22 +267,19 @@ impl PartitionCore {
             "installing snapshot"
         );
         if retain {
-            self.log.compact_to(index);
             self.configs.retain(|(i, _)| *i > index);
         } else {
             // Step 7: discard the entire log.
-            if self.log.last_index() > self.commit {
-                self.truncate_log(self.commit + 1);
+            let commit = self.log.commit();
+            if self.log.last_index() > commit {
+                self.truncate_log(commit + 1);
             }
-            self.log.reset_to_snapshot(index, meta.term);
             self.configs.clear();
         }
+        self.log.install_snapshot(index, meta.term, retain);
         self.base_index = index;
         self.base_membership = meta.membership.clone();
         self.refresh_membership();
-        self.commit = index;
-        self.applied = index;
-        self.apply_announced = index;
         self.snapshot = meta.clone();
         self.snapshot_requested = false;
         let seq = self.next_persist_seq();
@@ -291,13 +288,9 @@ impl PartitionCore {
             meta,
             discard_log: !retain,
         });
-        if retain {
-            // The suffix kept its durability; the snapshot itself becomes durable at `seq`.
-            self.gate_entries(seq, index);
-        } else {
-            self.durable_index = self.durable_index.min(index);
-            self.gate_entries(seq, index);
-        }
+        // With `retain` the suffix kept its durability; either way the snapshot itself becomes
+        // durable at `seq`.
+        self.gate_entries(seq, index);
         let reply = self.message(
             from,
             MessageBody::SnapshotResponse {

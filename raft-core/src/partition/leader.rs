@@ -201,7 +201,7 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_ref() else {
             return;
         };
-        let (me, durable) = (self.id, self.durable_index);
+        let (me, durable) = (self.id, self.log.durable_index());
         let quorum = committed_index(&self.membership, |id| {
             if id == me {
                 durable
@@ -209,14 +209,14 @@ impl PartitionCore {
                 lead.progress.get(&id).map_or(0, |p| p.matched)
             }
         });
-        if quorum <= self.commit || quorum == Index::MAX {
+        if quorum <= self.log.commit() || quorum == Index::MAX {
             return;
         }
         if self.log.term(quorum) != Some(self.term) {
             // Figure 8: never count replicas for an entry of an earlier term.
             return;
         }
-        self.commit = quorum;
+        self.log.advance_commit(quorum);
         self.fold_committed_configs();
         self.mark_replicate();
         self.maybe_apply();
@@ -227,7 +227,7 @@ impl PartitionCore {
     /// Finishes membership changes once their entry commits: leave joint consensus, and step
     /// down if this leader is no longer a voter (paper, section 6).
     fn after_config_commit(&mut self) {
-        if self.role != Role::Leader || self.latest_config_index() > self.commit {
+        if self.role != Role::Leader || self.latest_config_index() > self.log.commit() {
             return;
         }
         if self.membership.is_joint() {
@@ -269,7 +269,7 @@ impl PartitionCore {
         let beats: Vec<(NodeId, Index)> = lead
             .progress
             .iter()
-            .map(|(id, p)| (*id, self.commit.min(p.matched)))
+            .map(|(id, p)| (*id, self.log.commit().min(p.matched)))
             .collect();
         for (to, commit) in beats {
             let msg = self.message(to, MessageBody::Heartbeat { commit, read_seq });
@@ -281,7 +281,9 @@ impl PartitionCore {
     /// runtime that sends coalesced heartbeats itself.
     pub fn heartbeat_commit(&self, peer: NodeId) -> Option<Index> {
         let lead = self.lead.as_ref()?;
-        lead.progress.get(&peer).map(|p| self.commit.min(p.matched))
+        lead.progress
+            .get(&peer)
+            .map(|p| self.log.commit().min(p.matched))
     }
 
     /// Starts a leader transfer to `target` (thesis 3.10): proposals are refused meanwhile; once
@@ -357,7 +359,7 @@ impl PartitionCore {
         }
         target.validate()?;
         let pending = self.latest_config_index();
-        if self.membership.is_joint() || pending > self.commit {
+        if self.membership.is_joint() || pending > self.log.commit() {
             return Err(MembershipError::ChangeInProgress { index: pending }.into());
         }
         if target == self.membership {

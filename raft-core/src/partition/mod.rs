@@ -14,6 +14,7 @@
 mod election;
 mod follower;
 mod leader;
+mod log_state;
 mod read;
 mod snapshot;
 mod step;
@@ -36,6 +37,7 @@ use crate::types::{
 
 pub(crate) use leader::LeaderState;
 pub use leader::Proposed;
+use log_state::LogState;
 
 /// Everything a partition core needs to start: what storage recovered, or a fresh group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,17 +158,12 @@ pub struct PartitionCore {
     // Persistent state (mirrors what storage holds once persisted).
     pub(crate) term: Term,
     pub(crate) vote: Option<NodeId>,
-    pub(crate) log: LogTerms,
+    /// The log's terms, and the commit, durable, announced and applied indices.
+    pub(crate) log: LogState,
 
     // Volatile state.
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
-    pub(crate) commit: Index,
-    pub(crate) applied: Index,
-    /// Highest index such that the log up to it is durable here.
-    pub(crate) durable_index: Index,
-    /// Highest index announced in an `Apply` action.
-    pub(crate) apply_announced: Index,
 
     // Membership: `base` is in effect at `base_index` (committed); `configs` are the later
     // configuration entries, in log order. The effective membership is the last of them.
@@ -274,15 +271,12 @@ impl PartitionCore {
                 "configuration entries are out of range or order",
             ));
         }
-        let commit = init
-            .hard_state
-            .commit
-            .clamp(init.snapshot.index, log.last_index());
         let membership = init
             .config_entries
             .last()
             .map_or_else(|| init.snapshot.membership.clone(), |c| c.1.clone());
         let seed = SplitMix64::derive(cfg.seed, &[cfg.id, group]);
+        let log = LogState::new(log, init.hard_state.commit, init.snapshot.index);
         let mut core = PartitionCore {
             id: cfg.id,
             group,
@@ -290,10 +284,6 @@ impl PartitionCore {
             vote: init.hard_state.vote,
             role: Role::Follower,
             leader: None,
-            commit,
-            applied: init.snapshot.index,
-            durable_index: log.last_index(),
-            apply_announced: init.snapshot.index,
             base_index: init.snapshot.index,
             base_membership: init.snapshot.membership.clone(),
             configs: init.config_entries,
@@ -330,7 +320,7 @@ impl PartitionCore {
                     term: self.term,
                     first_index: self.log.first_index(),
                     last_index: self.log.last_index(),
-                    commit: self.commit,
+                    commit: self.log.commit(),
                 });
             }
         }
@@ -371,18 +361,18 @@ impl PartitionCore {
 
     /// The runtime applied every entry up to `index` to the state machine.
     pub fn applied(&mut self, index: Index) {
-        if index <= self.applied {
+        if index <= self.log.applied() {
             return;
         }
-        if index > self.commit {
+        if index > self.log.commit() {
             warn!(
                 group = self.group,
                 index,
-                commit = self.commit,
+                commit = self.log.commit(),
                 "applied() past the commit index; clamped"
             );
         }
-        self.applied = index.min(self.commit);
+        self.log.record_applied(index);
         self.release_reads();
         self.maybe_request_snapshot();
     }
@@ -398,9 +388,9 @@ impl PartitionCore {
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
-            commit: self.commit,
-            applied: self.applied,
-            durable_index: self.durable_index,
+            commit: self.log.commit(),
+            applied: self.log.applied(),
+            durable_index: self.log.durable_index(),
             membership: self.membership.clone(),
             matched: self
                 .lead
@@ -436,12 +426,12 @@ impl PartitionCore {
 
     /// The commit index.
     pub fn commit_index(&self) -> Index {
-        self.commit
+        self.log.commit()
     }
 
     /// The log's term index (terms of every entry, no payloads).
     pub fn log(&self) -> &LogTerms {
-        &self.log
+        self.log.terms()
     }
 
     /// The effective membership.
@@ -469,7 +459,7 @@ impl PartitionCore {
         HardState {
             term: self.term,
             vote: self.vote,
-            commit: self.commit,
+            commit: self.log.commit(),
         }
     }
 
@@ -552,7 +542,7 @@ impl PartitionCore {
                     );
                 }
             }
-            Gated::Entries { last } => self.durable_index = self.durable_index.max(last),
+            Gated::Entries { last } => self.log.mark_durable(last),
             Gated::SelfVote { term } => {
                 if term == self.term && self.role == Role::Candidate {
                     self.record_vote(self.id, true);
@@ -597,7 +587,6 @@ impl PartitionCore {
     /// configuration entries past it are forgotten.
     pub(crate) fn truncate_log(&mut self, index: Index) {
         self.log.truncate_from(index);
-        self.durable_index = self.durable_index.min(index - 1);
         for (_, g) in self.gated.iter_mut() {
             if let Gated::Entries { last } = g {
                 *last = (*last).min(index - 1);
@@ -633,7 +622,11 @@ impl PartitionCore {
 
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
-        while self.configs.first().is_some_and(|(i, _)| *i <= self.commit) {
+        while self
+            .configs
+            .first()
+            .is_some_and(|(i, _)| *i <= self.log.commit())
+        {
             let (index, membership) = self.configs.remove(0);
             self.base_index = index;
             self.base_membership = membership;
@@ -647,9 +640,7 @@ impl PartitionCore {
 
     /// Announces newly applicable entries: committed and durable here.
     pub(crate) fn maybe_apply(&mut self) {
-        let target = self.commit.min(self.durable_index);
-        if target > self.apply_announced {
-            self.apply_announced = target;
+        if let Some(target) = self.log.take_apply_target() {
             // Replace an earlier Apply of the same batch: latest value only.
             if let Some(Action::Apply { index }) = self
                 .actions
@@ -664,10 +655,10 @@ impl PartitionCore {
         }
     }
 
-    /// Raises the commit index (follower side, from the leader).
+    /// Raises the commit index (follower side, from the leader), capped at the end of the log.
     pub(crate) fn advance_commit_to(&mut self, index: Index) {
-        if index > self.commit {
-            self.commit = index.min(self.log.last_index());
+        if index > self.log.commit() {
+            self.log.advance_commit(index);
             self.fold_committed_configs();
             self.maybe_apply();
         }

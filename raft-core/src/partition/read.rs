@@ -18,7 +18,7 @@ impl PartitionCore {
     /// the same `ctx` says when the state machine may be queried; `Action::ReadAborted` says the
     /// read must be retried elsewhere.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), Error> {
-        let commit = self.commit;
+        let commit = self.log.commit();
         let limit = self.cfg.max_pending_reads;
         let single =
             self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1;
@@ -67,7 +67,7 @@ impl PartitionCore {
         if self.role != Role::Leader {
             return;
         }
-        let (me, commit, applied) = (self.id, self.commit, self.applied);
+        let (me, commit, applied) = (self.id, self.log.commit(), self.log.applied());
         let Some(lead) = self.lead.as_mut() else {
             return;
         };

@@ -15,9 +15,9 @@ impl PartitionCore {
         if threshold == 0 || self.snapshot_requested {
             return;
         }
-        if self.applied.saturating_sub(self.snapshot.index) >= threshold {
+        if self.log.applied().saturating_sub(self.snapshot.index) >= threshold {
             self.snapshot_requested = true;
-            let index = self.applied;
+            let index = self.log.applied();
             debug!(group = self.group, index, "requesting a snapshot");
             self.emit(Action::TakeSnapshot { index });
         }
@@ -34,7 +34,7 @@ impl PartitionCore {
                 reason: "not newer than the current snapshot",
             });
         }
-        if index > self.applied {
+        if index > self.log.applied() {
             return Err(Error::Snapshot {
                 index,
                 reason: "covers entries not yet applied",
