@@ -19,7 +19,7 @@ impl PartitionCore {
         mut entries: Entries,
         leader_commit: Index,
     ) {
-        if let Err(reason) = self.check_entries(prev_index, prev_term, &entries) {
+        if let Err(reason) = check_entries(self.ballot.term, prev_index, prev_term, &entries) {
             warn!(
                 group = self.group,
                 from, prev_index, reason, "malformed AppendEntries; dropped"
@@ -124,36 +124,6 @@ impl PartitionCore {
         self.send_when_durable(msg);
     }
 
-    /// Structural checks of an AppendEntries body before anything is changed.
-    fn check_entries(
-        &self,
-        prev_index: Index,
-        prev_term: Term,
-        entries: &[Entry],
-    ) -> Result<(), &'static str> {
-        let mut expect_index = prev_index.checked_add(1).ok_or("prev_index overflows")?;
-        let mut min_term = prev_term;
-        for e in entries {
-            if e.index != expect_index {
-                return Err("entries are not consecutive from prev_index + 1");
-            }
-            if e.term < min_term {
-                return Err("entry terms decrease");
-            }
-            if e.term > self.term {
-                return Err("entry term is newer than the leader's term");
-            }
-            if let EntryPayload::Membership(m) = &e.payload {
-                if m.validate().is_err() {
-                    return Err("invalid membership entry");
-                }
-            }
-            min_term = e.term;
-            expect_index = expect_index.checked_add(1).ok_or("index overflows")?;
-        }
-        Ok(())
-    }
-
     /// Heartbeat from the current leader: carries the commit index (capped by the leader at
     /// what we are known to hold) and a ReadIndex round to acknowledge.
     pub(crate) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, read_seq: u64) {
@@ -171,7 +141,7 @@ impl PartitionCore {
         data: Vec<u8>,
         done: bool,
     ) {
-        let expected = match &self.incoming_snapshot {
+        let expected = match &self.snapshots.incoming {
             _ if offset == 0 => 0,
             Some((m, next)) if *m == meta => *next,
             _ => u64::MAX,
@@ -181,7 +151,7 @@ impl PartitionCore {
                 group = self.group,
                 from, offset, expected, "snapshot chunk out of order; rejected"
             );
-            self.incoming_snapshot = None;
+            self.snapshots.incoming = None;
             let reply = self.message(
                 from,
                 MessageBody::SnapshotResponse {
@@ -201,7 +171,7 @@ impl PartitionCore {
             done,
         });
         if !done {
-            self.incoming_snapshot = Some((meta.clone(), next_offset));
+            self.snapshots.incoming = Some((meta.clone(), next_offset));
             let status = SnapshotStatus::ChunkReceived { next_offset };
             let reply = self.message(
                 from,
@@ -213,7 +183,7 @@ impl PartitionCore {
             self.send(reply);
             return;
         }
-        self.incoming_snapshot = None;
+        self.snapshots.incoming = None;
         self.install_snapshot(from, meta);
     }
 
@@ -266,22 +236,22 @@ impl PartitionCore {
             retain,
             "installing snapshot"
         );
-        if retain {
-            self.configs.retain(|(i, _)| *i > index);
-        } else {
+        if !retain {
             // Step 7: discard the entire log.
             let commit = self.log.commit();
             if self.log.last_index() > commit {
                 self.truncate_log(commit + 1);
             }
-            self.configs.clear();
         }
         self.log.install_snapshot(index, meta.term, retain);
-        self.base_index = index;
-        self.base_membership = meta.membership.clone();
-        self.refresh_membership();
-        self.snapshot = meta.clone();
-        self.snapshot_requested = false;
+        if let Some(effective) =
+            self.members
+                .install_snapshot(index, meta.membership.clone(), retain)
+        {
+            self.membership_changed(effective);
+        }
+        self.snapshots.meta = meta.clone();
+        self.snapshots.requested = false;
         let seq = self.next_persist_seq();
         self.emit(Action::InstallSnapshot {
             seq,
@@ -300,4 +270,35 @@ impl PartitionCore {
         );
         self.send_when_durable(reply);
     }
+}
+
+/// Structural checks of an AppendEntries body from a leader of `leader_term`, before anything
+/// is changed.
+fn check_entries(
+    leader_term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: &[Entry],
+) -> Result<(), &'static str> {
+    let mut expect_index = prev_index.checked_add(1).ok_or("prev_index overflows")?;
+    let mut min_term = prev_term;
+    for e in entries {
+        if e.index != expect_index {
+            return Err("entries are not consecutive from prev_index + 1");
+        }
+        if e.term < min_term {
+            return Err("entry terms decrease");
+        }
+        if e.term > leader_term {
+            return Err("entry term is newer than the leader's term");
+        }
+        if let EntryPayload::Membership(m) = &e.payload {
+            if m.validate().is_err() {
+                return Err("invalid membership entry");
+            }
+        }
+        min_term = e.term;
+        expect_index = expect_index.checked_add(1).ok_or("index overflows")?;
+    }
+    Ok(())
 }

@@ -7,10 +7,9 @@
 //! 3. Once applied has reached the read index, the read is served (`Action::ReadReady`).
 
 use super::PartitionCore;
-use super::leader::PendingRead;
+use super::lead_state::PendingRead;
 use crate::action::Action;
 use crate::error::Error;
-use crate::quorum::committed_index;
 use crate::types::{NodeId, Role};
 
 impl PartitionCore {
@@ -20,8 +19,8 @@ impl PartitionCore {
     pub fn read_index(&mut self, ctx: u64) -> Result<(), Error> {
         let commit = self.log.commit();
         let limit = self.cfg.max_pending_reads;
-        let single =
-            self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1;
+        let single = self.members.effective().voters.len() <= 1
+            && self.members.effective().voters_outgoing.len() <= 1;
         let Some(lead) = self.lead.as_mut() else {
             return Err(Error::NotLeader {
                 leader: self.leader,
@@ -74,14 +73,7 @@ impl PartitionCore {
         if lead.pending_reads.is_empty() || commit < lead.noop_index {
             return;
         }
-        let own = lead.read_seq;
-        let confirmed = committed_index(&self.membership, |id| {
-            if id == me {
-                own
-            } else {
-                lead.progress.get(&id).map_or(0, |p| p.read_ack)
-            }
-        });
+        let confirmed = lead.confirmed_read_seq(me, self.members.effective());
         let mut ready = Vec::new();
         while let Some(r) = lead.pending_reads.front() {
             if r.seq > confirmed || r.index > applied {

@@ -12,11 +12,11 @@ impl PartitionCore {
     /// Asks for a snapshot once enough entries were applied since the last one.
     pub(crate) fn maybe_request_snapshot(&mut self) {
         let threshold = self.cfg.snapshot_threshold;
-        if threshold == 0 || self.snapshot_requested {
+        if threshold == 0 || self.snapshots.requested {
             return;
         }
-        if self.log.applied().saturating_sub(self.snapshot.index) >= threshold {
-            self.snapshot_requested = true;
+        if self.log.applied().saturating_sub(self.snapshots.meta.index) >= threshold {
+            self.snapshots.requested = true;
             let index = self.log.applied();
             debug!(group = self.group, index, "requesting a snapshot");
             self.emit(Action::TakeSnapshot { index });
@@ -26,9 +26,9 @@ impl PartitionCore {
     /// The state machine took a snapshot covering `meta.index` (durably). The log up to
     /// `meta.index - compact_trailing` may go.
     pub fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), Error> {
-        self.snapshot_requested = false;
+        self.snapshots.requested = false;
         let index = meta.index;
-        if index <= self.snapshot.index {
+        if index <= self.snapshots.meta.index {
             return Err(Error::Snapshot {
                 index,
                 reason: "not newer than the current snapshot",
@@ -52,7 +52,7 @@ impl PartitionCore {
                 reason: "its term disagrees with the log",
             });
         }
-        self.snapshot = meta;
+        self.snapshots.meta = meta;
         let compact_to = index.saturating_sub(self.cfg.compact_trailing);
         if compact_to > self.log.snapshot_index() {
             self.log.compact_to(compact_to);

@@ -97,13 +97,13 @@ impl PartitionCore {
                 warn!(
                     group = self.group,
                     from,
-                    term = self.term,
+                    term = self.ballot.term,
                     "another leader claims this term; message dropped"
                 );
                 false
             }
             Role::Candidate | Role::PreCandidate => {
-                let term = self.term;
+                let term = self.ballot.term;
                 self.become_follower(term, Some(from));
                 true
             }
@@ -115,10 +115,10 @@ impl PartitionCore {
                             from, "leader changed within a term? keeping the newcomer"
                         );
                     }
-                    let term = self.term;
+                    let term = self.ballot.term;
                     self.become_follower(term, Some(from));
                 }
-                self.election_elapsed = 0;
+                self.election.elapsed = 0;
                 true
             }
         }
