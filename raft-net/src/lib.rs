@@ -22,7 +22,8 @@
 //!   per-connection in-flight limit) and [`RpcClient`] (many callers pipelined over one
 //!   connection), on the same frames with their own kinds.
 //! - [`mem`]: [`MemNetwork`] and [`MemTransport`], in-memory, with seeded fault injection.
-//! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults.
+//! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults (raft-core's,
+//!   re-exported).
 //! - `backoff`: capped exponential reconnect backoff with jitter.
 //! - `shutdown`: shutdown signal and task-completion tracking (DESIGN I10).
 //!
