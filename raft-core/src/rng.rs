@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn derived_seeds_are_not_shifted_copies() {
-        // Regression: with `seed ^ id * GOLDEN`, node 3's draws were node 1's shifted by two.
+        // Seeds made by XOR-ing ids in (say `seed ^ id * GOLDEN`) start generators a few
+        // increments apart, so one node's draws are another's shifted; `derive` must not.
         let draws = |id: u64| {
             let mut g = SplitMix64::new(SplitMix64::derive(197, &[id, 1]));
             (0..64).map(|_| g.below(6)).collect::<Vec<_>>()

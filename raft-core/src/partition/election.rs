@@ -180,7 +180,7 @@ impl PartitionCore {
     }
 
     /// Starts a real election in `term + 1` (Raft paper, 5.2). The own vote counts only once the
-    /// new term and vote are durable (DESIGN.md I7).
+    /// new term and vote are durable (persistence before promises, docs/architecture.md).
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
         if self.term_exhausted() {
             return;

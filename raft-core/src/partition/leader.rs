@@ -40,7 +40,8 @@ impl PartitionCore {
             term: self.ballot.term,
             leader: Some(id),
         });
-        // I8: a no-op of the new term, so earlier-term entries can commit (paper, 5.4.2).
+        // No-op on election (docs/architecture.md): an entry of the new term, so earlier-term
+        // entries can commit (paper, 5.4.2).
         let (_, noop) = self.append_local(vec![EntryPayload::Noop]);
         if let Some(lead) = self.lead.as_mut() {
             lead.noop_index = noop;
@@ -107,7 +108,8 @@ impl PartitionCore {
     }
 
     /// A replicator reports that `peer` holds the log up to `matched` (durably). `term` is the
-    /// epoch the replicator was started for; reports from an older epoch are ignored (I3).
+    /// epoch the replicator was started for; reports from an older epoch are ignored, since no
+    /// actor waits on a reply and late reports are normal (docs/architecture.md).
     pub fn progress(&mut self, peer: NodeId, term: Term, matched: Index) {
         if self.role != Role::Leader || term != self.ballot.term {
             return;
