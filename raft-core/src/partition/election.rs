@@ -37,7 +37,7 @@ impl PartitionCore {
         if !self.cfg.external_timers {
             return true;
         }
-        self.lead.as_ref().is_some_and(|l| l.transfer.is_some())
+        self.lead.as_ref().is_some_and(|l| l.transferring())
     }
 
     /// The election timer fired (called by `tick`, or directly by a runtime that keeps its own
@@ -80,21 +80,12 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        lead.heartbeat_elapsed += 1;
-        let heartbeat_due = lead.heartbeat_elapsed >= self.cfg.heartbeat_ticks;
-        if heartbeat_due {
-            lead.heartbeat_elapsed = 0;
-        }
-        if let Some(transfer) = lead.transfer.as_mut() {
-            transfer.elapsed += 1;
-            if transfer.elapsed >= self.cfg.election_ticks {
-                info!(
-                    group = self.group,
-                    target = transfer.target,
-                    "leader transfer timed out; aborted"
-                );
-                lead.transfer = None;
-            }
+        let (heartbeat_due, expired) = lead.tick(self.cfg.heartbeat_ticks, self.cfg.election_ticks);
+        if let Some(target) = expired {
+            info!(
+                group = self.group,
+                target, "leader transfer timed out; aborted"
+            );
         }
         if self.cfg.external_timers {
             return;

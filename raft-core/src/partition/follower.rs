@@ -141,28 +141,27 @@ impl PartitionCore {
         data: Vec<u8>,
         done: bool,
     ) {
-        let expected = match &self.snapshots.incoming {
-            _ if offset == 0 => 0,
-            Some((m, next)) if *m == meta => *next,
-            _ => u64::MAX,
+        let accepted = self
+            .snapshots
+            .accept_chunk(&meta, offset, data.len() as u64, done);
+        let next_offset = match accepted {
+            Ok(next_offset) => next_offset,
+            Err(expected) => {
+                debug!(
+                    group = self.group,
+                    from, offset, expected, "snapshot chunk out of order; rejected"
+                );
+                let reply = self.message(
+                    from,
+                    MessageBody::SnapshotResponse {
+                        index: meta.index,
+                        status: SnapshotStatus::Rejected,
+                    },
+                );
+                self.send(reply);
+                return;
+            }
         };
-        if offset != expected {
-            debug!(
-                group = self.group,
-                from, offset, expected, "snapshot chunk out of order; rejected"
-            );
-            self.snapshots.incoming = None;
-            let reply = self.message(
-                from,
-                MessageBody::SnapshotResponse {
-                    index: meta.index,
-                    status: SnapshotStatus::Rejected,
-                },
-            );
-            self.send(reply);
-            return;
-        }
-        let next_offset = offset.saturating_add(data.len() as u64);
         self.emit(Action::SnapshotChunk {
             from,
             meta: meta.clone(),
@@ -171,7 +170,6 @@ impl PartitionCore {
             done,
         });
         if !done {
-            self.snapshots.incoming = Some((meta.clone(), next_offset));
             let status = SnapshotStatus::ChunkReceived { next_offset };
             let reply = self.message(
                 from,
@@ -183,7 +181,6 @@ impl PartitionCore {
             self.send(reply);
             return;
         }
-        self.snapshots.incoming = None;
         self.install_snapshot(from, meta);
     }
 

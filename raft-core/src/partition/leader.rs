@@ -5,7 +5,7 @@
 use tracing::{info, warn};
 
 use super::PartitionCore;
-use super::lead_state::{LeaderState, Transfer};
+use super::lead_state::LeaderState;
 use crate::action::Action;
 use crate::error::{Error, MembershipError};
 use crate::membership::Membership;
@@ -27,9 +27,7 @@ pub struct Proposed {
 impl PartitionCore {
     pub(crate) fn become_leader(&mut self) {
         info!(group = self.group, term = self.ballot.term, "became leader");
-        let mut lead = LeaderState::default();
-        lead.sync_peers(self.id, self.members.effective());
-        self.lead = Some(lead);
+        self.lead = Some(LeaderState::new(self.id, self.members.effective()));
         self.election.votes.clear();
         self.election.elapsed = 0;
         let id = self.id;
@@ -44,7 +42,7 @@ impl PartitionCore {
         // entries can commit (paper, 5.4.2).
         let (_, noop) = self.append_local(vec![EntryPayload::Noop]);
         if let Some(lead) = self.lead.as_mut() {
-            lead.noop_index = noop;
+            lead.set_noop_index(noop);
         }
         self.broadcast_heartbeat();
         self.maybe_commit();
@@ -55,7 +53,7 @@ impl PartitionCore {
             None => Err(Error::NotLeader {
                 leader: self.leader,
             }),
-            Some(l) if l.transfer.is_some() => Err(Error::TransferInProgress),
+            Some(l) if l.transferring() => Err(Error::TransferInProgress),
             Some(_) => Ok(()),
         }
     }
@@ -118,23 +116,20 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let Some(p) = lead.progress.get_mut(&peer) else {
+        let Some(advanced) = lead.record_match(peer, matched.min(last)) else {
             warn!(
                 group = self.group,
                 peer, "progress from a peer outside the configuration; ignored"
             );
             return;
         };
-        p.active = true;
         if matched > last {
             warn!(
                 group = self.group,
                 peer, matched, last, "progress past the end of the log; clamped"
             );
         }
-        let matched = matched.min(last);
-        if matched > p.matched {
-            p.matched = matched;
+        if advanced {
             self.maybe_commit();
         }
         self.maybe_send_timeout_now();
@@ -183,13 +178,10 @@ impl PartitionCore {
                 "removed from the configuration; stepping down"
             );
             // Hand over quickly: the most up-to-date voter campaigns at once.
-            let best = self.lead.as_ref().and_then(|l| {
-                l.progress
-                    .iter()
-                    .filter(|(id, _)| self.members.effective().voters.contains(id))
-                    .max_by_key(|(_, p)| p.matched)
-                    .map(|(id, _)| *id)
-            });
+            let best = self
+                .lead
+                .as_ref()
+                .and_then(|l| l.best_successor(self.members.effective()));
             if let Some(to) = best {
                 let msg = self.message(to, MessageBody::TimeoutNow);
                 self.send(msg);
@@ -204,13 +196,8 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_ref() else {
             return;
         };
-        let read_seq = lead.read_seq;
-        let beats: Vec<(NodeId, Index)> = lead
-            .progress
-            .iter()
-            .map(|(id, p)| (*id, self.log.commit().min(p.matched)))
-            .collect();
-        for (to, commit) in beats {
+        let read_seq = lead.read_seq();
+        for (to, commit) in lead.heartbeat_commits(self.log.commit()) {
             let msg = self.message(to, MessageBody::Heartbeat { commit, read_seq });
             self.send(msg);
         }
@@ -219,10 +206,9 @@ impl PartitionCore {
     /// Per-peer commit index safe to put in a heartbeat (capped at the peer's match), for a
     /// runtime that sends coalesced heartbeats itself.
     pub fn heartbeat_commit(&self, peer: NodeId) -> Option<Index> {
-        let lead = self.lead.as_ref()?;
-        lead.progress
-            .get(&peer)
-            .map(|p| self.log.commit().min(p.matched))
+        self.lead
+            .as_ref()?
+            .heartbeat_commit(peer, self.log.commit())
     }
 
     /// Starts a leader transfer to `target` (thesis 3.10): proposals are refused meanwhile; once
@@ -247,15 +233,10 @@ impl PartitionCore {
                 leader: self.leader,
             });
         };
-        if lead.transfer.as_ref().is_some_and(|t| t.target == target) {
+        if !lead.start_transfer(target) {
             return Ok(());
         }
         info!(group = self.group, target, "leader transfer started");
-        lead.transfer = Some(Transfer {
-            target,
-            elapsed: 0,
-            timeout_now_sent: false,
-        });
         self.mark_replicate();
         self.maybe_send_timeout_now();
         Ok(())
@@ -264,23 +245,15 @@ impl PartitionCore {
     /// Aborts a leader transfer (the runtime's own deadline expired).
     pub fn abort_transfer(&mut self) {
         if let Some(lead) = self.lead.as_mut() {
-            lead.transfer = None;
+            lead.abort_transfer();
         }
     }
 
     fn maybe_send_timeout_now(&mut self) {
         let last = self.log.last_index();
-        let Some(lead) = self.lead.as_mut() else {
+        let Some(to) = self.lead.as_mut().and_then(|l| l.take_timeout_now(last)) else {
             return;
         };
-        let Some(t) = lead.transfer.as_mut() else {
-            return;
-        };
-        if t.timeout_now_sent || lead.progress.get(&t.target).map_or(0, |p| p.matched) < last {
-            return;
-        }
-        t.timeout_now_sent = true;
-        let to = t.target;
         let msg = self.message(to, MessageBody::TimeoutNow);
         self.send(msg);
     }

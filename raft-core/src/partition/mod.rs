@@ -3,8 +3,8 @@
 //! The state is held in owned parts, each in its own file with its invariants:
 //! - `log_state.rs` — `LogState`: the log's terms, the commit index (one writer), and the
 //!   durable, announced and applied indices;
-//! - `lead_state.rs` — `LeaderState`: peer progress, ReadIndex rounds, a leader transfer, and
-//!   the quorum questions asked of them;
+//! - `lead_state.rs` — `LeaderState` (fields private): peer progress, ReadIndex rounds, a leader
+//!   transfer, the quorum questions asked of them, the leader's timers and heartbeat contents;
 //! - `parts.rs` — the ballot (term, vote), the election timer and votes, local snapshots, the
 //!   membership history, persistence gating and the action buffer.
 //!
@@ -376,7 +376,7 @@ impl PartitionCore {
             matched: self
                 .lead
                 .as_ref()
-                .map(|l| l.progress.iter().map(|(id, p)| (*id, p.matched)).collect())
+                .map(LeaderState::matched)
                 .unwrap_or_default(),
         }
     }

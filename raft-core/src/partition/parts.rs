@@ -64,6 +64,47 @@ pub(crate) struct Snapshots {
     pub(crate) incoming: Option<(SnapshotMeta, u64)>,
 }
 
+impl Snapshots {
+    /// Asks for a snapshot once `threshold` entries were applied since the last one (`0`:
+    /// never), unless one is already asked for. Returns the index to snapshot at.
+    pub(crate) fn request_due(&mut self, applied: Index, threshold: u64) -> Option<Index> {
+        if threshold == 0 || self.requested {
+            return None;
+        }
+        if applied.saturating_sub(self.meta.index) >= threshold {
+            self.requested = true;
+            Some(applied)
+        } else {
+            None
+        }
+    }
+
+    /// A chunk of `len` bytes at `offset` of the snapshot `meta` arrived. Chunks come in order:
+    /// offset 0 starts a transfer (a leader may restart one at any time), any other offset must
+    /// continue the transfer under way. Returns the offset expected next, or, for a chunk out of
+    /// order, `Err` with the offset that was expected (the transfer is then dropped).
+    pub(crate) fn accept_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        len: u64,
+        done: bool,
+    ) -> Result<u64, u64> {
+        let expected = match &self.incoming {
+            _ if offset == 0 => 0,
+            Some((m, next)) if m == meta => *next,
+            _ => u64::MAX,
+        };
+        if offset != expected {
+            self.incoming = None;
+            return Err(expected);
+        }
+        let next_offset = offset.saturating_add(len);
+        self.incoming = (!done).then(|| (meta.clone(), next_offset));
+        Ok(next_offset)
+    }
+}
+
 /// The membership history: `base` is in effect at `base_index` (committed); `configs` are the
 /// later configuration entries, in log order. The effective membership is the last of them
 /// (Raft paper, section 6: a node uses the latest configuration in its log, committed or not).

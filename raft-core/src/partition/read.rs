@@ -7,7 +7,6 @@
 //! 3. Once applied has reached the read index, the read is served (`Action::ReadReady`).
 
 use super::PartitionCore;
-use super::lead_state::PendingRead;
 use crate::action::Action;
 use crate::error::Error;
 use crate::types::{NodeId, Role};
@@ -26,18 +25,10 @@ impl PartitionCore {
                 leader: self.leader,
             });
         };
-        if lead.pending_reads.len() >= limit {
+        let Some(round) = lead.register_read(ctx, commit, single, limit) else {
             return Err(Error::ReadsOverloaded { limit });
-        }
-        let index = commit.max(lead.noop_index);
-        if single {
-            lead.pending_reads
-                .push_back(PendingRead { ctx, index, seq: 0 });
-        } else {
-            lead.read_seq += 1;
-            let seq = lead.read_seq;
-            lead.pending_reads
-                .push_back(PendingRead { ctx, index, seq });
+        };
+        if round {
             self.broadcast_heartbeat();
         }
         self.release_reads();
@@ -49,12 +40,7 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let Some(p) = lead.progress.get_mut(&from) else {
-            return;
-        };
-        p.active = true;
-        if read_seq > p.read_ack {
-            p.read_ack = read_seq;
+        if lead.record_heartbeat_ack(from, read_seq) {
             self.release_reads();
         }
     }
@@ -66,27 +52,20 @@ impl PartitionCore {
         if self.role != Role::Leader {
             return;
         }
-        let (me, commit, applied) = (self.id, self.log.commit(), self.log.applied());
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        if lead.pending_reads.is_empty() || commit < lead.noop_index {
-            return;
-        }
-        let confirmed = lead.confirmed_read_seq(me, self.members.effective());
-        let mut ready = Vec::new();
-        while let Some(r) = lead.pending_reads.front() {
-            if r.seq > confirmed || r.index > applied {
-                break;
-            }
-            let r = lead.pending_reads.pop_front().expect("front exists");
-            ready.push(Action::ReadReady {
+        let ready = lead.take_ready_reads(
+            self.id,
+            self.members.effective(),
+            self.log.commit(),
+            self.log.applied(),
+        );
+        for r in ready {
+            self.emit(Action::ReadReady {
                 ctx: r.ctx,
                 index: r.index,
             });
-        }
-        for action in ready {
-            self.emit(action);
         }
     }
 
@@ -95,7 +74,7 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let aborted: Vec<u64> = lead.pending_reads.drain(..).map(|r| r.ctx).collect();
+        let aborted = lead.drain_reads();
         for ctx in aborted {
             self.emit(Action::ReadAborted { ctx, leader });
         }

@@ -11,13 +11,10 @@ use crate::types::SnapshotMeta;
 impl PartitionCore {
     /// Asks for a snapshot once enough entries were applied since the last one.
     pub(crate) fn maybe_request_snapshot(&mut self) {
-        let threshold = self.cfg.snapshot_threshold;
-        if threshold == 0 || self.snapshots.requested {
-            return;
-        }
-        if self.log.applied().saturating_sub(self.snapshots.meta.index) >= threshold {
-            self.snapshots.requested = true;
-            let index = self.log.applied();
+        let due = self
+            .snapshots
+            .request_due(self.log.applied(), self.cfg.snapshot_threshold);
+        if let Some(index) = due {
             debug!(group = self.group, index, "requesting a snapshot");
             self.emit(Action::TakeSnapshot { index });
         }

@@ -81,9 +81,7 @@ impl PartitionCore {
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. } => {
                 // Handled by the peer's replicator; the term rules above were all we needed.
                 if let Some(lead) = self.lead.as_mut() {
-                    if let Some(p) = lead.progress.get_mut(&from) {
-                        p.active = true;
-                    }
+                    lead.mark_active(from);
                 }
             }
         }
