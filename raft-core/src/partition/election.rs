@@ -68,10 +68,10 @@ impl PartitionCore {
         if self.role == Role::Leader {
             warn!(
                 group = self.group,
-                term = self.ballot.term,
+                term = self.ballot.term(),
                 "leader lost contact with a quorum; stepping down"
             );
-            let term = self.ballot.term;
+            let term = self.ballot.term();
             self.become_follower(term, None);
         }
     }
@@ -122,7 +122,7 @@ impl PartitionCore {
         if changed {
             self.emit(Action::RoleChanged {
                 role: self.role(),
-                term: self.ballot.term,
+                term: self.ballot.term(),
                 leader,
             });
         }
@@ -131,10 +131,8 @@ impl PartitionCore {
     /// Becomes a follower of `leader` in `term` (Figure 2: "If RPC request or response contains
     /// term T > currentTerm: set currentTerm = T, convert to follower").
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        let term_changed = term > self.ballot.term;
+        let term_changed = self.ballot.enter_term(term);
         if term_changed {
-            self.ballot.term = term;
-            self.ballot.vote = None;
             self.persist_hard_state();
         }
         if self.role == Role::Leader {
@@ -149,7 +147,7 @@ impl PartitionCore {
             self.leader = leader;
             self.emit(Action::RoleChanged {
                 role: self.role(),
-                term: self.ballot.term,
+                term: self.ballot.term(),
                 leader,
             });
         } else {
@@ -160,7 +158,7 @@ impl PartitionCore {
     fn become_pre_candidate(&mut self) {
         info!(
             group = self.group,
-            term = self.ballot.term,
+            term = self.ballot.term(),
             "starting pre-vote"
         );
         self.election.votes.clear();
@@ -176,11 +174,12 @@ impl PartitionCore {
         if self.term_exhausted() {
             return;
         }
-        self.ballot.term += 1;
-        self.ballot.vote = Some(self.id);
+        // Cannot overflow: term_exhausted() refused the last term.
+        self.ballot.enter_term(self.ballot.term() + 1);
+        self.ballot.cast_vote(self.id);
         info!(
             group = self.group,
-            term = self.ballot.term,
+            term = self.ballot.term(),
             transfer,
             "starting election"
         );
@@ -195,9 +194,9 @@ impl PartitionCore {
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         // Callers checked term_exhausted(), so this cannot saturate in practice.
         let term = if pre_vote {
-            self.ballot.term.saturating_add(1)
+            self.ballot.term().saturating_add(1)
         } else {
-            self.ballot.term
+            self.ballot.term()
         };
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let voters: Vec<NodeId> = self
@@ -238,11 +237,11 @@ impl PartitionCore {
             VoteResult::Lost => {
                 info!(
                     group = self.group,
-                    term = self.ballot.term,
+                    term = self.ballot.term(),
                     pre_vote = (self.role == Role::PreCandidate),
                     "election lost"
                 );
-                let term = self.ballot.term;
+                let term = self.ballot.term();
                 self.become_follower(term, None);
             }
         }
@@ -251,7 +250,7 @@ impl PartitionCore {
     /// Applies the term rules to an incoming message. Returns false if the message must not be
     /// processed further.
     pub(crate) fn check_term(&mut self, m: &Message) -> bool {
-        if m.term > self.ballot.term {
+        if m.term > self.ballot.term() {
             match &m.body {
                 MessageBody::RequestVote {
                     pre_vote, transfer, ..
@@ -285,7 +284,7 @@ impl PartitionCore {
                     true
                 }
             }
-        } else if m.term < self.ballot.term {
+        } else if m.term < self.ballot.term() {
             match &m.body {
                 // A stale leader: tell it the newer term so it steps down (with pre-vote and
                 // check-quorum a partitioned node no longer bumps terms, so it must learn here).
@@ -336,9 +335,9 @@ impl PartitionCore {
         last_index: u64,
         last_term: Term,
     ) {
-        let can_vote = self.ballot.vote == Some(from)
-            || (self.ballot.vote.is_none() && self.leader.is_none())
-            || (pre_vote && term > self.ballot.term);
+        let can_vote = self.ballot.vote() == Some(from)
+            || (self.ballot.vote().is_none() && self.leader.is_none())
+            || (pre_vote && term > self.ballot.term());
         let known = self.members.effective().is_voter(from);
         let up_to_date = self.log.is_up_to_date(last_index, last_term);
         let granted = can_vote && known && up_to_date;
@@ -352,7 +351,7 @@ impl PartitionCore {
         if pre_vote {
             // Answer in the term the candidate proposed when granting, so it can count the
             // answer; otherwise in our own term, so it learns of a newer one.
-            let reply_term = if granted { term } else { self.ballot.term };
+            let reply_term = if granted { term } else { self.ballot.term() };
             let body = MessageBody::VoteResponse {
                 pre_vote: true,
                 granted,
@@ -366,7 +365,7 @@ impl PartitionCore {
             return;
         }
         if granted {
-            self.ballot.vote = Some(from);
+            self.ballot.cast_vote(from);
             self.reset_election_timer();
             self.persist_hard_state();
         }
@@ -396,7 +395,7 @@ impl PartitionCore {
         if self.role != expected {
             return;
         }
-        if pre_vote && granted && Some(term) != self.ballot.term.checked_add(1) {
+        if pre_vote && granted && Some(term) != self.ballot.term().checked_add(1) {
             return;
         }
         if !self.members.effective().is_voter(from) {
@@ -429,7 +428,7 @@ impl PartitionCore {
     /// A node at the largest term cannot campaign: a new term would wrap to 0 and break every
     /// term rule. Only a hostile or corrupt peer can get a node here; refuse loudly.
     fn term_exhausted(&self) -> bool {
-        if self.ballot.term == Term::MAX {
+        if self.ballot.term() == Term::MAX {
             error!(
                 group = self.group,
                 "term space exhausted (term = u64::MAX); refusing to campaign"

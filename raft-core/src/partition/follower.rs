@@ -19,7 +19,7 @@ impl PartitionCore {
         mut entries: Entries,
         leader_commit: Index,
     ) {
-        if let Err(reason) = check_entries(self.ballot.term, prev_index, prev_term, &entries) {
+        if let Err(reason) = check_entries(self.ballot.term(), prev_index, prev_term, &entries) {
             warn!(
                 group = self.group,
                 from, prev_index, reason, "malformed AppendEntries; dropped"

@@ -26,7 +26,11 @@ pub struct Proposed {
 
 impl PartitionCore {
     pub(crate) fn become_leader(&mut self) {
-        info!(group = self.group, term = self.ballot.term, "became leader");
+        info!(
+            group = self.group,
+            term = self.ballot.term(),
+            "became leader"
+        );
         self.lead = Some(LeaderState::new(self.id, self.members.effective()));
         self.election.votes.clear();
         self.election.elapsed = 0;
@@ -35,7 +39,7 @@ impl PartitionCore {
         self.leader = Some(id);
         self.emit(Action::RoleChanged {
             role: Role::Leader,
-            term: self.ballot.term,
+            term: self.ballot.term(),
             leader: Some(id),
         });
         // No-op on election (docs/architecture.md): an entry of the new term, so earlier-term
@@ -66,7 +70,7 @@ impl PartitionCore {
         if commands.is_empty() {
             let last = self.log.last_index();
             return Ok(Proposed {
-                term: self.ballot.term,
+                term: self.ballot.term(),
                 first_index: last + 1,
                 last_index: last,
             });
@@ -77,7 +81,7 @@ impl PartitionCore {
             .collect();
         let (first_index, last_index) = self.append_local(payloads);
         Ok(Proposed {
-            term: self.ballot.term,
+            term: self.ballot.term(),
             first_index,
             last_index,
         })
@@ -89,13 +93,13 @@ impl PartitionCore {
         let mut entries = Vec::with_capacity(payloads.len());
         for payload in payloads {
             let index = self.log.last_index() + 1;
-            self.log.push(self.ballot.term);
+            self.log.push(self.ballot.term());
             if let EntryPayload::Membership(m) = &payload {
                 self.push_config(index, m.clone());
             }
             entries.push(Entry {
                 index,
-                term: self.ballot.term,
+                term: self.ballot.term(),
                 payload,
             });
         }
@@ -109,7 +113,7 @@ impl PartitionCore {
     /// epoch the replicator was started for; reports from an older epoch are ignored, since no
     /// actor waits on a reply and late reports are normal (docs/architecture.md).
     pub fn progress(&mut self, peer: NodeId, term: Term, matched: Index) {
-        if self.role != Role::Leader || term != self.ballot.term {
+        if self.role != Role::Leader || term != self.ballot.term() {
             return;
         }
         let last = self.log.last_index();
@@ -146,7 +150,7 @@ impl PartitionCore {
         if quorum <= self.log.commit() || quorum == Index::MAX {
             return;
         }
-        if self.log.term(quorum) != Some(self.ballot.term) {
+        if self.log.term(quorum) != Some(self.ballot.term()) {
             // Figure 8: never count replicas for an entry of an earlier term.
             return;
         }
@@ -186,7 +190,7 @@ impl PartitionCore {
                 let msg = self.message(to, MessageBody::TimeoutNow);
                 self.send(msg);
             }
-            let term = self.ballot.term;
+            let term = self.ballot.term();
             self.become_follower(term, None);
         }
     }

@@ -270,10 +270,7 @@ impl PartitionCore {
         let mut core = PartitionCore {
             id: cfg.id,
             group,
-            ballot: Ballot {
-                term: init.hard_state.term,
-                vote: init.hard_state.vote,
-            },
+            ballot: Ballot::new(init.hard_state.term, init.hard_state.vote),
             role: Role::Follower,
             leader: None,
             members: Members::new(
@@ -304,7 +301,7 @@ impl PartitionCore {
         // The mark is cleared whatever the role: a leader that stepped down owes no Replicate.
         if self.out.take_replicate() && self.role == Role::Leader {
             self.out.push(Action::Replicate {
-                term: self.ballot.term,
+                term: self.ballot.term(),
                 first_index: self.log.first_index(),
                 last_index: self.log.last_index(),
                 commit: self.log.commit(),
@@ -363,8 +360,8 @@ impl PartitionCore {
         Status {
             id: self.id,
             role: self.role(),
-            term: self.ballot.term,
-            vote: self.ballot.vote,
+            term: self.ballot.term(),
+            vote: self.ballot.vote(),
             leader: self.leader,
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
@@ -397,7 +394,7 @@ impl PartitionCore {
 
     /// The current term.
     pub fn term(&self) -> Term {
-        self.ballot.term
+        self.ballot.term()
     }
 
     /// The leader this node believes in.
@@ -438,8 +435,8 @@ impl PartitionCore {
     /// The current hard state.
     pub fn hard_state(&self) -> HardState {
         HardState {
-            term: self.ballot.term,
-            vote: self.ballot.vote,
+            term: self.ballot.term(),
+            vote: self.ballot.vote(),
             commit: self.log.commit(),
         }
     }
@@ -492,7 +489,7 @@ impl PartitionCore {
 
     /// The candidate's own vote counts once the latest hard state is durable.
     pub(crate) fn gate_self_vote(&mut self) {
-        let (seq, term) = (self.persist.hard_state_seq(), self.ballot.term);
+        let (seq, term) = (self.persist.hard_state_seq(), self.ballot.term());
         self.gate(seq, Gated::SelfVote { term });
     }
 
@@ -505,7 +502,7 @@ impl PartitionCore {
     fn release(&mut self, item: Gated) {
         match item {
             Gated::Send { term, msg } => {
-                if term == self.ballot.term {
+                if term == self.ballot.term() {
                     self.out.push(Action::Send(msg));
                 } else {
                     debug!(
@@ -517,7 +514,7 @@ impl PartitionCore {
             }
             Gated::Entries { last } => self.log.mark_durable(last),
             Gated::SelfVote { term } => {
-                if term == self.ballot.term && self.role == Role::Candidate {
+                if term == self.ballot.term() && self.role == Role::Candidate {
                     self.record_vote(self.id, true);
                 }
             }
@@ -526,14 +523,14 @@ impl PartitionCore {
 
     /// Sends `msg` once everything written so far is durable (acknowledgements, votes).
     pub(crate) fn send_when_durable(&mut self, msg: Message) {
-        let (seq, term) = (self.persist.last_seq(), self.ballot.term);
+        let (seq, term) = (self.persist.last_seq(), self.ballot.term());
         self.gate(seq, Gated::Send { term, msg });
     }
 
     /// Sends `msg` once the latest hard state (term, vote) is durable; other pending writes
     /// do not hold it back.
     pub(crate) fn send(&mut self, msg: Message) {
-        let (seq, term) = (self.persist.hard_state_seq(), self.ballot.term);
+        let (seq, term) = (self.persist.hard_state_seq(), self.ballot.term());
         self.gate(seq, Gated::Send { term, msg });
     }
 
@@ -541,7 +538,7 @@ impl PartitionCore {
         Message {
             from: self.id,
             to,
-            term: self.ballot.term,
+            term: self.ballot.term(),
             body,
         }
     }

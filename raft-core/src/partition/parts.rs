@@ -11,12 +11,52 @@ use crate::rng::SplitMix64;
 use crate::types::{Index, NodeId, SnapshotMeta, Term};
 
 /// The durable ballot: the current term and the vote cast in it (Raft paper, Figure 2).
+///
+/// Invariants (election safety rests on them): the term never decreases, and a vote once cast
+/// in a term is never changed within it; moving to a newer term clears it.
 #[derive(Debug)]
 pub(crate) struct Ballot {
+    term: Term,
+    vote: Option<NodeId>,
+}
+
+impl Ballot {
+    /// The ballot as recovered from storage.
+    pub(crate) fn new(term: Term, vote: Option<NodeId>) -> Self {
+        Ballot { term, vote }
+    }
+
     /// The current term.
-    pub(crate) term: Term,
-    /// The node voted for in `term`, if any.
-    pub(crate) vote: Option<NodeId>,
+    pub(crate) fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The node voted for in the current term, if any.
+    pub(crate) fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// Moves to `term` with no vote cast in it, if it is newer. Returns whether it was.
+    pub(crate) fn enter_term(&mut self, term: Term) -> bool {
+        if term <= self.term {
+            return false;
+        }
+        self.term = term;
+        self.vote = None;
+        true
+    }
+
+    /// Casts the current term's vote for `candidate`; a vote already cast for another node in
+    /// this term stands (callers grant only when no other vote was cast).
+    pub(crate) fn cast_vote(&mut self, candidate: NodeId) {
+        debug_assert!(
+            self.vote.is_none_or(|v| v == candidate),
+            "a second vote in one term"
+        );
+        if self.vote.is_none() {
+            self.vote = Some(candidate);
+        }
+    }
 }
 
 /// Election bookkeeping: the election timer (in ticks), its jitter source and the votes of the

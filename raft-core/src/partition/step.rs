@@ -95,13 +95,13 @@ impl PartitionCore {
                 warn!(
                     group = self.group,
                     from,
-                    term = self.ballot.term,
+                    term = self.ballot.term(),
                     "another leader claims this term; message dropped"
                 );
                 false
             }
             Role::Candidate | Role::PreCandidate => {
-                let term = self.ballot.term;
+                let term = self.ballot.term();
                 self.become_follower(term, Some(from));
                 true
             }
@@ -113,7 +113,7 @@ impl PartitionCore {
                             from, "leader changed within a term? keeping the newcomer"
                         );
                     }
-                    let term = self.ballot.term;
+                    let term = self.ballot.term();
                     self.become_follower(term, Some(from));
                 }
                 self.election.elapsed = 0;
