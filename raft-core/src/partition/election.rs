@@ -14,12 +14,10 @@ impl PartitionCore {
     /// Advances logical time by one tick: election timeouts on followers and candidates;
     /// heartbeats, check-quorum and the leader-transfer deadline on the leader.
     pub fn tick(&mut self) {
-        self.election.elapsed = self.election.elapsed.saturating_add(1);
+        self.election.tick();
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if !self.cfg.external_timers
-            && self.election.elapsed >= self.election.randomized_timeout
-        {
+        } else if !self.cfg.external_timers && self.election.timed_out() {
             self.election_timeout();
         }
     }
@@ -46,7 +44,7 @@ impl PartitionCore {
         if self.role == Role::Leader {
             return;
         }
-        self.election.elapsed = 0;
+        self.election.restart();
         if self.term_exhausted() {
             return;
         }
@@ -90,8 +88,8 @@ impl PartitionCore {
         if self.cfg.external_timers {
             return;
         }
-        if self.election.elapsed >= self.cfg.election_ticks {
-            self.election.elapsed = 0;
+        if self.election.elapsed() >= self.cfg.election_ticks {
+            self.election.restart();
             if self.cfg.check_quorum && !self.check_quorum_active() {
                 self.quorum_lost();
                 return;
@@ -139,7 +137,7 @@ impl PartitionCore {
             self.abort_reads(leader);
             self.lead = None;
         }
-        self.election.votes.clear();
+        self.election.clear_votes();
         self.reset_election_timer();
         if term_changed && self.role != Role::Leader {
             // Emit even when role and leader are unchanged, so the runtime sees the new term.
@@ -161,7 +159,7 @@ impl PartitionCore {
             term = self.ballot.term(),
             "starting pre-vote"
         );
-        self.election.votes.clear();
+        self.election.clear_votes();
         self.set_role(Role::PreCandidate, None);
         self.reset_election_timer();
         self.request_votes(true, false);
@@ -184,7 +182,7 @@ impl PartitionCore {
             "starting election"
         );
         self.persist_hard_state();
-        self.election.votes.clear();
+        self.election.clear_votes();
         self.set_role(Role::Candidate, None);
         self.reset_election_timer();
         self.gate_self_vote();
@@ -228,8 +226,7 @@ impl PartitionCore {
         if !matches!(self.role, Role::PreCandidate | Role::Candidate) {
             return;
         }
-        self.election.votes.entry(from).or_insert(granted);
-        let votes = &self.election.votes;
+        let votes = self.election.record_vote(from, granted);
         match joint_vote(self.members.effective(), |n| votes.get(&n).copied()) {
             VoteResult::Pending => {}
             VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(false),
@@ -323,7 +320,7 @@ impl PartitionCore {
     fn in_leader_lease(&self) -> bool {
         self.cfg.check_quorum
             && self.leader.is_some()
-            && (self.role == Role::Leader || self.election.elapsed < self.cfg.election_ticks)
+            && (self.role == Role::Leader || self.election.elapsed() < self.cfg.election_ticks)
     }
 
     /// Handles RequestVote (and pre-vote) at the current term (Raft paper, 5.2 and 5.4.1).

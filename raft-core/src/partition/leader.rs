@@ -32,8 +32,8 @@ impl PartitionCore {
             "became leader"
         );
         self.lead = Some(LeaderState::new(self.id, self.members.effective()));
-        self.election.votes.clear();
-        self.election.elapsed = 0;
+        self.election.clear_votes();
+        self.election.restart();
         let id = self.id;
         self.role = Role::Leader;
         self.leader = Some(id);

@@ -389,7 +389,7 @@ impl PartitionCore {
 
     /// The election timer: `(ticks elapsed, randomized timeout)`.
     pub fn election_timer(&self) -> (u32, u32) {
-        (self.election.elapsed, self.election.randomized_timeout)
+        (self.election.elapsed(), self.election.randomized_timeout())
     }
 
     /// The current term.

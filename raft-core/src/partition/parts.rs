@@ -61,16 +61,20 @@ impl Ballot {
 
 /// Election bookkeeping: the election timer (in ticks), its jitter source and the votes of the
 /// (pre-)election under way.
+///
+/// Invariants: a node's first answer in a round is the one counted (a duplicate or reordered
+/// response changes nothing); the jitter is drawn only when the timer is reset, so the sequence
+/// of timeouts depends on the seed and the inputs alone (determinism, docs/architecture.md).
 #[derive(Debug)]
 pub(crate) struct Election {
-    /// Ticks since the timer was last reset.
-    pub(crate) elapsed: u32,
+    /// Ticks since the timer was last reset (or since the leader was last heard from).
+    elapsed: u32,
     /// The timeout for this round: the configured base plus seeded jitter.
-    pub(crate) randomized_timeout: u32,
+    randomized_timeout: u32,
     /// Seeded per node and group, so runs are reproducible.
     rng: SplitMix64,
     /// Votes received in the current (pre-)election.
-    pub(crate) votes: BTreeMap<NodeId, bool>,
+    votes: BTreeMap<NodeId, bool>,
 }
 
 impl Election {
@@ -89,6 +93,43 @@ impl Election {
         self.elapsed = 0;
         let base = u64::from(election_ticks);
         self.randomized_timeout = (base + self.rng.below(base)) as u32;
+    }
+
+    /// One tick passed.
+    pub(crate) fn tick(&mut self) {
+        self.elapsed = self.elapsed.saturating_add(1);
+    }
+
+    /// Ticks since the timer was last reset or restarted.
+    pub(crate) fn elapsed(&self) -> u32 {
+        self.elapsed
+    }
+
+    /// The timeout of the current round.
+    pub(crate) fn randomized_timeout(&self) -> u32 {
+        self.randomized_timeout
+    }
+
+    /// True once the current round's timeout has passed.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.elapsed >= self.randomized_timeout
+    }
+
+    /// Restarts the count of ticks without drawing a new timeout (the leader was heard from,
+    /// or a leader's check-quorum period begins).
+    pub(crate) fn restart(&mut self) {
+        self.elapsed = 0;
+    }
+
+    /// Forgets the votes of the previous round.
+    pub(crate) fn clear_votes(&mut self) {
+        self.votes.clear();
+    }
+
+    /// Counts `from`'s answer, unless it already answered in this round; returns the votes so far.
+    pub(crate) fn record_vote(&mut self, from: NodeId, granted: bool) -> &BTreeMap<NodeId, bool> {
+        self.votes.entry(from).or_insert(granted);
+        &self.votes
     }
 }
 

@@ -116,7 +116,7 @@ impl PartitionCore {
                     let term = self.ballot.term();
                     self.become_follower(term, Some(from));
                 }
-                self.election.elapsed = 0;
+                self.election.restart();
                 true
             }
         }
