@@ -21,9 +21,8 @@ pub struct Floors {
     pub loopback_rtt_us: f64,
     /// The same between two tasks of one two-worker tokio runtime. Reported, not compared
     /// with: the ends often share a worker, which then never sleeps, so no wake-up is in the
-    /// figure (on the 2-vCPU machine of the README: about 24 µs then against 90 µs when the
-    /// ends are on different workers, from one run to the next), and no hop between node
-    /// processes avoids its wake-up.
+    /// figure (which therefore swings from one run to the next with where the ends land), and
+    /// no hop between node processes avoids its wake-up.
     pub loopback_rtt_one_runtime_us: f64,
     /// Appending 4 KiB to a file and `fdatasync`ing it.
     pub fdatasync_4k_us: f64,

@@ -193,8 +193,8 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
         h
     });
     // One body for the whole run, made `'static` so that cloning it into each write takes no
-    // reference count: at 4096 clients the count updates on per-client `Bytes` were cold
-    // cache lines and ~9% of the profile. It is `plan.payload` bytes, leaked once per run.
+    // reference count: with thousands of clients the count updates on per-client `Bytes` are
+    // cold cache lines on the hot path. It is `plan.payload` bytes, leaked once per run.
     let body: &'static [u8] = Box::leak(
         (0..plan.payload)
             .map(|i| i as u8)
@@ -278,8 +278,8 @@ async fn client_loop(
     ops: Option<u64>,
     samples: flume::Sender<Vec<u64>>,
 ) -> Tally {
-    // Small per-client buffers: at 4096 clients, 1024 samples each were 32 MiB of buffers and
-    // a cache miss on every push.
+    // Small per-client buffers: at 4096 clients, 1024 samples each would be 32 MiB of buffers
+    // and a cache miss on every push.
     const BATCH: usize = 64;
     // Without `--ops` the shared count only feeds the progress line: add to it in steps, not
     // with a contended atomic add per write.

@@ -30,10 +30,11 @@ use cli::{Cli, Mode, OutputKind, StorageKind, TransportKind, WriteArgs};
 use report::{FloorRatio, Percentiles, Resources, RunConfig, WriteReport};
 
 /// The allocator of the benchmark and of its node processes. A benchmark measures the library,
-/// and at 4096 clients glibc's malloc and free took ~13% of the process (arena locks and
-/// consolidation across the worker threads); mimalloc's per-thread heaps avoid that. Libraries
-/// never choose the allocator: an application does, as this binary does here. The report names
-/// it (`allocator`), and the README compares with openraft's benchmark built the same way.
+/// and with thousands of clients glibc's malloc and free become a large share of the process
+/// (arena locks and consolidation across the worker threads); mimalloc's per-thread heaps
+/// avoid that. Libraries never choose the allocator: an application does, as this binary does
+/// here. The report names it (`allocator`), and the README compares with openraft's benchmark
+/// built the same way.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -102,12 +103,11 @@ fn main() -> ExitCode {
 /// - A cluster in this process over the in-memory transport does no I/O on the data runtime
 ///   (the loopback floor has a runtime of its own). Without an I/O driver, a parked worker
 ///   sleeps on a futex rather than in epoll, and waking it for the next actor of a write's
-///   chain skips an eventfd write and an epoll round: in a 1-client profile those wake-ups
-///   were a tenth of the CPU. Workers: `--workers`.
+///   chain skips an eventfd write and an epoll round, a visible share of the CPU when a single
+///   client keeps one write in flight. Workers: `--workers`.
 /// - Over TCP this process only runs the clients (the nodes are processes of their own, one
-///   data worker each): one worker here too. With two, a reply read on one worker woke a
-///   client parked on the other, 2.4 context switches per write instead of 1 (paired A/B,
-///   1 client: p50 -3 %, 256 clients: +11 % writes/s).
+///   data worker each): one worker here too. With two, a reply read on one worker wakes a
+///   client parked on the other, more than two context switches per write instead of one.
 fn data_runtime(cli: &Cli) -> (Option<usize>, bool) {
     let write = |args: &WriteArgs| match args.transport {
         TransportKind::Mem => (args.workers, false),

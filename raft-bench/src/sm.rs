@@ -36,7 +36,7 @@ impl<T, F: FnOnce(&[u8]) -> T> serde::de::Visitor<'_> for ByteString<F> {
 
 /// The state machine's command. It is proposed as the payload's bytes and decoded from the log
 /// as their digest: the decoder reads every byte but copies none (an allocation per write on
-/// every node was 4 % of the CPU at 4096 in-process clients).
+/// every node is a cost the benchmark would charge to the library).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     /// As proposed: the payload (shared, so a client sends it again without copying it).

@@ -6,7 +6,7 @@
 //!   durable (and every earlier one), the runtime calls `persisted(s)`.
 //! - `Send` may go out immediately: the core itself holds back every message that promises
 //!   something not yet durable (a vote, an append acknowledgement) until the matching
-//!   `persisted` call (DESIGN.md I7).
+//!   `persisted` call (persistence before promises, docs/architecture.md).
 //! - `Replicate` and `Apply` are latest-value signals: only the newest matters.
 
 use crate::entries::Entries;

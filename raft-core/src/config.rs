@@ -55,7 +55,7 @@ pub struct Config {
     /// and the leader-transfer deadline. Off by default: `tick()` does everything.
     pub external_timers: bool,
     /// Seed for the randomized election timeout (mixed with the node id so nodes differ). The
-    /// same seed and the same inputs give the same outputs (DESIGN.md I11).
+    /// same seed and the same inputs give the same outputs (determinism, docs/architecture.md).
     pub seed: u64,
 }
 

@@ -114,7 +114,7 @@ impl From<Vec<Entry>> for Entries {
         let len = v.len();
         Entries {
             // `Arc<Vec>`, not `Arc<[Entry]>`: wrapping the vector moves no entry (making an
-            // `Arc<[Entry]>` copies them all, which profiled at 6 % with 4096 clients).
+            // `Arc<[Entry]>` copies them all, on the hot path of every proposal batch).
             buf: Some(Arc::new(v)),
             range: 0..len,
         }

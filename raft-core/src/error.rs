@@ -1,5 +1,6 @@
 //! Errors of raft-core. Every variant is something a caller can act on; the core itself never
-//! panics on bad input (DESIGN.md: "nothing panics").
+//! panics on bad input: a bad call is refused with one of these, a bad message is dropped with a
+//! log line.
 
 use thiserror::Error;
 
@@ -31,7 +32,8 @@ pub enum Error {
         /// Why not.
         reason: &'static str,
     },
-    /// Too many reads are waiting for confirmation; retry later (backpressure, DESIGN.md I2).
+    /// Too many reads are waiting for confirmation; retry later (backpressure: bounded queues,
+    /// docs/architecture.md).
     #[error("too many pending reads ({limit})")]
     ReadsOverloaded {
         /// The configured limit.

@@ -24,7 +24,8 @@
 //! [`PartitionCore::applied`], [`PartitionCore::read_index`], ... Outputs are [`Action`]s,
 //! drained with [`PartitionCore::take_actions`]. Persistence actions carry a sequence number and
 //! must be made durable in order; the core holds back votes and append acknowledgements until
-//! `persisted(seq)` says the state they promise is on disk (DESIGN.md I7).
+//! `persisted(seq)` says the state they promise is on disk (persistence before promises,
+//! docs/architecture.md).
 //!
 //! Replication to a peer is split off into a [`ReplicatorCore`] so a runtime can run one per
 //! peer (an actor each): the partition core says *what* the log is ([`Action::Replicate`]), the

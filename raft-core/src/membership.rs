@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::MembershipError;
 use crate::types::NodeId;
 
-/// A configuration of the group. `BTreeSet`s keep iteration order deterministic (DESIGN.md I11).
+/// A configuration of the group. `BTreeSet`s keep iteration order deterministic (determinism,
+/// docs/architecture.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     /// The voters of the (incoming) configuration.

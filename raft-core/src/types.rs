@@ -18,8 +18,9 @@ pub type Index = u64;
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryPayload {
-    /// The entry a new leader appends at the start of its term (DESIGN.md I8). It carries no
-    /// command; committing it commits every earlier-term entry before it (Raft paper, 5.4.2).
+    /// The entry a new leader appends at the start of its term (no-op on election,
+    /// docs/architecture.md). It carries no command; committing it commits every earlier-term
+    /// entry before it (Raft paper, 5.4.2).
     Noop,
     /// A command for the user's state machine, opaque to the protocol. Reference-counted, so
     /// the copies a leader hands to storage, replicators and its state machine share one
@@ -53,7 +54,8 @@ impl Entry {
     }
 }
 
-/// The state that must be durable before this node promises anything (DESIGN.md I7).
+/// The state that must be durable before this node promises anything (persistence before
+/// promises, docs/architecture.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
     /// The latest term this node has seen.

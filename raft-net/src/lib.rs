@@ -22,17 +22,21 @@
 //!   per-connection in-flight limit) and [`RpcClient`] (many callers pipelined over one
 //!   connection), on the same frames with their own kinds.
 //! - [`mem`]: [`MemNetwork`] and [`MemTransport`], in-memory, with seeded fault injection.
-//! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults.
+//! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults (raft-core's,
+//!   re-exported).
 //! - `backoff`: capped exponential reconnect backoff with jitter.
-//! - `shutdown`: shutdown signal and task-completion tracking (DESIGN I10).
+//! - `shutdown`: shutdown signal and task-completion tracking (shutdown as a message,
+//!   docs/architecture.md).
 //!
 //! # Policies
 //!
 //! - **Sending never blocks** ([`Transport::send`]): bounded per-peer, per-lane queues filled
-//!   with `try_send`; full queue or dead peer: dropped and counted (DESIGN I2).
+//!   with `try_send`; full queue or dead peer: dropped and counted (bounded channels,
+//!   docs/architecture.md).
 //! - **Receiving never blocks the socket**: each lane has one bounded inbound channel; when full
 //!   the message is dropped and counted against its sender.
-//! - **Heartbeat lane**: its own connection, queue, listener and runtime (DESIGN I5).
+//! - **Heartbeat lane**: its own connection, queue, listener and runtime (heartbeats on their
+//!   own executor, docs/architecture.md).
 //! - **Large frames**: on the data lane, frames above `large_frame_threshold` go to a separate
 //!   bulk queue; the writer sends at most one large frame per batch of small frames, so a small
 //!   frame waits behind at most one large frame. Order is kept within each class; a small frame

@@ -349,7 +349,8 @@ impl<M: Clone + Send + 'static> MemNetwork<M> {
     }
 
     /// Drops messages `from → to` on `lane` only: e.g. a hung data connection while heartbeats
-    /// still flow (DESIGN.md incident 1).
+    /// still flow, the case honest heartbeats and stall detection are for
+    /// (docs/architecture.md).
     pub async fn partition_lane(
         &self,
         from: NodeId,
@@ -525,7 +526,7 @@ impl<M: Clone + Send + 'static> Router<M> {
     /// real time: tokio's timer wheel rounds deadlines to milliseconds counted from the
     /// driver's start, which sits a real-time fraction of a millisecond away from the paused
     /// clock's base, so whether two nearby deadlines share a tick would vary between runs of
-    /// the same seed (DESIGN.md I11).
+    /// the same seed (determinism, docs/architecture.md).
     fn random_between(&mut self, lo: Duration, hi: Duration) -> Duration {
         let lo_ms = u64::try_from(lo.as_millis()).unwrap_or(u64::MAX);
         let hi_ms = u64::try_from(hi.as_millis()).unwrap_or(u64::MAX);

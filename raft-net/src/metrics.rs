@@ -1,4 +1,5 @@
-//! Per-peer counters. Atomics are allowed here and only here (DESIGN I1: metric counters).
+//! Per-peer counters. Atomics are allowed here and only here: metric counters are the one
+//! exception to no shared locks (docs/architecture.md).
 //!
 //! Writers (send path, link and reader tasks) bump relaxed atomics; [`MetricsSnapshot`] is a
 //! plain copy for the caller. The peer set is fixed when the transport starts, so the map of

@@ -33,8 +33,9 @@
 //!   starts the handler on it (the reader task runs every handler of its connection, so a
 //!   request costs no task of its own) and loops; at `max_in_flight` unanswered requests it stops
 //!   reading, so a client that sends faster than the handler answers is slowed by TCP itself
-//!   (backpressure, DESIGN.md I2). A writer task owns the write half and writes every response
-//!   that is ready in one call; a slot is freed once its response is handed to the socket.
+//!   (backpressure: bounded channels, docs/architecture.md). A writer task owns the write half
+//!   and writes every response that is ready in one call; a slot is freed once its response is
+//!   handed to the socket.
 //!
 //! # Failures
 //!

@@ -1,4 +1,4 @@
-//! Shutdown as a message (DESIGN I10).
+//! Shutdown as a message (docs/architecture.md).
 //!
 //! The transport handle owns a `watch` sender; every task holds a [`Shutdown`] receiver and polls
 //! it first in a `biased` select, so a task stops at its next await even when it is blocked on an

@@ -24,7 +24,8 @@ pub type ClusterId = u64;
 /// Which of the two per-peer lanes a message travels on.
 ///
 /// Each lane has its own connection, its own send queue and its own inbound channel, so a data
-/// lane clogged by snapshot chunks never delays heartbeats (DESIGN I5, incident 1).
+/// lane clogged by snapshot chunks never delays heartbeats (heartbeats on their own executor,
+/// docs/architecture.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Lane {
     /// Small coalesced heartbeats and their acks. On TCP its I/O runs on a dedicated
@@ -64,7 +65,8 @@ pub struct Envelope<M> {
 ///
 /// Policy when a channel is full: the message is dropped and counted in
 /// `LaneStats::dropped_inbound_full` of the sending peer; the socket reader never waits for the
-/// consumer (DESIGN I2: network queues drop and count; Raft retransmits). A slow consumer
+/// consumer (bounded channels, docs/architecture.md: network queues drop and count; Raft
+/// retransmits). A slow consumer
 /// therefore loses messages rather than stalling every peer's connection.
 #[derive(Debug)]
 pub struct Inbound<M> {
@@ -150,6 +152,7 @@ pub trait Transport<M>: Send + Sync + 'static {
     fn metrics(&self) -> MetricsSnapshot;
 
     /// Stops every task of this transport and closes its connections. Completes within the
-    /// configured shutdown bound even when peers are unreachable (DESIGN I10). Idempotent.
+    /// configured shutdown bound even when peers are unreachable (shutdown as a message,
+    /// docs/architecture.md). Idempotent.
     async fn shutdown(&self);
 }

@@ -1,4 +1,5 @@
-//! The heartbeat lane is never queued behind bulk data (DESIGN I5, incident 1): while the data
+//! The heartbeat lane is never queued behind bulk data (heartbeats on their own executor,
+//! docs/architecture.md): while the data
 //! lane to a peer carries 64 MiB of 1 MiB frames and a task hogs a data-runtime worker,
 //! heartbeats keep arriving promptly.
 
@@ -96,7 +97,8 @@ async fn one_run() -> Vec<Duration> {
         })
     };
     // Load the data runtime too: a task that hogs one of its two workers in 5 ms slices
-    // (DESIGN I5: a CPU-saturated data runtime must not delay heartbeats).
+    // (heartbeats on their own executor, docs/architecture.md: a CPU-saturated data runtime
+    // must not delay heartbeats).
     let spinners: Vec<_> = (0..1)
         .map(|_| {
             let mut stop = stop_rx_spin.clone();

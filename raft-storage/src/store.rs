@@ -71,7 +71,8 @@ pub struct Recovered {
 ///
 /// Writes (`append`, `save_hard_state`, `save_snapshot`, `compact`) may be buffered; they are
 /// durable only after `sync` returns `Ok`. raft-actor reports `persisted` to a group only after
-/// that (DESIGN.md I7). Reads see every write, synced or not, in order.
+/// that (persistence before promises, docs/architecture.md). Reads see every write, synced or
+/// not, in order.
 pub trait LogStore: Send + 'static {
     /// Every group with state in the store.
     fn groups(&self) -> Vec<GroupId>;

@@ -7,8 +7,8 @@
 //! string for every server:
 //!
 //! - `HOST:PORT` is the node's Raft **data** address. Its Raft **heartbeat** address is the same
-//!   host at `PORT + 1` (the two lanes have separate listeners and connections, DESIGN.md I5),
-//!   so a node uses two consecutive ports for Raft.
+//!   host at `PORT + 1` (the two lanes have separate listeners and connections: heartbeats on
+//!   their own executor, docs/architecture.md), so a node uses two consecutive ports for Raft.
 //! - `/CLIENT_HOST:CLIENT_PORT` (optional) is the node's client address (its `--listen`, as
 //!   clients reach it). A server that is not the leader answers clients with the leader's client
 //!   address taken from here; without it the answer names only the leader's id and the client

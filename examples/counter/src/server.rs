@@ -138,7 +138,8 @@ impl CounterServer {
         self.rpc.local_addr()
     }
 
-    /// Closes the client port, then stops the node (bounded, DESIGN.md I10).
+    /// Closes the client port, then stops the node (bounded: shutdown as a message,
+    /// docs/architecture.md).
     pub async fn shutdown(&self) {
         self.rpc.shutdown().await;
         self.node.shutdown().await;

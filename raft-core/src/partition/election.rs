@@ -7,17 +7,17 @@ use tracing::{debug, error, info, warn};
 use super::PartitionCore;
 use crate::action::Action;
 use crate::message::{Message, MessageBody};
-use crate::quorum::{VoteResult, has_quorum, joint_vote};
+use crate::quorum::{VoteResult, joint_vote};
 use crate::types::{NodeId, Role, Term};
 
 impl PartitionCore {
     /// Advances logical time by one tick: election timeouts on followers and candidates;
     /// heartbeats, check-quorum and the leader-transfer deadline on the leader.
     pub fn tick(&mut self) {
-        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        self.election.tick();
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if !self.cfg.external_timers && self.election_elapsed >= self.randomized_timeout {
+        } else if !self.cfg.external_timers && self.election.timed_out() {
             self.election_timeout();
         }
     }
@@ -35,7 +35,7 @@ impl PartitionCore {
         if !self.cfg.external_timers {
             return true;
         }
-        self.lead.as_ref().is_some_and(|l| l.transfer.is_some())
+        self.lead.as_ref().is_some_and(|l| l.transferring())
     }
 
     /// The election timer fired (called by `tick`, or directly by a runtime that keeps its own
@@ -44,11 +44,11 @@ impl PartitionCore {
         if self.role == Role::Leader {
             return;
         }
-        self.election_elapsed = 0;
+        self.election.restart();
         if self.term_exhausted() {
             return;
         }
-        if !self.membership.is_voter(self.id) {
+        if !self.members.effective().is_voter(self.id) {
             debug!(group = self.group, "election timeout ignored: not a voter");
             self.reset_election_timer();
             return;
@@ -66,10 +66,10 @@ impl PartitionCore {
         if self.role == Role::Leader {
             warn!(
                 group = self.group,
-                term = self.term,
+                term = self.ballot.term(),
                 "leader lost contact with a quorum; stepping down"
             );
-            let term = self.term;
+            let term = self.ballot.term();
             self.become_follower(term, None);
         }
     }
@@ -78,27 +78,18 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        lead.heartbeat_elapsed += 1;
-        let heartbeat_due = lead.heartbeat_elapsed >= self.cfg.heartbeat_ticks;
-        if heartbeat_due {
-            lead.heartbeat_elapsed = 0;
-        }
-        if let Some(transfer) = lead.transfer.as_mut() {
-            transfer.elapsed += 1;
-            if transfer.elapsed >= self.cfg.election_ticks {
-                info!(
-                    group = self.group,
-                    target = transfer.target,
-                    "leader transfer timed out; aborted"
-                );
-                lead.transfer = None;
-            }
+        let (heartbeat_due, expired) = lead.tick(self.cfg.heartbeat_ticks, self.cfg.election_ticks);
+        if let Some(target) = expired {
+            info!(
+                group = self.group,
+                target, "leader transfer timed out; aborted"
+            );
         }
         if self.cfg.external_timers {
             return;
         }
-        if self.election_elapsed >= self.cfg.election_ticks {
-            self.election_elapsed = 0;
+        if self.election.elapsed() >= self.cfg.election_ticks {
+            self.election.restart();
             if self.cfg.check_quorum && !self.check_quorum_active() {
                 self.quorum_lost();
                 return;
@@ -112,23 +103,14 @@ impl PartitionCore {
     /// True if the peers heard from since the last check, plus this node, form a quorum. Resets
     /// the activity marks for the next period.
     fn check_quorum_active(&mut self) -> bool {
-        let id = self.id;
         let Some(lead) = self.lead.as_mut() else {
             return false;
         };
-        let ok = has_quorum(&self.membership, |n| {
-            n == id || lead.progress.get(&n).is_some_and(|p| p.active)
-        });
-        for p in lead.progress.values_mut() {
-            p.active = false;
-        }
-        ok
+        lead.check_quorum(self.id, self.members.effective())
     }
 
     pub(crate) fn reset_election_timer(&mut self) {
-        self.election_elapsed = 0;
-        let base = u64::from(self.cfg.election_ticks);
-        self.randomized_timeout = (base + self.rng.below(base)) as u32;
+        self.election.reset(self.cfg.election_ticks);
     }
 
     fn set_role(&mut self, role: Role, leader: Option<NodeId>) {
@@ -138,7 +120,7 @@ impl PartitionCore {
         if changed {
             self.emit(Action::RoleChanged {
                 role: self.role(),
-                term: self.term,
+                term: self.ballot.term(),
                 leader,
             });
         }
@@ -147,17 +129,15 @@ impl PartitionCore {
     /// Becomes a follower of `leader` in `term` (Figure 2: "If RPC request or response contains
     /// term T > currentTerm: set currentTerm = T, convert to follower").
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        let term_changed = term > self.term;
+        let term_changed = self.ballot.enter_term(term);
         if term_changed {
-            self.term = term;
-            self.vote = None;
             self.persist_hard_state();
         }
         if self.role == Role::Leader {
             self.abort_reads(leader);
             self.lead = None;
         }
-        self.votes.clear();
+        self.election.clear_votes();
         self.reset_election_timer();
         if term_changed && self.role != Role::Leader {
             // Emit even when role and leader are unchanged, so the runtime sees the new term.
@@ -165,7 +145,7 @@ impl PartitionCore {
             self.leader = leader;
             self.emit(Action::RoleChanged {
                 role: self.role(),
-                term: self.term,
+                term: self.ballot.term(),
                 leader,
             });
         } else {
@@ -174,8 +154,12 @@ impl PartitionCore {
     }
 
     fn become_pre_candidate(&mut self) {
-        info!(group = self.group, term = self.term, "starting pre-vote");
-        self.votes.clear();
+        info!(
+            group = self.group,
+            term = self.ballot.term(),
+            "starting pre-vote"
+        );
+        self.election.clear_votes();
         self.set_role(Role::PreCandidate, None);
         self.reset_election_timer();
         self.request_votes(true, false);
@@ -183,41 +167,42 @@ impl PartitionCore {
     }
 
     /// Starts a real election in `term + 1` (Raft paper, 5.2). The own vote counts only once the
-    /// new term and vote are durable (DESIGN.md I7).
+    /// new term and vote are durable (persistence before promises, docs/architecture.md).
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
         if self.term_exhausted() {
             return;
         }
-        self.term += 1;
-        self.vote = Some(self.id);
+        // Cannot overflow: term_exhausted() refused the last term.
+        self.ballot.enter_term(self.ballot.term() + 1);
+        self.ballot.cast_vote(self.id);
         info!(
             group = self.group,
-            term = self.term,
+            term = self.ballot.term(),
             transfer,
             "starting election"
         );
         self.persist_hard_state();
-        self.votes.clear();
+        self.election.clear_votes();
         self.set_role(Role::Candidate, None);
         self.reset_election_timer();
-        let seq = self.hard_state_seq;
-        self.gate_self_vote(seq);
+        self.gate_self_vote();
         self.request_votes(false, transfer);
     }
 
     fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         // Callers checked term_exhausted(), so this cannot saturate in practice.
         let term = if pre_vote {
-            self.term.saturating_add(1)
+            self.ballot.term().saturating_add(1)
         } else {
-            self.term
+            self.ballot.term()
         };
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let voters: Vec<NodeId> = self
-            .membership
+            .members
+            .effective()
             .all_nodes()
             .into_iter()
-            .filter(|&n| n != self.id && self.membership.is_voter(n))
+            .filter(|&n| n != self.id && self.members.effective().is_voter(n))
             .collect();
         for to in voters {
             let body = MessageBody::RequestVote {
@@ -241,20 +226,19 @@ impl PartitionCore {
         if !matches!(self.role, Role::PreCandidate | Role::Candidate) {
             return;
         }
-        self.votes.entry(from).or_insert(granted);
-        let votes = &self.votes;
-        match joint_vote(&self.membership, |n| votes.get(&n).copied()) {
+        let votes = self.election.record_vote(from, granted);
+        match joint_vote(self.members.effective(), |n| votes.get(&n).copied()) {
             VoteResult::Pending => {}
             VoteResult::Won if self.role == Role::PreCandidate => self.become_candidate(false),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => {
                 info!(
                     group = self.group,
-                    term = self.term,
+                    term = self.ballot.term(),
                     pre_vote = (self.role == Role::PreCandidate),
                     "election lost"
                 );
-                let term = self.term;
+                let term = self.ballot.term();
                 self.become_follower(term, None);
             }
         }
@@ -263,7 +247,7 @@ impl PartitionCore {
     /// Applies the term rules to an incoming message. Returns false if the message must not be
     /// processed further.
     pub(crate) fn check_term(&mut self, m: &Message) -> bool {
-        if m.term > self.term {
+        if m.term > self.ballot.term() {
             match &m.body {
                 MessageBody::RequestVote {
                     pre_vote, transfer, ..
@@ -297,7 +281,7 @@ impl PartitionCore {
                     true
                 }
             }
-        } else if m.term < self.term {
+        } else if m.term < self.ballot.term() {
             match &m.body {
                 // A stale leader: tell it the newer term so it steps down (with pre-vote and
                 // check-quorum a partitioned node no longer bumps terms, so it must learn here).
@@ -336,7 +320,7 @@ impl PartitionCore {
     fn in_leader_lease(&self) -> bool {
         self.cfg.check_quorum
             && self.leader.is_some()
-            && (self.role == Role::Leader || self.election_elapsed < self.cfg.election_ticks)
+            && (self.role == Role::Leader || self.election.elapsed() < self.cfg.election_ticks)
     }
 
     /// Handles RequestVote (and pre-vote) at the current term (Raft paper, 5.2 and 5.4.1).
@@ -348,10 +332,10 @@ impl PartitionCore {
         last_index: u64,
         last_term: Term,
     ) {
-        let can_vote = self.vote == Some(from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && term > self.term);
-        let known = self.membership.is_voter(from);
+        let can_vote = self.ballot.vote() == Some(from)
+            || (self.ballot.vote().is_none() && self.leader.is_none())
+            || (pre_vote && term > self.ballot.term());
+        let known = self.members.effective().is_voter(from);
         let up_to_date = self.log.is_up_to_date(last_index, last_term);
         let granted = can_vote && known && up_to_date;
         if !known {
@@ -364,7 +348,7 @@ impl PartitionCore {
         if pre_vote {
             // Answer in the term the candidate proposed when granting, so it can count the
             // answer; otherwise in our own term, so it learns of a newer one.
-            let reply_term = if granted { term } else { self.term };
+            let reply_term = if granted { term } else { self.ballot.term() };
             let body = MessageBody::VoteResponse {
                 pre_vote: true,
                 granted,
@@ -378,7 +362,7 @@ impl PartitionCore {
             return;
         }
         if granted {
-            self.vote = Some(from);
+            self.ballot.cast_vote(from);
             self.reset_election_timer();
             self.persist_hard_state();
         }
@@ -408,10 +392,10 @@ impl PartitionCore {
         if self.role != expected {
             return;
         }
-        if pre_vote && granted && Some(term) != self.term.checked_add(1) {
+        if pre_vote && granted && Some(term) != self.ballot.term().checked_add(1) {
             return;
         }
-        if !self.membership.is_voter(from) {
+        if !self.members.effective().is_voter(from) {
             return;
         }
         self.record_vote(from, granted);
@@ -419,7 +403,7 @@ impl PartitionCore {
 
     /// TimeoutNow from the leader: campaign at once, skipping pre-vote (Raft thesis, 3.10).
     pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
-        if !self.membership.is_voter(self.id) {
+        if !self.members.effective().is_voter(self.id) {
             warn!(
                 group = self.group,
                 from = from,
@@ -441,7 +425,7 @@ impl PartitionCore {
     /// A node at the largest term cannot campaign: a new term would wrap to 0 and break every
     /// term rule. Only a hostile or corrupt peer can get a node here; refuse loudly.
     fn term_exhausted(&self) -> bool {
-        if self.term == Term::MAX {
+        if self.ballot.term() == Term::MAX {
             error!(
                 group = self.group,
                 "term space exhausted (term = u64::MAX); refusing to campaign"

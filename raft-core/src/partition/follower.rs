@@ -19,7 +19,7 @@ impl PartitionCore {
         mut entries: Entries,
         leader_commit: Index,
     ) {
-        if let Err(reason) = self.check_entries(prev_index, prev_term, &entries) {
+        if let Err(reason) = check_entries(self.ballot.term(), prev_index, prev_term, &entries) {
             warn!(
                 group = self.group,
                 from, prev_index, reason, "malformed AppendEntries; dropped"
@@ -31,16 +31,16 @@ impl PartitionCore {
         // Entries at or below our commit index are in every future leader's log at the same
         // place (Leader Completeness), so they match: skip them rather than checking terms we
         // may have compacted.
-        if prev_index < self.commit {
-            let skip = ((self.commit - prev_index) as usize).min(entries.len());
+        if prev_index < self.log.commit() {
+            let skip = ((self.log.commit() - prev_index) as usize).min(entries.len());
             entries.skip_front(skip);
-            prev_index = self.commit;
-            prev_term = self.log.term(self.commit).unwrap_or(prev_term);
+            prev_index = self.log.commit();
+            prev_term = self.log.term(self.log.commit()).unwrap_or(prev_term);
             if entries.is_empty() {
                 self.reply_append(
                     from,
                     AppendResponse::Success {
-                        match_index: msg_last.min(self.commit),
+                        match_index: msg_last.min(self.log.commit()),
                     },
                 );
                 self.advance_commit_to(leader_commit.min(msg_last));
@@ -81,12 +81,12 @@ impl PartitionCore {
             let new_entries = entries.split_off(pos);
             let first = new_entries[0].index;
             let truncate_from = if first <= last {
-                if first <= self.commit {
+                if first <= self.log.commit() {
                     error!(
                         group = self.group,
                         from,
                         first,
-                        commit = self.commit,
+                        commit = self.log.commit(),
                         "leader would overwrite a committed entry; dropped"
                     );
                     return;
@@ -124,36 +124,6 @@ impl PartitionCore {
         self.send_when_durable(msg);
     }
 
-    /// Structural checks of an AppendEntries body before anything is changed.
-    fn check_entries(
-        &self,
-        prev_index: Index,
-        prev_term: Term,
-        entries: &[Entry],
-    ) -> Result<(), &'static str> {
-        let mut expect_index = prev_index.checked_add(1).ok_or("prev_index overflows")?;
-        let mut min_term = prev_term;
-        for e in entries {
-            if e.index != expect_index {
-                return Err("entries are not consecutive from prev_index + 1");
-            }
-            if e.term < min_term {
-                return Err("entry terms decrease");
-            }
-            if e.term > self.term {
-                return Err("entry term is newer than the leader's term");
-            }
-            if let EntryPayload::Membership(m) = &e.payload {
-                if m.validate().is_err() {
-                    return Err("invalid membership entry");
-                }
-            }
-            min_term = e.term;
-            expect_index = expect_index.checked_add(1).ok_or("index overflows")?;
-        }
-        Ok(())
-    }
-
     /// Heartbeat from the current leader: carries the commit index (capped by the leader at
     /// what we are known to hold) and a ReadIndex round to acknowledge.
     pub(crate) fn handle_heartbeat(&mut self, from: NodeId, commit: Index, read_seq: u64) {
@@ -171,28 +141,27 @@ impl PartitionCore {
         data: Vec<u8>,
         done: bool,
     ) {
-        let expected = match &self.incoming_snapshot {
-            _ if offset == 0 => 0,
-            Some((m, next)) if *m == meta => *next,
-            _ => u64::MAX,
+        let accepted = self
+            .snapshots
+            .accept_chunk(&meta, offset, data.len() as u64, done);
+        let next_offset = match accepted {
+            Ok(next_offset) => next_offset,
+            Err(expected) => {
+                debug!(
+                    group = self.group,
+                    from, offset, expected, "snapshot chunk out of order; rejected"
+                );
+                let reply = self.message(
+                    from,
+                    MessageBody::SnapshotResponse {
+                        index: meta.index,
+                        status: SnapshotStatus::Rejected,
+                    },
+                );
+                self.send(reply);
+                return;
+            }
         };
-        if offset != expected {
-            debug!(
-                group = self.group,
-                from, offset, expected, "snapshot chunk out of order; rejected"
-            );
-            self.incoming_snapshot = None;
-            let reply = self.message(
-                from,
-                MessageBody::SnapshotResponse {
-                    index: meta.index,
-                    status: SnapshotStatus::Rejected,
-                },
-            );
-            self.send(reply);
-            return;
-        }
-        let next_offset = offset.saturating_add(data.len() as u64);
         self.emit(Action::SnapshotChunk {
             from,
             meta: meta.clone(),
@@ -201,7 +170,6 @@ impl PartitionCore {
             done,
         });
         if !done {
-            self.incoming_snapshot = Some((meta.clone(), next_offset));
             let status = SnapshotStatus::ChunkReceived { next_offset };
             let reply = self.message(
                 from,
@@ -213,20 +181,19 @@ impl PartitionCore {
             self.send(reply);
             return;
         }
-        self.incoming_snapshot = None;
         self.install_snapshot(from, meta);
     }
 
     /// Decides what to do with a complete snapshot (Figure 13, steps 5-8).
     fn install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         let index = meta.index;
-        if index <= self.commit {
+        if index <= self.log.commit() {
             // We already hold everything it covers; nothing to install.
             debug!(
                 group = self.group,
                 from,
                 index,
-                commit = self.commit,
+                commit = self.log.commit(),
                 "stale snapshot discarded"
             );
             self.emit(Action::DiscardSnapshot { index });
@@ -266,38 +233,31 @@ impl PartitionCore {
             retain,
             "installing snapshot"
         );
-        if retain {
-            self.log.compact_to(index);
-            self.configs.retain(|(i, _)| *i > index);
-        } else {
+        if !retain {
             // Step 7: discard the entire log.
-            if self.log.last_index() > self.commit {
-                self.truncate_log(self.commit + 1);
+            let commit = self.log.commit();
+            if self.log.last_index() > commit {
+                self.truncate_log(commit + 1);
             }
-            self.log.reset_to_snapshot(index, meta.term);
-            self.configs.clear();
         }
-        self.base_index = index;
-        self.base_membership = meta.membership.clone();
-        self.refresh_membership();
-        self.commit = index;
-        self.applied = index;
-        self.apply_announced = index;
-        self.snapshot = meta.clone();
-        self.snapshot_requested = false;
+        self.log.install_snapshot(index, meta.term, retain);
+        if let Some(effective) =
+            self.members
+                .install_snapshot(index, meta.membership.clone(), retain)
+        {
+            self.membership_changed(effective);
+        }
+        self.snapshots.meta = meta.clone();
+        self.snapshots.requested = false;
         let seq = self.next_persist_seq();
         self.emit(Action::InstallSnapshot {
             seq,
             meta,
             discard_log: !retain,
         });
-        if retain {
-            // The suffix kept its durability; the snapshot itself becomes durable at `seq`.
-            self.gate_entries(seq, index);
-        } else {
-            self.durable_index = self.durable_index.min(index);
-            self.gate_entries(seq, index);
-        }
+        // With `retain` the suffix kept its durability; either way the snapshot itself becomes
+        // durable at `seq`.
+        self.gate_entries(seq, index);
         let reply = self.message(
             from,
             MessageBody::SnapshotResponse {
@@ -307,4 +267,35 @@ impl PartitionCore {
         );
         self.send_when_durable(reply);
     }
+}
+
+/// Structural checks of an AppendEntries body from a leader of `leader_term`, before anything
+/// is changed.
+fn check_entries(
+    leader_term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: &[Entry],
+) -> Result<(), &'static str> {
+    let mut expect_index = prev_index.checked_add(1).ok_or("prev_index overflows")?;
+    let mut min_term = prev_term;
+    for e in entries {
+        if e.index != expect_index {
+            return Err("entries are not consecutive from prev_index + 1");
+        }
+        if e.term < min_term {
+            return Err("entry terms decrease");
+        }
+        if e.term > leader_term {
+            return Err("entry term is newer than the leader's term");
+        }
+        if let EntryPayload::Membership(m) = &e.payload {
+            if m.validate().is_err() {
+                return Err("invalid membership entry");
+            }
+        }
+        min_term = e.term;
+        expect_index = expect_index.checked_add(1).ok_or("index overflows")?;
+    }
+    Ok(())
 }

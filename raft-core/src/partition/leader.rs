@@ -2,72 +2,15 @@
 //! (Raft paper, 5.3 and 5.4.2), heartbeats, leader transfer (thesis 3.10) and membership changes
 //! through joint consensus (paper, section 6).
 
-use std::collections::{BTreeMap, VecDeque};
-
 use tracing::{info, warn};
 
 use super::PartitionCore;
+use super::lead_state::LeaderState;
 use crate::action::Action;
 use crate::error::{Error, MembershipError};
 use crate::membership::Membership;
 use crate::message::MessageBody;
-use crate::quorum::committed_index;
 use crate::types::{Entry, EntryPayload, Index, NodeId, Role, Term};
-
-/// What the leader knows of one peer.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PeerProgress {
-    /// Highest index known replicated (and durable) on the peer. Invariant: <= last index.
-    pub(crate) matched: Index,
-    /// Heard from since the last check-quorum period.
-    pub(crate) active: bool,
-    /// Highest ReadIndex round the peer acknowledged.
-    pub(crate) read_ack: u64,
-}
-
-/// A leader transfer under way.
-#[derive(Clone, Debug)]
-pub(crate) struct Transfer {
-    pub(crate) target: NodeId,
-    pub(crate) elapsed: u32,
-    pub(crate) timeout_now_sent: bool,
-}
-
-/// A read waiting for confirmation.
-#[derive(Clone, Debug)]
-pub(crate) struct PendingRead {
-    pub(crate) ctx: u64,
-    pub(crate) index: Index,
-    pub(crate) seq: u64,
-}
-
-/// State that exists only while leading.
-#[derive(Clone, Debug, Default)]
-pub struct LeaderState {
-    pub(crate) progress: BTreeMap<NodeId, PeerProgress>,
-    pub(crate) heartbeat_elapsed: u32,
-    /// Index of this term's no-op: reads wait until it commits.
-    pub(crate) noop_index: Index,
-    pub(crate) transfer: Option<Transfer>,
-    pub(crate) read_seq: u64,
-    pub(crate) pending_reads: VecDeque<PendingRead>,
-}
-
-impl LeaderState {
-    /// Adds peers that joined the configuration and forgets those that left.
-    pub(crate) fn sync_peers(&mut self, me: NodeId, membership: &Membership) {
-        let all = membership.all_nodes();
-        self.progress.retain(|id, _| all.contains(id));
-        for id in all {
-            if id != me {
-                self.progress.entry(id).or_insert(PeerProgress {
-                    active: true,
-                    ..Default::default()
-                });
-            }
-        }
-    }
-}
 
 /// Where a batch of proposals landed in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,24 +26,27 @@ pub struct Proposed {
 
 impl PartitionCore {
     pub(crate) fn become_leader(&mut self) {
-        info!(group = self.group, term = self.term, "became leader");
-        let mut lead = LeaderState::default();
-        lead.sync_peers(self.id, &self.membership);
-        self.lead = Some(lead);
-        self.votes.clear();
-        self.election_elapsed = 0;
+        info!(
+            group = self.group,
+            term = self.ballot.term(),
+            "became leader"
+        );
+        self.lead = Some(LeaderState::new(self.id, self.members.effective()));
+        self.election.clear_votes();
+        self.election.restart();
         let id = self.id;
         self.role = Role::Leader;
         self.leader = Some(id);
         self.emit(Action::RoleChanged {
             role: Role::Leader,
-            term: self.term,
+            term: self.ballot.term(),
             leader: Some(id),
         });
-        // I8: a no-op of the new term, so earlier-term entries can commit (paper, 5.4.2).
+        // No-op on election (docs/architecture.md): an entry of the new term, so earlier-term
+        // entries can commit (paper, 5.4.2).
         let (_, noop) = self.append_local(vec![EntryPayload::Noop]);
         if let Some(lead) = self.lead.as_mut() {
-            lead.noop_index = noop;
+            lead.set_noop_index(noop);
         }
         self.broadcast_heartbeat();
         self.maybe_commit();
@@ -111,7 +57,7 @@ impl PartitionCore {
             None => Err(Error::NotLeader {
                 leader: self.leader,
             }),
-            Some(l) if l.transfer.is_some() => Err(Error::TransferInProgress),
+            Some(l) if l.transferring() => Err(Error::TransferInProgress),
             Some(_) => Ok(()),
         }
     }
@@ -124,7 +70,7 @@ impl PartitionCore {
         if commands.is_empty() {
             let last = self.log.last_index();
             return Ok(Proposed {
-                term: self.term,
+                term: self.ballot.term(),
                 first_index: last + 1,
                 last_index: last,
             });
@@ -135,7 +81,7 @@ impl PartitionCore {
             .collect();
         let (first_index, last_index) = self.append_local(payloads);
         Ok(Proposed {
-            term: self.term,
+            term: self.ballot.term(),
             first_index,
             last_index,
         })
@@ -147,13 +93,13 @@ impl PartitionCore {
         let mut entries = Vec::with_capacity(payloads.len());
         for payload in payloads {
             let index = self.log.last_index() + 1;
-            self.log.push(self.term);
+            self.log.push(self.ballot.term());
             if let EntryPayload::Membership(m) = &payload {
                 self.push_config(index, m.clone());
             }
             entries.push(Entry {
                 index,
-                term: self.term,
+                term: self.ballot.term(),
                 payload,
             });
         }
@@ -164,32 +110,30 @@ impl PartitionCore {
     }
 
     /// A replicator reports that `peer` holds the log up to `matched` (durably). `term` is the
-    /// epoch the replicator was started for; reports from an older epoch are ignored (I3).
+    /// epoch the replicator was started for; reports from an older epoch are ignored, since no
+    /// actor waits on a reply and late reports are normal (docs/architecture.md).
     pub fn progress(&mut self, peer: NodeId, term: Term, matched: Index) {
-        if self.role != Role::Leader || term != self.term {
+        if self.role != Role::Leader || term != self.ballot.term() {
             return;
         }
         let last = self.log.last_index();
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let Some(p) = lead.progress.get_mut(&peer) else {
+        let Some(advanced) = lead.record_match(peer, matched.min(last)) else {
             warn!(
                 group = self.group,
                 peer, "progress from a peer outside the configuration; ignored"
             );
             return;
         };
-        p.active = true;
         if matched > last {
             warn!(
                 group = self.group,
                 peer, matched, last, "progress past the end of the log; clamped"
             );
         }
-        let matched = matched.min(last);
-        if matched > p.matched {
-            p.matched = matched;
+        if advanced {
             self.maybe_commit();
         }
         self.maybe_send_timeout_now();
@@ -201,22 +145,16 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_ref() else {
             return;
         };
-        let (me, durable) = (self.id, self.durable_index);
-        let quorum = committed_index(&self.membership, |id| {
-            if id == me {
-                durable
-            } else {
-                lead.progress.get(&id).map_or(0, |p| p.matched)
-            }
-        });
-        if quorum <= self.commit || quorum == Index::MAX {
+        let quorum =
+            lead.quorum_matched(self.id, self.log.durable_index(), self.members.effective());
+        if quorum <= self.log.commit() || quorum == Index::MAX {
             return;
         }
-        if self.log.term(quorum) != Some(self.term) {
+        if self.log.term(quorum) != Some(self.ballot.term()) {
             // Figure 8: never count replicas for an entry of an earlier term.
             return;
         }
-        self.commit = quorum;
+        self.log.advance_commit(quorum);
         self.fold_committed_configs();
         self.mark_replicate();
         self.maybe_apply();
@@ -227,35 +165,32 @@ impl PartitionCore {
     /// Finishes membership changes once their entry commits: leave joint consensus, and step
     /// down if this leader is no longer a voter (paper, section 6).
     fn after_config_commit(&mut self) {
-        if self.role != Role::Leader || self.latest_config_index() > self.commit {
+        if self.role != Role::Leader || self.members.latest_index() > self.log.commit() {
             return;
         }
-        if self.membership.is_joint() {
-            let next = self.membership.leave_joint();
+        if self.members.effective().is_joint() {
+            let next = self.members.effective().leave_joint();
             info!(
                 group = self.group,
                 ?next,
                 "joint configuration committed; leaving joint consensus"
             );
             self.append_local(vec![EntryPayload::Membership(next)]);
-        } else if !self.membership.is_voter(self.id) {
+        } else if !self.members.effective().is_voter(self.id) {
             info!(
                 group = self.group,
                 "removed from the configuration; stepping down"
             );
             // Hand over quickly: the most up-to-date voter campaigns at once.
-            let best = self.lead.as_ref().and_then(|l| {
-                l.progress
-                    .iter()
-                    .filter(|(id, _)| self.membership.voters.contains(id))
-                    .max_by_key(|(_, p)| p.matched)
-                    .map(|(id, _)| *id)
-            });
+            let best = self
+                .lead
+                .as_ref()
+                .and_then(|l| l.best_successor(self.members.effective()));
             if let Some(to) = best {
                 let msg = self.message(to, MessageBody::TimeoutNow);
                 self.send(msg);
             }
-            let term = self.term;
+            let term = self.ballot.term();
             self.become_follower(term, None);
         }
     }
@@ -265,13 +200,8 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_ref() else {
             return;
         };
-        let read_seq = lead.read_seq;
-        let beats: Vec<(NodeId, Index)> = lead
-            .progress
-            .iter()
-            .map(|(id, p)| (*id, self.commit.min(p.matched)))
-            .collect();
-        for (to, commit) in beats {
+        let read_seq = lead.read_seq();
+        for (to, commit) in lead.heartbeat_commits(self.log.commit()) {
             let msg = self.message(to, MessageBody::Heartbeat { commit, read_seq });
             self.send(msg);
         }
@@ -280,8 +210,9 @@ impl PartitionCore {
     /// Per-peer commit index safe to put in a heartbeat (capped at the peer's match), for a
     /// runtime that sends coalesced heartbeats itself.
     pub fn heartbeat_commit(&self, peer: NodeId) -> Option<Index> {
-        let lead = self.lead.as_ref()?;
-        lead.progress.get(&peer).map(|p| self.commit.min(p.matched))
+        self.lead
+            .as_ref()?
+            .heartbeat_commit(peer, self.log.commit())
     }
 
     /// Starts a leader transfer to `target` (thesis 3.10): proposals are refused meanwhile; once
@@ -295,7 +226,7 @@ impl PartitionCore {
         if target == self.id {
             return Ok(());
         }
-        if !self.membership.is_voter(target) {
+        if !self.members.effective().is_voter(target) {
             return Err(Error::Transfer {
                 target,
                 reason: "not a voter of the current configuration",
@@ -306,15 +237,10 @@ impl PartitionCore {
                 leader: self.leader,
             });
         };
-        if lead.transfer.as_ref().is_some_and(|t| t.target == target) {
+        if !lead.start_transfer(target) {
             return Ok(());
         }
         info!(group = self.group, target, "leader transfer started");
-        lead.transfer = Some(Transfer {
-            target,
-            elapsed: 0,
-            timeout_now_sent: false,
-        });
         self.mark_replicate();
         self.maybe_send_timeout_now();
         Ok(())
@@ -323,23 +249,15 @@ impl PartitionCore {
     /// Aborts a leader transfer (the runtime's own deadline expired).
     pub fn abort_transfer(&mut self) {
         if let Some(lead) = self.lead.as_mut() {
-            lead.transfer = None;
+            lead.abort_transfer();
         }
     }
 
     fn maybe_send_timeout_now(&mut self) {
         let last = self.log.last_index();
-        let Some(lead) = self.lead.as_mut() else {
+        let Some(to) = self.lead.as_mut().and_then(|l| l.take_timeout_now(last)) else {
             return;
         };
-        let Some(t) = lead.transfer.as_mut() else {
-            return;
-        };
-        if t.timeout_now_sent || lead.progress.get(&t.target).map_or(0, |p| p.matched) < last {
-            return;
-        }
-        t.timeout_now_sent = true;
-        let to = t.target;
         let msg = self.message(to, MessageBody::TimeoutNow);
         self.send(msg);
     }
@@ -352,28 +270,28 @@ impl PartitionCore {
         self.check_can_propose()?;
         if target.is_joint() {
             return Err(Error::Membership(MembershipError::ChangeInProgress {
-                index: self.latest_config_index(),
+                index: self.members.latest_index(),
             }));
         }
         target.validate()?;
-        let pending = self.latest_config_index();
-        if self.membership.is_joint() || pending > self.commit {
+        let pending = self.members.latest_index();
+        if self.members.effective().is_joint() || pending > self.log.commit() {
             return Err(MembershipError::ChangeInProgress { index: pending }.into());
         }
-        if target == self.membership {
+        if &target == self.members.effective() {
             return Err(MembershipError::Unchanged.into());
         }
-        let next = if target.voters == self.membership.voters {
+        let next = if target.voters == self.members.effective().voters {
             target
         } else {
             if let Some(&id) = target
                 .learners
                 .iter()
-                .find(|id| self.membership.voters.contains(id))
+                .find(|id| self.members.effective().voters.contains(id))
             {
                 return Err(MembershipError::LearnerIsVoter(id).into());
             }
-            self.membership.enter_joint(&target)
+            self.members.effective().enter_joint(&target)
         };
         info!(group = self.group, ?next, "proposing membership change");
         let (index, _) = self.append_local(vec![EntryPayload::Membership(next)]);
@@ -382,7 +300,7 @@ impl PartitionCore {
 
     /// Adds `id` as a learner (receives the log, does not vote).
     pub fn add_learner(&mut self, id: NodeId) -> Result<Index, Error> {
-        let mut target = self.membership.leave_joint();
+        let mut target = self.members.effective().leave_joint();
         if target.is_voter(id) {
             return Err(MembershipError::LearnerIsVoter(id).into());
         }

@@ -1,24 +1,39 @@
 //! `PartitionCore`: one Raft group's protocol state on one node.
 //!
-//! Files, one concern each:
-//! - `mod.rs` — the struct, construction, inputs that are not messages, persistence gating and
-//!   the action buffer;
-//! - `election.rs` — ticks, pre-vote, votes, role transitions, check-quorum, TimeoutNow;
-//! - `follower.rs` — AppendEntries, heartbeats and snapshot installation on the receiving side;
-//! - `leader.rs` — proposals, progress, the commit rule, heartbeats, leader transfer,
-//!   membership changes;
-//! - `read.rs` — ReadIndex;
-//! - `snapshot.rs` — snapshot and compaction decisions on the local side;
-//! - `step.rs` — the message dispatcher.
+//! The state is held in owned parts, each in its own file with its invariants:
+//! - `log_state.rs` — `LogState`: the log's terms, the commit index (one writer), and the
+//!   durable, announced and applied indices;
+//! - `lead_state.rs` — `LeaderState` (fields private): peer progress, ReadIndex rounds, a leader
+//!   transfer, the quorum questions asked of them, the leader's timers and heartbeat contents;
+//! - `parts.rs` — the ballot (term, vote), the election timer and votes, local snapshots, the
+//!   membership history, persistence gating and the action buffer.
+//!
+//! The handlers, one concern per file, and the parts they read or write (besides the role, and
+//! `ballot` for the term every message carries):
+//! - `mod.rs` — construction, inputs that are not messages, persistence gating and the output:
+//!   `log`, `persist`, `out`, `members`;
+//! - `election.rs` — ticks, pre-vote, votes, role transitions, check-quorum, TimeoutNow:
+//!   `election`, `members`, `log` (up-to-dateness), `lead` (created and dropped);
+//! - `follower.rs` — AppendEntries, heartbeats and snapshot installation on the receiving side:
+//!   `log`, `members`, `snapshots`;
+//! - `leader.rs` — proposals, progress, the commit rule, heartbeats, leader transfer, membership
+//!   changes: `lead`, `log`, `members`;
+//! - `read.rs` — ReadIndex: `lead`, `log` (commit and applied), `members`;
+//! - `snapshot.rs` — snapshot and compaction decisions on the local side: `snapshots`, `log`;
+//! - `step.rs` — the message dispatcher: the role and leader, `election` (the timer), `lead`
+//!   (peer activity).
 
 mod election;
 mod follower;
+mod lead_state;
 mod leader;
+mod log_state;
+mod parts;
 mod read;
 mod snapshot;
 mod step;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use tracing::{debug, warn};
 
@@ -34,8 +49,10 @@ use crate::types::{
     Entry, EntryPayload, GroupId, HardState, Index, NodeId, Role, SnapshotMeta, Term,
 };
 
-pub(crate) use leader::LeaderState;
+pub(crate) use lead_state::LeaderState;
 pub use leader::Proposed;
+use log_state::LogState;
+use parts::{Ballot, Durable, Election, Gated, Members, Output, Persistence, Snapshots};
 
 /// Everything a partition core needs to start: what storage recovered, or a fresh group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,71 +152,45 @@ fn config_entries(entries: &[Entry]) -> Vec<(Index, Membership)> {
         .collect()
 }
 
-/// Something held back until a persistence sequence number is durable (DESIGN.md I7).
-#[derive(Clone, Debug)]
-enum Gated {
-    /// A message that promises durable state; dropped if the term changed meanwhile.
-    Send { term: Term, msg: Message },
-    /// Entries up to `last` are durable once this fires.
-    Entries { last: Index },
-    /// The candidate's own vote counts once its term and vote are durable.
-    SelfVote { term: Term },
-}
-
 /// The protocol state of one Raft group on one node. See the crate docs for the contract.
+///
+/// The state is split into owned parts, one concern each, so that what a handler reads and
+/// writes is visible from the parts it touches:
+/// - `ballot` — term and vote (durable);
+/// - `log` — the log's terms and the commit, durable, announced and applied indices;
+/// - `members` — the membership history and the effective configuration;
+/// - `snapshots` — the latest snapshot, an outstanding request, one being received;
+/// - `election` — the election timer and the votes of an election under way;
+/// - `lead` — what only a leader has: peer progress, ReadIndex rounds, a transfer;
+/// - `persist` — sequence numbers of storage writes and what waits for them;
+/// - `out` — the actions for the runtime.
 #[derive(Debug)]
 pub struct PartitionCore {
     pub(crate) cfg: Config,
     pub(crate) group: GroupId,
     pub(crate) id: NodeId,
 
-    // Persistent state (mirrors what storage holds once persisted).
-    pub(crate) term: Term,
-    pub(crate) vote: Option<NodeId>,
-    pub(crate) log: LogTerms,
+    /// Term and vote; mirrors what storage holds once persisted.
+    pub(crate) ballot: Ballot,
+    /// The log's terms, and the commit, durable, announced and applied indices.
+    pub(crate) log: LogState,
 
     // Volatile state.
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
-    pub(crate) commit: Index,
-    pub(crate) applied: Index,
-    /// Highest index such that the log up to it is durable here.
-    pub(crate) durable_index: Index,
-    /// Highest index announced in an `Apply` action.
-    pub(crate) apply_announced: Index,
 
-    // Membership: `base` is in effect at `base_index` (committed); `configs` are the later
-    // configuration entries, in log order. The effective membership is the last of them.
-    pub(crate) base_index: Index,
-    pub(crate) base_membership: Membership,
-    pub(crate) configs: Vec<(Index, Membership)>,
-    pub(crate) membership: Membership,
-
-    // Snapshots.
-    pub(crate) snapshot: SnapshotMeta,
-    pub(crate) snapshot_requested: bool,
-    /// The snapshot being received from a leader: its meta and the next expected offset.
-    pub(crate) incoming_snapshot: Option<(SnapshotMeta, u64)>,
-
-    // Timers (in ticks).
-    pub(crate) election_elapsed: u32,
-    pub(crate) randomized_timeout: u32,
-    pub(crate) rng: SplitMix64,
-
-    // Elections.
-    pub(crate) votes: BTreeMap<NodeId, bool>,
-
-    // Persistence gating. Invariant: persisted_seq <= persist_seq; `gated` is sorted by seq.
-    pub(crate) persist_seq: u64,
-    pub(crate) persisted_seq: u64,
-    pub(crate) hard_state_seq: u64,
-    gated: VecDeque<(u64, Gated)>,
-
+    /// The membership history and the effective configuration.
+    pub(crate) members: Members,
+    /// Snapshots on the local side.
+    pub(crate) snapshots: Snapshots,
+    /// Election timer and votes.
+    pub(crate) election: Election,
+    /// Leader-only state; `Some` exactly while leading.
     pub(crate) lead: Option<LeaderState>,
-
-    // Output.
-    actions: Vec<Action>,
-    replicate_dirty: bool,
+    /// Persistence gating.
+    persist: Persistence,
+    /// The actions for the runtime.
+    out: Output,
 }
 
 /// Read-only summary of a core, for metrics and tests.
@@ -274,44 +265,28 @@ impl PartitionCore {
                 "configuration entries are out of range or order",
             ));
         }
-        let commit = init
-            .hard_state
-            .commit
-            .clamp(init.snapshot.index, log.last_index());
-        let membership = init
-            .config_entries
-            .last()
-            .map_or_else(|| init.snapshot.membership.clone(), |c| c.1.clone());
         let seed = SplitMix64::derive(cfg.seed, &[cfg.id, group]);
+        let log = LogState::new(log, init.hard_state.commit, init.snapshot.index);
         let mut core = PartitionCore {
             id: cfg.id,
             group,
-            term: init.hard_state.term,
-            vote: init.hard_state.vote,
+            ballot: Ballot::new(init.hard_state.term, init.hard_state.vote),
             role: Role::Follower,
             leader: None,
-            commit,
-            applied: init.snapshot.index,
-            durable_index: log.last_index(),
-            apply_announced: init.snapshot.index,
-            base_index: init.snapshot.index,
-            base_membership: init.snapshot.membership.clone(),
-            configs: init.config_entries,
-            membership,
-            snapshot: init.snapshot,
-            snapshot_requested: false,
-            incoming_snapshot: None,
-            election_elapsed: 0,
-            randomized_timeout: cfg.election_ticks,
-            rng: SplitMix64::new(seed),
-            votes: BTreeMap::new(),
-            persist_seq: 0,
-            persisted_seq: 0,
-            hard_state_seq: 0,
-            gated: VecDeque::new(),
+            members: Members::new(
+                init.snapshot.index,
+                init.snapshot.membership.clone(),
+                init.config_entries,
+            ),
+            snapshots: Snapshots {
+                meta: init.snapshot,
+                requested: false,
+                incoming: None,
+            },
+            election: Election::new(seed, cfg.election_ticks),
+            persist: Persistence::default(),
             lead: None,
-            actions: Vec::new(),
-            replicate_dirty: false,
+            out: Output::default(),
             log,
             cfg,
         };
@@ -323,44 +298,37 @@ impl PartitionCore {
 
     /// Drains the actions produced so far. Call after every input.
     pub fn take_actions(&mut self) -> Vec<Action> {
-        if self.replicate_dirty {
-            self.replicate_dirty = false;
-            if self.role == Role::Leader {
-                self.actions.push(Action::Replicate {
-                    term: self.term,
-                    first_index: self.log.first_index(),
-                    last_index: self.log.last_index(),
-                    commit: self.commit,
-                });
-            }
+        // The mark is cleared whatever the role: a leader that stepped down owes no Replicate.
+        if self.out.take_replicate() && self.role == Role::Leader {
+            self.out.push(Action::Replicate {
+                term: self.ballot.term(),
+                first_index: self.log.first_index(),
+                last_index: self.log.last_index(),
+                commit: self.log.commit(),
+            });
         }
-        std::mem::take(&mut self.actions)
+        self.out.take()
     }
 
     /// True if actions are waiting to be taken.
     pub fn has_actions(&self) -> bool {
-        !self.actions.is_empty() || self.replicate_dirty
+        self.out.is_pending()
     }
 
     /// Storage reports that every persistence action up to and including `seq` is durable.
     pub fn persisted(&mut self, seq: u64) {
-        if seq <= self.persisted_seq {
-            return;
+        match self.persist.persisted(seq) {
+            Durable::Known => return,
+            Durable::NeverIssued { issued } => {
+                warn!(
+                    group = self.group,
+                    seq, issued, "persisted() for a sequence never issued; ignored"
+                );
+                return;
+            }
+            Durable::Advanced => {}
         }
-        if seq > self.persist_seq {
-            warn!(
-                group = self.group,
-                seq,
-                issued = self.persist_seq,
-                "persisted() for a sequence never issued; ignored"
-            );
-            return;
-        }
-        self.persisted_seq = seq;
-        while self.gated.front().is_some_and(|(s, _)| *s <= seq) {
-            let Some((_, gated)) = self.gated.pop_front() else {
-                break;
-            };
+        while let Some(gated) = self.persist.pop_durable() {
             self.release(gated);
         }
         if self.role == Role::Leader {
@@ -371,18 +339,18 @@ impl PartitionCore {
 
     /// The runtime applied every entry up to `index` to the state machine.
     pub fn applied(&mut self, index: Index) {
-        if index <= self.applied {
+        if index <= self.log.applied() {
             return;
         }
-        if index > self.commit {
+        if index > self.log.commit() {
             warn!(
                 group = self.group,
                 index,
-                commit = self.commit,
+                commit = self.log.commit(),
                 "applied() past the commit index; clamped"
             );
         }
-        self.applied = index.min(self.commit);
+        self.log.record_applied(index);
         self.release_reads();
         self.maybe_request_snapshot();
     }
@@ -392,27 +360,27 @@ impl PartitionCore {
         Status {
             id: self.id,
             role: self.role(),
-            term: self.term,
-            vote: self.vote,
+            term: self.ballot.term(),
+            vote: self.ballot.vote(),
             leader: self.leader,
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
-            commit: self.commit,
-            applied: self.applied,
-            durable_index: self.durable_index,
-            membership: self.membership.clone(),
+            commit: self.log.commit(),
+            applied: self.log.applied(),
+            durable_index: self.log.durable_index(),
+            membership: self.members.effective().clone(),
             matched: self
                 .lead
                 .as_ref()
-                .map(|l| l.progress.iter().map(|(id, p)| (*id, p.matched)).collect())
+                .map(LeaderState::matched)
                 .unwrap_or_default(),
         }
     }
 
     /// The current role. A follower that is not a voter reports [`Role::Learner`].
     pub fn role(&self) -> Role {
-        if self.role == Role::Follower && !self.membership.is_voter(self.id) {
+        if self.role == Role::Follower && !self.members.effective().is_voter(self.id) {
             Role::Learner
         } else {
             self.role
@@ -421,12 +389,12 @@ impl PartitionCore {
 
     /// The election timer: `(ticks elapsed, randomized timeout)`.
     pub fn election_timer(&self) -> (u32, u32) {
-        (self.election_elapsed, self.randomized_timeout)
+        (self.election.elapsed(), self.election.randomized_timeout())
     }
 
     /// The current term.
     pub fn term(&self) -> Term {
-        self.term
+        self.ballot.term()
     }
 
     /// The leader this node believes in.
@@ -436,22 +404,22 @@ impl PartitionCore {
 
     /// The commit index.
     pub fn commit_index(&self) -> Index {
-        self.commit
+        self.log.commit()
     }
 
     /// The log's term index (terms of every entry, no payloads).
     pub fn log(&self) -> &LogTerms {
-        &self.log
+        self.log.terms()
     }
 
     /// The effective membership.
     pub fn membership(&self) -> &Membership {
-        &self.membership
+        self.members.effective()
     }
 
     /// The latest snapshot this node holds.
     pub fn snapshot(&self) -> &SnapshotMeta {
-        &self.snapshot
+        &self.snapshots.meta
     }
 
     /// This node's id.
@@ -467,33 +435,29 @@ impl PartitionCore {
     /// The current hard state.
     pub fn hard_state(&self) -> HardState {
         HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.commit,
+            term: self.ballot.term(),
+            vote: self.ballot.vote(),
+            commit: self.log.commit(),
         }
     }
 
     // ---- helpers shared by the other files ----
 
     pub(crate) fn emit(&mut self, action: Action) {
-        self.actions.push(action);
+        self.out.push(action);
     }
 
     pub(crate) fn mark_replicate(&mut self) {
         if self.role == Role::Leader {
-            self.replicate_dirty = true;
+            self.out.mark_replicate();
         }
     }
 
     /// Writes the hard state; messages sent afterwards wait for it.
     pub(crate) fn persist_hard_state(&mut self) {
-        self.persist_seq += 1;
-        self.hard_state_seq = self.persist_seq;
+        let seq = self.persist.next_hard_state_seq();
         let hard_state = self.hard_state();
-        self.actions.push(Action::PersistHardState {
-            seq: self.persist_seq,
-            hard_state,
-        });
+        self.out.push(Action::PersistHardState { seq, hard_state });
     }
 
     /// Persists entries (after an optional truncation) and returns the write's sequence.
@@ -502,10 +466,9 @@ impl PartitionCore {
         truncate_from: Option<Index>,
         entries: Entries,
     ) -> u64 {
-        self.persist_seq += 1;
-        let seq = self.persist_seq;
+        let seq = self.persist.next_seq();
         let last = entries.last().map(|e| e.index);
-        self.actions.push(Action::PersistEntries {
+        self.out.push(Action::PersistEntries {
             seq,
             truncate_from,
             entries,
@@ -517,33 +480,30 @@ impl PartitionCore {
     }
 
     pub(crate) fn next_persist_seq(&mut self) -> u64 {
-        self.persist_seq += 1;
-        self.persist_seq
+        self.persist.next_seq()
     }
 
     pub(crate) fn gate_entries(&mut self, seq: u64, last: Index) {
         self.gate(seq, Gated::Entries { last });
     }
 
-    pub(crate) fn gate_self_vote(&mut self, seq: u64) {
-        let term = self.term;
+    /// The candidate's own vote counts once the latest hard state is durable.
+    pub(crate) fn gate_self_vote(&mut self) {
+        let (seq, term) = (self.persist.hard_state_seq(), self.ballot.term());
         self.gate(seq, Gated::SelfVote { term });
     }
 
     fn gate(&mut self, seq: u64, item: Gated) {
-        if seq <= self.persisted_seq {
+        if let Some(item) = self.persist.gate(seq, item) {
             self.release(item);
-        } else {
-            let pos = self.gated.partition_point(|(s, _)| *s <= seq);
-            self.gated.insert(pos, (seq, item));
         }
     }
 
     fn release(&mut self, item: Gated) {
         match item {
             Gated::Send { term, msg } => {
-                if term == self.term {
-                    self.actions.push(Action::Send(msg));
+                if term == self.ballot.term() {
+                    self.out.push(Action::Send(msg));
                 } else {
                     debug!(
                         group = self.group,
@@ -552,9 +512,9 @@ impl PartitionCore {
                     );
                 }
             }
-            Gated::Entries { last } => self.durable_index = self.durable_index.max(last),
+            Gated::Entries { last } => self.log.mark_durable(last),
             Gated::SelfVote { term } => {
-                if term == self.term && self.role == Role::Candidate {
+                if term == self.ballot.term() && self.role == Role::Candidate {
                     self.record_vote(self.id, true);
                 }
             }
@@ -563,32 +523,22 @@ impl PartitionCore {
 
     /// Sends `msg` once everything written so far is durable (acknowledgements, votes).
     pub(crate) fn send_when_durable(&mut self, msg: Message) {
-        let seq = self.persist_seq;
-        if seq <= self.persisted_seq {
-            self.actions.push(Action::Send(msg));
-        } else {
-            let term = self.term;
-            self.gate(seq, Gated::Send { term, msg });
-        }
+        let (seq, term) = (self.persist.last_seq(), self.ballot.term());
+        self.gate(seq, Gated::Send { term, msg });
     }
 
     /// Sends `msg` once the latest hard state (term, vote) is durable; other pending writes
     /// do not hold it back.
     pub(crate) fn send(&mut self, msg: Message) {
-        if self.hard_state_seq <= self.persisted_seq {
-            self.actions.push(Action::Send(msg));
-        } else {
-            let term = self.term;
-            let seq = self.hard_state_seq;
-            self.gate(seq, Gated::Send { term, msg });
-        }
+        let (seq, term) = (self.persist.hard_state_seq(), self.ballot.term());
+        self.gate(seq, Gated::Send { term, msg });
     }
 
     pub(crate) fn message(&self, to: NodeId, body: MessageBody) -> Message {
         Message {
             from: self.id,
             to,
-            term: self.term,
+            term: self.ballot.term(),
             body,
         }
     }
@@ -597,77 +547,45 @@ impl PartitionCore {
     /// configuration entries past it are forgotten.
     pub(crate) fn truncate_log(&mut self, index: Index) {
         self.log.truncate_from(index);
-        self.durable_index = self.durable_index.min(index - 1);
-        for (_, g) in self.gated.iter_mut() {
-            if let Gated::Entries { last } = g {
-                *last = (*last).min(index - 1);
-            }
-        }
-        if self.configs.last().is_some_and(|(i, _)| *i >= index) {
-            self.configs.retain(|(i, _)| *i < index);
-            self.refresh_membership();
+        self.persist.cap_entries(index - 1);
+        if let Some(effective) = self.members.truncate_from(index) {
+            self.membership_changed(effective);
         }
     }
 
     /// Records an appended configuration entry.
     pub(crate) fn push_config(&mut self, index: Index, membership: Membership) {
-        self.configs.push((index, membership));
-        self.refresh_membership();
+        if let Some(effective) = self.members.push(index, membership) {
+            self.membership_changed(effective);
+        }
     }
 
-    pub(crate) fn refresh_membership(&mut self) {
-        let effective = self
-            .configs
-            .last()
-            .map_or_else(|| self.base_membership.clone(), |c| c.1.clone());
-        if effective != self.membership {
-            self.membership = effective.clone();
-            if let Some(lead) = self.lead.as_mut() {
-                lead.sync_peers(self.id, &effective);
-            }
-            self.emit(Action::MembershipChanged {
-                membership: effective,
-            });
+    /// The effective membership changed: a leader tracks the new peers, and the runtime hears.
+    pub(crate) fn membership_changed(&mut self, effective: Membership) {
+        if let Some(lead) = self.lead.as_mut() {
+            lead.sync_peers(self.id, &effective);
         }
+        self.emit(Action::MembershipChanged {
+            membership: effective,
+        });
     }
 
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
-        while self.configs.first().is_some_and(|(i, _)| *i <= self.commit) {
-            let (index, membership) = self.configs.remove(0);
-            self.base_index = index;
-            self.base_membership = membership;
-        }
-    }
-
-    /// Index of the latest configuration entry (committed or not).
-    pub(crate) fn latest_config_index(&self) -> Index {
-        self.configs.last().map_or(self.base_index, |c| c.0)
+        self.members.fold_committed(self.log.commit());
     }
 
     /// Announces newly applicable entries: committed and durable here.
     pub(crate) fn maybe_apply(&mut self) {
-        let target = self.commit.min(self.durable_index);
-        if target > self.apply_announced {
-            self.apply_announced = target;
-            // Replace an earlier Apply of the same batch: latest value only.
-            if let Some(Action::Apply { index }) = self
-                .actions
-                .iter_mut()
-                .rev()
-                .find(|a| matches!(a, Action::Apply { .. }))
-            {
-                *index = target;
-            } else {
-                self.actions.push(Action::Apply { index: target });
-            }
+        if let Some(target) = self.log.take_apply_target() {
+            self.out.apply(target);
         }
     }
 
-    /// Raises the commit index (follower side, from the leader).
+    /// Raises the commit index (follower side, from the leader), capped at the end of the log.
     pub(crate) fn advance_commit_to(&mut self, index: Index) {
-        if index > self.commit {
-            self.commit = index.min(self.log.last_index());
+        if index > self.log.commit() {
+            self.log.advance_commit(index);
             self.fold_committed_configs();
             self.maybe_apply();
         }

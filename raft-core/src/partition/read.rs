@@ -7,10 +7,8 @@
 //! 3. Once applied has reached the read index, the read is served (`Action::ReadReady`).
 
 use super::PartitionCore;
-use super::leader::PendingRead;
 use crate::action::Action;
 use crate::error::Error;
-use crate::quorum::committed_index;
 use crate::types::{NodeId, Role};
 
 impl PartitionCore {
@@ -18,27 +16,19 @@ impl PartitionCore {
     /// the same `ctx` says when the state machine may be queried; `Action::ReadAborted` says the
     /// read must be retried elsewhere.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), Error> {
-        let commit = self.commit;
+        let commit = self.log.commit();
         let limit = self.cfg.max_pending_reads;
-        let single =
-            self.membership.voters.len() <= 1 && self.membership.voters_outgoing.len() <= 1;
+        let single = self.members.effective().voters.len() <= 1
+            && self.members.effective().voters_outgoing.len() <= 1;
         let Some(lead) = self.lead.as_mut() else {
             return Err(Error::NotLeader {
                 leader: self.leader,
             });
         };
-        if lead.pending_reads.len() >= limit {
+        let Some(round) = lead.register_read(ctx, commit, single, limit) else {
             return Err(Error::ReadsOverloaded { limit });
-        }
-        let index = commit.max(lead.noop_index);
-        if single {
-            lead.pending_reads
-                .push_back(PendingRead { ctx, index, seq: 0 });
-        } else {
-            lead.read_seq += 1;
-            let seq = lead.read_seq;
-            lead.pending_reads
-                .push_back(PendingRead { ctx, index, seq });
+        };
+        if round {
             self.broadcast_heartbeat();
         }
         self.release_reads();
@@ -50,12 +40,7 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let Some(p) = lead.progress.get_mut(&from) else {
-            return;
-        };
-        p.active = true;
-        if read_seq > p.read_ack {
-            p.read_ack = read_seq;
+        if lead.record_heartbeat_ack(from, read_seq) {
             self.release_reads();
         }
     }
@@ -67,34 +52,20 @@ impl PartitionCore {
         if self.role != Role::Leader {
             return;
         }
-        let (me, commit, applied) = (self.id, self.commit, self.applied);
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        if lead.pending_reads.is_empty() || commit < lead.noop_index {
-            return;
-        }
-        let own = lead.read_seq;
-        let confirmed = committed_index(&self.membership, |id| {
-            if id == me {
-                own
-            } else {
-                lead.progress.get(&id).map_or(0, |p| p.read_ack)
-            }
-        });
-        let mut ready = Vec::new();
-        while let Some(r) = lead.pending_reads.front() {
-            if r.seq > confirmed || r.index > applied {
-                break;
-            }
-            let r = lead.pending_reads.pop_front().expect("front exists");
-            ready.push(Action::ReadReady {
+        let ready = lead.take_ready_reads(
+            self.id,
+            self.members.effective(),
+            self.log.commit(),
+            self.log.applied(),
+        );
+        for r in ready {
+            self.emit(Action::ReadReady {
                 ctx: r.ctx,
                 index: r.index,
             });
-        }
-        for action in ready {
-            self.emit(action);
         }
     }
 
@@ -103,7 +74,7 @@ impl PartitionCore {
         let Some(lead) = self.lead.as_mut() else {
             return;
         };
-        let aborted: Vec<u64> = lead.pending_reads.drain(..).map(|r| r.ctx).collect();
+        let aborted = lead.drain_reads();
         for ctx in aborted {
             self.emit(Action::ReadAborted { ctx, leader });
         }

@@ -11,13 +11,10 @@ use crate::types::SnapshotMeta;
 impl PartitionCore {
     /// Asks for a snapshot once enough entries were applied since the last one.
     pub(crate) fn maybe_request_snapshot(&mut self) {
-        let threshold = self.cfg.snapshot_threshold;
-        if threshold == 0 || self.snapshot_requested {
-            return;
-        }
-        if self.applied.saturating_sub(self.snapshot.index) >= threshold {
-            self.snapshot_requested = true;
-            let index = self.applied;
+        let due = self
+            .snapshots
+            .request_due(self.log.applied(), self.cfg.snapshot_threshold);
+        if let Some(index) = due {
             debug!(group = self.group, index, "requesting a snapshot");
             self.emit(Action::TakeSnapshot { index });
         }
@@ -26,15 +23,15 @@ impl PartitionCore {
     /// The state machine took a snapshot covering `meta.index` (durably). The log up to
     /// `meta.index - compact_trailing` may go.
     pub fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), Error> {
-        self.snapshot_requested = false;
+        self.snapshots.requested = false;
         let index = meta.index;
-        if index <= self.snapshot.index {
+        if index <= self.snapshots.meta.index {
             return Err(Error::Snapshot {
                 index,
                 reason: "not newer than the current snapshot",
             });
         }
-        if index > self.applied {
+        if index > self.log.applied() {
             return Err(Error::Snapshot {
                 index,
                 reason: "covers entries not yet applied",
@@ -52,7 +49,7 @@ impl PartitionCore {
                 reason: "its term disagrees with the log",
             });
         }
-        self.snapshot = meta;
+        self.snapshots.meta = meta;
         let compact_to = index.saturating_sub(self.cfg.compact_trailing);
         if compact_to > self.log.snapshot_index() {
             self.log.compact_to(compact_to);

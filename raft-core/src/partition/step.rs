@@ -81,9 +81,7 @@ impl PartitionCore {
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. } => {
                 // Handled by the peer's replicator; the term rules above were all we needed.
                 if let Some(lead) = self.lead.as_mut() {
-                    if let Some(p) = lead.progress.get_mut(&from) {
-                        p.active = true;
-                    }
+                    lead.mark_active(from);
                 }
             }
         }
@@ -97,13 +95,13 @@ impl PartitionCore {
                 warn!(
                     group = self.group,
                     from,
-                    term = self.term,
+                    term = self.ballot.term(),
                     "another leader claims this term; message dropped"
                 );
                 false
             }
             Role::Candidate | Role::PreCandidate => {
-                let term = self.term;
+                let term = self.ballot.term();
                 self.become_follower(term, Some(from));
                 true
             }
@@ -115,10 +113,10 @@ impl PartitionCore {
                             from, "leader changed within a term? keeping the newcomer"
                         );
                     }
-                    let term = self.term;
+                    let term = self.ballot.term();
                     self.become_follower(term, Some(from));
                 }
-                self.election_elapsed = 0;
+                self.election.restart();
                 true
             }
         }

@@ -1,6 +1,7 @@
 //! One test per claim of the Raft paper (Ongaro & Ousterhout, "In Search of an Understandable
 //! Consensus Algorithm", extended version), sections 5.1–5.5, plus the persistence rule of
-//! Figure 2 and the no-op a new leader appends (DESIGN.md I7 and I8).
+//! Figure 2 and the no-op a new leader appends (persistence before promises and no-op on
+//! election, docs/architecture.md).
 //!
 //! Every test opens with a `// Reference: section 5.x` comment stating the claim it checks.
 //! Single-core tests drive one `PartitionCore` by hand and assert on the actions it emits;
@@ -1378,7 +1379,8 @@ fn a_node_missing_a_committed_entry_cannot_be_elected() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5.4.2 Committing entries from previous terms; the no-op (DESIGN.md I8).
+// 5.4.2 Committing entries from previous terms; the no-op (no-op on election,
+// docs/architecture.md).
 // ---------------------------------------------------------------------------------------------
 
 /// S1 of Figure 8 (c) as a single core: log [1, 2], elected leader of term 4 by S2 and S3 of a
@@ -1742,7 +1744,8 @@ fn a_crashed_follower_catches_up_after_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Figure 2: persistent state is on stable storage before responding to RPCs (DESIGN.md I7).
+// Figure 2: persistent state is on stable storage before responding to RPCs (persistence
+// before promises, docs/architecture.md).
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -1810,7 +1813,8 @@ fn an_append_acknowledgement_is_sent_only_after_the_entries_are_persisted() {
 #[test]
 fn leader_counts_itself_toward_commit_only_after_its_own_entries_are_persisted() {
     // Reference: section 5.3 and Figure 2 — a leader is one of the majority that stores an
-    // entry only once the entry is on its own stable storage (DESIGN.md I7).
+    // entry only once the entry is on its own stable storage (persistence before promises,
+    // docs/architecture.md).
     let mut leader = elected(plain(1), &[1, 2, 3]);
     leader.progress(2, 1, 1);
     settle(&mut leader);

@@ -369,7 +369,7 @@ fn safety_and_liveness_under_random_faults() {
 
 #[test]
 fn same_seed_same_run() {
-    // Determinism (DESIGN.md I11): two runs of a seed end in identical states.
+    // Determinism (docs/architecture.md): two runs of a seed end in identical states.
     let fingerprint = |seed| {
         let mut rng = SplitMix64::new(seed);
         let sc = Scenario::from_seed(&mut rng);

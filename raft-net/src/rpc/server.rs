@@ -29,7 +29,8 @@ use crate::frame::{FrameKind, decode_exact};
 use crate::metrics::bump;
 use crate::shutdown::{DoneGuard, Shutdown, done_channel, supervise};
 
-/// Counters of a running server (atomics: metric counters only, DESIGN.md I1).
+/// Counters of a running server (atomics, allowed for metric counters only: no shared locks,
+/// docs/architecture.md).
 #[derive(Debug, Default)]
 struct Counters {
     accepted: AtomicU64,
@@ -270,13 +271,12 @@ impl<H> Conn<H> {
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut reader = FrameReader::new(self.config.max_frame_size);
         let mut shutdown = self.shutdown.clone();
-        // One shutdown future for the connection's life: making one per request registered
-        // and removed a watch waiter twice per request.
+        // One shutdown future for the connection's life: making one per request would register
+        // and remove a watch waiter twice per request.
         let stop = shutdown.wait();
         tokio::pin!(stop);
         // The handlers of this connection's requests, run by this task: a task per request
-        // cost a spawn, a registration in the runtime's task list and its removal (7 % of a
-        // TCP benchmark leader's CPU at 256 clients).
+        // costs a spawn, a registration in the runtime's task list and its removal.
         let mut running = FuturesUnordered::new();
         // The in-flight slot the next request will take.
         let mut slot: Option<OwnedSemaphorePermit> = None;

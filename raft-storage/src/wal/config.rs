@@ -8,8 +8,8 @@ use crate::store::StorageError;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncMode {
     /// `sync` flushes the write buffer and calls `fdatasync` on the current segment; rotation
-    /// fsyncs the finished segment and the directory. The only mode that keeps DESIGN.md I7
-    /// ("persistence before promises"). The default.
+    /// fsyncs the finished segment and the directory. The only mode that keeps persistence
+    /// before promises (docs/architecture.md). The default.
     #[default]
     Always,
     /// **FOR BENCHMARKS AND TESTS ONLY. NEVER USE IN PRODUCTION.**
@@ -52,8 +52,7 @@ pub struct WalConfig {
     /// The current segment's file is kept zero-filled up to this many bytes beyond the records
     /// written (extended in one step when the records reach its end, at most `segment_bytes`
     /// at a time), so most syncs overwrite blocks the file already has: `fdatasync` then has
-    /// no file size to record, only the data (on the ext4 disk of the README's machine a
-    /// 4 KiB append-and-sync took 130–210 µs, the same over zero-filled blocks 86–134 µs). A
+    /// no file size to record, only the data, which is markedly cheaper than an append. A
     /// segment is cut back to its records when the next one starts; recovery reads an
     /// all-zero tail as unused space, not damage. `0` disables it (the file grows with every
     /// write). At most 1 GiB; default 4 MiB.

@@ -5,7 +5,7 @@
 //! per batch; one shared log lets a single `fdatasync` make the appends of all groups durable
 //! at once (group commit: `append`, `save_hard_state`, ... only buffer; [`LogStore::sync`]
 //! writes the buffer with one `write` and syncs once). raft-actor's storage thread reports
-//! `persisted` only after `sync` returns (DESIGN.md I7).
+//! `persisted` only after `sync` returns (persistence before promises, docs/architecture.md).
 //!
 //! # Layout of this module
 //! - [`config`] — [`WalConfig`], [`SyncMode`] and their validation.
@@ -30,8 +30,7 @@
 //! The segment being written is kept zero-filled ahead of its records
 //! ([`WalConfig::preallocate_bytes`], 4 MiB by default), so a `sync` mostly overwrites blocks
 //! the file already has and `fdatasync` writes the data alone, without a journal commit for
-//! a new file size (tcp + WAL benchmark on the README's machine: 1.4 × the writes/s at 256
-//! clients, p50 576 → 494 µs at one). A finished segment is cut back to its last record
+//! a new file size. A finished segment is cut back to its last record
 //! when the next one starts; recovery takes zeros after the records for unused space.
 //!
 //! # Failures

@@ -1,0 +1,319 @@
+//! `LeaderState`: the part of a partition core that exists only while it leads — what it knows
+//! of each peer, the ReadIndex rounds and reads waiting on them, and a leader transfer under way.
+//!
+//! The quorum questions a leader asks (how far a quorum holds the log, whether a quorum was
+//! heard from, which reads a quorum confirmed) are answered here from this part and the
+//! membership alone, so the handlers that ask them show what they depend on.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::membership::Membership;
+use crate::quorum::{committed_index, has_quorum};
+use crate::types::{Index, NodeId};
+
+/// What the leader knows of one peer.
+#[derive(Clone, Debug, Default)]
+struct PeerProgress {
+    /// Highest index known replicated (and durable) on the peer. Invariant: <= last index.
+    matched: Index,
+    /// Heard from since the last check-quorum period.
+    active: bool,
+    /// Highest ReadIndex round the peer acknowledged.
+    read_ack: u64,
+}
+
+/// A leader transfer under way.
+#[derive(Clone, Debug)]
+struct Transfer {
+    /// The voter that is to take over.
+    target: NodeId,
+    /// Ticks since the transfer started.
+    elapsed: u32,
+    /// TimeoutNow went out to the target.
+    timeout_now_sent: bool,
+}
+
+/// A read waiting for confirmation.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRead {
+    /// The caller's identifier of the read.
+    pub(crate) ctx: u64,
+    /// The read index: the state machine must have applied this far before the read is served.
+    pub(crate) index: Index,
+    /// The ReadIndex round that must be confirmed by a quorum (0: none needed).
+    pub(crate) seq: u64,
+}
+
+/// State that exists only while leading. The fields are private: the handlers ask and tell it
+/// through the methods below.
+///
+/// Invariants: `progress` holds exactly the other nodes of the effective membership (kept by
+/// `sync_peers`); a peer's `matched` never decreases and never passes the leader's last index
+/// (the caller clamps); `pending_reads` is in registration order, so their rounds and indices
+/// never decrease; at most one TimeoutNow goes out per transfer.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderState {
+    progress: BTreeMap<NodeId, PeerProgress>,
+    heartbeat_elapsed: u32,
+    /// Index of this term's no-op: reads wait until it commits.
+    noop_index: Index,
+    transfer: Option<Transfer>,
+    read_seq: u64,
+    pending_reads: VecDeque<PendingRead>,
+}
+
+impl LeaderState {
+    /// The state of a new leader: every other node of `membership` a peer, presumed active.
+    pub(crate) fn new(me: NodeId, membership: &Membership) -> Self {
+        let mut lead = LeaderState::default();
+        lead.sync_peers(me, membership);
+        lead
+    }
+
+    /// Records the index of this term's no-op; reads wait until it commits.
+    pub(crate) fn set_noop_index(&mut self, index: Index) {
+        self.noop_index = index;
+    }
+
+    /// Each peer's acknowledged match index.
+    pub(crate) fn matched(&self) -> BTreeMap<NodeId, Index> {
+        self.progress
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect()
+    }
+
+    /// `peer` was heard from (for check-quorum).
+    pub(crate) fn mark_active(&mut self, peer: NodeId) {
+        if let Some(p) = self.progress.get_mut(&peer) {
+            p.active = true;
+        }
+    }
+
+    /// `peer` holds the log up to `matched` (already clamped at the leader's last index); it was
+    /// heard from. Returns `None` for a node outside the configuration, otherwise whether its
+    /// match index advanced.
+    pub(crate) fn record_match(&mut self, peer: NodeId, matched: Index) -> Option<bool> {
+        let p = self.progress.get_mut(&peer)?;
+        p.active = true;
+        if matched > p.matched {
+            p.matched = matched;
+            Some(true)
+        } else {
+            Some(false)
+        }
+    }
+
+    /// `peer` acknowledged a heartbeat of ReadIndex round `read_seq`; it was heard from.
+    /// Returns true if that confirms a round it had not confirmed before.
+    pub(crate) fn record_heartbeat_ack(&mut self, peer: NodeId, read_seq: u64) -> bool {
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return false;
+        };
+        p.active = true;
+        if read_seq > p.read_ack {
+            p.read_ack = read_seq;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The latest ReadIndex round, carried by every heartbeat.
+    pub(crate) fn read_seq(&self) -> u64 {
+        self.read_seq
+    }
+
+    /// True while a leader transfer is under way (proposals are refused meanwhile).
+    pub(crate) fn transferring(&self) -> bool {
+        self.transfer.is_some()
+    }
+
+    /// Starts a transfer to `target`. Returns false if one to the same target is already under
+    /// way (it keeps its deadline); a transfer to another target replaces it.
+    pub(crate) fn start_transfer(&mut self, target: NodeId) -> bool {
+        if self.transfer.as_ref().is_some_and(|t| t.target == target) {
+            return false;
+        }
+        self.transfer = Some(Transfer {
+            target,
+            elapsed: 0,
+            timeout_now_sent: false,
+        });
+        true
+    }
+
+    /// Drops the transfer under way, if any.
+    pub(crate) fn abort_transfer(&mut self) {
+        self.transfer = None;
+    }
+
+    /// Takes every pending read (leadership is lost); returns their contexts, in order.
+    pub(crate) fn drain_reads(&mut self) -> Vec<u64> {
+        self.pending_reads.drain(..).map(|r| r.ctx).collect()
+    }
+
+    /// Adds peers that joined the configuration and forgets those that left.
+    pub(crate) fn sync_peers(&mut self, me: NodeId, membership: &Membership) {
+        let all = membership.all_nodes();
+        self.progress.retain(|id, _| all.contains(id));
+        for id in all {
+            if id != me {
+                self.progress.entry(id).or_insert(PeerProgress {
+                    active: true,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    /// The highest index a quorum of `membership` holds. This node (`me`) counts only up to
+    /// `durable`, its own durable index; a peer counts up to its acknowledged match.
+    pub(crate) fn quorum_matched(
+        &self,
+        me: NodeId,
+        durable: Index,
+        membership: &Membership,
+    ) -> Index {
+        committed_index(membership, |id| {
+            if id == me {
+                durable
+            } else {
+                self.progress.get(&id).map_or(0, |p| p.matched)
+            }
+        })
+    }
+
+    /// True if the peers heard from since the last check, plus this node (`me`), form a quorum.
+    /// Resets the activity marks for the next period.
+    pub(crate) fn check_quorum(&mut self, me: NodeId, membership: &Membership) -> bool {
+        let progress = &self.progress;
+        let ok = has_quorum(membership, |n| {
+            n == me || progress.get(&n).is_some_and(|p| p.active)
+        });
+        for p in self.progress.values_mut() {
+            p.active = false;
+        }
+        ok
+    }
+
+    /// Advances the leader's own timers by one tick. Returns whether a heartbeat round is due,
+    /// and the target of a leader transfer that has just run out of time (it is dropped: a
+    /// transfer that cannot finish within an election timeout would block proposals for good).
+    pub(crate) fn tick(
+        &mut self,
+        heartbeat_ticks: u32,
+        election_ticks: u32,
+    ) -> (bool, Option<NodeId>) {
+        self.heartbeat_elapsed += 1;
+        let heartbeat_due = self.heartbeat_elapsed >= heartbeat_ticks;
+        if heartbeat_due {
+            self.heartbeat_elapsed = 0;
+        }
+        let mut expired = None;
+        if let Some(transfer) = self.transfer.as_mut() {
+            transfer.elapsed += 1;
+            if transfer.elapsed >= election_ticks {
+                expired = Some(transfer.target);
+                self.transfer = None;
+            }
+        }
+        (heartbeat_due, expired)
+    }
+
+    /// The commit index `peer` may be told in a heartbeat: `commit` capped at what the peer is
+    /// known to hold, so a follower never learns a commit index past entries it may lack.
+    pub(crate) fn heartbeat_commit(&self, peer: NodeId, commit: Index) -> Option<Index> {
+        self.progress.get(&peer).map(|p| commit.min(p.matched))
+    }
+
+    /// [`LeaderState::heartbeat_commit`] for every peer.
+    pub(crate) fn heartbeat_commits(&self, commit: Index) -> Vec<(NodeId, Index)> {
+        self.progress
+            .iter()
+            .map(|(id, p)| (*id, commit.min(p.matched)))
+            .collect()
+    }
+
+    /// The target of the transfer under way, once its log has caught up to `last` and it has
+    /// not been told yet; it is marked as told. TimeoutNow goes out at most once per transfer.
+    pub(crate) fn take_timeout_now(&mut self, last: Index) -> Option<NodeId> {
+        let t = self.transfer.as_mut()?;
+        if t.timeout_now_sent || self.progress.get(&t.target).map_or(0, |p| p.matched) < last {
+            return None;
+        }
+        t.timeout_now_sent = true;
+        Some(t.target)
+    }
+
+    /// The voter of `membership` that holds the most of the log: the quickest successor when
+    /// this leader leaves the configuration.
+    pub(crate) fn best_successor(&self, membership: &Membership) -> Option<NodeId> {
+        self.progress
+            .iter()
+            .filter(|(id, _)| membership.voters.contains(id))
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id)
+    }
+
+    /// Registers a ReadIndex request at `commit` (or at this term's no-op, if that is later:
+    /// until it commits the leader may not know the latest commit). With a single voter no
+    /// round is needed; otherwise a new round starts. Returns whether a heartbeat round must
+    /// go out to confirm it, or `None` if `limit` reads are already waiting.
+    pub(crate) fn register_read(
+        &mut self,
+        ctx: u64,
+        commit: Index,
+        single_voter: bool,
+        limit: usize,
+    ) -> Option<bool> {
+        if self.pending_reads.len() >= limit {
+            return None;
+        }
+        let index = commit.max(self.noop_index);
+        let seq = if single_voter {
+            0
+        } else {
+            self.read_seq += 1;
+            self.read_seq
+        };
+        self.pending_reads
+            .push_back(PendingRead { ctx, index, seq });
+        Some(!single_voter)
+    }
+
+    /// Takes the reads that are ready, in order: their round is confirmed by a quorum of
+    /// `membership`, this term's no-op has committed, and the state machine has applied their
+    /// index. Reads are served in order, so the first one that is not ready stops the rest.
+    pub(crate) fn take_ready_reads(
+        &mut self,
+        me: NodeId,
+        membership: &Membership,
+        commit: Index,
+        applied: Index,
+    ) -> Vec<PendingRead> {
+        if self.pending_reads.is_empty() || commit < self.noop_index {
+            return Vec::new();
+        }
+        let confirmed = self.confirmed_read_seq(me, membership);
+        let mut ready = Vec::new();
+        while let Some(r) = self.pending_reads.front() {
+            if r.seq > confirmed || r.index > applied {
+                break;
+            }
+            ready.extend(self.pending_reads.pop_front());
+        }
+        ready
+    }
+
+    /// The highest ReadIndex round a quorum confirmed; this node (`me`) confirms its own latest.
+    fn confirmed_read_seq(&self, me: NodeId, membership: &Membership) -> u64 {
+        committed_index(membership, |id| {
+            if id == me {
+                self.read_seq
+            } else {
+                self.progress.get(&id).map_or(0, |p| p.read_ack)
+            }
+        })
+    }
+}
