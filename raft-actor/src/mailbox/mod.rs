@@ -12,6 +12,8 @@
 //! - [`position`] — a latest-value `u64` with a sticky error, as one atomic.
 //! - [`deadline`] — request deadlines without a timer per request.
 //! - [`gather`] — when an actor yields once to gather a batch.
+//! - [`sync`] — the atomics, `Arc`, wakers and queues the primitives above are built from,
+//!   swapped for loom's instrumented ones (and loom-visible stand-ins) under `cfg(raft_loom)`.
 
 pub(crate) mod bell;
 pub(crate) mod count;
@@ -20,3 +22,4 @@ pub(crate) mod gather;
 pub(crate) mod inbox;
 pub(crate) mod latest;
 pub(crate) mod position;
+pub(crate) mod sync;

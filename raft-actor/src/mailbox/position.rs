@@ -3,10 +3,9 @@
 //! receiving actor's bell.
 
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::bell::{Bell, RingOnDrop};
+use super::sync::{self, AtomicBool, AtomicU64, OnceLock, Ordering};
 
 /// The sending half of a [`position`] cell: a `u64` that only the newest value of matters (a
 /// durable sequence number, an applied index) and a sticky error, ringing the receiving
@@ -17,7 +16,7 @@ use super::bell::{Bell, RingOnDrop};
 /// awaits the channel (it waits on its bell). Those sends profiled as ~13% of a 1-client
 /// in-process run. Here an update is an atomic store and one ring.
 pub(crate) struct PositionTx {
-    shared: Arc<PositionShared>,
+    shared: sync::Arc<PositionShared>,
     /// Dropped after `Drop::drop` marked the cell closed: the ring makes the actor look.
     ring: RingOnDrop,
 }
@@ -51,7 +50,7 @@ impl Drop for PositionTx {
 
 /// The receiving half of a [`position`] cell.
 pub(crate) struct PositionRx {
-    shared: Arc<PositionShared>,
+    shared: sync::Arc<PositionShared>,
     seen: u64,
     error_seen: bool,
 }
@@ -86,7 +85,7 @@ impl PositionRx {
 
 /// A position cell starting at `init` whose sender rings `bell`.
 pub(crate) fn position(init: u64, bell: &Bell) -> (PositionTx, PositionRx) {
-    let shared = Arc::new(PositionShared {
+    let shared = sync::Arc::new(PositionShared {
         value: AtomicU64::new(init),
         error: OnceLock::new(),
         closed: AtomicBool::new(false),
@@ -105,7 +104,7 @@ pub(crate) fn position(init: u64, bell: &Bell) -> (PositionTx, PositionRx) {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(raft_loom)))]
 mod tests {
     use super::*;
 
@@ -152,5 +151,85 @@ mod tests {
         assert_eq!(rx.has_changed(), Ok(true));
         assert_eq!(rx.take().0, 5);
         assert_eq!(rx.has_changed(), Err(Closed));
+    }
+}
+
+#[cfg(all(test, raft_loom))]
+mod loom_tests {
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::*;
+    use crate::mailbox::sync::model;
+
+    /// What the partition's loop does with a position cell: take each change, wait on the
+    /// bell when there is none, stop at the close. Returns every `take`, in order.
+    fn receive_all(bell: &Bell, rx: &mut PositionRx) -> Vec<(u64, Option<Arc<str>>)> {
+        let mut taken = Vec::new();
+        loop {
+            match rx.has_changed() {
+                Ok(true) => taken.push(rx.take()),
+                Ok(false) => block_on(bell.rung()),
+                Err(Closed) => return taken,
+            }
+        }
+    }
+
+    /// Race (b): the sender publishes a final value and is dropped right after. In every
+    /// interleaving the receiver takes that value before it sees the close.
+    #[test]
+    fn the_last_value_before_the_drop_is_seen() {
+        model(|| {
+            let bell = Bell::new();
+            let (tx, mut rx) = position(0, &bell);
+            let sender = thread::spawn(move || {
+                tx.publish(5);
+                drop(tx);
+            });
+            let taken = receive_all(&bell, &mut rx);
+            assert_eq!(taken.last(), Some(&(5, None)), "took {taken:?}");
+            sender.join().unwrap();
+        });
+    }
+
+    /// The same with a sticky error: recorded, then the sender dropped; the receiver sees the
+    /// error before the close.
+    #[test]
+    fn an_error_before_the_drop_is_seen() {
+        model(|| {
+            let bell = Bell::new();
+            let (tx, mut rx) = position(0, &bell);
+            let sender = thread::spawn(move || {
+                tx.fail(Arc::from("disk"));
+                drop(tx);
+            });
+            let taken = receive_all(&bell, &mut rx);
+            assert_eq!(
+                taken.last().and_then(|t| t.1.as_deref()),
+                Some("disk"),
+                "took {taken:?}"
+            );
+            sender.join().unwrap();
+        });
+    }
+
+    /// Two values: the receiver may skip the first but never goes backwards, and ends at the
+    /// last.
+    #[test]
+    fn values_are_seen_in_order_ending_with_the_last() {
+        model(|| {
+            let bell = Bell::new();
+            let (tx, mut rx) = position(0, &bell);
+            let sender = thread::spawn(move || {
+                tx.publish(1);
+                tx.publish(2);
+            });
+            let taken: Vec<u64> = receive_all(&bell, &mut rx)
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            assert!(taken == [2] || taken == [1, 2], "took {taken:?}");
+            sender.join().unwrap();
+        });
     }
 }
