@@ -18,6 +18,10 @@
 //! - Many rings before the waiter looks add up to one wake-up, not one per ring.
 //! - [`RingOnDrop`] rings when dropped, so an input whose senders are all gone is seen at the
 //!   actor's next look.
+//! - A ring orders what the ringer did before it before what the waiter does after the wait
+//!   returns (the flag is swapped with `AcqRel` on both sides): a value published, even
+//!   `Relaxed`, before a ring is seen by the waiter's next look. The loom models check this with
+//!   one and with two ringers, and with a `RingOnDrop` dropped right after a publish.
 
 use std::future::poll_fn;
 use std::task::Poll;

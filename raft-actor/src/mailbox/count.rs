@@ -29,7 +29,6 @@
 //!   either the try finds the room, or the receiver finds the waiter.
 //! - A receiver that never has senders waiting pays one atomic load per message taken.
 
-use std::future::Future;
 use std::pin::pin;
 
 use super::sync::{AtomicUsize, Notify, Ordering};
@@ -176,6 +175,7 @@ impl Drop for Taker {
 
 #[cfg(all(test, not(raft_loom)))]
 mod tests {
+    use std::future::Future;
     use std::pin::pin;
     use std::sync::Arc;
     use std::task::{Context, Waker};
@@ -278,6 +278,7 @@ mod tests {
 
 #[cfg(all(test, raft_loom))]
 mod loom_tests {
+    use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Waker};
 

@@ -21,6 +21,20 @@
 //!
 //! State an actor only needs the newest value of comes through [`super::latest`] or
 //! [`super::position`] instead.
+//!
+//! # Contract
+//!
+//! - Any number of senders (clones of one [`InboxTx`]), one receiver. A message queued by
+//!   [`InboxTx::try_send`] rings the bell after it is queued and counted.
+//! - [`InboxRx::try_recv`] answers `Empty` from two atomic loads when the count is zero and the
+//!   queue is not closed; otherwise it asks the queue. The count is raised before a message is
+//!   queued, and `closed` is set only after every clone has let go of the queue (the last
+//!   `Arc` of the shared part goes after each clone's queue sender), so a look that finds
+//!   both down really has nothing to take, and a look that finds `closed` (`Acquire`,
+//!   pairing with its `Release` store) sees every message queued before the last sender went.
+//! - So every message queued before the last sender is dropped is received before
+//!   `Disconnected`, and the ring of that drop wakes the actor to see it. The loom models check
+//!   this with one sender dropped right after its send, and with two clones.
 
 use super::bell::{Bell, RingOnDrop};
 use super::count::QueueCount;

@@ -10,6 +10,22 @@
 //!
 //! [`super::position`] is the same idea for a single `u64` with a sticky error: no queue, an
 //! atomic.
+//!
+//! # Contract
+//!
+//! - One sender, one receiver. [`LatestTx::send`] never blocks: it evicts an unread value and
+//!   queues the new one, then raises `fresh` and rings. It reports `false` once the receiver
+//!   is gone.
+//! - [`LatestRx::try_recv`] answers `Empty` without flume's lock only when `fresh` was down
+//!   (it lowers it before looking) and `closed` is not set; otherwise it asks the queue. A
+//!   value queued after the receiver lowered `fresh` raises it again and rings, so it is seen
+//!   at the next look.
+//! - Dropping the sender sets `closed` (`Release`, after its last value was queued) and then
+//!   rings; a look that finds `closed` (`Acquire`) asks the queue, which still holds that last
+//!   value: it is received before `Disconnected`. Unlike the position cell's first
+//!   `has_changed`, the order of the two flag loads here does not matter: either load finding
+//!   its flag up sends the look to the queue. The loom models check a sender dropped right
+//!   after its last value, and a receiver dropped while the sender sends.
 
 use super::bell::{Bell, RingOnDrop};
 use super::sync::{Arc, AtomicBool, Ordering, flume};
