@@ -403,12 +403,27 @@ mod loom_shim {
 #[cfg(all(test, raft_loom))]
 pub(crate) const MAX_PREEMPTIONS: usize = 3;
 
-/// Runs `f` under loom for every interleaving within [`MAX_PREEMPTIONS`].
+/// Runs `f` under loom for every interleaving within [`MAX_PREEMPTIONS`], and reports on
+/// stderr how many it ran (shown with `--nocapture`).
 #[cfg(all(test, raft_loom))]
 pub(crate) fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(MAX_PREEMPTIONS);
     }
-    builder.check(f);
+    // A plain std counter: it counts executions and takes no part in them.
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    builder.check({
+        let runs = runs.clone();
+        move || {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f();
+        }
+    });
+    eprintln!(
+        "{}: {} interleavings explored (preemption bound {:?})",
+        std::thread::current().name().unwrap_or("model"),
+        runs.load(std::sync::atomic::Ordering::Relaxed),
+        builder.preemption_bound,
+    );
 }
