@@ -24,7 +24,13 @@
 //! - `Notify`: `notified()` counts from its creation; `notify_waiters()` completes every
 //!   `Notified` created before it, as tokio's does.
 //!
-//! None of the stand-ins is compiled into a normal build.
+//! None of the stand-ins is compiled into a normal build. (`QueueCount::send_async` no longer
+//! waits inside the queue, so only the model of its old design, kept as a `should_panic`
+//! test, uses the stand-in's `send_async`.)
+//!
+//! What the models do not check: the stand-ins' originals themselves (flume's channel, tokio's
+//! `Notify`), and futures-util's `AtomicWaker`, for which loom's mock (lock-based, so at least
+//! as strongly ordered) stands in; schedules with more preemptions than the bound.
 //!
 //! The cfg is `raft_loom`, not the `loom` that loom's docs suggest: every crate sees a
 //! `RUSTFLAGS` cfg, and tokio compiles out `tokio::net` (and `fs`, `signal`, `process`) under
