@@ -203,12 +203,14 @@ mod loom_shim {
         use loom::sync::{Arc, Mutex};
 
         /// A blocked `send_async`'s message, waiting for room.
+        #[cfg_attr(not(test), allow(dead_code))]
         struct Pending<T> {
             id: u64,
             value: T,
             waker: Waker,
         }
 
+        #[cfg_attr(not(test), allow(dead_code))]
         struct Chan<T> {
             queue: VecDeque<T>,
             cap: usize,
@@ -292,6 +294,7 @@ mod loom_shim {
             }
 
             /// Queues `value`, waiting for room.
+            #[cfg_attr(not(test), allow(dead_code))]
             pub(crate) fn send_async(&self, value: T) -> SendFut<'_, T> {
                 SendFut {
                     tx: self,
@@ -307,6 +310,7 @@ mod loom_shim {
         }
 
         /// The future of [`Sender::send_async`].
+        #[cfg_attr(not(test), allow(dead_code))]
         pub(crate) struct SendFut<'a, T> {
             tx: &'a Sender<T>,
             /// The message while it is still the future's own.
