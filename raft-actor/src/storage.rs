@@ -18,7 +18,7 @@ use raft_storage::{LogStore, Recovered, StorageError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::mailbox::count::QueueCount;
+use crate::mailbox::count::{QueueCount, Taker};
 
 /// A write to make durable, tagged with the core's sequence number.
 #[derive(Debug)]
@@ -147,7 +147,7 @@ pub(crate) fn spawn<S: LogStore>(
     let actor = StorageActor {
         store,
         rx,
-        queued: queued.clone(),
+        queued: Taker::new(queued.clone()),
         groups: BTreeMap::new(),
         failed: None,
         stalled_until: None,
@@ -172,8 +172,9 @@ pub(crate) fn spawn<S: LogStore>(
 struct StorageActor<S> {
     store: S,
     rx: flume::Receiver<StorageRequest>,
-    /// The handles' count of queued requests, lowered as each is taken.
-    queued: Arc<QueueCount>,
+    /// The handles' count of queued requests, lowered as each is taken. After `rx`: dropped
+    /// after it, it wakes handles waiting in `send` to find the actor gone.
+    queued: Taker,
     groups: BTreeMap<GroupId, (crate::mailbox::position::PositionTx, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.

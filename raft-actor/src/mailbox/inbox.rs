@@ -21,12 +21,24 @@
 //!
 //! State an actor only needs the newest value of comes through [`super::latest`] or
 //! [`super::position`] instead.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//!
+//! # Contract
+//!
+//! - Any number of senders (clones of one [`InboxTx`]), one receiver. A message queued by
+//!   [`InboxTx::try_send`] rings the bell after it is queued and counted.
+//! - [`InboxRx::try_recv`] answers `Empty` from two atomic loads when the count is zero and the
+//!   queue is not closed; otherwise it asks the queue. The count is raised before a message is
+//!   queued, and `closed` is set only after every clone has let go of the queue (the last
+//!   `Arc` of the shared part goes after each clone's queue sender), so a look that finds
+//!   both down really has nothing to take, and a look that finds `closed` (`Acquire`,
+//!   pairing with its `Release` store) sees every message queued before the last sender went.
+//! - So every message queued before the last sender is dropped is received before
+//!   `Disconnected`, and the ring of that drop wakes the actor to see it. The loom models check
+//!   this with one sender dropped right after its send, and with two clones.
 
 use super::bell::{Bell, RingOnDrop};
 use super::count::QueueCount;
+use super::sync::{Arc, AtomicBool, Ordering, flume};
 
 /// What a queue's senders and its receiver share besides the queue.
 #[derive(Default)]
@@ -127,7 +139,7 @@ pub(crate) fn bounded<T>(cap: usize, bell: &Bell) -> (InboxTx<T>, InboxRx<T>) {
     (InboxTx { tx, senders }, InboxRx { rx, gauge })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(raft_loom)))]
 mod tests {
     use super::*;
 
@@ -189,5 +201,68 @@ mod tests {
         // has nothing to return.
         let second = tokio::time::timeout(std::time::Duration::from_millis(10), bell.rung()).await;
         assert!(second.is_err());
+    }
+}
+
+#[cfg(all(test, raft_loom))]
+mod loom_tests {
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::*;
+    use crate::mailbox::sync::model;
+
+    /// What the actor's loop does with one queue: take what is queued, wait on the bell when
+    /// it finds nothing, stop at the disconnect.
+    fn receive_all(bell: &Bell, rx: &InboxRx<u32>) -> Vec<u32> {
+        let mut got = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(v) => got.push(v),
+                Err(::flume::TryRecvError::Empty) => block_on(bell.rung()),
+                Err(::flume::TryRecvError::Disconnected) => return got,
+            }
+        }
+    }
+
+    /// The sender queues a message and is dropped right after: in every interleaving the
+    /// actor receives it before it sees the disconnect, and is woken for both.
+    #[test]
+    fn the_last_message_before_the_drop_is_received() {
+        model(|| {
+            let bell = Bell::new();
+            let (tx, rx) = bounded(2, &bell);
+            let sender = thread::spawn(move || {
+                tx.try_send(1).unwrap();
+                drop(tx);
+            });
+            assert_eq!(receive_all(&bell, &rx), [1]);
+            assert!(rx.is_empty());
+            sender.join().unwrap();
+        });
+    }
+
+    /// Two clones of one sender, each queueing one message and dropped: both messages arrive
+    /// before the disconnect shows, whichever clone goes last.
+    #[test]
+    fn messages_of_two_senders_arrive_before_the_close() {
+        model(|| {
+            let bell = Bell::new();
+            let (tx, rx) = bounded(2, &bell);
+            let senders: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|v| {
+                    let tx = tx.clone();
+                    thread::spawn(move || tx.try_send(v).unwrap())
+                })
+                .collect();
+            drop(tx);
+            let mut got = receive_all(&bell, &rx);
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+            for sender in senders {
+                sender.join().unwrap();
+            }
+        });
     }
 }

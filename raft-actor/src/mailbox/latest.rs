@@ -10,11 +10,25 @@
 //!
 //! [`super::position`] is the same idea for a single `u64` with a sticky error: no queue, an
 //! atomic.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//!
+//! # Contract
+//!
+//! - One sender, one receiver. [`LatestTx::send`] never blocks: it evicts an unread value and
+//!   queues the new one, then raises `fresh` and rings. It reports `false` once the receiver
+//!   is gone.
+//! - [`LatestRx::try_recv`] answers `Empty` without flume's lock only when `fresh` was down
+//!   (it lowers it before looking) and `closed` is not set; otherwise it asks the queue. A
+//!   value queued after the receiver lowered `fresh` raises it again and rings, so it is seen
+//!   at the next look.
+//! - Dropping the sender sets `closed` (`Release`, after its last value was queued) and then
+//!   rings; a look that finds `closed` (`Acquire`) asks the queue, which still holds that last
+//!   value: it is received before `Disconnected`. Unlike the position cell's first
+//!   `has_changed`, the order of the two flag loads here does not matter: either load finding
+//!   its flag up sends the look to the queue. The loom models check a sender dropped right
+//!   after its last value, and a receiver dropped while the sender sends.
 
 use super::bell::{Bell, RingOnDrop};
+use super::sync::{Arc, AtomicBool, Ordering, flume};
 
 /// Sending half.
 pub(crate) struct LatestTx<T> {
@@ -111,13 +125,13 @@ impl<T> LatestRx<T> {
     }
 
     /// The newest value; `Err` once the sender is gone.
-    #[cfg(test)]
+    #[cfg(all(test, not(raft_loom)))]
     pub(crate) async fn recv(&self) -> Result<T, flume::RecvError> {
         self.rx.recv_async().await
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(raft_loom)))]
 mod tests {
     use super::*;
 
@@ -154,5 +168,56 @@ mod tests {
         // The value sent before the drop is still delivered, then the close shows.
         assert_eq!(rx.try_recv(), Ok(3));
         assert_eq!(rx.try_recv(), Err(flume::TryRecvError::Disconnected));
+    }
+}
+
+#[cfg(all(test, raft_loom))]
+mod loom_tests {
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::*;
+    use crate::mailbox::sync::model;
+
+    /// The sender publishes two values and is dropped right after the last: in every
+    /// interleaving the receiver (looking on each ring) ends with the last value, sees values
+    /// only in order, and sees the close after it.
+    #[test]
+    fn the_last_value_before_the_drop_is_received() {
+        model(|| {
+            let bell = Bell::new();
+            let (tx, rx) = ringing::<u32>(&bell);
+            let sender = thread::spawn(move || {
+                assert!(tx.send(1));
+                assert!(tx.send(2));
+                drop(tx);
+            });
+            let mut last = 0;
+            loop {
+                match rx.try_recv() {
+                    Ok(v) => {
+                        assert!(v > last, "{v} after {last}");
+                        last = v;
+                    }
+                    Err(::flume::TryRecvError::Empty) => block_on(bell.rung()),
+                    Err(::flume::TryRecvError::Disconnected) => break,
+                }
+            }
+            assert_eq!(last, 2, "the last value was lost");
+            sender.join().unwrap();
+        });
+    }
+
+    /// A receiver dropped while the sender publishes: the send reports it (or succeeds), and
+    /// never blocks.
+    #[test]
+    fn a_send_after_the_receiver_is_gone_reports_it() {
+        model(|| {
+            let (tx, rx) = channel::<u32>();
+            let receiver = thread::spawn(move || drop(rx));
+            let _ = tx.send(1);
+            receiver.join().unwrap();
+            assert!(!tx.send(2));
+        });
     }
 }
