@@ -1,23 +1,21 @@
 //! Request deadlines without a timer per request.
 //!
 //! `Node::propose` and `Node::read` must answer `Timeout` even when the actor holding the reply
-//! never answers. A tokio timer per request did that, but registering and cancelling it in the
-//! runtime's timer wheel cost about 14 % of all CPU at 256 in-process clients (perf: clock read,
-//! wheel insert under the driver's lock, wheel removal on drop). Instead, one task per node
+//! never answers. A tokio timer per request would do that, but registering and cancelling it in
+//! the runtime's timer wheel (a clock read, an insert under the driver's lock, a removal on
+//! drop) is a large share of the CPU of a busy node. Instead, one task per node
 //! rings a bell every quarter of `request_timeout` (at least 1 ms); a waiting request counts
 //! the rings and gives up on the fifth. It has then waited more than four quarters, so the
 //! timeout fires between 1 and 1.25 times `request_timeout` after the request was sent.
 //!
 //! The bell is really eight bells, one picked per waiter by the thread it starts on, all rung
 //! together: a single `Notify` keeps its waiter list under one lock, and with every request
-//! of every worker thread registering there that lock was contended (one bell gained 5 % at
-//! 256 clients, eight gained 15 %).
+//! of every worker thread registering there that lock is contended.
 //!
 //! The ringing task is not one of the node's actors: it keeps ringing after a crash or a
 //! shutdown, for as long as any `Node` handle holds the bells, so a caller is answered
-//! whatever happened to the node (the first version stopped with the node's kill switch, and
-//! a request waiting at a node that crashed in the simulation was never answered). It stops
-//! on the first ring after the last handle is gone.
+//! whatever happened to the node (a request waiting at a crashed node is still answered). It
+//! stops on the first ring after the last handle is gone.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;

@@ -6,7 +6,8 @@
 //! receiving handle to evict an unread value). `tokio::sync::watch` would do the same job, but
 //! with several receivers it picks their wake-up slots with the runtime's unseeded random
 //! generator, so two runs of one simulation seed would wake replicators in different orders
-//! (DESIGN.md I11). Here each receiver has its own channel and wake-ups are first-in first-out.
+//! (I11, determinism). Here each receiver has its own channel and wake-ups are first-in
+//! first-out.
 //!
 //! [`super::position`] is the same idea for a single `u64` with a sticky error: no queue, an
 //! atomic.

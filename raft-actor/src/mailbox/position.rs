@@ -29,8 +29,7 @@ use super::sync::{self, AtomicBool, AtomicU64, OnceLock, Ordering};
 ///
 /// It replaces a `tokio::sync::watch` channel there: a watch send wakes its waiters through
 /// eight internal notifiers, each behind a lock, even when nobody waits, and the actor never
-/// awaits the channel (it waits on its bell). Those sends profiled as ~13% of a 1-client
-/// in-process run. Here an update is an atomic store and one ring.
+/// awaits the channel (it waits on its bell). Here an update is an atomic store and one ring.
 pub(crate) struct PositionTx {
     shared: sync::Arc<PositionShared>,
     /// Dropped after `Drop::drop` marked the cell closed: the ring makes the actor look.
