@@ -50,5 +50,6 @@ pub mod store;
 pub mod trace;
 
 pub use cluster::{
-    Applied, CounterCmd, LaggingFollower, LeaderPauses, SimConfig, SimCounter, SimReport, run,
+    CounterCmd, CounterWorkload, LaggingFollower, LeaderPauses, Op, Recorded, SimConfig,
+    SimCounter, SimReport, Workload, run, run_with,
 };
