@@ -38,7 +38,8 @@ use crate::trace::Tracer;
 /// Every random choice must come from the `rng` the client hands to
 /// [`Workload::next_op`]: the same seed then gives the same run.
 ///
-/// The crate docs plug in a register machine of their own, step by step.
+/// The [crate docs](crate#your-own-state-machine) show a whole workload: a register machine
+/// of one's own, checked against the [`Register`](crate::linearizability::Register) model.
 pub trait Workload: Clone + Send + 'static {
     /// The state machine every node runs.
     type Machine: StateMachine<
