@@ -1,18 +1,20 @@
 //! Observation and the checkers: election safety, leader completeness, liveness after
-//! healing, exactly-once and linearizability of the client history, the replicator wake-up
-//! audit, log matching over the final durable logs, state-machine safety, and the run's hashes.
+//! healing, linearizability of the client history and the workload's own history checks, the
+//! replicator wake-up audit, log matching over the final durable logs, state-machine safety,
+//! and the run's hashes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
+use raft_actor::RequestId;
 use raft_actor::metrics::GroupMetrics;
-use raft_actor::{Node, RequestId};
 use raft_core::{Entry, Index, NodeId, Role, Term};
 use raft_storage::{LogStore, MemStore};
 
-use super::client::Outcome;
-use super::{Applied, CounterCmd, GROUP, Harness, SimCounter, SimReport};
+use super::client::History;
+use super::workload::{Op, Workload};
+use super::{Applied, CommandOf, GROUP, Harness, SimNode, SimReport};
 use crate::checkers::{LogImage, LogView, WakeupAudit, check_log_matching};
 use crate::trace::TraceLog;
 
@@ -40,7 +42,7 @@ impl LogView for StoreView<'_> {
     }
 }
 
-impl Harness {
+impl<W: Workload> Harness<W> {
     /// Reads every node's metrics: election safety, leader completeness, commits, queues,
     /// stalls and the victim's lag.
     pub(super) async fn observe(&mut self) {
@@ -127,14 +129,14 @@ impl Harness {
         let mut k = 0usize;
         while healed.elapsed() < self.cfg.liveness_bound {
             self.observe().await;
-            let current: Vec<&Node<SimCounter>> = self.nodes.values().collect();
+            let current: Vec<&SimNode<W>> = self.nodes.values().collect();
             let n = current[k % current.len()];
             k += 1;
             let id = RequestId {
                 client: 0xFFFF,
                 seq: 1,
             };
-            if n.propose_with_id(GROUP, id, CounterCmd::Add(0))
+            if n.propose_with_id(GROUP, id, self.workload.probe())
                 .await
                 .is_ok()
             {
@@ -154,11 +156,11 @@ impl Harness {
         live
     }
 
-    /// Exactly-once and linearizability of the clients' history; what it finds goes in the
-    /// trace too.
-    pub(super) fn check_client_history(&mut self, history: &[Outcome]) {
+    /// The workload's own checks and linearizability of the clients' history; what they find
+    /// goes in the trace too.
+    pub(super) fn check_client_history(&mut self, history: &History<W>) {
         let before = self.report.violations.len();
-        check_history(history, &mut self.report);
+        check_history(&self.workload, history, &mut self.report);
         for v in &self.report.violations[before..] {
             self.trace.event(|| format!("VIOLATION {v}"));
         }
@@ -195,10 +197,10 @@ impl Harness {
 
     /// The report: state-machine safety over every applied command, the run's hashes and the
     /// trace.
-    pub(super) fn into_report(self, history: &[Outcome], trace_log: &TraceLog) -> SimReport {
+    pub(super) fn into_report(self, history: &History<W>, trace_log: &TraceLog) -> SimReport {
         let mut report = self.report;
         let before = report.violations.len();
-        summarize_applied(&self.applied_rx, history, &mut report);
+        summarize_applied::<W>(&self.applied_rx, history, &mut report);
         for v in &report.violations[before..] {
             self.trace.event(|| format!("VIOLATION {v}"));
         }
@@ -233,7 +235,7 @@ impl Harness {
                     client: 0xFFFE,
                     seq,
                 };
-                let _ = node.propose_with_id(GROUP, id, CounterCmd::Add(0)).await;
+                let _ = node.propose_with_id(GROUP, id, self.workload.probe()).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -308,64 +310,29 @@ impl Harness {
     }
 }
 
-/// Checks the client history: counter values of acknowledged increments are distinct (each
-/// applied exactly once), and the whole history is linearizable against a counter model (an
-/// increment whose outcome is unknown may or may not have taken effect).
-fn check_history(history: &[Outcome], report: &mut SimReport) {
-    use crate::linearizability::{
-        CheckBudget, CheckResult, Counter, CounterInput, Operation, check,
-    };
-    let mut seen: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+/// Checks the client history: the workload's own checks ([`Workload::check_history`]), then
+/// linearizability against the workload's model (a command whose outcome is unknown may or may
+/// not have taken effect). Counts the acknowledged and in-doubt operations.
+fn check_history<W: Workload>(workload: &W, history: &History<W>, report: &mut SimReport) {
+    use crate::linearizability::{CheckBudget, CheckResult, Operation, check};
     let mut ops = Vec::with_capacity(history.len());
-    for o in history {
-        match *o {
-            Outcome::Added {
-                client,
-                seq,
-                value,
-                call,
-                ret,
-            } => {
-                report.acked += 1;
-                if let Some(prev) = seen.insert(value, (client, seq)) {
-                    report.violations.push(format!(
-                        "exactly-once: increments {prev:?} and {:?} both returned {value}",
-                        (client, seq)
-                    ));
-                }
-                ops.push(Operation {
-                    client,
-                    input: CounterInput::Add(1),
-                    call,
-                    ret: Some((ret.max(call + 1), value)),
-                });
-            }
-            Outcome::InDoubt { client, call, .. } => {
-                report.in_doubt += 1;
-                ops.push(Operation {
-                    client,
-                    input: CounterInput::Add(1),
-                    call,
-                    ret: None,
-                });
-            }
-            Outcome::Read {
-                client,
-                value,
-                call,
-                ret,
-            } => {
-                report.acked += 1;
-                ops.push(Operation {
-                    client,
-                    input: CounterInput::Get,
-                    call,
-                    ret: Some((ret.max(call + 1), value)),
-                });
-            }
+    for r in history {
+        match &r.ret {
+            Some(_) => report.acked += 1,
+            None => report.in_doubt += 1,
         }
+        ops.push(Operation {
+            client: r.client,
+            input: workload.input(&r.op),
+            call: r.call,
+            ret: r
+                .ret
+                .as_ref()
+                .map(|(ret, response)| ((*ret).max(r.call + 1), workload.output(&r.op, response))),
+        });
     }
-    match check(&Counter { initial: 0 }, &ops, CheckBudget::default()) {
+    report.violations.extend(workload.check_history(history));
+    match check(&workload.model(), &ops, CheckBudget::default()) {
         CheckResult::Linearizable => {}
         CheckResult::NotLinearizable { explanation } => {
             report
@@ -377,12 +344,12 @@ fn check_history(history: &[Outcome], report: &mut SimReport) {
 }
 
 /// State-machine safety over every applied command, and the run's hashes.
-fn summarize_applied(
-    applied_rx: &flume::Receiver<Applied>,
-    history: &[Outcome],
+fn summarize_applied<W: Workload>(
+    applied_rx: &flume::Receiver<Applied<CommandOf<W>>>,
+    history: &History<W>,
     report: &mut SimReport,
 ) {
-    let mut applied: BTreeMap<u64, (NodeId, CounterCmd)> = BTreeMap::new();
+    let mut applied: BTreeMap<u64, (NodeId, CommandOf<W>)> = BTreeMap::new();
     let mut hasher = DefaultHasher::new();
     let mut applied_hasher = DefaultHasher::new();
     let mut history_hasher = DefaultHasher::new();
@@ -408,18 +375,18 @@ fn summarize_applied(
             }
         }
     }
-    // Timestamps are left out: only the order of events is hashed.
-    for o in history {
-        match *o {
-            Outcome::Added {
-                client, seq, value, ..
-            } => (0u8, client, seq, value).hash(&mut history_hasher),
-            Outcome::Read { client, value, .. } => {
-                (1u8, client, 0u64, value).hash(&mut history_hasher)
+    // Timestamps are left out: only the order of events is hashed. A command answered, a
+    // query answered and a command in doubt: (0, client, seq, response), (1, client, 0,
+    // response) and (2, client, seq, 0i64).
+    for r in history {
+        match (&r.op, &r.ret) {
+            (Op::Command(_), Some((_, response))) => {
+                (0u8, r.client, r.seq, response).hash(&mut history_hasher)
             }
-            Outcome::InDoubt { client, seq, .. } => {
-                (2u8, client, seq, 0i64).hash(&mut history_hasher)
+            (Op::Query(_), Some((_, response))) => {
+                (1u8, r.client, 0u64, response).hash(&mut history_hasher)
             }
+            (_, None) => (2u8, r.client, r.seq, 0i64).hash(&mut history_hasher),
         }
     }
     report.applied_hash = applied_hasher.finish();

@@ -1,45 +1,26 @@
-//! The client driver: tasks that increment (with session ids, retried until answered) and
-//! read at random nodes, recording what they saw for the history checks.
+//! The client driver: tasks that issue the workload's commands (with session ids, retried
+//! until answered) and queries (reads at random nodes), recording what they saw for the history
+//! checks.
 
 use std::time::Duration;
 
-use raft_actor::{Error, Node, RequestId};
+use raft_actor::{Error, Node, RequestId, StateMachine};
 use raft_core::rng::SplitMix64;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::directory::{self, DirectoryRx};
-use super::{CounterCmd, GROUP, Harness, SimCounter};
+use super::workload::{Op, Recorded, Workload};
+use super::{GROUP, Harness, SimNode};
 use crate::trace::Tracer;
 
-/// A client's view of one operation, for the history. `call` and `ret` are simulated
-/// nanoseconds since the run began: one clock for every client.
-#[derive(Clone, Debug)]
-pub(super) enum Outcome {
-    Added {
-        client: u64,
-        seq: u64,
-        value: i64,
-        call: u64,
-        ret: u64,
-    },
-    Read {
-        client: u64,
-        value: i64,
-        call: u64,
-        ret: u64,
-    },
-    InDoubt {
-        client: u64,
-        seq: u64,
-        call: u64,
-    },
-}
+/// The client history of a run of `W`: each client's operations in the order it issued them,
+/// client after client.
+pub(super) type History<W> = Vec<Recorded<<W as Workload>::Machine>>;
 
 /// What one client task hands back.
-#[derive(Default)]
-struct ClientResult {
-    outcomes: Vec<Outcome>,
+struct ClientResult<W: Workload> {
+    outcomes: History<W>,
     overloaded: u64,
     errors: u64,
 }
@@ -52,22 +33,24 @@ const FINISH: u8 = 1;
 const GIVE_UP: u8 = 2;
 
 /// The running clients, held by the run until it ends.
-pub(super) struct Clients {
+pub(super) struct Clients<W: Workload> {
     /// [`RUN`], [`FINISH`] or [`GIVE_UP`]. The run keeps a receiver too, so every send lands.
     stop: (watch::Sender<u8>, watch::Receiver<u8>),
-    tasks: Vec<JoinHandle<ClientResult>>,
+    tasks: Vec<JoinHandle<ClientResult<W>>>,
     /// The node handles the clients started with, kept alive for the whole run.
-    _first_directory: Vec<Node<SimCounter>>,
+    _first_directory: Vec<SimNode<W>>,
 }
 
 /// One client's task and everything it needs.
-struct Client {
+struct Client<W: Workload> {
     /// Its number; its session id is `c + 1`.
     c: u64,
     seed: u64,
-    nodes: Vec<Node<SimCounter>>,
+    /// This client's copy of the workload: it picks the operations.
+    workload: W,
+    nodes: Vec<SimNode<W>>,
     /// Newer node handles (after crashes), polled between operations.
-    directory: DirectoryRx<Vec<Node<SimCounter>>>,
+    directory: DirectoryRx<Vec<SimNode<W>>>,
     stop: watch::Receiver<u8>,
     /// Time zero of the history's timestamps.
     epoch: tokio::time::Instant,
@@ -76,21 +59,22 @@ struct Client {
     trace: Tracer,
 }
 
-impl Harness {
+impl<W: Workload> Harness<W> {
     /// Starts [`SimConfig::clients`](super::SimConfig::clients) clients. Each learns the current
     /// node handles (after crashes) through a latest-value slot it polls between operations.
-    pub(super) fn spawn_clients(&mut self) -> Clients {
+    pub(super) fn spawn_clients(&mut self) -> Clients<W> {
         let stop = watch::channel(RUN);
         let epoch = tokio::time::Instant::now();
-        let first: Vec<Node<SimCounter>> = self.nodes.values().cloned().collect();
+        let first: Vec<SimNode<W>> = self.nodes.values().cloned().collect();
         let mut tasks = Vec::new();
         for c in 0..self.cfg.clients {
-            let (dir_tx, dir_rx) = directory::channel::<Vec<Node<SimCounter>>>();
+            let (dir_tx, dir_rx) = directory::channel::<Vec<SimNode<W>>>();
             self.directories.push(dir_tx);
             let seed = SplitMix64::derive(self.cfg.seed, &[0xC11E, c]);
             let client = Client {
                 c,
                 seed,
+                workload: self.workload.clone(),
                 nodes: first.clone(),
                 directory: dir_rx,
                 stop: stop.1.clone(),
@@ -109,7 +93,7 @@ impl Harness {
 
     /// Clients finish their current operation (the cluster is healed) or, past the liveness
     /// bound, give up on it. Returns every client's outcomes, client by client.
-    pub(super) async fn collect_history(&mut self, clients: &mut Clients) -> Vec<Outcome> {
+    pub(super) async fn collect_history(&mut self, clients: &mut Clients<W>) -> History<W> {
         let stop = &clients.stop.0;
         let _ = stop.send(FINISH);
         let give_up_at = tokio::time::Instant::now() + self.cfg.liveness_bound;
@@ -135,12 +119,14 @@ impl Harness {
     }
 }
 
-impl Client {
-    /// Increments and reads until told to stop (`stop`: [`RUN`], [`FINISH`], [`GIVE_UP`]).
-    async fn run(self) -> ClientResult {
+impl<W: Workload> Client<W> {
+    /// Issues the workload's operations until told to stop (`stop`: [`RUN`], [`FINISH`],
+    /// [`GIVE_UP`]).
+    async fn run(self) -> ClientResult<W> {
         let Client {
             c,
             seed,
+            mut workload,
             mut nodes,
             directory,
             stop,
@@ -149,7 +135,11 @@ impl Client {
             trace,
         } = self;
         let mut rng = SplitMix64::new(seed);
-        let mut out = ClientResult::default();
+        let mut out = ClientResult {
+            outcomes: Vec::new(),
+            overloaded: 0,
+            errors: 0,
+        };
         let mut seq = 0;
         let mut at = rng.below(nodes.len() as u64) as usize;
         let think_ms = (think.as_millis() as u64).max(1);
@@ -159,51 +149,68 @@ impl Client {
             if let Some(current) = directory.try_latest() {
                 nodes = current;
             }
-            if rng.below(5) == 0 {
-                // Reads go to any node: a correct one answers only as a confirmed leader.
-                let call = now();
-                let target = &nodes[rng.below(nodes.len() as u64) as usize];
-                match target.read(GROUP, ()).await {
-                    Ok(v) => {
-                        trace.event(|| format!("c{c} read at n{} -> {v}", target.id()));
-                        out.outcomes.push(Outcome::Read {
-                            client: c,
-                            value: v,
-                            call,
-                            ret: now(),
-                        });
-                    }
-                    Err(e) => {
-                        if matches!(e, Error::Overloaded { .. }) {
-                            out.overloaded += 1;
+            let command = match workload.next_op(c, &mut rng) {
+                Op::Query(query) => {
+                    // Reads go to any node: a correct one answers only as a confirmed leader.
+                    let call = now();
+                    let target = &nodes[rng.below(nodes.len() as u64) as usize];
+                    match target.read(GROUP, query.clone()).await {
+                        Ok(v) => {
+                            let op = Op::Query(query);
+                            trace.event(|| {
+                                format!(
+                                    "c{c} {} at n{} -> {v:?}",
+                                    workload.describe(&op),
+                                    target.id()
+                                )
+                            });
+                            out.outcomes.push(Recorded {
+                                client: c,
+                                seq: 0,
+                                op,
+                                call,
+                                ret: Some((now(), v)),
+                            });
+                        }
+                        Err(e) => {
+                            if matches!(e, Error::Overloaded { .. }) {
+                                out.overloaded += 1;
+                            }
                         }
                     }
+                    continue;
                 }
-                continue;
-            }
+                Op::Command(command) => command,
+            };
             let call = now();
             seq += 1;
             let id = RequestId { client: c + 1, seq };
-            let mut answered = false;
+            let op = Op::Command(command.clone());
+            let mut ret = None;
             // Retry the same request (same session id) until it is answered or the harness gives
             // up on it.
             while *stop.borrow() != GIVE_UP {
                 let target = &nodes[at % nodes.len()];
-                match target.propose_with_id(GROUP, id, CounterCmd::Add(1)).await {
+                match target.propose_with_id(GROUP, id, command.clone()).await {
                     Ok(v) => {
-                        trace.event(|| format!("c{c} add #{seq} at n{} -> {v}", target.id()));
-                        out.outcomes.push(Outcome::Added {
-                            client: c,
-                            seq,
-                            value: v,
-                            call,
-                            ret: now(),
+                        trace.event(|| {
+                            format!(
+                                "c{c} {} #{seq} at n{} -> {v:?}",
+                                workload.describe(&op),
+                                target.id()
+                            )
                         });
-                        answered = true;
+                        ret = Some((now(), v));
                         break;
                     }
                     Err(e) => {
-                        trace.event(|| format!("c{c} add #{seq} at n{}: {e}", target.id()));
+                        trace.event(|| {
+                            format!(
+                                "c{c} {} #{seq} at n{}: {e}",
+                                workload.describe(&op),
+                                target.id()
+                            )
+                        });
                         if matches!(e, Error::Overloaded { .. }) {
                             out.overloaded += 1;
                         } else {
@@ -214,21 +221,23 @@ impl Client {
                     }
                 }
             }
-            if !answered {
-                trace.event(|| format!("c{c} add #{seq} in doubt"));
-                out.outcomes.push(Outcome::InDoubt {
-                    client: c,
-                    seq,
-                    call,
-                });
+            if ret.is_none() {
+                trace.event(|| format!("c{c} {} #{seq} in doubt", workload.describe(&op)));
             }
+            out.outcomes.push(Recorded {
+                client: c,
+                seq,
+                op,
+                call,
+                ret,
+            });
         }
         out
     }
 }
 
 /// The node to try next after `e` at `nodes[at]`: the leader it names, else the next one.
-fn next_node(nodes: &[Node<SimCounter>], at: usize, e: &Error) -> usize {
+fn next_node<S: StateMachine>(nodes: &[Node<S>], at: usize, e: &Error) -> usize {
     match e {
         Error::NotLeader {
             leader: Some(l), ..

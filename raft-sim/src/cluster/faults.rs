@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use raft_actor::{Error, Node};
+use raft_actor::{Error, Node, StateMachine};
 use raft_core::rng::SplitMix64;
 use raft_core::{Membership, NodeId, Role};
 use raft_net::Faults;
 
 use super::scenario::Scenario;
-use super::{GROUP, Harness, SimCounter};
+use super::{GROUP, Harness};
 
-impl Harness {
+impl<W: super::Workload> Harness<W> {
     /// The fault phase: until [`SimConfig::duration`](super::SimConfig::duration), every tick
     /// observes the cluster, restarts the crashed nodes that are due, steps the scenario knobs
     /// and, when the random schedule is on and its next fault is due, injects one.
@@ -173,9 +173,9 @@ impl Harness {
 }
 
 /// One step of membership churn, never below three voters. Returns the target asked for.
-async fn change_membership(
+async fn change_membership<S: StateMachine>(
     rng: &mut SplitMix64,
-    leader: &Node<SimCounter>,
+    leader: &Node<S>,
     ids: &[NodeId],
 ) -> Result<Option<Membership>, Error> {
     let current = leader.group_metrics(GROUP).await?.membership;

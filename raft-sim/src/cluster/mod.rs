@@ -1,11 +1,12 @@
-//! A seeded, deterministic simulation of a cluster running a replicated counter.
+//! A seeded, deterministic simulation of a cluster running a replicated state machine: the
+//! built-in counter ([`run`]), or one's own through a [`Workload`] ([`run_with`]).
 //!
 //! Everything runs on one current-thread tokio runtime with paused time (storage and heartbeat
 //! actors as tasks), over the in-memory network with seeded faults, so the same seed gives the
 //! same run. A random fault schedule partitions nodes (both ways and one way), drops,
 //! duplicates and delays messages, pauses partition actors (the stop-the-world pause of the
 //! MIT 6.824 incident), stalls disks, forces leader transfers, changes membership and crashes
-//! nodes, while clients increment and read with sessions and retries. Scenario knobs of
+//! nodes, while clients issue the workload's commands (with sessions and retries) and queries. Scenario knobs of
 //! [`SimConfig`] add fixed faults instead (forced transfers, a hung follower, leader pauses, a
 //! lagging follower, overload), for the incident tests.
 //!
@@ -13,7 +14,8 @@
 //! leader completeness (each new leader's durable log holds everything committed before its
 //! term, [`crate::checkers::LeaderCompleteness`]); log matching over every pair of final
 //! durable logs; state-machine safety (every node applies the same command at each index);
-//! exactly-once and linearizability of the client history; one replicator wake-up per log
+//! linearizability of the client history against the workload's model, and the workload's
+//! own history checks (exactly-once for the counter); one replicator wake-up per log
 //! change in a quiet window at the end ([`crate::checkers::WakeupAudit`]); and liveness once
 //! the faults heal. With [`SimConfig::trace`] the run records a human-readable event trace.
 //!
@@ -24,7 +26,9 @@
 //!
 //! The parts, one concern each (private modules; their public items are re-exported here):
 //! - `config` — [`SimConfig`] and the scenario knobs [`LeaderPauses`], [`LaggingFollower`].
-//! - `counter` — [`SimCounter`], the simulated state machine, and what it reports.
+//! - `workload` — [`Workload`], what a run drives and checks, with [`Op`] and [`Recorded`].
+//! - `counter` — the built-in workload: [`CounterWorkload`] over [`SimCounter`].
+//! - `observed` — the wrapper that reports every applied command to the checkers.
 //! - `client` — the client tasks and the history they record.
 //! - `directory` — the latest node handles each client polls.
 //! - `faults` — the random fault schedule.
@@ -38,17 +42,20 @@ mod config;
 mod counter;
 mod directory;
 mod faults;
+mod observed;
 mod report;
 mod scenario;
+mod workload;
 
 pub use config::{LaggingFollower, LeaderPauses, SimConfig};
-pub use counter::{Applied, CounterCmd, SimCounter};
+pub use counter::{CounterCmd, CounterWorkload, SimCounter};
 pub use report::SimReport;
+pub use workload::{Op, Recorded, Workload};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raft_actor::{HeartbeatExecutor, Node, NodeConfig, StorageMode, WireMsg};
+use raft_actor::{HeartbeatExecutor, Node, NodeConfig, StateMachine, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Term};
 use raft_net::{Lane, MemConfig, MemNetwork};
 use raft_storage::MemStore;
@@ -57,12 +64,27 @@ use crate::checkers::LeaderCompleteness;
 use crate::store::{DiskOp, SimStore};
 use crate::trace::Tracer;
 use directory::DirectoryTx;
+use observed::{Applied, Observed};
 
 /// The one group every node hosts.
 const GROUP: GroupId = 1;
 
-/// Runs one seed on a fresh paused current-thread runtime.
+/// The node handle of a run of `W`.
+type SimNode<W> = Node<Observed<<W as Workload>::Machine>>;
+
+/// The command type of `W`'s machine.
+type CommandOf<W> = <<W as Workload>::Machine as StateMachine>::Command;
+
+/// Runs one seed of the built-in counter workload ([`CounterWorkload`]) on a fresh paused
+/// current-thread runtime.
 pub fn run(cfg: SimConfig) -> SimReport {
+    run_with(cfg, CounterWorkload)
+}
+
+/// Runs one seed of `workload` on a fresh paused current-thread runtime: its state machine on
+/// every node, its operations from every client, its model and history checks on the client
+/// history, and every other checker of the simulation.
+pub fn run_with<W: Workload>(cfg: SimConfig, workload: W) -> SimReport {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -77,15 +99,15 @@ pub fn run(cfg: SimConfig) -> SimReport {
             };
         }
     };
-    rt.block_on(run_async(cfg))
+    rt.block_on(run_async(cfg, workload))
 }
 
 /// One run, step by step (see the module docs). Every step awaits in the order the steps are
 /// listed: the trace of a seed depends on it.
-async fn run_async(cfg: SimConfig) -> SimReport {
+async fn run_async<W: Workload>(cfg: SimConfig, workload: W) -> SimReport {
     let (trace, trace_log) = crate::trace::new(cfg.trace);
     trace.event(|| format!("run {cfg:?}"));
-    let mut h = match Harness::start(cfg, trace).await {
+    let mut h = match Harness::start(cfg, workload, trace).await {
         Ok(h) => h,
         Err(report) => return report,
     };
@@ -104,18 +126,20 @@ async fn run_async(cfg: SimConfig) -> SimReport {
 }
 
 /// Everything the fault schedule and the checkers share during a run.
-struct Harness {
+struct Harness<W: Workload> {
     cfg: SimConfig,
+    /// Makes the state machines, and judges the client history.
+    workload: W,
     ids: Vec<NodeId>,
     net: MemNetwork<WireMsg>,
     disks: BTreeMap<NodeId, Disk>,
-    nodes: BTreeMap<NodeId, Node<SimCounter>>,
+    nodes: BTreeMap<NodeId, SimNode<W>>,
     /// Every node's state machine reports each applied command here.
-    applied_tx: flume::Sender<Applied>,
-    applied_rx: flume::Receiver<Applied>,
+    applied_tx: flume::Sender<Applied<CommandOf<W>>>,
+    applied_rx: flume::Receiver<Applied<CommandOf<W>>>,
     trace: Tracer,
     /// One per client: the current node handles, republished after every restart.
-    directories: Vec<DirectoryTx<Vec<Node<SimCounter>>>>,
+    directories: Vec<DirectoryTx<Vec<SimNode<W>>>>,
     report: SimReport,
     leaders: BTreeMap<Term, NodeId>,
     completeness: LeaderCompleteness,
@@ -132,10 +156,10 @@ struct Harness {
     lagging: Option<NodeId>,
 }
 
-impl Harness {
+impl<W: Workload> Harness<W> {
     /// Builds the network and starts every node over an empty disk. On failure, the report
     /// that says why.
-    async fn start(cfg: SimConfig, trace: Tracer) -> Result<Harness, SimReport> {
+    async fn start(cfg: SimConfig, workload: W, trace: Tracer) -> Result<Self, SimReport> {
         let mut report = SimReport {
             seed: cfg.seed,
             ..Default::default()
@@ -149,9 +173,10 @@ impl Harness {
                 return Err(report);
             }
         };
-        let (applied_tx, applied_rx) = flume::bounded::<Applied>(1 << 22);
+        let (applied_tx, applied_rx) = flume::bounded(1 << 22);
         let mut h = Harness {
             cfg,
+            workload,
             ids,
             net,
             disks: BTreeMap::new(),
@@ -173,7 +198,8 @@ impl Harness {
         let ids = h.ids.clone();
         for (&id, (t, inbound)) in ids.iter().zip(transports) {
             let disk = h.disks.entry(id).or_insert_with(Disk::new);
-            match start_node(&h.cfg, id, &ids, t, inbound, disk, &h.applied_tx, &h.trace).await {
+            let sm = h.workload.machine(id, &h.trace);
+            match start_node(&h.cfg, id, &ids, t, inbound, disk, sm, &h.applied_tx).await {
                 Ok(node) => {
                     h.nodes.insert(id, node);
                 }
@@ -198,7 +224,7 @@ impl Harness {
 
     /// Tells every client the current node handles.
     fn publish_directory(&self) {
-        let current: Vec<Node<SimCounter>> = self.nodes.values().cloned().collect();
+        let current: Vec<SimNode<W>> = self.nodes.values().cloned().collect();
         for d in &self.directories {
             d.send(current.clone());
         }
@@ -217,6 +243,7 @@ impl Harness {
             }
         };
         let disk = self.disks.entry(id).or_insert_with(Disk::new);
+        let sm = self.workload.machine(id, &self.trace);
         match start_node(
             &self.cfg,
             id,
@@ -224,8 +251,8 @@ impl Harness {
             t,
             inbound,
             disk,
+            sm,
             &self.applied_tx,
-            &self.trace,
         )
         .await
         {
@@ -296,18 +323,18 @@ impl Disk {
     }
 }
 
-/// Starts a node over its disk's durable image and hosts the group.
+/// Starts a node over its disk's durable image and hosts the group with state machine `sm`.
 #[allow(clippy::too_many_arguments)]
-async fn start_node(
+async fn start_node<S: StateMachine<Command: Clone>>(
     cfg: &SimConfig,
     id: NodeId,
     ids: &[NodeId],
     t: raft_net::MemTransport<WireMsg>,
     inbound: raft_net::transport::Inbound<WireMsg>,
     disk: &mut Disk,
-    applied: &flume::Sender<Applied>,
-    trace: &Tracer,
-) -> Result<Node<SimCounter>, String> {
+    sm: S,
+    applied: &flume::Sender<Applied<S::Command>>,
+) -> Result<Node<Observed<S>>, String> {
     disk.settle()?;
     let mut nc = NodeConfig::new(id);
     nc.raft.seed = cfg.seed;
@@ -321,7 +348,7 @@ async fn start_node(
         nc.client_queue = q;
     }
     let store = SimStore::new(disk.image.clone(), disk.tx.clone());
-    let node = Node::<SimCounter>::builder(nc)
+    let node = Node::<Observed<S>>::builder(nc)
         .transport(t, inbound)
         .storage(store)
         .storage_mode(StorageMode::Task)
@@ -330,7 +357,7 @@ async fn start_node(
         .start()
         .await
         .map_err(|e| format!("node {id}: start: {e}"))?;
-    let sm = SimCounter::new(id, applied.clone(), trace.clone());
+    let sm = Observed::new(id, sm, applied.clone());
     node.add_partition(GROUP, Membership::new(ids.iter().copied()), sm)
         .await
         .map_err(|e| format!("node {id}: add_partition: {e}"))?;

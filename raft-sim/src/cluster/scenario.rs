@@ -58,7 +58,7 @@ impl Scenario {
     }
 }
 
-impl Harness {
+impl<W: super::Workload> Harness<W> {
     /// One step of the scenario knobs.
     pub(super) async fn scenario_step(&mut self, scenario: &mut Scenario) {
         let Scenario { forced, pauses } = scenario;
