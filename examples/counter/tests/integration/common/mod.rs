@@ -19,24 +19,48 @@ pub struct InProc {
 }
 
 impl InProc {
+    /// `n` servers on free loopback ports. The ports are probed, then released before the
+    /// servers bind them, so a test running in parallel can take one in between: then the
+    /// servers started so far are stopped and the cluster starts again on other ports.
     pub async fn start(n: usize) -> InProc {
-        let peers = free_loopback_peers(n).expect("free ports");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut servers = Vec::new();
-        for (id, p) in &peers.0 {
-            let config = ServerConfig::new(
-                *id,
-                peers.clone(),
-                dir.path().join(format!("node-{id}")),
-                p.client.expect("client address"),
-            );
-            servers.push(CounterServer::start(config).await.expect("server starts"));
+        for attempt in 1..=5 {
+            let peers = free_loopback_peers(n).expect("free ports");
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut servers = Vec::new();
+            let mut taken = None;
+            for (id, p) in &peers.0 {
+                let config = ServerConfig::new(
+                    *id,
+                    peers.clone(),
+                    dir.path().join(format!("node-{id}")),
+                    p.client.expect("client address"),
+                );
+                match CounterServer::start(config).await {
+                    Ok(s) => servers.push(s),
+                    Err(e @ counter::ServerError::Bind { .. }) if attempt < 5 => {
+                        taken = Some(e);
+                        break;
+                    }
+                    Err(e) => panic!("server starts: {e:?}"),
+                }
+            }
+            match taken {
+                None => {
+                    return InProc {
+                        peers,
+                        servers,
+                        dir,
+                    };
+                }
+                Some(e) => {
+                    eprintln!("attempt {attempt}: {e}; starting again on other ports");
+                    for s in &servers {
+                        s.shutdown().await;
+                    }
+                }
+            }
         }
-        InProc {
-            peers,
-            servers,
-            dir,
-        }
+        unreachable!("the last attempt panics on a bind error")
     }
 
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
