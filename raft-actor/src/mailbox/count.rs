@@ -205,32 +205,12 @@ mod tests {
         assert_eq!(count.get(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn send_async_waits_for_room_and_counts_once() {
-        let count = Arc::new(QueueCount::default());
-        let (tx, rx) = flume::bounded(1);
-        count.try_send(&tx, 1).unwrap();
-        let sender = tokio::spawn({
-            let count = count.clone();
-            async move { count.send_async(&tx, 2).await.is_ok() }
-        });
-        tokio::task::yield_now().await;
-        assert!(!sender.is_finished(), "the queue is full");
-        assert_eq!(rx.try_recv(), Ok(1));
-        count.taken();
-        let sent = tokio::time::timeout(Duration::from_secs(1), sender)
-            .await
-            .expect("the take woke the sender")
-            .unwrap();
-        assert!(sent);
-        assert_eq!(count.get(), 1);
-        assert_eq!(rx.try_recv(), Ok(2));
-        count.taken();
-        assert_eq!(count.get(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_send_async_fails_when_the_receiver_goes() {
+    /// A one-slot queue holding 1 and a task whose `send_async(2)` waits for room in it.
+    async fn a_send_blocked_on_a_full_queue() -> (
+        Arc<QueueCount>,
+        flume::Receiver<u32>,
+        tokio::task::JoinHandle<Result<(), flume::SendError<u32>>>,
+    ) {
         let count = Arc::new(QueueCount::default());
         let (tx, rx) = flume::bounded(1);
         count.try_send(&tx, 1).unwrap();
@@ -240,6 +220,28 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!sender.is_finished(), "the queue is full");
+        (count, rx, sender)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_async_waits_for_room_and_counts_once() {
+        let (count, rx, sender) = a_send_blocked_on_a_full_queue().await;
+        assert_eq!(rx.try_recv(), Ok(1));
+        count.taken();
+        let sent = tokio::time::timeout(Duration::from_secs(1), sender)
+            .await
+            .expect("the take woke the sender")
+            .unwrap();
+        assert_eq!(sent, Ok(()));
+        assert_eq!(count.get(), 1);
+        assert_eq!(rx.try_recv(), Ok(2));
+        count.taken();
+        assert_eq!(count.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_send_async_fails_when_the_receiver_goes() {
+        let (count, rx, sender) = a_send_blocked_on_a_full_queue().await;
         let taker = Taker::new(count.clone());
         drop(rx);
         drop(taker);

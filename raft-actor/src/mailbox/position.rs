@@ -220,34 +220,28 @@ mod loom_tests {
     #[test]
     #[should_panic(expected = "took []")]
     fn the_old_has_changed_loses_the_last_value() {
-        model(|| {
-            let bell = Bell::new();
-            let (tx, mut rx) = position(0, &bell);
-            let sender = thread::spawn(move || {
-                tx.publish(5);
-                drop(tx);
-            });
-            let taken = receive_all_with(&bell, &mut rx, old_has_changed);
-            assert_eq!(taken.last(), Some(&(5, None)), "took {taken:?}");
-            sender.join().unwrap();
+        model(|| last_value_then_drop(old_has_changed));
+    }
+
+    /// One model run: the sender publishes 5 and is dropped right after; the receiver, looking
+    /// with `has_changed`, must take 5 before it sees the close.
+    fn last_value_then_drop(has_changed: fn(&PositionRx) -> Result<bool, Closed>) {
+        let bell = Bell::new();
+        let (tx, mut rx) = position(0, &bell);
+        let sender = thread::spawn(move || {
+            tx.publish(5);
+            drop(tx);
         });
+        let taken = receive_all_with(&bell, &mut rx, has_changed);
+        assert_eq!(taken.last(), Some(&(5, None)), "took {taken:?}");
+        sender.join().unwrap();
     }
 
     /// Race (b): the sender publishes a final value and is dropped right after. In every
     /// interleaving the receiver takes that value before it sees the close.
     #[test]
     fn the_last_value_before_the_drop_is_seen() {
-        model(|| {
-            let bell = Bell::new();
-            let (tx, mut rx) = position(0, &bell);
-            let sender = thread::spawn(move || {
-                tx.publish(5);
-                drop(tx);
-            });
-            let taken = receive_all(&bell, &mut rx);
-            assert_eq!(taken.last(), Some(&(5, None)), "took {taken:?}");
-            sender.join().unwrap();
-        });
+        model(|| last_value_then_drop(PositionRx::has_changed));
     }
 
     /// The same with a sticky error: recorded, then the sender dropped; the receiver sees the
