@@ -6,6 +6,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::config::PeerAddrs;
 use crate::error::SendError;
 use crate::metrics::MetricsSnapshot;
 
@@ -150,6 +151,20 @@ pub trait Transport<M>: Send + Sync + 'static {
 
     /// A point-in-time copy of the per-peer counters.
     fn metrics(&self) -> MetricsSnapshot;
+
+    /// Adds `id` as a peer reachable at `addrs`, or moves an existing peer to new addresses,
+    /// at runtime. Idempotent. Transports whose peers need no address (the in-memory one)
+    /// accept every call and do nothing.
+    fn add_peer(&self, id: NodeId, addrs: PeerAddrs) -> Result<(), crate::NetError> {
+        let _ = (id, addrs);
+        Ok(())
+    }
+
+    /// Forgets peer `id` at runtime: its connections close, what is queued for it is dropped,
+    /// and its handshakes are refused until it is added again. Unknown ids are ignored.
+    fn remove_peer(&self, id: NodeId) {
+        let _ = id;
+    }
 
     /// Stops every task of this transport and closes its connections. Completes within the
     /// configured shutdown bound even when peers are unreachable (shutdown as a message,
