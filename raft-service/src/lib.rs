@@ -1,0 +1,86 @@
+//! # raft-service: a replicated service in front of a raft-actor node, and its client
+//!
+//! A [`Server`] serves one [`raft_actor::Node`]'s groups to clients over raft-net's RPC:
+//! commands, three kinds of read, sessions, and admin calls (status, members, add and remove
+//! node, transfer leader). A [`Client`] takes any one server address, finds each group's
+//! leader, follows hints, retries with jittered backoff under a deadline, and stamps the
+//! `(client, sequence)` session ids that make retried writes apply exactly once; its errors
+//! say whether a write is in doubt.
+//!
+//! ```
+//! use raft_actor::{MemConfig, MemNetwork, MemStore, Membership, Node, NodeConfig};
+//! use raft_actor::{StateMachine, WireMsg};
+//! use raft_service::{Client, ClientConfig, Server, ServerConfig};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default)]
+//! struct Counter(i64);
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Add(i64);
+//!
+//! impl StateMachine for Counter {
+//!     type Command = Add;
+//!     type Query = ();
+//!     type Response = i64;
+//!     fn apply(&mut self, _index: u64, Add(n): Add) -> i64 {
+//!         self.0 += n;
+//!         self.0
+//!     }
+//!     fn query(&self, _: ()) -> i64 {
+//!         self.0
+//!     }
+//!     fn snapshot(&self) -> Vec<u8> {
+//!         self.0.to_le_bytes().to_vec()
+//!     }
+//!     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+//!         self.0 = i64::from_le_bytes(bytes.try_into().map_err(|_| "not an i64")?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     // Three nodes in one process, each served on its own loopback port.
+//!     let ids = [1, 2, 3];
+//!     let network = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default())?;
+//!     let (mut nodes, mut servers) = (Vec::new(), Vec::new());
+//!     for (id, (transport, inbound)) in ids.into_iter().zip(network) {
+//!         let node = Node::<Counter>::builder(NodeConfig::new(id))
+//!             .transport(transport, inbound)
+//!             .storage(MemStore::new())
+//!             .start()
+//!             .await?;
+//!         node.add_partition(1, Membership::new(ids), Counter::default()).await?;
+//!         servers.push(Server::bind(node.clone(), "127.0.0.1:0", ServerConfig::default()).await?);
+//!         nodes.push(node);
+//!     }
+//!     // The client is given every server; it finds the leader and retries across elections.
+//!     let addrs = servers.iter().map(|s| s.local_addr());
+//!     let mut client = Client::<Counter>::new(ClientConfig::new(addrs))?;
+//!     let applied = client.propose(1, Add(5)).await?;
+//!     assert_eq!(applied.response, 5);
+//!     assert_eq!(client.read(1, ()).await?, 5);
+//!     for (server, node) in servers.iter().zip(&nodes) {
+//!         server.shutdown().await;
+//!         node.shutdown().await;
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Layout
+//! - [`protocol`] — the [`Request`] and [`Answer`] types on the wire, [`ReadKind`],
+//!   [`GroupStatus`] and [`ServiceError`].
+//! - [`server`] — [`Server`] and [`ServerConfig`].
+//! - [`client`] — [`Client`], [`ClientConfig`], [`ClientError`], [`Applied`], [`ReadResult`].
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+mod calls;
+
+pub use client::{Applied, Client, ClientConfig, ClientError, ReadResult};
+pub use protocol::{Admin, Answer, GroupStatus, NodeAddrs, ReadKind, Request, ServiceError};
+pub use server::{AnswerOf, RequestOf, Server, ServerConfig};

@@ -1,0 +1,258 @@
+//! What a client and a server say to each other: one [`Request`] and one [`Answer`] per call,
+//! carried by raft-net's RPC (length-prefixed postcard frames, calls pipelined over one
+//! connection).
+//!
+//! The types are generic over the state machine's command, query and response types, so the
+//! same protocol serves any [`raft_actor::StateMachine`].
+
+use std::net::SocketAddr;
+
+use raft_actor::{GroupId, Index, Membership, NodeId, RequestId, Term};
+use serde::{Deserialize, Serialize};
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadKind {
+    /// Reflects every write acknowledged before the read began (ReadIndex at the leader).
+    #[default]
+    Linearizable,
+    /// Served by the leader without a round of heartbeats while its check-quorum lease holds;
+    /// as fresh as a linearizable read unless clocks drift more than the lease's margin.
+    Lease,
+    /// Served by whichever node is asked, from what it has applied; the answer says which
+    /// index it reflects.
+    Stale,
+}
+
+/// A client's call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<C, Q> {
+    /// Replicate and apply `command` in `group`. With a session id a retry applies at most
+    /// once and is answered with the first application's response.
+    Propose {
+        /// The group.
+        group: GroupId,
+        /// The client session and sequence number, if any.
+        session: Option<RequestId>,
+        /// The command.
+        command: C,
+    },
+    /// Answer `query` against `group`'s state.
+    Read {
+        /// The group.
+        group: GroupId,
+        /// How fresh the answer must be.
+        kind: ReadKind,
+        /// The query.
+        query: Q,
+    },
+    /// Open a client session in `group` (a replicated entry; answered with its id).
+    OpenSession {
+        /// The group.
+        group: GroupId,
+    },
+    /// An administrative call.
+    Admin(Admin),
+}
+
+/// Administrative calls. Those that change the group go to its leader (others answer
+/// `NotLeader` with the leader's address).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Admin {
+    /// The answering node's view of `group` (any node answers).
+    Status {
+        /// The group.
+        group: GroupId,
+    },
+    /// The group's current configuration with every member's addresses (any node answers).
+    Members {
+        /// The group.
+        group: GroupId,
+    },
+    /// Add node `id` as a learner, wait until it has caught up, then (with `voter`) make it
+    /// a voter. Answered once the final configuration has committed.
+    AddNode {
+        /// The group.
+        group: GroupId,
+        /// The new node.
+        id: NodeId,
+        /// Where it listens.
+        addrs: NodeAddrs,
+        /// Promote it to voter once caught up.
+        voter: bool,
+    },
+    /// Remove node `id` (voter or learner). Answered once the final configuration has
+    /// committed.
+    RemoveNode {
+        /// The group.
+        group: GroupId,
+        /// The node to remove.
+        id: NodeId,
+    },
+    /// Hand leadership of `group` to `to`.
+    TransferLeader {
+        /// The group.
+        group: GroupId,
+        /// The new leader.
+        to: NodeId,
+    },
+}
+
+/// A server's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer<R> {
+    /// A command was applied at `index`.
+    Applied {
+        /// The log index of the command's entry.
+        index: Index,
+        /// The state machine's response.
+        response: R,
+    },
+    /// A query's answer.
+    Read {
+        /// For a stale read: the applied index the answer reflects.
+        applied: Option<Index>,
+        /// The state machine's response.
+        response: R,
+    },
+    /// A session was opened.
+    Session {
+        /// Its id (use it as `RequestId::client`).
+        client: u64,
+    },
+    /// Answer to [`Admin::Status`].
+    Status(GroupStatus),
+    /// Answer to [`Admin::Members`].
+    Members(Membership),
+    /// A membership change or leader transfer was done; `index` is the configuration entry's
+    /// index (0 for a transfer).
+    Done {
+        /// The final configuration's index.
+        index: Index,
+    },
+    /// The call failed.
+    Error(ServiceError),
+}
+
+impl<R> Answer<R> {
+    /// The answer's name and, for an error, the error: for messages about an answer that
+    /// was not the one expected.
+    pub fn describe(&self) -> String {
+        match self {
+            Answer::Applied { index, .. } => format!("Applied at {index}"),
+            Answer::Read { .. } => "Read".into(),
+            Answer::Session { client } => format!("Session {client}"),
+            Answer::Status(s) => format!("Status of node {}", s.node),
+            Answer::Members(_) => "Members".into(),
+            Answer::Done { index } => format!("Done at {index}"),
+            Answer::Error(e) => format!("Error: {e}"),
+        }
+    }
+}
+
+/// One node's view of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The answering node.
+    pub node: NodeId,
+    /// The group.
+    pub group: GroupId,
+    /// Whether the answering node leads the group.
+    pub is_leader: bool,
+    /// Its role, for humans: `Leader`, `Follower`, `Candidate`, `PreCandidate`, `Learner`.
+    pub role: String,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: Index,
+    /// Its applied index.
+    pub applied: Index,
+    /// Its last log index.
+    pub last_index: Index,
+    /// Leader only: how many entries each member is behind.
+    pub lag: Vec<(NodeId, Index)>,
+    /// The configuration it knows.
+    pub membership: Membership,
+}
+
+/// Why a call failed, as the server saw it. The client's retry rule reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ServiceError {
+    /// The answering node does not lead the group; `addr` is the leader's client address
+    /// when known. Nothing was applied.
+    #[error("node {node} does not lead group {group} (leader: {leader:?} at {addr:?})")]
+    NotLeader {
+        /// The answering node.
+        node: NodeId,
+        /// The group.
+        group: GroupId,
+        /// The leader it believes in.
+        leader: Option<NodeId>,
+        /// That leader's client address.
+        addr: Option<SocketAddr>,
+    },
+    /// The node cannot take the call now (queue full, shutting down, group not hosted yet,
+    /// a membership change in progress); nothing was applied. Retry, perhaps elsewhere.
+    #[error("group {group} unavailable: {reason}")]
+    Unavailable {
+        /// The group.
+        group: GroupId,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// No answer within the server's request timeout: a write may or may not have been
+    /// applied (retry it with the same session id to apply it exactly once).
+    #[error("group {group} timed out: {reason}")]
+    Timeout {
+        /// The group.
+        group: GroupId,
+        /// What timed out, for humans.
+        reason: String,
+    },
+    /// The session was evicted or never opened here: the write was not applied. Open a new
+    /// session; whether the earlier attempt was applied is unknown.
+    #[error("session {client} of group {group} has expired")]
+    SessionExpired {
+        /// The group.
+        group: GroupId,
+        /// The session id.
+        client: u64,
+    },
+    /// The call is invalid and retrying will not help (bad membership, unknown transfer
+    /// target, a command the state machine's codec refuses, ...).
+    #[error("refused: {reason}")]
+    Refused {
+        /// Why, for humans.
+        reason: String,
+    },
+}
+
+impl ServiceError {
+    /// True when retrying (perhaps at another server) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::NotLeader { .. }
+                | ServiceError::Unavailable { .. }
+                | ServiceError::Timeout { .. }
+        )
+    }
+
+    /// True when a write that failed this way may nevertheless have been applied.
+    pub fn maybe_applied(&self) -> bool {
+        matches!(self, ServiceError::Timeout { .. })
+    }
+}
+
+/// Where a node listens (temporary, until raft-actor's membership carries addresses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddrs {
+    /// Data lane.
+    pub data: SocketAddr,
+    /// Heartbeat lane.
+    pub heartbeat: SocketAddr,
+    /// Client listener.
+    pub client: Option<SocketAddr>,
+}
