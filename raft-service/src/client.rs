@@ -356,7 +356,7 @@ impl<S: StateMachine> Client<S> {
             Err(e) => Err(ClientError::GaveUp {
                 attempts: 1,
                 elapsed_ms: started.elapsed().as_millis() as u64,
-                last: e,
+                last: e.to_string(),
                 in_doubt: false,
             }),
         }
@@ -513,7 +513,7 @@ impl<S: StateMachine> Client<S> {
                 }
                 Err(e) => {
                     // A request that may have reached the server may have been applied.
-                    in_doubt = true;
+                    in_doubt |= e.maybe_delivered();
                     last = format!("{server}: {e}");
                     self.rotate(route, server);
                 }
@@ -528,13 +528,13 @@ impl<S: StateMachine> Client<S> {
         }
     }
 
-    /// One attempt at one server. `Err` is a transport failure, for humans.
+    /// One attempt at one server; `Err` is a transport failure.
     async fn attempt(
         &mut self,
         server: SocketAddr,
         req: &RequestOf<S>,
         deadline: Instant,
-    ) -> Result<AnswerOf<S>, String> {
+    ) -> Result<AnswerOf<S>, RpcError> {
         let conn = self.conn(server, deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let limit = self
@@ -542,12 +542,11 @@ impl<S: StateMachine> Client<S> {
             .attempt_timeout
             .min(left)
             .max(Duration::from_millis(1));
-        conn.call_timeout(req, limit).await.map_err(|e| {
-            if matches!(e, RpcError::ConnectionLost { .. } | RpcError::Closed) {
-                self.conns.remove(&server);
-            }
-            e.to_string()
-        })
+        let answer = conn.call_timeout(req, limit).await;
+        if let Err(RpcError::ConnectionLost { .. } | RpcError::Closed) = &answer {
+            self.conns.remove(&server);
+        }
+        answer
     }
 
     /// The server a call on `route` tries next.
@@ -585,7 +584,7 @@ impl<S: StateMachine> Client<S> {
         &mut self,
         server: SocketAddr,
         deadline: Instant,
-    ) -> Result<RpcClient<RequestOf<S>, AnswerOf<S>>, String> {
+    ) -> Result<RpcClient<RequestOf<S>, AnswerOf<S>>, RpcError> {
         if let Some(c) = self.conns.get(&server) {
             if !c.is_closed() {
                 return Ok(c.clone());
@@ -595,9 +594,7 @@ impl<S: StateMachine> Client<S> {
         let mut rpc = self.config.rpc.clone();
         let left = deadline.saturating_duration_since(Instant::now());
         rpc.connect_timeout = rpc.connect_timeout.min(left).max(Duration::from_millis(1));
-        let c = RpcClient::connect(server, rpc)
-            .await
-            .map_err(|e| e.to_string())?;
+        let c = RpcClient::connect(server, rpc).await?;
         self.conns.insert(server, c.clone());
         Ok(c)
     }

@@ -1,0 +1,116 @@
+//! The client's retry rule against real servers.
+
+use std::time::Duration;
+
+use raft_service::{Client, ClientError, ReadKind};
+
+use crate::common::{Cluster, Cmd, Counter, G, Query, config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_apply_once_across_a_leader_stop() -> anyhow::Result<()> {
+    let c = Cluster::start(3).await?;
+    let mut client = c.client()?;
+    let mut last_index = 0;
+    for i in 1..=20 {
+        let a = client.propose(G, Cmd::Add(1)).await?;
+        assert_eq!(a.response, i);
+        assert!(a.index >= last_index, "indexes go forward");
+        last_index = a.index;
+    }
+    let leader = c.leader().await?;
+    c.stop(leader).await;
+    for i in 21..=40 {
+        let a = client.propose(G, Cmd::Add(1)).await?;
+        assert_eq!(a.response, i, "every write applied exactly once");
+    }
+    assert_eq!(client.read(G, Query::Value).await?, 40);
+    assert_eq!(client.read(G, Query::Applied).await?, 40);
+    assert_ne!(client.leader(G), Some(c.servers[leader].local_addr()));
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_write_concurrently_over_shared_connections() -> anyhow::Result<()> {
+    let c = Cluster::start(3).await?;
+    let mut client = c.client()?;
+    client.propose(G, Cmd::Add(0)).await?;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut fork = client.fork();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                fork.propose(G, Cmd::Add(2)).await?;
+            }
+            Ok::<_, ClientError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    assert_eq!(client.read(G, Query::Value).await?, 8 * 25 * 2);
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_members_and_stale_reads_from_any_server() -> anyhow::Result<()> {
+    let c = Cluster::start(3).await?;
+    let mut client = c.client()?;
+    client.propose(G, Cmd::Add(3)).await?;
+    let members = client.members(G).await?;
+    assert_eq!(members.voters.len(), 3);
+    let mut leaders = 0;
+    for addr in c.addrs() {
+        let s = client.status(addr, G).await?;
+        assert_eq!(s.group, G);
+        assert!(s.membership.voters.contains(&s.node));
+        leaders += usize::from(s.is_leader);
+    }
+    assert_eq!(leaders, 1);
+    let r = client.read_with(G, ReadKind::Stale, Query::Value).await?;
+    assert!(
+        r.response == 0 || r.response == 3,
+        "a stale read sees some applied state"
+    );
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_fails_at_once_and_is_not_in_doubt() -> anyhow::Result<()> {
+    let c = Cluster::start(3).await?;
+    let mut client = c.client()?;
+    client.propose(G, Cmd::Add(1)).await?;
+    let e = client
+        .transfer_leader(G, 99)
+        .await
+        .expect_err("node 99 is not a member");
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    assert!(!e.is_in_doubt());
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reachable_server_gives_up_not_in_doubt() -> anyhow::Result<()> {
+    // A port nothing listens on: bind one, note it, close it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut cfg = config(vec![addr]);
+    cfg.request_timeout = Duration::from_millis(500);
+    let mut client = Client::<Counter>::new(cfg)?;
+    let e = client
+        .read(G, Query::Value)
+        .await
+        .expect_err("nobody listens");
+    match &e {
+        ClientError::GaveUp {
+            attempts, in_doubt, ..
+        } => {
+            assert!(*attempts > 1, "it retried");
+            assert!(!in_doubt, "a read is never in doubt");
+        }
+        other => panic!("expected GaveUp, got {other}"),
+    }
+    Ok(())
+}
