@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::addrs::{Peers, free_loopback_peers};
+use crate::client::ClientError;
 use crate::client::{ClientConfig, CounterClient};
-use crate::error::{ClientError, ServerError};
+use crate::error::ServerError;
 use crate::machine::GROUP;
 use crate::server::{CounterServer, ServerConfig};
 

@@ -54,38 +54,3 @@ pub enum ServerError {
     #[error("raft: {0}")]
     Raft(#[from] raft_actor::Error),
 }
-
-/// A client request failed for good (after its retries).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
-    /// No server gave a definite answer before the client's deadline. For an increment the
-    /// outcome is unknown: it may have been applied (once) or not at all.
-    #[error("no answer after {attempts} attempts in {elapsed_ms} ms; last error: {last}")]
-    GaveUp {
-        /// Attempts made.
-        attempts: u32,
-        /// Time spent.
-        elapsed_ms: u64,
-        /// The last failure seen.
-        last: String,
-    },
-    /// A server refused the request in a way retrying cannot fix.
-    #[error("server {server} refused the request: {reason}")]
-    Refused {
-        /// The server.
-        server: std::net::SocketAddr,
-        /// Its reason.
-        reason: String,
-    },
-    /// A server answered with something this client does not expect (another protocol).
-    #[error("unexpected answer from {server}: {answer}")]
-    Protocol {
-        /// The server.
-        server: std::net::SocketAddr,
-        /// The answer, for humans.
-        answer: String,
-    },
-    /// The client configuration is invalid.
-    #[error("invalid client config: {0}")]
-    Config(String),
-}

@@ -1,26 +1,22 @@
 //! A counter server: one Raft node (TCP transport between servers, the WAL on disk) hosting
 //! the counter group, plus the client port (`raft_net::rpc`).
 //!
-//! The client port's handler turns each [`Request`] into a `Node` call and each
-//! `raft_actor::Error` into a [`Response`] the client can act on: `NotLeader` carries the
-//! leader's client address when `--peers` lists it.
+//! The client port is `raft_service::Server`: it turns each request into a `Node` call and
+//! each `raft_actor::Error` into an answer the client can act on.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use raft_actor::{Error, HeartbeatExecutor, Node, NodeConfig, WireMsg};
-use raft_core::{Membership, NodeId};
-use raft_net::{Listeners, RpcServer, RpcServerConfig, TcpConfig, TcpTransport};
-use raft_storage::{Wal, WalConfig};
+use raft_actor::{HeartbeatExecutor, Membership, Node, NodeConfig, NodeId, WireMsg};
+use raft_actor::{TcpConfig, TcpTransport, Wal, WalConfig};
+use raft_net::Listeners;
+use raft_service::Server;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::addrs::Peers;
 use crate::error::ServerError;
-use crate::machine::{Command, Counter, GROUP, Query};
-use crate::protocol::{Request, Response, Status};
+use crate::machine::{Counter, GROUP};
 
 /// The cluster id counter servers put in their Raft handshakes: a server of another
 /// application (or a typo in a port) is refused instead of joining.
@@ -41,7 +37,7 @@ pub struct ServerConfig {
     /// Raft timing and queue sizes (defaults: 50 ms heartbeats, 500 ms election timeout).
     pub node: NodeConfig,
     /// The client port's limits.
-    pub rpc: RpcServerConfig,
+    pub service: raft_service::ServerConfig,
 }
 
 impl ServerConfig {
@@ -53,7 +49,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             listen,
             node: NodeConfig::new(id),
-            rpc: RpcServerConfig::default(),
+            service: raft_service::ServerConfig::default(),
         }
     }
 }
@@ -62,7 +58,7 @@ impl ServerConfig {
 pub struct CounterServer {
     id: NodeId,
     node: Node<Counter>,
-    rpc: RpcServer,
+    server: Server,
 }
 
 impl CounterServer {
@@ -105,22 +101,15 @@ impl CounterServer {
             node.shutdown().await;
             return Err(e.into());
         }
-        let handler = Handler {
-            node: node.clone(),
-            client_addrs: Arc::new(config.peers.client_addrs()),
-        };
-        let rpc = match RpcServer::serve(client_listener, config.rpc.clone(), move |req| {
-            let h = handler.clone();
-            async move { h.handle(req).await }
-        }) {
-            Ok(rpc) => rpc,
+        let server = match Server::serve(node.clone(), client_listener, config.service.clone()) {
+            Ok(server) => server,
             Err(e) => {
                 node.shutdown().await;
                 return Err(e.into());
             }
         };
-        info!(node = id, client = %rpc.local_addr(), raft = %me.raft.data, "counter server started");
-        Ok(Self { id, node, rpc })
+        info!(node = id, client = %server.local_addr(), raft = %me.raft.data, "counter server started");
+        Ok(Self { id, node, server })
     }
 
     /// This server's node id.
@@ -135,70 +124,13 @@ impl CounterServer {
 
     /// The client port's bound address.
     pub fn client_addr(&self) -> SocketAddr {
-        self.rpc.local_addr()
+        self.server.local_addr()
     }
 
     /// Closes the client port, then stops the node (bounded: shutdown as a message,
     /// docs/architecture.md).
     pub async fn shutdown(&self) {
-        self.rpc.shutdown().await;
+        self.server.shutdown().await;
         self.node.shutdown().await;
-    }
-}
-
-/// The client port's request handler; cloned per request (two `Arc`s inside).
-#[derive(Clone)]
-struct Handler {
-    node: Node<Counter>,
-    client_addrs: Arc<BTreeMap<NodeId, SocketAddr>>,
-}
-
-impl Handler {
-    async fn handle(&self, req: Request) -> Response {
-        match req {
-            Request::Incr { id, n } => {
-                let r = self.node.propose_with_id(GROUP, id, Command::Incr(n)).await;
-                self.answer(r)
-            }
-            Request::Get => {
-                let r = self.node.read(GROUP, Query::Get).await;
-                self.answer(r)
-            }
-            Request::Status => match self.node.group_metrics(GROUP).await {
-                Ok(m) => Response::Status(Status {
-                    node: self.node.id(),
-                    role: format!("{:?}", m.role),
-                    term: m.term,
-                    leader: m.leader,
-                    commit: m.commit,
-                    applied: m.applied,
-                }),
-                Err(e) => self.answer(Err(e)),
-            },
-        }
-    }
-
-    fn answer(&self, r: Result<i64, Error>) -> Response {
-        match r {
-            Ok(v) => Response::Value(v),
-            Err(Error::NotLeader { leader, .. }) => Response::NotLeader {
-                leader,
-                addr: leader
-                    .and_then(|l| self.client_addrs.get(&l))
-                    .map(|a| a.to_string()),
-            },
-            Err(e) => {
-                // Stopped / storage failure / group not hosted yet: another server can help.
-                let retryable = e.is_retryable()
-                    || matches!(
-                        e,
-                        Error::Stopped | Error::Storage(_) | Error::UnknownGroup(_)
-                    );
-                Response::Unavailable {
-                    reason: e.to_string(),
-                    retryable,
-                }
-            }
-        }
     }
 }

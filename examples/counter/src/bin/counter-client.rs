@@ -63,6 +63,13 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // Quiet unless RUST_LOG asks (e.g. RUST_LOG=raft_service=debug shows every retry).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let servers: Vec<SocketAddr> = args.servers.0.clone();
     let mut config = ClientConfig::new(servers.clone());
     config.request_timeout = Duration::from_secs(args.timeout_secs);

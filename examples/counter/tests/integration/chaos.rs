@@ -80,7 +80,8 @@ fn chaos_client(servers: Vec<SocketAddr>, client: u64) -> CounterClient {
     // A killed leader costs an attempt at most this long.
     c.attempt_timeout = Duration::from_millis(1000);
     c.request_timeout = Duration::from_secs(20);
-    CounterClient::with_client_id(c, 0xC4A0_5000 + client).expect("client")
+    c.seed = Some(0xC4A0_5000 + client);
+    CounterClient::new(c).expect("client")
 }
 
 async fn run_client(

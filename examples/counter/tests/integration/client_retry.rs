@@ -9,50 +9,65 @@ use super::common;
 use std::time::Duration;
 
 use common::{InProc, client};
-use counter::{GROUP, Request, Response};
+use counter::{Counter, GROUP, Query};
 use raft_core::NodeId;
 use raft_net::{RpcClient, RpcClientConfig, RpcServer, RpcServerConfig};
+use raft_service::{Answer, AnswerOf, ReadKind, Request, RequestOf, ServiceError};
 use tokio::net::TcpListener;
 
 /// A proxy forwarding every request to `target`. For each token in `lose` it drops one
 /// increment's reply after the target applied it (the handler never answers); if `transfer` is
 /// set it first hands the leadership of `target`'s node to that node.
+type Rpc = RpcClient<RequestOf<Counter>, AnswerOf<Counter>>;
+
 async fn lossy_proxy(
-    target: RpcClient<Request, Response>,
+    target: Rpc,
     lose: flume::Receiver<()>,
     transfer: Option<(raft_actor::Node<counter::Counter>, NodeId)>,
 ) -> RpcServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RpcServer::serve(listener, RpcServerConfig::default(), move |req: Request| {
-        let target = target.clone();
-        let lose = lose.clone();
-        let transfer = transfer.clone();
-        async move {
-            let is_incr = matches!(req, Request::Incr { .. });
-            let answer = target
-                .call(&req)
-                .await
-                .unwrap_or_else(|e| Response::Unavailable {
-                    reason: e.to_string(),
-                    retryable: true,
+    RpcServer::serve(
+        listener,
+        RpcServerConfig::default(),
+        move |req: RequestOf<Counter>| {
+            let target = target.clone();
+            let lose = lose.clone();
+            let transfer = transfer.clone();
+            async move {
+                let is_incr = matches!(req, Request::Propose { .. });
+                let answer = target.call(&req).await.unwrap_or_else(|e| {
+                    Answer::Error(ServiceError::Unavailable {
+                        group: GROUP,
+                        reason: e.to_string(),
+                    })
                 });
-            if is_incr && matches!(answer, Response::Value(_)) && lose.try_recv().is_ok() {
-                if let Some((node, to)) = transfer {
-                    let _ = node.transfer_leader(GROUP, to).await;
+                if is_incr && matches!(answer, Answer::Applied { .. }) && lose.try_recv().is_ok() {
+                    if let Some((node, to)) = transfer {
+                        let _ = node.transfer_leader(GROUP, to).await;
+                    }
+                    // The reply is lost: the client's attempt times out.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
-                // The reply is lost: the client's attempt times out.
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                answer
             }
-            answer
-        }
-    })
+        },
+    )
     .unwrap()
 }
 
-async fn rpc_to(addr: std::net::SocketAddr) -> RpcClient<Request, Response> {
+async fn rpc_to(addr: std::net::SocketAddr) -> Rpc {
     RpcClient::connect(addr, RpcClientConfig::default())
         .await
         .unwrap()
+}
+
+/// A linearizable read of the counter.
+fn get() -> RequestOf<Counter> {
+    Request::Read {
+        group: GROUP,
+        kind: ReadKind::Linearizable,
+        query: Query::Get,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,20 +144,25 @@ async fn follower_hint_leads_to_the_leader() {
     let leader = cluster.leader().await;
     let follower = cluster.servers.iter().find(|s| s.id() != leader).unwrap();
     let mut direct = rpc_to(follower.client_addr()).await;
-    match direct.call(&Request::Get).await.unwrap() {
-        Response::NotLeader { leader: l, addr } => {
+    match direct.call(&get()).await.unwrap() {
+        Answer::Error(ServiceError::NotLeader {
+            leader: l, addr, ..
+        }) => {
             assert_eq!(l, Some(leader));
-            assert_eq!(addr, Some(cluster.server(leader).client_addr().to_string()));
+            assert_eq!(addr, Some(cluster.server(leader).client_addr()));
         }
-        other => panic!("expected NotLeader, got {other:?}"),
+        other => panic!("expected NotLeader, got {}", other.describe()),
     }
     let mut c = client(vec![follower.client_addr()]);
     assert_eq!(c.incr(3).await.unwrap(), 3);
     assert!(c.servers().contains(&cluster.server(leader).client_addr()));
     direct = rpc_to(cluster.server(leader).client_addr()).await;
     assert_eq!(
-        direct.call(&Request::Get).await.unwrap(),
-        Response::Value(3)
+        direct.call(&get()).await.unwrap(),
+        Answer::Read {
+            applied: None,
+            response: 3
+        }
     );
     cluster.shutdown().await;
 }

@@ -23,6 +23,7 @@ fn servers_arg(peers: &Peers) -> String {
 
 fn client(servers: &str, args: &[&str]) -> Output {
     Command::new(CLIENT_BIN)
+        .env("RUST_LOG", "raft_service=debug")
         .arg("--servers")
         .arg(servers)
         .args(args)

@@ -203,7 +203,7 @@ pub async fn leader_of(
     let mut best: Option<Status> = None;
     for (_, addr) in servers {
         if let Ok(s) = client.status(*addr).await {
-            if s.is_leader() && best.as_ref().is_none_or(|b| s.term > b.term) {
+            if s.is_leader && best.as_ref().is_none_or(|b| s.term > b.term) {
                 best = Some(s);
             }
         }
