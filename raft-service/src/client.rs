@@ -28,7 +28,9 @@ use raft_net::{RpcClient, RpcClientConfig, RpcError, SplitMix64};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::protocol::{Admin, Answer, GroupStatus, NodeAddrs, ReadKind, Request, ServiceError};
+use crate::protocol::{
+    Admin, Answer, GroupStatus, NodeAddrs, NodeStatus, ReadKind, Request, ServiceError,
+};
 use crate::server::{AnswerOf, RequestOf};
 
 /// How a [`Client`] finds servers and how patient it is.
@@ -194,6 +196,8 @@ pub struct Client<S: StateMachine> {
     conns: BTreeMap<SocketAddr, RpcClient<RequestOf<S>, AnswerOf<S>>>,
     sessions: BTreeMap<GroupId, Session>,
     rng: SplitMix64,
+    /// Attempts beyond the first, over every call.
+    retries: u64,
 }
 
 impl<S: StateMachine> std::fmt::Debug for Client<S> {
@@ -230,8 +234,29 @@ impl<S: StateMachine> Client<S> {
             conns: BTreeMap::new(),
             sessions: BTreeMap::new(),
             rng: SplitMix64::new(seed),
+            retries: 0,
             config,
         })
+    }
+
+    /// Opens a connection to every known server that has none, so that [`Client::fork`]s
+    /// made afterwards share them. Returns how many servers are connected; unreachable ones
+    /// are skipped (calls retry them later).
+    pub async fn connect_all(&mut self) -> usize {
+        let deadline = Instant::now() + self.config.attempt_timeout;
+        let mut connected = 0;
+        for server in self.servers.clone() {
+            if self.conn(server, deadline).await.is_ok() {
+                connected += 1;
+            }
+        }
+        connected
+    }
+
+    /// Attempts beyond the first one of each call, over this client's life: leader hints
+    /// followed, and retries after failures.
+    pub fn retries(&self) -> u64 {
+        self.retries
     }
 
     /// Another client sharing this one's connections and leader knowledge, with sessions of
@@ -246,6 +271,7 @@ impl<S: StateMachine> Client<S> {
             conns: self.conns.clone(),
             sessions: BTreeMap::new(),
             rng: SplitMix64::new(seed),
+            retries: 0,
         }
     }
 
@@ -340,24 +366,45 @@ impl<S: StateMachine> Client<S> {
         server: SocketAddr,
         group: GroupId,
     ) -> Result<GroupStatus, ClientError> {
+        match self.single(server, Admin::Status { group }).await? {
+            Answer::Status(s) => Ok(s),
+            other => Err(ClientError::Protocol {
+                server,
+                answer: other.describe(),
+            }),
+        }
+    }
+
+    /// One attempt of an admin call at `server`; an error answer is `Refused`.
+    async fn single(
+        &mut self,
+        server: SocketAddr,
+        call: Admin,
+    ) -> Result<AnswerOf<S>, ClientError> {
         let started = Instant::now();
         let deadline = started + self.config.attempt_timeout;
-        let req = Request::Admin(Admin::Status { group });
-        match self.attempt(server, &req, deadline).await {
-            Ok(Answer::Status(s)) => Ok(s),
+        match self.attempt(server, &Request::Admin(call), deadline).await {
             Ok(Answer::Error(e)) => Err(ClientError::Refused {
                 server,
                 reason: e.to_string(),
             }),
-            Ok(other) => Err(ClientError::Protocol {
-                server,
-                answer: other.describe(),
-            }),
+            Ok(answer) => Ok(answer),
             Err(e) => Err(ClientError::GaveUp {
                 attempts: 1,
                 elapsed_ms: started.elapsed().as_millis() as u64,
                 last: e.to_string(),
                 in_doubt: false,
+            }),
+        }
+    }
+
+    /// `server`'s view of every group it hosts (a single attempt at `server`).
+    pub async fn node_status(&mut self, server: SocketAddr) -> Result<NodeStatus, ClientError> {
+        match self.single(server, Admin::Node).await? {
+            Answer::Node(s) => Ok(s),
+            other => Err(ClientError::Protocol {
+                server,
+                answer: other.describe(),
             }),
         }
     }
@@ -470,6 +517,9 @@ impl<S: StateMachine> Client<S> {
                 });
             }
             attempts += 1;
+            if attempts > 1 {
+                self.retries += 1;
+            }
             let server = self.target(route);
             match self.attempt(server, req, deadline).await {
                 Ok(Answer::Error(e)) => {

@@ -82,5 +82,8 @@ pub mod server;
 mod calls;
 
 pub use client::{Applied, Client, ClientConfig, ClientError, ReadResult};
-pub use protocol::{Admin, Answer, GroupStatus, NodeAddrs, ReadKind, Request, ServiceError};
+pub use protocol::{
+    Admin, Answer, GroupStatus, GroupSummary, NodeAddrs, NodeStatus, ReadKind, Request,
+    ServiceError,
+};
 pub use server::{AnswerOf, RequestOf, Server, ServerConfig};

@@ -64,6 +64,8 @@ pub enum Admin {
         /// The group.
         group: GroupId,
     },
+    /// The answering node's view of every group it hosts (any node answers).
+    Node,
     /// The group's current configuration with every member's addresses (any node answers).
     Members {
         /// The group.
@@ -122,6 +124,8 @@ pub enum Answer<R> {
     },
     /// Answer to [`Admin::Status`].
     Status(GroupStatus),
+    /// Answer to [`Admin::Node`].
+    Node(NodeStatus),
     /// Answer to [`Admin::Members`].
     Members(Membership),
     /// A membership change or leader transfer was done; `index` is the configuration entry's
@@ -143,6 +147,7 @@ impl<R> Answer<R> {
             Answer::Read { .. } => "Read".into(),
             Answer::Session { client } => format!("Session {client}"),
             Answer::Status(s) => format!("Status of node {}", s.node),
+            Answer::Node(n) => format!("Node status of node {}", n.node),
             Answer::Members(_) => "Members".into(),
             Answer::Done { index } => format!("Done at {index}"),
             Answer::Error(e) => format!("Error: {e}"),
@@ -175,6 +180,46 @@ pub struct GroupStatus {
     pub lag: Vec<(NodeId, Index)>,
     /// The configuration it knows.
     pub membership: Membership,
+}
+
+/// One node's view of every group it hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The answering node.
+    pub node: NodeId,
+    /// Its groups, in id order.
+    pub groups: Vec<GroupSummary>,
+}
+
+impl NodeStatus {
+    /// The groups this node leads.
+    pub fn leads(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.iter().filter(|g| g.is_leader).map(|g| g.group)
+    }
+}
+
+/// One group in a [`NodeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The group.
+    pub group: GroupId,
+    /// Whether the node leads it.
+    pub is_leader: bool,
+    /// The node's current term in it.
+    pub term: Term,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: Index,
+    /// Its applied index.
+    pub applied: Index,
+    /// Terms in which this node led the group (elections it won).
+    pub leader_terms: u64,
+    /// Leader only: the most entries any member is behind.
+    pub max_lag: Index,
+    /// False when the group's actor did not answer (stalled); the figures are then its
+    /// counters'.
+    pub responsive: bool,
 }
 
 /// Why a call failed, as the server saw it. The client's retry rule reads it.

@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tracing::info;
 
 use crate::calls;
-use crate::protocol::{Admin, Answer, GroupStatus, Request, ServiceError};
+use crate::protocol::{
+    Admin, Answer, GroupStatus, GroupSummary, NodeStatus, Request, ServiceError,
+};
 
 /// The request type a server of state machine `S` decodes.
 pub type RequestOf<S> = Request<<S as StateMachine>::Command, <S as StateMachine>::Query>;
@@ -155,6 +157,27 @@ impl<S: StateMachine> Handler<S> {
                 }),
                 Err(e) => self.failed(group, e),
             },
+            Admin::Node => {
+                let m = node.metrics().await;
+                Answer::Node(NodeStatus {
+                    node: m.node,
+                    groups: m
+                        .groups
+                        .into_iter()
+                        .map(|g| GroupSummary {
+                            group: g.group,
+                            is_leader: g.role == raft_actor::Role::Leader,
+                            term: g.term,
+                            leader: g.leader,
+                            commit: g.commit,
+                            applied: g.applied,
+                            leader_terms: g.leader_terms,
+                            max_lag: g.lag.values().copied().max().unwrap_or(0),
+                            responsive: g.responsive,
+                        })
+                        .collect(),
+                })
+            }
             Admin::Members { group } => match calls::members(node, group).await {
                 Ok(m) => Answer::Members(m),
                 Err(e) => self.failed(group, e),
