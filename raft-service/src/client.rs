@@ -219,11 +219,41 @@ fn random_u64() -> u64 {
 
 impl<S: StateMachine> Client<S> {
     /// A client that starts from one server (`ClientConfig::new([addr])`).
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// use raft_service::Client;
+    ///
+    /// // Any one server is enough: the others are found through leader hints.
+    /// let mut client = Client::<Counter>::connect(cluster.addrs()[2])?;
+    /// assert_eq!(client.propose(1, Add(1)).await?.response, 1);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
         Self::new(ClientConfig::new([addr]))
     }
 
     /// A client with explicit settings. Connections open on first use.
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// use std::time::Duration;
+    /// use raft_service::{Client, ClientConfig};
+    ///
+    /// let mut config = ClientConfig::new(cluster.addrs());
+    /// config.request_timeout = Duration::from_secs(5);
+    /// let mut client = Client::<Counter>::new(config)?;
+    /// client.propose(1, Add(1)).await?;
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
         let seed = config.seed.unwrap_or_else(random_u64);
@@ -242,6 +272,17 @@ impl<S: StateMachine> Client<S> {
     /// Opens a connection to every known server that has none, so that [`Client::fork`]s
     /// made afterwards share them. Returns how many servers are connected; unreachable ones
     /// are skipped (calls retry them later).
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// assert_eq!(client.connect_all().await, 3);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_all(&mut self) -> usize {
         let deadline = Instant::now() + self.config.attempt_timeout;
         let mut connected = 0;
@@ -261,6 +302,27 @@ impl<S: StateMachine> Client<S> {
 
     /// Another client sharing this one's connections and leader knowledge, with sessions of
     /// its own. Use one fork per concurrent task.
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// client.connect_all().await;
+    /// let tasks: Vec<_> = (0..4)
+    ///     .map(|_| {
+    ///         let mut fork = client.fork();
+    ///         tokio::spawn(async move { fork.propose(1, Add(1)).await })
+    ///     })
+    ///     .collect();
+    /// for t in tasks {
+    ///     t.await??;
+    /// }
+    /// assert_eq!(client.read(1, ()).await?, 4);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn fork(&mut self) -> Self {
         let seed = self.rng.next_u64();
         Client {
@@ -287,6 +349,20 @@ impl<S: StateMachine> Client<S> {
 
     /// Applies `command` in `group` exactly once (under this client's session in the group,
     /// opened on first use) and returns its index and response.
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// let first = client.propose(1, Add(5)).await?;
+    /// let second = client.propose(1, Add(5)).await?;
+    /// assert_eq!((first.response, second.response), (5, 10));
+    /// assert!(second.index > first.index || second.index == 0);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn propose(
         &mut self,
         group: GroupId,
@@ -329,6 +405,18 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// A linearizable read of `group`: reflects every write acknowledged before it began.
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// client.propose(1, Add(3)).await?;
+    /// assert_eq!(client.read(1, ()).await?, 3);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn read(
         &mut self,
         group: GroupId,
@@ -341,6 +429,24 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// A read of the given kind; see [`ReadKind`].
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// use raft_service::ReadKind;
+    ///
+    /// let mut client = cluster.client()?;
+    /// client.propose(1, Add(3)).await?;
+    /// let lease = client.read_with(1, ReadKind::Lease, ()).await?;
+    /// assert_eq!(lease.response, 3);
+    /// // Any node answers a stale read, from what it has applied so far.
+    /// let stale = client.read_with(1, ReadKind::Stale, ()).await?;
+    /// assert!(stale.response <= 3);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn read_with(
         &mut self,
         group: GroupId,
@@ -361,6 +467,23 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// One server's view of `group` (a single attempt at `server`).
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// client.propose(1, Add(1)).await?; // a leader exists
+    /// let mut leaders = 0;
+    /// for addr in cluster.addrs() {
+    ///     let status = client.status(addr, 1).await?;
+    ///     leaders += usize::from(status.is_leader);
+    /// }
+    /// assert_eq!(leaders, 1);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn status(
         &mut self,
         server: SocketAddr,
@@ -399,6 +522,19 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// `server`'s view of every group it hosts (a single attempt at `server`).
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// let status = client.node_status(cluster.addrs()[0]).await?;
+    /// assert_eq!(status.node, 1);
+    /// assert_eq!(status.groups.len(), 1);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn node_status(&mut self, server: SocketAddr) -> Result<NodeStatus, ClientError> {
         match self.single(server, Admin::Node).await? {
             Answer::Node(s) => Ok(s),
@@ -410,6 +546,18 @@ impl<S: StateMachine> Client<S> {
     }
 
     /// `group`'s configuration with every member's addresses.
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// let members = client.members(1).await?;
+    /// assert_eq!(members.voters.len(), 3);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn members(&mut self, group: GroupId) -> Result<Membership, ClientError> {
         match self.admin(Admin::Members { group }, Route::Any).await? {
             Answer::Members(m) => Ok(m),
@@ -437,11 +585,41 @@ impl<S: StateMachine> Client<S> {
 
     /// Removes node `id` from `group`; returns the final configuration's index once it has
     /// committed.
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// client.propose(1, Add(1)).await?;
+    /// client.remove_node(1, 3).await?;
+    /// assert_eq!(client.members(1).await?.voters.len(), 2);
+    /// assert_eq!(client.propose(1, Add(1)).await?.response, 2);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn remove_node(&mut self, group: GroupId, id: NodeId) -> Result<Index, ClientError> {
         self.done(group, Admin::RemoveNode { group, id }).await
     }
 
     /// Hands leadership of `group` to `to` (returns once the transfer has started).
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// # use raft_service::local::LocalCluster;
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let cluster = LocalCluster::start(3, 1, |_| Counter::default()).await?;
+    /// let mut client = cluster.client()?;
+    /// client.propose(1, Add(1)).await?;
+    /// let leader = client.node_status(client.leader(1).unwrap()).await?.node;
+    /// let to = if leader == 1 { 2 } else { 1 };
+    /// client.transfer_leader(1, to).await?;
+    /// // Writes find the new leader.
+    /// assert_eq!(client.propose(1, Add(1)).await?.response, 2);
+    /// # cluster.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> Result<(), ClientError> {
         self.done(group, Admin::TransferLeader { group, to })
             .await

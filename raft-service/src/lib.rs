@@ -74,10 +74,16 @@
 //!   [`GroupStatus`] and [`ServiceError`].
 //! - [`server`] — [`Server`] and [`ServerConfig`].
 //! - [`client`] — [`Client`], [`ClientConfig`], [`ClientError`], [`Applied`], [`ReadResult`].
+//! - [`local`] — [`local::LocalCluster`]: a whole cluster in one process, for tests and
+//!   examples.
 
 pub mod client;
+pub mod local;
 pub mod protocol;
 pub mod server;
+
+#[doc(hidden)]
+pub mod doc_support;
 
 mod calls;
 

@@ -47,6 +47,31 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Serves `node` on `listener` (on the current tokio runtime).
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// use raft_actor::{MemConfig, MemNetwork, MemStore, Membership, Node, NodeConfig, WireMsg};
+    /// use raft_service::{Client, Server, ServerConfig};
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// // A one-node cluster, served on a listener the caller bound.
+    /// let (transport, inbound) = MemNetwork::<WireMsg>::direct(&[1], &MemConfig::default())?
+    ///     .pop()
+    ///     .expect("one node");
+    /// let node = Node::<Counter>::builder(NodeConfig::new(1))
+    ///     .transport(transport, inbound)
+    ///     .storage(MemStore::new())
+    ///     .start()
+    ///     .await?;
+    /// node.add_partition(1, Membership::new([1]), Counter::default()).await?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let server = Server::serve(node.clone(), listener, ServerConfig::default())?;
+    /// let mut client = Client::<Counter>::connect(server.local_addr())?;
+    /// assert_eq!(client.propose(1, Add(7)).await?.response, 7);
+    /// server.shutdown().await;
+    /// node.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn serve<S: StateMachine>(
         node: Node<S>,
         listener: TcpListener,
@@ -68,6 +93,28 @@ impl Server {
     }
 
     /// Binds `addr` and serves `node` there; see [`Server::serve`].
+    ///
+    /// ```
+    /// # use raft_service::doc_support::{Add, Counter};
+    /// use raft_actor::{MemConfig, MemNetwork, MemStore, Membership, Node, NodeConfig, WireMsg};
+    /// use raft_service::{Server, ServerConfig};
+    ///
+    /// # #[tokio::main] async fn main() -> anyhow::Result<()> {
+    /// # let (transport, inbound) = MemNetwork::<WireMsg>::direct(&[1], &MemConfig::default())?
+    /// #     .pop()
+    /// #     .expect("one node");
+    /// # let node = Node::<Counter>::builder(NodeConfig::new(1))
+    /// #     .transport(transport, inbound)
+    /// #     .storage(MemStore::new())
+    /// #     .start()
+    /// #     .await?;
+    /// let server = Server::bind(node.clone(), "127.0.0.1:0", ServerConfig::default()).await?;
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// assert_eq!(server.stats().accepted, 0);
+    /// server.shutdown().await;
+    /// # node.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn bind<S: StateMachine>(
         node: Node<S>,
         addr: impl ToSocketAddrs,
