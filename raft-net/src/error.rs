@@ -199,8 +199,9 @@ pub enum RpcError {
         /// Why the connection ended.
         reason: String,
     },
-    /// The connection had already ended when the call was made; the request was not sent.
-    /// Connect a new client to retry.
+    /// The connection had already ended when the call was made (it failed, or the server
+    /// closed it, e.g. after its `idle_timeout`); the request was not sent. Retrying is safe:
+    /// connect a new client and call again.
     #[error("connection closed; request not sent")]
     Closed,
     /// The encoded request or response exceeds `max_frame_size`; it was not sent.

@@ -6,7 +6,7 @@
 //! its map of counters is immutable and needs no lock. The TCP transport's peers come and go
 //! at runtime: each peer's counters live in its slot of the transport's peer table (created
 //! by the first `add_peer` of that id and never freed), and its snapshot adds them to the
-//! node's own counters ([`Metrics::snapshot_with`]).
+//! node's own counters (`Metrics::snapshot_with`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
