@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::frame::HANDSHAKE_MAX_FRAME;
 use crate::tls::TlsConfig;
-use crate::transport::{ClusterId, NodeId};
+use crate::transport::{ClusterId, Lane, NodeId};
 
 /// Largest `max_frame_size` accepted: 1 GiB. Anything larger is a misconfiguration (snapshots
 /// travel in chunks).
@@ -16,6 +16,10 @@ pub const MAX_FRAME_SIZE_LIMIT: usize = 1 << 30;
 /// Largest capacity accepted for any queue or channel: keeps a typo from reserving gigabytes.
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
+/// Largest `TcpConfig::max_peers` accepted. The peer table holds two cells per allowed peer
+/// (16 bytes each), reserved at start.
+pub const MAX_PEERS_LIMIT: usize = 1 << 16;
+
 /// Where a peer listens: one address per lane (each lane has its own listener and connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddrs {
@@ -23,6 +27,16 @@ pub struct PeerAddrs {
     pub data: SocketAddr,
     /// Heartbeat-lane listener.
     pub heartbeat: SocketAddr,
+}
+
+impl PeerAddrs {
+    /// The address of `lane`'s listener.
+    pub fn lane(&self, lane: Lane) -> SocketAddr {
+        match lane {
+            Lane::Heartbeat => self.heartbeat,
+            Lane::Data => self.data,
+        }
+    }
 }
 
 /// Configuration of a [`crate::TcpTransport`]. Build with [`TcpConfig::new`], adjust fields,
@@ -37,9 +51,20 @@ pub struct TcpConfig {
     pub node_id: NodeId,
     /// The cluster; connections carrying another id are refused.
     pub cluster_id: ClusterId,
-    /// Every other node and where it listens. An entry for `node_id` itself is ignored. Nodes
-    /// not listed cannot connect (their handshake is refused) and cannot be sent to.
+    /// The peers known at start and where they listen: starting the transport calls
+    /// [`crate::Transport::add_peer`] for each. An entry for `node_id` itself is ignored.
+    ///
+    /// The peer set is not fixed: `add_peer` adds a node (or moves one to new addresses) and
+    /// `remove_peer` forgets one, at runtime. At any moment, a node that is not an active peer
+    /// (never added, or removed since) cannot connect (its handshake is refused) and cannot be
+    /// sent to (`SendError::UnknownPeer`).
     pub peers: BTreeMap<NodeId, PeerAddrs>,
+    /// Most distinct peer ids this transport ever holds, those of `peers` included. Each id
+    /// gets a slot (its queues, link tasks and counters) the first time it is added; the slot
+    /// is kept when the peer is removed, so a re-add reuses it, and removed ids still count.
+    /// Beyond it, `add_peer` fails with `NetError::TooManyPeers`. The table's memory (two
+    /// 16-byte cells per allowed peer) is reserved at start; a peer's queues only when added.
+    pub max_peers: usize,
     /// Largest frame (version + kind + body) sent or accepted. A peer announcing more is
     /// disconnected before anything is allocated; a local message encoding to more is refused
     /// with `SendError::FrameTooLarge`. Snapshot chunks must fit.
@@ -94,6 +119,7 @@ impl TcpConfig {
             node_id,
             cluster_id,
             peers,
+            max_peers: 1024,
             max_frame_size: 8 << 20,
             large_frame_threshold: 64 << 10,
             data_queue_capacity: 4096,
@@ -115,6 +141,19 @@ impl TcpConfig {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_peers == 0 || self.max_peers > MAX_PEERS_LIMIT {
+            return Err(ConfigError::invalid(
+                "max_peers",
+                format!("must be in 1..={MAX_PEERS_LIMIT}"),
+            ));
+        }
+        let initial = self.peers.keys().filter(|p| **p != self.node_id).count();
+        if initial > self.max_peers {
+            return Err(ConfigError::invalid(
+                "peers",
+                format!("lists {initial} peers but max_peers is {}", self.max_peers),
+            ));
+        }
         if self.max_frame_size < HANDSHAKE_MAX_FRAME || self.max_frame_size > MAX_FRAME_SIZE_LIMIT {
             return Err(ConfigError::invalid(
                 "max_frame_size",
@@ -248,6 +287,22 @@ mod tests {
         let mut c = base.clone();
         c.connect_timeout = Duration::ZERO;
         assert_eq!(field_of(&c), "connect_timeout");
+        let mut c = base.clone();
+        c.max_peers = 0;
+        assert_eq!(field_of(&c), "max_peers");
+        c.max_peers = MAX_PEERS_LIMIT + 1;
+        assert_eq!(field_of(&c), "max_peers");
+        let addrs = PeerAddrs {
+            data: SocketAddr::from(([127, 0, 0, 1], 1)),
+            heartbeat: SocketAddr::from(([127, 0, 0, 1], 2)),
+        };
+        let mut c = base.clone();
+        c.max_peers = 2;
+        // The entry for the node itself does not count.
+        c.peers = [1, 2, 3].into_iter().map(|id| (id, addrs)).collect();
+        assert_eq!(field_of(&c), "ok");
+        c.peers.insert(4, addrs);
+        assert_eq!(field_of(&c), "peers");
         let m = MemConfig {
             router_capacity: 0,
             ..MemConfig::default()

@@ -66,26 +66,68 @@ impl FrameReader {
         stream: &mut S,
     ) -> Result<Option<RawFrame>, ConnError> {
         loop {
-            if let Some(frame) = self
-                .decoder
-                .decode(&mut self.buf)
-                .map_err(ConnError::Frame)?
-            {
-                return Ok(Some(frame));
-            }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let n = stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(ConnError::Io)?;
-            if n == 0 {
-                self.decoder.finish(&self.buf).map_err(ConnError::Frame)?;
-                return Ok(None);
+            match self.read_step(stream).await? {
+                Step::Frame(frame) | Step::ReadFrame(frame) => return Ok(Some(frame)),
+                Step::Eof => return Ok(None),
+                Step::Read => {}
             }
         }
     }
+
+    /// One step of [`FrameReader::read_frame`]: the next frame if the buffer holds a whole
+    /// one, otherwise one read from the stream (and the frame it completed, if it did). A
+    /// caller that must know when a frame began
+    /// (the RPC server's frame timeout) drives this itself and looks at
+    /// [`FrameReader::buffered`] after each step. Cancel-safe.
+    pub(crate) async fn read_step<S: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<Step, ConnError> {
+        if let Some(frame) = self
+            .decoder
+            .decode(&mut self.buf)
+            .map_err(ConnError::Frame)?
+        {
+            return Ok(Step::Frame(frame));
+        }
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let n = stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(ConnError::Io)?;
+        if n == 0 {
+            self.decoder.finish(&self.buf).map_err(ConnError::Frame)?;
+            return Ok(Step::Eof);
+        }
+        match self
+            .decoder
+            .decode(&mut self.buf)
+            .map_err(ConnError::Frame)?
+        {
+            Some(frame) => Ok(Step::ReadFrame(frame)),
+            None => Ok(Step::Read),
+        }
+    }
+
+    /// Bytes read and not yet taken as frames: nonzero while a frame is under way.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// What one [`FrameReader::read_step`] did.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A whole frame that was already in the buffer (no read).
+    Frame(RawFrame),
+    /// Bytes were read (at least one) and completed this frame.
+    ReadFrame(RawFrame),
+    /// Bytes were read (at least one); no whole frame yet.
+    Read,
+    /// Clean end of stream at a frame boundary.
+    Eof,
 }
 
 /// Lets every task that is ready right now run before a writer takes its batch, when its

@@ -12,7 +12,8 @@ use crate::transport::{ClusterId, Lane, NodeId};
 /// Why a message was not queued. In every case it was dropped and counted; none is fatal.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The destination is neither this node nor in the configured peer map.
+    /// The destination is neither this node nor an active peer: it was never added (in
+    /// `TcpConfig::peers` or by `Transport::add_peer`), or it has been removed since.
     #[error("node {0} is not a known peer")]
     UnknownPeer(NodeId),
     /// The bounded queue to that peer and lane is full (slow or dead peer).
@@ -115,7 +116,7 @@ pub enum HandshakeError {
         /// The peer's.
         got: ClusterId,
     },
-    /// The peer's node id is not in the configured peer map.
+    /// The peer's node id is not an active peer of this node (never added, or removed).
     #[error("unknown node id {0}")]
     UnknownNode(NodeId),
     /// The peer speaks another protocol version.
@@ -198,8 +199,9 @@ pub enum RpcError {
         /// Why the connection ended.
         reason: String,
     },
-    /// The connection had already ended when the call was made; the request was not sent.
-    /// Connect a new client to retry.
+    /// The connection had already ended when the call was made (it failed, or the server
+    /// closed it, e.g. after its `idle_timeout`); the request was not sent. Retrying is safe:
+    /// connect a new client and call again.
     #[error("connection closed; request not sent")]
     Closed,
     /// The encoded request or response exceeds `max_frame_size`; it was not sent.
@@ -262,4 +264,12 @@ pub enum NetError {
     /// The component this call talks to has stopped.
     #[error("stopped")]
     Stopped,
+    /// `Transport::add_peer` would give the transport more distinct peers than
+    /// `TcpConfig::max_peers`. A peer's slot is never freed (removing a peer keeps its slot for
+    /// a later re-add), so removed peers count too.
+    #[error("too many peers: this transport holds at most {max} distinct peer ids")]
+    TooManyPeers {
+        /// The configured `max_peers`.
+        max: usize,
+    },
 }

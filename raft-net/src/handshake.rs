@@ -2,7 +2,8 @@
 //!
 //! The dialing node sends [`Hello`] (cluster id, its node id, the node it means to reach, the
 //! lane) in a frame carrying its protocol version. The listening node checks, in this order:
-//! version, cluster id, destination, lane, and that the sender is in its peer map. It answers
+//! version, cluster id, destination, lane, and that the sender is one of its peers (for the TCP
+//! transport: an active peer at that moment, see `Transport::add_peer`). It answers
 //! [`HelloAck`] or a [`RejectReason`] and closes. The dialer checks that the node it meant to
 //! reach answered. Each side bounds the exchange with `handshake_timeout`, and before the
 //! handshake completes no frame longer than [`HANDSHAKE_MAX_FRAME`] is accepted.
@@ -47,7 +48,7 @@ pub struct HelloAck {
 pub enum RejectReason {
     /// Cluster ids differ.
     WrongCluster,
-    /// The dialer is not in the listener's peer map.
+    /// The dialer is not an active peer of the listener (never added, or removed).
     UnknownNode,
     /// Protocol versions differ.
     VersionMismatch,
@@ -79,7 +80,9 @@ pub struct ListenerIdentity {
     pub node_id: NodeId,
     /// The lane this listener serves.
     pub lane: Lane,
-    /// Nodes allowed to connect.
+    /// Nodes allowed to connect, for [`ListenerIdentity::check_hello`]. The TCP transport's
+    /// listeners leave it empty and judge with [`ListenerIdentity::check_hello_with`] and
+    /// their live peer table, since peers are added and removed at runtime.
     pub peers: BTreeSet<NodeId>,
 }
 
@@ -89,6 +92,16 @@ impl ListenerIdentity {
     pub fn check_hello(
         &self,
         frame: &RawFrame,
+    ) -> Result<NodeId, (HandshakeError, Option<RejectReason>)> {
+        self.check_hello_with(frame, |id| self.peers.contains(&id))
+    }
+
+    /// [`ListenerIdentity::check_hello`], with `is_peer` deciding which dialers are peers
+    /// instead of the `peers` set (a dialer claiming this node's own id never is).
+    pub fn check_hello_with(
+        &self,
+        frame: &RawFrame,
+        is_peer: impl Fn(NodeId) -> bool,
     ) -> Result<NodeId, (HandshakeError, Option<RejectReason>)> {
         if frame.kind != FrameKind::Hello as u8 {
             let err = FrameError::UnexpectedKind { kind: frame.kind };
@@ -125,7 +138,7 @@ impl ListenerIdentity {
             };
             return Err((err, Some(RejectReason::WrongLane)));
         }
-        if hello.from == self.node_id || !self.peers.contains(&hello.from) {
+        if hello.from == self.node_id || !is_peer(hello.from) {
             let err = HandshakeError::UnknownNode(hello.from);
             return Err((err, Some(RejectReason::UnknownNode)));
         }
@@ -199,7 +212,8 @@ fn decode_any_version(frame: &RawFrame) -> Result<RejectReason, HandshakeError> 
     Ok(reason)
 }
 
-/// Listener side: reads the hello, answers, and returns the authenticated dialer id.
+/// Listener side: reads the hello, answers, and returns the authenticated dialer id;
+/// `is_peer` says which dialers are peers (see [`ListenerIdentity::check_hello_with`]).
 ///
 /// On refusal the reason is sent (best effort) before the error is returned; the caller closes
 /// the connection and logs. The caller bounds it with `handshake_timeout`.
@@ -207,13 +221,14 @@ pub(crate) async fn accept<S: AsyncStream + ?Sized>(
     stream: &mut S,
     reader: &mut FrameReader,
     me: &ListenerIdentity,
+    is_peer: impl Fn(NodeId) -> bool,
 ) -> Result<NodeId, HandshakeError> {
     let frame = reader
         .read_frame(stream)
         .await
         .map_err(read_error)?
         .ok_or(HandshakeError::Closed)?;
-    match me.check_hello(&frame) {
+    match me.check_hello_with(&frame, is_peer) {
         Ok(from) => {
             let ack = encode(
                 FrameKind::HelloAck,

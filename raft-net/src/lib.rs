@@ -16,17 +16,22 @@
 //!   [`HandshakeError`].
 //! - [`metrics`]: per-peer, per-lane counters and [`MetricsSnapshot`].
 //! - [`tls`]: optional mutual TLS ([`TlsConfig`], rustls with the ring provider).
-//! - [`tcp`]: [`TcpTransport`] and [`Listeners`]; `tcp/link.rs` owns one outbound connection
-//!   (dial, handshake, batched writes, reconnect), `tcp/listener.rs` accepts and reads.
+//! - [`tcp`]: [`TcpTransport`] and [`Listeners`]; `tcp/peers.rs` is the table of peers
+//!   (added and removed at runtime), `tcp/link.rs` owns one outbound connection (dial,
+//!   handshake, batched writes, reconnect, following its peer's address), `tcp/listener.rs`
+//!   accepts and reads.
 //! - [`rpc`]: client-facing request/response: [`RpcServer`] (concurrent handlers with a
-//!   per-connection in-flight limit) and [`RpcClient`] (many callers pipelined over one
-//!   connection), on the same frames with their own kinds.
+//!   per-connection in-flight limit; bounded connections, frame and idle timeouts) and
+//!   [`RpcClient`] (many callers pipelined over one connection), on the same frames with their
+//!   own kinds.
 //! - [`mem`]: [`MemNetwork`] and [`MemTransport`], in-memory, with seeded fault injection.
 //! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults (raft-core's,
 //!   re-exported).
 //! - `backoff`: capped exponential reconnect backoff with jitter.
 //! - `shutdown`: shutdown signal and task-completion tracking (shutdown as a message,
 //!   docs/architecture.md).
+//! - `warn_limit`: at most one warning line per interval for lines a flood of bad connections
+//!   could cause, the rest counted.
 //!
 //! # Policies
 //!
@@ -41,9 +46,23 @@
 //!   bulk queue; the writer sends at most one large frame per batch of small frames, so a small
 //!   frame waits behind at most one large frame. Order is kept within each class; a small frame
 //!   may overtake an earlier large one.
+//! - **Runtime peers**: [`Transport::add_peer`] adds a peer (or moves it to new addresses)
+//!   and [`Transport::remove_peer`] removes one while the transport runs; `TcpConfig::peers`
+//!   are only the first adds. Only an active peer can be sent to and can connect. Removal
+//!   closes its connections both ways (inbound ones at once, not at their next frame) and drops
+//!   and counts what is queued for it. The send path finds a peer in a fixed-capacity table
+//!   (`TcpConfig::max_peers`; beyond it, [`NetError::TooManyPeers`]) without a lock; each
+//!   peer's slot, queues and counters are kept after removal, so a re-add reuses them and
+//!   metrics cover peers added at any time.
 //! - **Hostile input**: a frame's length is checked before any allocation; before the
 //!   handshake completes the limit is [`frame::HANDSHAKE_MAX_FRAME`]; a bad frame or handshake
 //!   closes that connection only, with a `tracing` warning naming the peer and the reason.
+//! - **What RPC clients can hold**: [`RpcServer`] serves at most `max_connections` (more are
+//!   closed at accept), closes a connection whose request frame is not complete
+//!   `frame_timeout` after its first byte or that did nothing for `idle_timeout`, and writes at
+//!   most one warning line per `warn_interval` for all its connections; every such close and
+//!   every line held back is counted in [`RpcServerStats`]. A client whose connection was
+//!   closed gets [`RpcError::Closed`] (not sent; retry on a new client).
 
 pub mod config;
 pub mod error;
@@ -61,6 +80,7 @@ pub mod transport;
 mod backoff;
 mod conn;
 mod shutdown;
+mod warn_limit;
 
 pub use config::{MemConfig, PeerAddrs, TcpConfig};
 pub use error::{ConfigError, FrameError, HandshakeError, NetError, RpcError, SendError};

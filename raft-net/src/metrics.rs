@@ -2,8 +2,11 @@
 //! exception to no shared locks (docs/architecture.md).
 //!
 //! Writers (send path, link and reader tasks) bump relaxed atomics; [`MetricsSnapshot`] is a
-//! plain copy for the caller. The peer set is fixed when the transport starts, so the map of
-//! counters is immutable and needs no lock.
+//! plain copy for the caller. The in-memory transport's peer set is fixed when it starts, so
+//! its map of counters is immutable and needs no lock. The TCP transport's peers come and go
+//! at runtime: each peer's counters live in its slot of the transport's peer table (created
+//! by the first `add_peer` of that id and never freed), and its snapshot adds them to the
+//! node's own counters (`Metrics::snapshot_with`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ pub(crate) struct LaneCounters {
     pub(crate) dropped_too_large: AtomicU64,
     pub(crate) dropped_inbound_full: AtomicU64,
     pub(crate) dropped_by_fault: AtomicU64,
+    pub(crate) dropped_removed: AtomicU64,
     pub(crate) connects: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
@@ -50,6 +54,7 @@ impl LaneCounters {
             dropped_too_large: g(&self.dropped_too_large),
             dropped_inbound_full: g(&self.dropped_inbound_full),
             dropped_by_fault: g(&self.dropped_by_fault),
+            dropped_removed: g(&self.dropped_removed),
             connects: g(&self.connects),
             reconnects: g(&self.reconnects),
             connect_failures: g(&self.connect_failures),
@@ -112,21 +117,27 @@ impl Metrics {
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        self.snapshot_with(std::iter::empty())
+    }
+
+    /// A snapshot of these counters plus those of `more` peers (the TCP transport's peer
+    /// table).
+    pub(crate) fn snapshot_with<'a>(
+        &'a self,
+        more: impl Iterator<Item = (NodeId, &'a PeerCounters)>,
+    ) -> MetricsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let stats = |c: &PeerCounters| PeerStats {
+            heartbeat: c.heartbeat.snapshot(),
+            data: c.data.snapshot(),
+        };
         MetricsSnapshot {
             node_id: self.node_id,
             peers: self
                 .peers
                 .iter()
-                .map(|(id, c)| {
-                    (
-                        *id,
-                        PeerStats {
-                            heartbeat: c.heartbeat.snapshot(),
-                            data: c.data.snapshot(),
-                        },
-                    )
-                })
+                .map(|(id, c)| (*id, stats(c)))
+                .chain(more.map(|(id, c)| (id, stats(c))))
                 .collect(),
             rejected_handshakes: g(&self.global.rejected_handshakes),
             closed_bad_frames: g(&self.global.closed_bad_frames),
@@ -160,6 +171,9 @@ pub struct LaneStats {
     pub dropped_inbound_full: u64,
     /// Messages dropped by in-memory fault injection (partition or drop probability).
     pub dropped_by_fault: u64,
+    /// Messages discarded because the peer was removed (`Transport::remove_peer`): what was
+    /// queued for it when its link saw the removal, and what reached its queue after.
+    pub dropped_removed: u64,
     /// Successful outbound handshakes, the first included.
     pub connects: u64,
     /// Successful outbound handshakes after the first: reconnects.
@@ -196,7 +210,8 @@ impl PeerStats {
 pub struct MetricsSnapshot {
     /// The node these counters belong to.
     pub node_id: NodeId,
-    /// Per peer; the entry for `node_id` counts local (self-addressed) deliveries.
+    /// Per peer; the entry for `node_id` counts local (self-addressed) deliveries. On TCP,
+    /// every peer ever added is listed, removed ones included (their counters are kept).
     pub peers: BTreeMap<NodeId, PeerStats>,
     /// Inbound handshakes refused, from any source (known peers are also counted per peer).
     pub rejected_handshakes: u64,

@@ -47,6 +47,20 @@
 //!   of the wrong kind closes that one connection with a `tracing` warning naming the peer and
 //!   the reason; the server keeps serving its other connections.
 //!
+//! # Bounds on what clients hold
+//!
+//! The server holds at most `max_connections` connections (more are closed at accept and
+//! counted). A connection whose request frame is not complete `frame_timeout` after its first
+//! byte, and one with nothing read or handled for `idle_timeout`, is closed and counted. Its
+//! warning lines (bad frames, frame timeouts, refusals) are rate-limited server-wide to one
+//! per `warn_interval`, each saying how many were held back; the counts are in
+//! [`RpcServerStats`].
+//!
+//! A client whose connection the server closed (idle, shutdown) learns it when the socket
+//! ends: [`RpcClient::is_closed`] turns true and later calls fail with [`RpcError::Closed`]
+//! without being sent (safe to retry on a new connection; the counter example's client does
+//! so). A call that raced with the close fails with [`RpcError::ConnectionLost`].
+//!
 //! [`RpcError::maybe_delivered`] tells a caller whether a failed request may still have been
 //! processed, which is what a client needs to know before retrying a non-idempotent request
 //! (use a session id, as `raft_actor::Node::propose_with_id` does, to make retries safe).
@@ -87,8 +101,27 @@ pub struct RpcServerConfig {
     /// slowed by TCP flow control. Bounds the server's memory per connection to about
     /// `max_in_flight * max_frame_size`.
     pub max_in_flight: usize,
-    /// Connections served at once. Further connections are closed at accept, with a warning.
+    /// Connections served at once. Further connections are closed at accept and counted
+    /// (`RpcServerStats::refused`), with a rate-limited warning. Bounds what a flood of
+    /// connections can hold: at most this many sockets, each closed after `frame_timeout` if
+    /// it sends part of a frame and stalls, or after `idle_timeout` if it sends nothing.
     pub max_connections: usize,
+    /// Longest time from a request frame's first byte to its last. A connection whose frame
+    /// takes longer (a client that sent part of a frame and stalled, or trickles it a byte at
+    /// a time) is closed and counted (`RpcServerStats::closed_frame_timeout`). The clock does
+    /// not run while the server itself has stopped reading (at `max_in_flight`). Large
+    /// requests over slow links need it long enough for `max_frame_size` bytes.
+    pub frame_timeout: Duration,
+    /// A connection with no request being handled or read for this long is closed and counted
+    /// (`RpcServerStats::closed_idle`). Its client sees the connection end: its next call
+    /// fails with [`RpcError::Closed`] (not sent, safe to retry on a new connection), or, if
+    /// it raced with the close, with [`RpcError::ConnectionLost`] (see `maybe_delivered`).
+    pub idle_timeout: Duration,
+    /// At most one warning line per this interval for all of the server's connections (bad
+    /// frames, frame timeouts, refused connections, clients that stopped reading); each line
+    /// says how many were held back before it, and `RpcServerStats::warnings_suppressed`
+    /// counts them all.
+    pub warn_interval: Duration,
     /// The writer gathers ready responses into one buffer of up to this many bytes and writes
     /// it with one call.
     pub write_batch_bytes: usize,
@@ -105,6 +138,9 @@ impl Default for RpcServerConfig {
             max_frame_size: 1 << 20,
             max_in_flight: 1024,
             max_connections: 1024,
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            warn_interval: Duration::from_secs(1),
             write_batch_bytes: 64 << 10,
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(2),
@@ -118,6 +154,9 @@ impl RpcServerConfig {
         frame_size(self.max_frame_size)?;
         capacity("max_in_flight", self.max_in_flight)?;
         capacity("max_connections", self.max_connections)?;
+        positive("frame_timeout", self.frame_timeout)?;
+        positive("idle_timeout", self.idle_timeout)?;
+        positive("warn_interval", self.warn_interval)?;
         batch_bytes(self.write_batch_bytes)?;
         positive("write_timeout", self.write_timeout)?;
         positive("shutdown_timeout", self.shutdown_timeout)?;
@@ -375,5 +414,38 @@ mod tests {
                 ..
             })
         ));
+        let field = |s: RpcServerConfig| match s.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            Ok(()) => "ok",
+        };
+        let d = RpcServerConfig::default;
+        assert_eq!(
+            field(RpcServerConfig {
+                max_connections: 0,
+                ..d()
+            }),
+            "max_connections"
+        );
+        assert_eq!(
+            field(RpcServerConfig {
+                frame_timeout: Duration::ZERO,
+                ..d()
+            }),
+            "frame_timeout"
+        );
+        assert_eq!(
+            field(RpcServerConfig {
+                idle_timeout: Duration::ZERO,
+                ..d()
+            }),
+            "idle_timeout"
+        );
+        assert_eq!(
+            field(RpcServerConfig {
+                warn_interval: Duration::ZERO,
+                ..d()
+            }),
+            "warn_interval"
+        );
     }
 }

@@ -32,6 +32,30 @@ pub(crate) struct DoneGuard {
     _tx: mpsc::Sender<()>,
 }
 
+impl DoneGuard {
+    /// A handle that does not keep the supervisor waiting, from which a guard for a task
+    /// started later (a link of a peer added at runtime) can be made.
+    pub(crate) fn downgrade(&self) -> WeakDoneGuard {
+        WeakDoneGuard {
+            tx: self._tx.downgrade(),
+        }
+    }
+}
+
+/// Makes [`DoneGuard`]s for tasks started after the transport, without itself counting as a
+/// running task.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakDoneGuard {
+    tx: mpsc::WeakSender<()>,
+}
+
+impl WeakDoneGuard {
+    /// A guard for a new task; `None` once every task has ended (the transport has stopped).
+    pub(crate) fn upgrade(&self) -> Option<DoneGuard> {
+        self.tx.upgrade().map(|tx| DoneGuard { _tx: tx })
+    }
+}
+
 /// Creates the guard (to clone into tasks) and spawns nothing: the caller runs [`supervise`].
 pub(crate) fn done_channel() -> (DoneGuard, mpsc::Receiver<()>) {
     let (tx, rx) = mpsc::channel(1);

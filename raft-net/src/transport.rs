@@ -10,7 +10,7 @@ use crate::config::PeerAddrs;
 use crate::error::SendError;
 use crate::metrics::MetricsSnapshot;
 
-/// A node of the cluster. Every node listed in a transport's peer map has one.
+/// A node of the cluster: this node and each of its peers has one.
 pub type NodeId = u64;
 
 /// A Raft group (partition). Many groups share one connection per ordered node pair; the group
@@ -153,15 +153,19 @@ pub trait Transport<M>: Send + Sync + 'static {
     fn metrics(&self) -> MetricsSnapshot;
 
     /// Adds `id` as a peer reachable at `addrs`, or moves an existing peer to new addresses,
-    /// at runtime. Idempotent. Transports whose peers need no address (the in-memory one)
-    /// accept every call and do nothing.
+    /// at runtime. Idempotent. Never blocks and never awaits, like [`Transport::send`].
+    /// Transports whose peers need no address (the in-memory one) accept every call and do
+    /// nothing; [`crate::TcpTransport`] starts dialing `id` and accepts its handshakes, and
+    /// refuses a peer beyond `TcpConfig::max_peers` with [`crate::NetError::TooManyPeers`].
     fn add_peer(&self, id: NodeId, addrs: PeerAddrs) -> Result<(), crate::NetError> {
         let _ = (id, addrs);
         Ok(())
     }
 
     /// Forgets peer `id` at runtime: its connections close, what is queued for it is dropped,
-    /// and its handshakes are refused until it is added again. Unknown ids are ignored.
+    /// sends to it fail with [`SendError::UnknownPeer`], and its handshakes are refused until
+    /// it is added again. Unknown ids are ignored. Never blocks and never awaits. The default
+    /// (the in-memory transport) does nothing.
     fn remove_peer(&self, id: NodeId) {
         let _ = id;
     }

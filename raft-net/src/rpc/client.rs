@@ -68,9 +68,13 @@ struct Inner {
 /// A client of an [`super::RpcServer`]: one TCP connection, shared by every clone and usable
 /// from many tasks at once; calls are pipelined and matched to their responses by id.
 ///
-/// The connection is not re-established: once it fails, pending calls get
-/// [`RpcError::ConnectionLost`] and new calls [`RpcError::Closed`]; connect a new client then.
-/// Dropping the last clone closes the connection.
+/// The connection is not re-established: once it ends (it failed, or the server closed it:
+/// after its `idle_timeout`, at shutdown), pending calls get [`RpcError::ConnectionLost`],
+/// [`RpcClient::is_closed`] turns true and new calls get [`RpcError::Closed`] without being
+/// sent, so retrying them on a new client is safe; connect a new client then. A call made in
+/// the short time between the server's close and this client noticing it may instead fail with
+/// `ConnectionLost` (`maybe_delivered`: the client cannot tell whether it was read, so a
+/// non-idempotent retry needs a session id). Dropping the last clone closes the connection.
 pub struct RpcClient<Req, Resp> {
     inner: Arc<Inner>,
     _types: PhantomData<fn(Req) -> Resp>,

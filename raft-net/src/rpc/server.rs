@@ -2,7 +2,13 @@
 //!
 //! One accept task; per connection a reader task (this file's `Conn::run`, which also runs the
 //! handlers of the connection's requests) and a writer task (`write_loop`). See the module docs
-//! of [`crate::rpc`] for the picture and the backpressure rule.
+//! of [`crate::rpc`] for the picture, the backpressure rule and the bounds on connections.
+//!
+//! The reader keeps one timer for both of its time limits (a frame under way, an idle
+//! connection). It is not moved on every read: when it fires, the reader compares the time
+//! with the deadline that applies now and either closes the connection or sets the timer to
+//! that deadline. It is moved earlier only when a frame begins while it is set for a later
+//! idle deadline.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,23 +26,58 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::{RpcServerConfig, encode_rpc, split_frame};
-use crate::conn::{ConnError, FrameReader, gather};
+use crate::conn::{ConnError, FrameReader, Step, gather};
 use crate::error::NetError;
 use crate::frame::{FrameKind, decode_exact};
 use crate::metrics::bump;
 use crate::shutdown::{DoneGuard, Shutdown, done_channel, supervise};
+use crate::warn_limit::WarnLimiter;
 
 /// Counters of a running server (atomics, allowed for metric counters only: no shared locks,
-/// docs/architecture.md).
-#[derive(Debug, Default)]
+/// docs/architecture.md), and the limiter of its warning lines.
+#[derive(Debug)]
 struct Counters {
     accepted: AtomicU64,
+    /// Connections whose reader has ended (`accepted - ended` are open).
+    ended: AtomicU64,
     refused: AtomicU64,
     closed_bad_frames: AtomicU64,
+    closed_frame_timeout: AtomicU64,
+    closed_idle: AtomicU64,
     requests: AtomicU64,
+    warn: WarnLimiter,
+}
+
+impl Counters {
+    fn new(warn_interval: Duration) -> Self {
+        Self {
+            accepted: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            closed_bad_frames: AtomicU64::new(0),
+            closed_frame_timeout: AtomicU64::new(0),
+            closed_idle: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            warn: WarnLimiter::new(warn_interval),
+        }
+    }
+}
+
+/// A connection's place among `max_connections`: held by its reader, counted as ended when
+/// dropped.
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    counters: Arc<Counters>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        bump(&self.counters.ended, 1);
+    }
 }
 
 /// A snapshot of an [`RpcServer`]'s counters.
@@ -44,12 +85,22 @@ struct Counters {
 pub struct RpcServerStats {
     /// Connections accepted.
     pub accepted: u64,
+    /// Connections open now: accepted and not yet ended (at most `max_connections`).
+    pub open: u64,
     /// Connections closed at accept because `max_connections` were open.
     pub refused: u64,
-    /// Connections closed because of a bad frame (malformed, oversized, wrong kind/version).
+    /// Connections closed because of a bad frame (malformed, oversized, wrong kind/version,
+    /// or cut off in the middle of a frame).
     pub closed_bad_frames: u64,
+    /// Connections closed because a request frame was not complete `frame_timeout` after
+    /// its first byte.
+    pub closed_frame_timeout: u64,
+    /// Connections closed after `idle_timeout` with nothing read or handled.
+    pub closed_idle: u64,
     /// Requests handed to the handler.
     pub requests: u64,
+    /// Warning lines held back by the rate limit (`warn_interval`).
+    pub warnings_suppressed: u64,
 }
 
 /// A running request/response server. Stops on [`RpcServer::shutdown`] or when dropped.
@@ -89,7 +140,7 @@ impl RpcServer {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let (done, done_rx) = done_channel();
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(config.warn_interval));
         let accept = Acceptor {
             listener,
             config: Arc::new(config.clone()),
@@ -135,11 +186,20 @@ impl RpcServer {
     /// Counters since start.
     pub fn stats(&self) -> RpcServerStats {
         let g = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let c = &self.counters;
+        // `ended` first: a connection that ends between the two loads is then still open,
+        // never negative.
+        let ended = g(&c.ended);
+        let accepted = g(&c.accepted);
         RpcServerStats {
-            accepted: g(&self.counters.accepted),
-            refused: g(&self.counters.refused),
-            closed_bad_frames: g(&self.counters.closed_bad_frames),
-            requests: g(&self.counters.requests),
+            accepted,
+            open: accepted.saturating_sub(ended),
+            refused: g(&c.refused),
+            closed_bad_frames: g(&c.closed_bad_frames),
+            closed_frame_timeout: g(&c.closed_frame_timeout),
+            closed_idle: g(&c.closed_idle),
+            requests: g(&c.requests),
+            warnings_suppressed: c.warn.suppressed(),
         }
     }
 
@@ -189,7 +249,9 @@ impl<H> Acceptor<H> {
                 Ok(x) => x,
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.
-                    warn!(error = %e, "rpc accept failed");
+                    if let Some(held) = self.counters.warn.permit() {
+                        warn!(error = %e, suppressed = held, "rpc accept failed");
+                    }
                     tokio::select! {
                         biased;
                         _ = shutdown.wait() => return,
@@ -199,10 +261,17 @@ impl<H> Acceptor<H> {
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 bump(&self.counters.refused, 1);
-                warn!(peer = %addr, "rpc: refused connection, max_connections reached");
+                if let Some(held) = self.counters.warn.permit() {
+                    warn!(peer = %addr, max_connections = self.config.max_connections, suppressed = held, "rpc: refused connection, max_connections reached");
+                }
+                drop(tcp);
                 continue;
             };
             bump(&self.counters.accepted, 1);
+            let admission = Admission {
+                _permit: permit,
+                counters: self.counters.clone(),
+            };
             let _ = tcp.set_nodelay(true);
             let conn = Conn {
                 addr,
@@ -211,7 +280,7 @@ impl<H> Acceptor<H> {
                 counters: self.counters.clone(),
                 shutdown: self.shutdown.clone(),
                 done: self.done.clone(),
-                _permit: permit,
+                _admission: admission,
             };
             tokio::spawn(conn.run::<Req, Resp, F>(tcp));
         }
@@ -229,10 +298,55 @@ enum Out {
 
 /// Why a connection's reader stopped.
 enum End {
-    /// Clean end of stream: answer what is in flight, then close.
+    /// Clean end of stream, or `idle_timeout` with nothing in flight: answer what is in
+    /// flight, then close.
     Eof,
-    /// Shutdown, a bad frame, a socket error or a dead writer: close now.
+    /// Shutdown, a bad frame, a frame past `frame_timeout`, a socket error or a dead writer:
+    /// close now.
     Abort,
+}
+
+/// Moves `timer` earlier to `at` if it is set for later (never later: when it fires, the
+/// reader works out the deadline that applies then).
+fn pull_in(timer: std::pin::Pin<&mut tokio::time::Sleep>, at: Instant) {
+    if timer.deadline() > at {
+        timer.reset(at);
+    }
+}
+
+/// The reader's time limits, from the config.
+#[derive(Clone, Copy)]
+struct Limits {
+    frame: Duration,
+    idle: Duration,
+}
+
+impl Limits {
+    /// The deadline that applies now, and whether it is the frame's (else the idle one), if
+    /// any: a frame under way has `frame_timeout` from its first byte; a connection with
+    /// nothing under way and no handler running has `idle_timeout` from its last activity.
+    /// Neither runs while the reader is not reading (at `max_in_flight`).
+    fn deadline(
+        self,
+        reading: bool,
+        frame_began: Option<Instant>,
+        handlers_running: bool,
+        last_active: Instant,
+    ) -> Option<(Instant, bool)> {
+        if !reading {
+            return None;
+        }
+        match frame_began {
+            Some(began) => Some((began + self.frame, true)),
+            None if !handlers_running => Some((last_active + self.idle, false)),
+            None => None,
+        }
+    }
+
+    /// How soon to look again when no deadline applies.
+    fn recheck(self) -> Duration {
+        self.frame.min(self.idle)
+    }
 }
 
 /// One accepted connection.
@@ -243,7 +357,7 @@ struct Conn<H> {
     counters: Arc<Counters>,
     shutdown: Shutdown,
     done: DoneGuard,
-    _permit: OwnedSemaphorePermit,
+    _admission: Admission,
 }
 
 impl<H> Conn<H> {
@@ -264,6 +378,7 @@ impl<H> Conn<H> {
             wr,
             out_rx,
             self.config.clone(),
+            self.counters.clone(),
             self.shutdown.clone(),
             self.done.clone(),
             addr,
@@ -281,6 +396,18 @@ impl<H> Conn<H> {
         // The in-flight slot the next request will take.
         let mut slot: Option<OwnedSemaphorePermit> = None;
         let max = self.config.max_frame_size;
+        let limits = Limits {
+            frame: self.config.frame_timeout,
+            idle: self.config.idle_timeout,
+        };
+        // When the frame being read began (the read that brought its first byte), if one is
+        // under way; when the connection last did something (a read, its last handler
+        // answering); when the last read was.
+        let mut frame_began: Option<Instant> = None;
+        let mut last_active = Instant::now();
+        let mut last_read = last_active;
+        let timer = tokio::time::sleep_until(last_active + limits.recheck());
+        tokio::pin!(timer);
         let end = loop {
             if slot.is_none() {
                 slot = slots.clone().try_acquire_owned().ok();
@@ -295,18 +422,65 @@ impl<H> Conn<H> {
                     if out_tx.try_send(out).is_err() {
                         break End::Abort;
                     }
+                    if running.is_empty() {
+                        last_active = Instant::now();
+                    }
                 }
                 // Backpressure: at the limit, stop reading until a response has been written.
                 // (In an async block, so the semaphore handle is cloned only when it is waited
                 // on, not on every turn of the loop.)
                 s = async { slots.clone().acquire_owned().await }, if slot.is_none() => match s {
-                    Ok(s) => slot = Some(s),
+                    Ok(s) => {
+                        slot = Some(s);
+                        // The frame's clock stood still while the server was not reading.
+                        if frame_began.is_some() {
+                            let now = Instant::now();
+                            frame_began = Some(now);
+                            pull_in(timer.as_mut(), now + limits.frame);
+                        }
+                    }
                     Err(_) => break End::Abort, // Unreachable: the semaphore is never closed.
                 },
-                read = reader.read_frame(&mut rd), if slot.is_some() => {
-                    let frame = match read {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    let due = limits.deadline(
+                        slot.is_some(),
+                        frame_began,
+                        !running.is_empty(),
+                        last_active,
+                    );
+                    match due {
+                        Some((at, true)) if at <= now => {
+                            bump(&self.counters.closed_frame_timeout, 1);
+                            if let Some(held) = self.counters.warn.permit() {
+                                warn!(peer = %addr, buffered = reader.buffered(), timeout = ?limits.frame, suppressed = held, "rpc: request frame not complete within frame_timeout; closing connection");
+                            }
+                            break End::Abort;
+                        }
+                        Some((at, false)) if at <= now => {
+                            bump(&self.counters.closed_idle, 1);
+                            debug!(peer = %addr, timeout = ?limits.idle, "rpc connection idle; closing it");
+                            break End::Eof;
+                        }
+                        Some((at, _)) => timer.as_mut().reset(at),
+                        None => timer.as_mut().reset(now + limits.recheck()),
+                    }
+                }
+                step = reader.read_step(&mut rd), if slot.is_some() => {
+                    let (frame, read) = match step {
+                        Ok(Step::Frame(frame)) => (frame, false),
+                        Ok(Step::ReadFrame(frame)) => (frame, true),
+                        Ok(Step::Read) => {
+                            let now = Instant::now();
+                            last_active = now;
+                            last_read = now;
+                            if frame_began.is_none() {
+                                frame_began = Some(now);
+                                pull_in(timer.as_mut(), now + limits.frame);
+                            }
+                            continue;
+                        }
+                        Ok(Step::Eof) => {
                             debug!(peer = %addr, "rpc client closed the connection");
                             break End::Eof;
                         }
@@ -319,6 +493,16 @@ impl<H> Conn<H> {
                             break End::Abort;
                         }
                     };
+                    if read {
+                        last_read = Instant::now();
+                        last_active = last_read;
+                    }
+                    // Bytes after this frame belong to the next one, which began no later
+                    // than the last read.
+                    frame_began = (reader.buffered() > 0).then_some(last_read);
+                    if let Some(began) = frame_began {
+                        pull_in(timer.as_mut(), began + limits.frame);
+                    }
                     let (id, req) = match split_frame(frame, FrameKind::Request)
                         .and_then(|(id, body)| Ok((id, decode_exact::<Req>(&body)?)))
                     {
@@ -332,7 +516,13 @@ impl<H> Conn<H> {
                     let Some(taken) = slot.take() else {
                         break End::Abort; // Unreachable: the branch runs only with a slot.
                     };
-                    running.push(answer(self.handler.clone(), req, id, taken, max, addr));
+                    running.push(answer(
+                        self.handler.clone(),
+                        req,
+                        id,
+                        taken,
+                        max,
+                    ));
                 }
             }
         };
@@ -360,7 +550,9 @@ impl<H> Conn<H> {
 
     fn bad_frame(&self, reason: &dyn std::fmt::Display) {
         bump(&self.counters.closed_bad_frames, 1);
-        warn!(peer = %self.addr, reason = %reason, "rpc: bad frame; closing connection");
+        if let Some(held) = self.counters.warn.permit() {
+            warn!(peer = %self.addr, reason = %reason, suppressed = held, "rpc: bad frame; closing connection");
+        }
     }
 }
 
@@ -371,7 +563,6 @@ async fn answer<Req, Resp, H, F>(
     id: u64,
     slot: OwnedSemaphorePermit,
     max: usize,
-    addr: SocketAddr,
 ) -> Out
 where
     H: Fn(Req) -> F,
@@ -381,10 +572,8 @@ where
     let resp = handler(req).await;
     match encode_rpc(FrameKind::Response, id, &resp, max) {
         Ok(bytes) => Out::Frame(bytes, slot),
-        Err(e) => {
-            error!(peer = %addr, id, error = %e, "rpc response not sendable; closing connection");
-            Out::Fail(e.to_string())
-        }
+        // Logged by the writer, which closes the connection.
+        Err(e) => Out::Fail(format!("response to request {id} not sendable: {e}")),
     }
 }
 
@@ -393,6 +582,7 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     out: flume::Receiver<Out>,
     config: Arc<RpcServerConfig>,
+    counters: Arc<Counters>,
     mut shutdown: Shutdown,
     _done: DoneGuard,
     addr: SocketAddr,
@@ -417,7 +607,9 @@ async fn write_loop(
                     slots.push(slot);
                 }
                 Out::Fail(reason) => {
-                    debug!(peer = %addr, %reason, "rpc writer closing the connection");
+                    if let Some(held) = counters.warn.permit() {
+                        error!(peer = %addr, %reason, suppressed = held, "rpc: closing the connection");
+                    }
                     return;
                 }
             }
@@ -441,7 +633,9 @@ async fn write_loop(
                 return;
             }
             Err(_) => {
-                warn!(peer = %addr, timeout = ?config.write_timeout, "rpc client stopped reading; closing connection");
+                if let Some(held) = counters.warn.permit() {
+                    warn!(peer = %addr, timeout = ?config.write_timeout, suppressed = held, "rpc client stopped reading; closing connection");
+                }
                 return;
             }
         }

@@ -5,6 +5,11 @@
 //! else (the send path only does `try_send` into its queues), so it cannot take part in a wait
 //! cycle. It stops at its next await once shutdown is signalled.
 //!
+//! It follows its peer's target (`tcp/peers.rs`), a latest-value cell it only reads: new
+//! addresses for its lane close the connection (or abandon the dial) and dial them at once; a
+//! removal closes the connection, drops and counts (`dropped_removed`) what is queued, and
+//! stops dialing until the peer is added again.
+//!
 //! Writer schedule (data lane): wait for a frame; then take queued small frames into one buffer
 //! up to `write_batch_bytes` and at most one large frame from the bulk queue; write the small
 //! batch with one call, then the large frame. A small frame thus waits behind at most one large
@@ -17,6 +22,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
@@ -26,6 +32,7 @@ use crate::error::HandshakeError;
 use crate::handshake::{self, Hello};
 use crate::metrics::{LaneCounters, PeerCounters, bump};
 use crate::shutdown::{DoneGuard, Shutdown};
+use crate::tcp::peers::Target;
 use crate::tls::TlsConfig;
 use crate::transport::{ClusterId, Lane, NodeId};
 
@@ -47,7 +54,6 @@ pub(crate) struct Link {
     pub(crate) local: NodeId,
     pub(crate) peer: NodeId,
     pub(crate) lane: Lane,
-    pub(crate) addr: SocketAddr,
     /// Small frames (every heartbeat-lane frame; data-lane frames up to the threshold).
     pub(crate) small: flume::Receiver<Bytes>,
     /// Large data-lane frames; `None` on the heartbeat lane.
@@ -62,6 +68,25 @@ pub(crate) struct Link {
 enum Ended {
     Shutdown,
     Broken(String),
+    /// The peer was removed or moved to another address: close and follow the new target.
+    Retarget,
+}
+
+/// What the link is connected to, or trying to be: its lane's address of the peer, and the
+/// removal count it has acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Aim {
+    addr: Option<SocketAddr>,
+    removals: u64,
+}
+
+impl Aim {
+    fn of(target: &Target, lane: Lane) -> Self {
+        Self {
+            addr: target.addr(lane),
+            removals: target.removals,
+        }
+    }
 }
 
 impl Link {
@@ -69,8 +94,9 @@ impl Link {
         self.counters.lane(self.lane)
     }
 
-    /// Runs until shutdown (or until the transport handle is gone).
-    pub(crate) async fn run(mut self) {
+    /// Runs until shutdown (or until the transport handle is gone), following `target`: the
+    /// peer's addresses, or `None` while it is removed (see `tcp/peers.rs`).
+    pub(crate) async fn run(mut self, mut target: watch::Receiver<Target>) {
         let seed = self.local.rotate_left(32) ^ self.peer ^ ((self.lane as u64) << 63);
         let mut backoff = Backoff::new(
             self.settings.backoff_min,
@@ -79,11 +105,45 @@ impl Link {
         );
         let mut connected_before = false;
         let mut shutdown = self.shutdown.clone();
+        // A new slot's target: no address, no removal yet.
+        let mut removals = 0;
         loop {
-            let attempt = tokio::select! {
-                biased;
-                _ = shutdown.wait() => return,
-                r = self.connect() => r,
+            let aim = Aim::of(&target.borrow_and_update(), self.lane);
+            if aim.removals != removals {
+                // Removed since we last looked (perhaps added again already): what is queued
+                // was meant for the connection the removal closed.
+                removals = aim.removals;
+                self.drop_queued();
+                backoff.reset();
+            }
+            let Some(addr) = aim.addr else {
+                // Removed: dial nobody; drop what still reaches the queues until re-added.
+                if self.wait_while_removed(&mut shutdown, &mut target).await {
+                    return;
+                }
+                continue;
+            };
+            let attempt = {
+                let connect = self.connect(addr);
+                tokio::pin!(connect);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait() => return,
+                        r = target.changed() => {
+                            if r.is_err() {
+                                return; // The slot is gone: the transport was dropped.
+                            }
+                            if Aim::of(&target.borrow(), self.lane) != aim {
+                                break None;
+                            }
+                        }
+                        r = &mut connect => break Some(r),
+                    }
+                }
+            };
+            let Some(attempt) = attempt else {
+                continue; // Retargeted while dialing: dial the new target at once.
             };
             match attempt {
                 Ok(mut stream) => {
@@ -91,15 +151,22 @@ impl Link {
                     bump(&self.counters().connects, 1);
                     if connected_before {
                         bump(&self.counters().reconnects, 1);
-                        info!(node = self.local, peer = self.peer, lane = %self.lane, "reconnected");
+                        info!(node = self.local, peer = self.peer, lane = %self.lane, %addr, "reconnected");
                     } else {
-                        debug!(node = self.local, peer = self.peer, lane = %self.lane, "connected");
+                        debug!(node = self.local, peer = self.peer, lane = %self.lane, %addr, "connected");
                     }
                     connected_before = true;
-                    match self.pump(&mut stream).await {
+                    match self.pump(&mut stream, &mut target, aim).await {
                         Ended::Shutdown => {
                             let _ = stream.shutdown().await;
                             return;
+                        }
+                        Ended::Retarget => {
+                            // Closed by dropping it: a polite TLS close could wait on a peer
+                            // that does not read.
+                            drop(stream);
+                            debug!(node = self.local, peer = self.peer, lane = %self.lane, "peer removed or moved; connection closed");
+                            continue;
                         }
                         Ended::Broken(reason) => {
                             bump(&self.counters().disconnects, 1);
@@ -119,6 +186,7 @@ impl Link {
             }
             // The peer is unreachable: wait, discarding (and counting) what is queued so the
             // senders see fresh queue space and the next connection carries fresh messages.
+            // A new target ends the wait at once.
             let delay = backoff.next_delay();
             let deadline = tokio::time::sleep(delay);
             tokio::pin!(deadline);
@@ -126,6 +194,14 @@ impl Link {
                 tokio::select! {
                     biased;
                     _ = shutdown.wait() => return,
+                    r = target.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        if Aim::of(&target.borrow(), self.lane) != aim {
+                            break;
+                        }
+                    }
                     _ = &mut deadline => break,
                     r = self.small.recv_async() => match r {
                         Ok(_) => bump(&self.counters().dropped_disconnected, 1),
@@ -140,10 +216,52 @@ impl Link {
         }
     }
 
-    /// Dials, wraps in TLS if configured, and runs the hello exchange, all time-bounded.
-    async fn connect(&self) -> Result<BoxStream, HandshakeError> {
+    /// Drops (and counts as `dropped_removed`) everything queued now.
+    fn drop_queued(&self) {
+        let mut dropped = 0;
+        while self.small.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if let Some(bulk) = &self.bulk {
+            while bulk.try_recv().is_ok() {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            bump(&self.counters().dropped_removed, dropped);
+            debug!(node = self.local, peer = self.peer, lane = %self.lane, dropped, "peer removed; dropped what was queued for it");
+        }
+    }
+
+    /// Waits for the peer to be added again, dropping (and counting) whatever reaches the
+    /// queues meanwhile (a `send` that raced with the removal). True: stop the task.
+    async fn wait_while_removed(
+        &self,
+        shutdown: &mut Shutdown,
+        target: &mut watch::Receiver<Target>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return true,
+                r = target.changed() => return r.is_err(),
+                r = self.small.recv_async() => match r {
+                    Ok(_) => bump(&self.counters().dropped_removed, 1),
+                    Err(_) => return true,
+                },
+                r = recv_bulk(self.bulk.as_ref()) => match r {
+                    Some(_) => bump(&self.counters().dropped_removed, 1),
+                    None => return true,
+                },
+            }
+        }
+    }
+
+    /// Dials `addr`, wraps in TLS if configured, and runs the hello exchange, all
+    /// time-bounded.
+    async fn connect(&self, addr: SocketAddr) -> Result<BoxStream, HandshakeError> {
         let s = &self.settings;
-        let tcp = timeout(s.connect_timeout, TcpStream::connect(self.addr))
+        let tcp = timeout(s.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| HandshakeError::Timeout)?
             .map_err(|e| HandshakeError::Io(e.to_string()))?;
@@ -173,8 +291,14 @@ impl Link {
             .map_err(|_| HandshakeError::Timeout)?
     }
 
-    /// Writes queued frames until the connection breaks or shutdown.
-    async fn pump(&mut self, stream: &mut BoxStream) -> Ended {
+    /// Writes queued frames until the connection breaks, shutdown, or the target moves away
+    /// from `aim` (the peer was removed or given another address for this lane).
+    async fn pump(
+        &mut self,
+        stream: &mut BoxStream,
+        target: &mut watch::Receiver<Target>,
+        aim: Aim,
+    ) -> Ended {
         let batch_limit = self.settings.write_batch_bytes;
         let mut batch = BytesMut::with_capacity(batch_limit.min(64 << 10));
         let mut probe = [0u8; 256];
@@ -189,6 +313,15 @@ impl Link {
             tokio::select! {
                 biased;
                 _ = &mut stop => return Ended::Shutdown,
+                r = target.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown; // The slot is gone: the transport was dropped.
+                    }
+                    if Aim::of(&target.borrow(), self.lane) != aim {
+                        return Ended::Retarget;
+                    }
+                    continue;
+                }
                 r = stream.read(&mut probe) => {
                     return Ended::Broken(match r {
                         Ok(0) => "peer closed the connection".into(),

@@ -4,6 +4,10 @@
 //! A reader never waits on the consumer: a full inbound channel drops the message and counts
 //! it. Any bad frame closes that connection only, with a warning naming the peer (address, and
 //! node id once known) and the reason; the listener and the other connections carry on.
+//!
+//! A hello is accepted only from a node that is an active peer at that moment (the peer
+//! table, `tcp/peers.rs`). Each reader then watches its peer's target and closes its
+//! connection as soon as the peer is removed, whether or not the peer is sending.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::conn::{BoxStream, ConnError, FrameReader};
 use crate::error::HandshakeError;
@@ -21,12 +25,15 @@ use crate::frame::{HANDSHAKE_MAX_FRAME, decode_message};
 use crate::handshake::{self, ListenerIdentity};
 use crate::metrics::{Metrics, bump};
 use crate::shutdown::{DoneGuard, Shutdown};
+use crate::tcp::peers::PeerTable;
 use crate::tls::TlsConfig;
 use crate::transport::{Envelope, NodeId};
 
 /// Settings shared by a listener and its connections.
 pub(crate) struct ListenerSettings {
+    /// Its `peers` set is left empty: the hello is judged against `table`.
     pub(crate) identity: ListenerIdentity,
+    pub(crate) table: Arc<PeerTable>,
     pub(crate) max_frame_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) tls: Option<TlsConfig>,
@@ -123,7 +130,11 @@ impl<M: DeserializeOwned + Send + 'static> InboundConn<M> {
                 ),
                 None => Box::new(tcp),
             };
-            let from = handshake::accept(&mut stream, &mut reader, &self.settings.identity).await?;
+            let table = &self.settings.table;
+            let is_peer = |id| table.get(id).is_some_and(|slot| slot.is_active());
+            let from =
+                handshake::accept(&mut stream, &mut reader, &self.settings.identity, is_peer)
+                    .await?;
             Ok::<_, HandshakeError>((stream, from))
         };
         let mut shutdown = self.shutdown.clone();
@@ -142,16 +153,33 @@ impl<M: DeserializeOwned + Send + 'static> InboundConn<M> {
                 return;
             }
         };
+        let Some(slot) = self.settings.table.get(from) else {
+            return; // Unreachable: the handshake only admits peers with a slot.
+        };
+        // Subscribe first, then look at the flag: a removal after this load changes the
+        // target this receiver watches, and one before it is seen by the load.
+        let mut target = slot.watch();
+        let removals = target.borrow().removals;
+        if !slot.is_active() {
+            debug!(node, %lane, peer = %addr, from, "peer removed during its handshake; closing");
+            return;
+        }
         debug!(node, %lane, peer = %addr, from, "inbound connection authenticated");
         reader.set_max_frame_size(self.settings.max_frame_size);
-        let Some(counters) = self.metrics.peer(from).cloned() else {
-            return; // Unreachable: the handshake only admits configured peers.
-        };
+        let counters = slot.counters.clone();
         let counters = counters.lane(lane);
         loop {
             let read = tokio::select! {
                 biased;
                 _ = shutdown.wait() => return,
+                r = target.changed() => {
+                    // Err: the slot is gone, so is the transport.
+                    if r.is_err() || target.borrow().removals != removals {
+                        info!(node, %lane, peer = %addr, from, "peer removed; closing its inbound connection");
+                        return;
+                    }
+                    continue;
+                }
                 r = reader.read_frame(&mut stream) => r,
             };
             match read {

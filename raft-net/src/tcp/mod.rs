@@ -13,17 +13,22 @@
 //! ```
 //! Every edge is a `try_send` or a task-owned socket: no task awaits a bounded send, so no
 //! wait cycle exists.
+//!
+//! Peers come and go at runtime ([`Transport::add_peer`], [`Transport::remove_peer`]): each
+//! peer id has a slot in a fixed-capacity table (`tcp/peers.rs`) holding its queues, counters
+//! and state, made on its first add (which also starts its two links) and kept until the
+//! transport stops. The send path finds the slot and checks its state without a lock.
 
 mod link;
 mod listener;
+mod peers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::Handle;
@@ -35,13 +40,14 @@ use crate::error::{NetError, SendError};
 use crate::frame::encode_message;
 use crate::handshake::ListenerIdentity;
 use crate::metrics::{Metrics, MetricsSnapshot, bump};
-use crate::shutdown::{Shutdown, done_channel, supervise};
+use crate::shutdown::{DoneGuard, Shutdown, WeakDoneGuard, done_channel, supervise};
 use crate::transport::{
     Envelope, GroupId, Inbound, InboundSenders, Lane, NodeId, Transport, inbound_channels,
 };
 
 use link::{Link, LinkSettings};
 use listener::{ListenerSettings, ListenerTask};
+use peers::{Entry, PeerSlot, PeerTable, QueueCapacities, SlotQueues, TableFull};
 
 /// The two bound listening sockets of a node, one per lane.
 ///
@@ -81,21 +87,16 @@ impl Listeners {
     }
 }
 
-/// Send queues of one peer.
-#[derive(Debug)]
-struct PeerQueues {
-    heartbeat: flume::Sender<Bytes>,
-    data: flume::Sender<Bytes>,
-    bulk: flume::Sender<Bytes>,
-}
-
 struct Inner<M> {
     node_id: NodeId,
     max_frame_size: usize,
     large_frame_threshold: usize,
-    /// Fixed at start: the send path reads it without any lock.
-    peers: BTreeMap<NodeId, PeerQueues>,
+    /// Every peer ever added; the send path reads it without any lock (`tcp/peers.rs`).
+    table: Arc<PeerTable>,
+    /// What starting a new peer's links takes.
+    links: LinkStarter,
     local: InboundSenders<M>,
+    /// This node's own (self-delivery) and global counters; per-peer ones are in `table`.
     metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
     stopped_rx: watch::Receiver<bool>,
@@ -202,9 +203,8 @@ where
     ) -> Result<(Self, Inbound<M>), NetError> {
         let local_addrs = listeners.local_addrs()?;
         let me = config.node_id;
-        let peer_ids: BTreeSet<NodeId> =
-            config.peers.keys().copied().filter(|p| *p != me).collect();
-        let metrics = Arc::new(Metrics::new(me, peer_ids.iter().copied()));
+        let metrics = Arc::new(Metrics::new(me, std::iter::empty()));
+        let table = Arc::new(PeerTable::new(config.max_peers));
         let (local, inbound) = inbound_channels(
             config.inbound_heartbeat_capacity,
             config.inbound_data_capacity,
@@ -214,57 +214,56 @@ where
         let (done, done_rx) = done_channel();
         let shutdown = Shutdown::new(shutdown_rx);
 
-        let link_settings = Arc::new(LinkSettings {
-            cluster_id: config.cluster_id,
-            write_batch_bytes: config.write_batch_bytes,
-            backoff_min: config.backoff_min,
-            backoff_max: config.backoff_max,
-            connect_timeout: config.connect_timeout,
-            handshake_timeout: config.handshake_timeout,
-            write_timeout: config.write_timeout,
-            tls: config.tls.clone(),
-        });
-        let mut peers = BTreeMap::new();
-        for (&peer, addrs) in config.peers.iter().filter(|(p, _)| **p != me) {
-            let counters = metrics
-                .peer(peer)
-                .cloned()
-                .ok_or_else(|| io::Error::other("metrics missing a peer"))?;
-            let (hb_tx, hb_rx) = flume::bounded(config.heartbeat_queue_capacity);
-            let (data_tx, data_rx) = flume::bounded(config.data_queue_capacity);
-            let (bulk_tx, bulk_rx) = flume::bounded(config.bulk_queue_capacity);
-            let link = |lane, addr, small, bulk| Link {
-                local: me,
-                peer,
-                lane,
-                addr,
-                small,
-                bulk,
-                counters: counters.clone(),
-                settings: link_settings.clone(),
-                shutdown: shutdown.clone(),
-                _done: done.clone(),
-            };
-            heartbeat_runtime.spawn(link(Lane::Heartbeat, addrs.heartbeat, hb_rx, None).run());
-            data_runtime.spawn(link(Lane::Data, addrs.data, data_rx, Some(bulk_rx)).run());
-            peers.insert(
-                peer,
-                PeerQueues {
-                    heartbeat: hb_tx,
-                    data: data_tx,
-                    bulk: bulk_tx,
-                },
-            );
-        }
+        let links = LinkStarter {
+            settings: Arc::new(LinkSettings {
+                cluster_id: config.cluster_id,
+                write_batch_bytes: config.write_batch_bytes,
+                backoff_min: config.backoff_min,
+                backoff_max: config.backoff_max,
+                connect_timeout: config.connect_timeout,
+                handshake_timeout: config.handshake_timeout,
+                write_timeout: config.write_timeout,
+                tls: config.tls.clone(),
+            }),
+            capacities: QueueCapacities {
+                heartbeat: config.heartbeat_queue_capacity,
+                data: config.data_queue_capacity,
+                bulk: config.bulk_queue_capacity,
+            },
+            data_runtime: data_runtime.clone(),
+            heartbeat_runtime: heartbeat_runtime.clone(),
+            shutdown: shutdown.clone(),
+            done: done.downgrade(),
+        };
 
+        let inner = Inner {
+            node_id: me,
+            max_frame_size: config.max_frame_size,
+            large_frame_threshold: config.large_frame_threshold,
+            table,
+            links,
+            local,
+            metrics,
+            shutdown_tx,
+            stopped_rx,
+            shutdown_timeout: config.shutdown_timeout,
+            heartbeat_runtime,
+            local_addrs,
+        };
+        // The configured peers are the first add_peer calls (their count was validated),
+        // made before the listeners start so that no hello of theirs can arrive first.
+        for (&peer, &addrs) in &config.peers {
+            inner.add_peer(peer, addrs)?;
+        }
         let listener_settings = |lane| {
             Arc::new(ListenerSettings {
                 identity: ListenerIdentity {
                     cluster_id: config.cluster_id,
                     node_id: me,
                     lane,
-                    peers: peer_ids.clone(),
+                    peers: BTreeSet::new(),
                 },
+                table: inner.table.clone(),
                 max_frame_size: config.max_frame_size,
                 handshake_timeout: config.handshake_timeout,
                 tls: config.tls.clone(),
@@ -274,36 +273,92 @@ where
         let listener_task = |lane, listener| ListenerTask::<M> {
             listener,
             settings: listener_settings(lane),
-            inbound: local.lane(lane).clone(),
-            metrics: metrics.clone(),
+            inbound: inner.local.lane(lane).clone(),
+            metrics: inner.metrics.clone(),
             shutdown: shutdown.clone(),
             done: done.clone(),
         };
-        heartbeat_runtime.spawn(listener_task(Lane::Heartbeat, listeners.heartbeat).run());
+        inner
+            .heartbeat_runtime
+            .spawn(listener_task(Lane::Heartbeat, listeners.heartbeat).run());
         data_runtime.spawn(listener_task(Lane::Data, listeners.data).run());
+
         // Only tasks hold guards: once they have all ended, the supervisor reports `stopped`.
         drop(done);
         data_runtime.spawn(supervise(done_rx, stopped_tx));
-
-        let inner = Inner {
-            node_id: me,
-            max_frame_size: config.max_frame_size,
-            large_frame_threshold: config.large_frame_threshold,
-            peers,
-            local,
-            metrics,
-            shutdown_tx,
-            stopped_rx,
-            shutdown_timeout: config.shutdown_timeout,
-            heartbeat_runtime,
-            local_addrs,
-        };
         Ok((
             Self {
                 inner: Arc::new(inner),
             },
             inbound,
         ))
+    }
+}
+
+/// What starting the link tasks of a new peer takes.
+struct LinkStarter {
+    settings: Arc<LinkSettings>,
+    capacities: QueueCapacities,
+    data_runtime: Handle,
+    heartbeat_runtime: Handle,
+    shutdown: Shutdown,
+    /// Makes a guard for each new link, so shutdown waits for it too, without itself keeping
+    /// the supervisor waiting.
+    done: WeakDoneGuard,
+}
+
+impl<M> Inner<M> {
+    /// `Transport::add_peer`: finds or makes `id`'s slot (starting its links if new), then
+    /// activates it at `addrs`.
+    fn add_peer(&self, id: NodeId, addrs: PeerAddrs) -> Result<(), NetError> {
+        if id == self.node_id {
+            return Ok(()); // Like an entry for this node in `TcpConfig::peers`: ignored.
+        }
+        if *self.shutdown_tx.borrow() {
+            return Err(NetError::Stopped);
+        }
+        let slot = match self.table.get(id) {
+            Some(slot) => slot,
+            None => {
+                // Links of a new slot need a guard; none can be had once every task ended.
+                let done = self.links.done.upgrade().ok_or(NetError::Stopped)?;
+                let caps = self.links.capacities;
+                match self.table.get_or_insert(id, || PeerSlot::new(id, caps)) {
+                    Err(TableFull) => {
+                        return Err(NetError::TooManyPeers {
+                            max: self.table.max_peers(),
+                        });
+                    }
+                    Ok(Entry::Existing(slot)) => slot,
+                    Ok(Entry::New(slot, queues)) => {
+                        self.start_links(slot, queues, done);
+                        slot
+                    }
+                }
+            }
+        };
+        slot.activate(addrs);
+        Ok(())
+    }
+
+    /// Spawns the heartbeat link (on the heartbeat runtime) and the data link of a new slot.
+    fn start_links(&self, slot: &PeerSlot, queues: SlotQueues, done: DoneGuard) {
+        let l = &self.links;
+        let link = |lane, small, bulk| Link {
+            local: self.node_id,
+            peer: slot.id,
+            lane,
+            small,
+            bulk,
+            counters: slot.counters.clone(),
+            settings: l.settings.clone(),
+            shutdown: l.shutdown.clone(),
+            _done: done.clone(),
+        };
+        l.heartbeat_runtime
+            .spawn(link(Lane::Heartbeat, queues.heartbeat, None).run(slot.watch()));
+        l.data_runtime
+            .spawn(link(Lane::Data, queues.data, Some(queues.bulk)).run(slot.watch()));
     }
 }
 
@@ -319,9 +374,18 @@ impl<M> TcpTransport<M> {
         self.inner.heartbeat_runtime.clone()
     }
 
-    /// The configured peers (this node excluded).
+    /// The active peers (this node excluded), in increasing id order: those of
+    /// `TcpConfig::peers` and of later `add_peer` calls, minus those removed since.
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.inner.peers.keys().copied()
+        let mut ids: Vec<NodeId> = self
+            .inner
+            .table
+            .slots()
+            .filter(|slot| slot.is_active())
+            .map(|slot| slot.id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
     }
 }
 
@@ -346,10 +410,10 @@ where
                 msg,
             );
         }
-        let (Some(queues), Some(counters)) = (inner.peers.get(&to), inner.metrics.peer(to)) else {
+        let Some(slot) = inner.table.get(to).filter(|slot| slot.is_active()) else {
             return Err(SendError::UnknownPeer(to));
         };
-        let counters = counters.lane(lane);
+        let counters = slot.counters.lane(lane);
         let frame = match encode_message(group, &msg, inner.max_frame_size) {
             Ok(f) => f,
             Err(e) => {
@@ -358,9 +422,9 @@ where
             }
         };
         let queue = match lane {
-            Lane::Heartbeat => &queues.heartbeat,
-            Lane::Data if frame.len() > inner.large_frame_threshold => &queues.bulk,
-            Lane::Data => &queues.data,
+            Lane::Heartbeat => &slot.heartbeat,
+            Lane::Data if frame.len() > inner.large_frame_threshold => &slot.bulk,
+            Lane::Data => &slot.data,
         };
         match queue.try_send(frame) {
             Ok(()) => Ok(()),
@@ -376,7 +440,31 @@ where
     }
 
     fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
+        let peers = self.inner.table.slots().map(|s| (s.id, &*s.counters));
+        self.inner.metrics.snapshot_with(peers)
+    }
+
+    /// Adds `id` at `addrs`, or moves it there: see the trait. A new id gets a slot (its
+    /// queues, counters and two link tasks) that is kept until the transport stops; a known
+    /// id, removed or not, reuses its slot. With new addresses, each lane whose address
+    /// changed closes its connection and dials the new one at once; what is queued is kept.
+    /// Adding this node itself is ignored.
+    ///
+    /// Errors: [`NetError::TooManyPeers`] when `id` would be the `max_peers + 1`-th distinct
+    /// id; [`NetError::Stopped`] after shutdown.
+    fn add_peer(&self, id: NodeId, addrs: PeerAddrs) -> Result<(), NetError> {
+        self.inner.add_peer(id, addrs)
+    }
+
+    /// Removes `id`: from now on `send` to it fails with [`SendError::UnknownPeer`] and its
+    /// handshakes are refused. Its links close their connections, drop what is queued
+    /// (counted as `dropped_removed`) and stop dialing; its established inbound connections
+    /// are closed at once (each reader watches its peer's state). Its counters are kept, and
+    /// adding it again reuses its slot. Unknown ids and repeated removals are ignored.
+    fn remove_peer(&self, id: NodeId) {
+        if let Some(slot) = self.inner.table.get(id) {
+            slot.deactivate();
+        }
     }
 
     async fn shutdown(&self) {

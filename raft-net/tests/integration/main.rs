@@ -7,5 +7,6 @@ mod common;
 mod frame_fuzz;
 mod mem;
 mod rpc;
+mod runtime_peers;
 mod tcp_mesh;
 mod tls;

@@ -365,3 +365,213 @@ async fn throughput_smoke() {
     );
     server.shutdown().await;
 }
+
+/// Polls `cond` every 10 ms until it holds or the generous bound passes.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// The first 6 bytes of a request frame announcing 20 bytes: a frame begun and not finished.
+const HALF_FRAME: [u8; 6] = [0, 0, 0, 20, 1, 5];
+
+/// With `max_connections = 3`, a fourth connection is closed at accept and counted; once one
+/// of the three closes, a new client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_at_accept() {
+    let config = RpcServerConfig {
+        max_connections: 3,
+        ..RpcServerConfig::default()
+    };
+    let (tx, _) = flume::bounded(1);
+    let (_, rx) = flume::bounded(1);
+    let server = server_with(config, tx, rx).await;
+    let addr = server.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    assert!(eventually(|| server.stats().accepted == 3).await);
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_peer(&mut fourth).await, "the fourth was served");
+    let s = server.stats();
+    assert_eq!((s.accepted, s.refused, s.open), (3, 1, 3), "{s:?}");
+
+    drop(held.pop());
+    assert!(eventually(|| server.stats().open == 2).await);
+    let c = client(addr).await;
+    assert_eq!(c.call(&Req::Echo(4)).await, Ok(Resp::Echo(4)));
+    let s = server.stats();
+    assert_eq!((s.accepted, s.refused, s.open), (4, 1, 3), "{s:?}");
+    server.shutdown().await;
+}
+
+/// A client that sends 6 bytes of a frame and stalls is closed once `frame_timeout` has
+/// passed since its first byte, and so is one that trickles a frame a byte at a time for
+/// longer than that; an idle client connected all along (no frame under way) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_frame_is_closed_after_the_frame_timeout() {
+    let config = RpcServerConfig {
+        frame_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(3600),
+        ..RpcServerConfig::default()
+    };
+    let (tx, _) = flume::bounded(1);
+    let (_, rx) = flume::bounded(1);
+    let server = server_with(config, tx, rx).await;
+    let addr = server.local_addr();
+    let good = client(addr).await;
+    assert_eq!(good.call(&Req::Echo(1)).await, Ok(Resp::Echo(1)));
+
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&HALF_FRAME).await.unwrap();
+    assert!(
+        closed_by_peer(&mut stalled).await,
+        "stalled frame kept open"
+    );
+    let s = server.stats();
+    assert_eq!(
+        (s.closed_frame_timeout, s.closed_idle, s.closed_bad_frames),
+        (1, 0, 0),
+        "{s:?}"
+    );
+
+    // A whole, valid frame, one byte every 50 ms: 1 s and more from its first byte to its last.
+    let frame = encode_frame(FrameKind::Request, &(5u64, Req::Text("x".repeat(12)))).unwrap();
+    let mut trickle = TcpStream::connect(addr).await.unwrap();
+    for b in &frame {
+        if trickle.write_all(&[*b]).await.is_err() {
+            break; // Closed under us: that is the point.
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed_by_peer(&mut trickle).await,
+        "trickled frame kept open"
+    );
+    assert_eq!(server.stats().closed_frame_timeout, 2);
+    assert_eq!(
+        server.stats().requests,
+        1,
+        "the trickled request was not handled"
+    );
+
+    assert_eq!(good.call(&Req::Echo(2)).await, Ok(Resp::Echo(2)));
+    assert_eq!(server.stats().closed_idle, 0);
+    server.shutdown().await;
+}
+
+/// Connections with nothing to do are closed after `idle_timeout`: a raw one that never
+/// sent a byte, and a client after its last answer, which then refuses calls with `Closed`
+/// (not sent, safe to retry) until a new client is connected. A request whose handler runs
+/// for longer than the idle timeout is answered: its connection is not idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let config = RpcServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        frame_timeout: Duration::from_secs(3600),
+        ..RpcServerConfig::default()
+    };
+    let (entered_tx, entered) = flume::bounded(10);
+    let (gate, gate_rx) = flume::bounded(10);
+    let server = server_with(config, entered_tx, gate_rx).await;
+    let addr = server.local_addr();
+
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_by_peer(&mut silent).await,
+        "silent connection kept open"
+    );
+    assert_eq!(server.stats().closed_idle, 1);
+
+    let c = client(addr).await;
+    assert_eq!(c.call(&Req::Echo(1)).await, Ok(Resp::Echo(1)));
+    assert!(eventually(|| c.is_closed()).await, "idle client not closed");
+    assert_eq!(server.stats().closed_idle, 2);
+    let err = c.call(&Req::Echo(2)).await.unwrap_err();
+    assert_eq!(err, RpcError::Closed);
+    assert!(!err.maybe_delivered());
+
+    let c = client(addr).await;
+    let call = {
+        let c = c.clone();
+        tokio::spawn(async move { c.call_timeout(&Req::Gated(7), GENEROUS).await })
+    };
+    entered.recv_async().await.unwrap();
+    // Three idle timeouts with the handler running.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        server.stats().closed_idle,
+        2,
+        "closed with a handler running"
+    );
+    assert!(!c.is_closed());
+    gate.send_async(()).await.unwrap();
+    assert_eq!(call.await.unwrap(), Ok(Resp::Echo(7)));
+    server.shutdown().await;
+}
+
+/// Many bad connections write one warning line per `warn_interval`, not one each: with an
+/// hour's interval, 20 connections cut off mid-frame log one line and hold back 19.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_are_rate_limited() {
+    let config = RpcServerConfig {
+        warn_interval: Duration::from_secs(3600),
+        ..RpcServerConfig::default()
+    };
+    let (tx, _) = flume::bounded(1);
+    let (_, rx) = flume::bounded(1);
+    let server = server_with(config, tx, rx).await;
+    let addr = server.local_addr();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&HALF_FRAME).await.unwrap();
+        s.shutdown().await.unwrap();
+        assert!(closed_by_peer(&mut s).await);
+    }
+    assert!(eventually(|| server.stats().closed_bad_frames == 20).await);
+    assert_eq!(server.stats().warnings_suppressed, 19);
+    server.shutdown().await;
+}
+
+/// The finding, scaled down: 40 connections each holding 6 bytes of a frame. At most
+/// `max_connections` are ever open, the rest are refused at accept, every accepted one is
+/// closed by the frame timeout, and the 40 closes log one line (the others are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_half_frames_is_bounded() {
+    let config = RpcServerConfig {
+        max_connections: 8,
+        frame_timeout: Duration::from_millis(500),
+        warn_interval: Duration::from_secs(3600),
+        ..RpcServerConfig::default()
+    };
+    let (tx, _) = flume::bounded(1);
+    let (_, rx) = flume::bounded(1);
+    let server = server_with(config, tx, rx).await;
+    let addr = server.local_addr();
+    let mut conns = Vec::new();
+    let mut most_open = 0;
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(&HALF_FRAME).await; // A refused one may be closed already.
+        conns.push(s);
+        most_open = most_open.max(server.stats().open);
+    }
+    for s in &mut conns {
+        assert!(closed_by_peer(s).await);
+    }
+    assert!(eventually(|| server.stats().open == 0).await);
+    let s = server.stats();
+    assert!(most_open <= 8, "{most_open} open at once");
+    assert_eq!(s.accepted + s.refused, 40, "{s:?}");
+    assert!(s.refused > 0, "{s:?}");
+    assert_eq!(s.closed_frame_timeout, s.accepted, "{s:?}");
+    assert_eq!(s.warnings_suppressed, 40 - 1, "{s:?}");
+    server.shutdown().await;
+}
