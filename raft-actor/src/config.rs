@@ -12,7 +12,13 @@ pub struct NodeConfig {
     /// This node's id (non-zero, unique in the cluster).
     pub node_id: NodeId,
     /// Protocol settings used for every group this node hosts (`id` and `external_timers` are
-    /// set by the node).
+    /// set by the node; `election_ticks` and `heartbeat_ticks` come from the durations below).
+    /// `lease_reads` is on by default: `Node::read_lease` is then served from the leader's
+    /// lease, which lasts `election_ticks - 1 - lease_margin_ticks` ticks of `tick_interval`
+    /// from the heartbeat round that confirmed it (400 ms with the defaults: 10 ticks of 50 ms,
+    /// less one for a tick's granularity and one, `lease_margin_ticks`, for clock drift). Turn
+    /// it off if the nodes' clocks may run more than a tenth apart in rate; lease reads are
+    /// then ReadIndex reads.
     pub raft: raft_core::Config,
     /// How often a leader's heartbeat actor sends coalesced heartbeats to each peer node.
     pub heartbeat_interval: Duration,
@@ -59,6 +65,21 @@ pub struct NodeConfig {
     pub max_batch: usize,
     /// How long `shutdown` waits for actors before giving up on them (I10).
     pub shutdown_timeout: Duration,
+    /// Most client sessions a group keeps (default 100,000). Opening one more evicts the
+    /// session used least recently, by the log index of its last request, so every replica
+    /// evicts the same session at the same entry; a later request under an evicted session is
+    /// answered [`Error::SessionExpired`] and never applied. The cap travels in each
+    /// session-opening entry (the proposing leader's value applies), so replicas configured
+    /// differently still agree.
+    ///
+    /// Cost, measured with 1,000,000 sessions opened through the apply path, each holding a
+    /// one-byte response (`group::sessions`' test `a_million_sessions`): about 150 bytes of
+    /// memory per session (the table and its least-recently-used index, two `BTreeMap`s,
+    /// estimated from their node sizes; the response bytes of a larger response come on
+    /// top), so 150 MB at a cap of 1,000,000 and 15 MB at the default cap; and about 14 bytes
+    /// per session in every snapshot (14 MB at 1,000,000, 1.4 MB at the default cap, the
+    /// 900,000 evicted sessions costing nothing).
+    pub max_sessions: usize,
     /// Simulation only, broken on purpose: every node answers reads from its local state
     /// machine without ReadIndex. Exists to prove the simulation's checkers can fail.
     #[cfg(feature = "fault-injection")]
@@ -72,6 +93,7 @@ impl NodeConfig {
             node_id,
             raft: raft_core::Config {
                 snapshot_threshold: 0,
+                lease_reads: true,
                 ..raft_core::Config::new(node_id)
             },
             heartbeat_interval: Duration::from_millis(50),
@@ -88,6 +110,7 @@ impl NodeConfig {
             heartbeat_queue: 8192,
             max_batch: 512,
             shutdown_timeout: Duration::from_secs(2),
+            max_sessions: 100_000,
             #[cfg(feature = "fault-injection")]
             broken_local_reads: false,
         }
@@ -133,6 +156,7 @@ impl NodeConfig {
             ("replicator_queue", self.replicator_queue),
             ("heartbeat_queue", self.heartbeat_queue),
             ("max_batch", self.max_batch),
+            ("max_sessions", self.max_sessions),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1");
