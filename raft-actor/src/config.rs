@@ -72,13 +72,17 @@ pub struct NodeConfig {
     /// session-opening entry (the proposing leader's value applies), so replicas configured
     /// differently still agree.
     ///
-    /// Cost, measured with 1,000,000 sessions opened through the apply path, each holding a
-    /// one-byte response (`group::sessions`' test `a_million_sessions`): about 150 bytes of
-    /// memory per session (the table and its least-recently-used index, two `BTreeMap`s,
-    /// estimated from their node sizes; the response bytes of a larger response come on
-    /// top), so 150 MB at a cap of 1,000,000 and 15 MB at the default cap; and about 14 bytes
-    /// per session in every snapshot (14 MB at 1,000,000, 1.4 MB at the default cap, the
-    /// 900,000 evicted sessions costing nothing).
+    /// Cost, measured by opening 1,000,000 sessions through the apply path, each then applying
+    /// one request with a one-byte response (the test `a_million_sessions` in
+    /// `group/apply.rs`):
+    /// - memory: about 180 bytes per session held — 183 estimated from the sizes of the
+    ///   table's two `BTreeMap`s (session id → session, 40 bytes; last use → id) and the
+    ///   response's allocation, and the process's resident memory grew by 166 MB for
+    ///   1,000,000 sessions and by 17.9 MB for the 100,000 the default cap keeps (after
+    ///   evicting 900,000). A larger response adds its length, rounded up to 16 bytes.
+    /// - snapshots: 12 bytes per session held (ids and indices as variable-length integers,
+    ///   below 2^21 here, plus the response): 12.0 MB at a cap of 1,000,000, 1.2 MB at the
+    ///   default cap; evicted sessions cost nothing.
     pub max_sessions: usize,
     /// Simulation only, broken on purpose: every node answers reads from its local state
     /// machine without ReadIndex. Exists to prove the simulation's checkers can fail.

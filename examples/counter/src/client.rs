@@ -11,12 +11,15 @@
 //!   call: try the next server after a jittered, doubling pause;
 //! - a non-retryable `Unavailable`: fail with [`ClientError::Refused`].
 //!
-//! Every attempt of one increment carries the same [`RequestId`] (`client` random per client,
-//! `seq` increasing per increment), so however many attempts reach a leader, the increment is
-//! applied once and every attempt is answered with that application's value. A request that
-//! gets no definite answer within [`ClientConfig::request_timeout`] fails with
-//! [`ClientError::GaveUp`]: for an increment the outcome is then unknown (applied once, or
-//! not at all).
+//! Before its first increment the client opens a session (`Request::OpenSession`, a replicated
+//! entry whose index is the session's id). Every attempt of one increment carries the same
+//! [`RequestId`] (`client` the session, `seq` increasing per increment), so however many
+//! attempts reach a leader, the increment is applied once and every attempt is answered with
+//! that application's value. A request that gets no definite answer within
+//! [`ClientConfig::request_timeout`] fails with [`ClientError::GaveUp`]: for an increment the
+//! outcome is then unknown (applied once, or not at all). So does an increment whose session
+//! the servers evicted meanwhile ([`ClientError::SessionExpired`]; they keep the most recently
+//! used sessions, `NodeConfig::max_sessions`); the next increment opens a new session.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -85,7 +88,8 @@ impl ClientConfig {
 /// one outstanding increment per session. Run several clients for concurrency.
 pub struct CounterClient {
     config: ClientConfig,
-    client_id: u64,
+    /// The session increments go under, once opened.
+    session: Option<u64>,
     next_seq: u64,
     /// Known servers: the configured ones, then any address learnt from a hint.
     servers: Vec<SocketAddr>,
@@ -98,7 +102,7 @@ pub struct CounterClient {
 impl std::fmt::Debug for CounterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CounterClient")
-            .field("client_id", &self.client_id)
+            .field("session", &self.session)
             .field("next_seq", &self.next_seq)
             .field("target", &self.target)
             .finish_non_exhaustive()
@@ -116,46 +120,83 @@ fn random_u64() -> u64 {
 }
 
 impl CounterClient {
-    /// A client with a random session id.
+    /// A client whose retry jitter is randomly seeded. It opens its session with its first
+    /// increment.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        Self::with_client_id(config, random_u64())
+        Self::with_seed(config, random_u64())
     }
 
-    /// A client with a chosen session id (tests). Two live clients must never share one.
-    pub fn with_client_id(config: ClientConfig, client_id: u64) -> Result<Self, ClientError> {
+    /// A client whose retry jitter is seeded with `seed` (tests).
+    pub fn with_seed(config: ClientConfig, seed: u64) -> Result<Self, ClientError> {
         config.validate()?;
         let servers = config.servers.clone();
         Ok(Self {
             target: servers[0],
             servers,
-            client_id,
+            session: None,
             next_seq: 1,
             conns: BTreeMap::new(),
-            rng: SplitMix64::new(client_id),
+            rng: SplitMix64::new(seed),
             config,
         })
     }
 
-    /// This client's session id.
-    pub fn client_id(&self) -> u64 {
-        self.client_id
+    /// This client's session id, once its first increment opened one.
+    pub fn session(&self) -> Option<u64> {
+        self.session
     }
 
-    /// Adds `n` exactly once; returns the value right after this increment.
+    /// Adds `n` exactly once; returns the value right after this increment. Opens a session
+    /// first if the client has none.
     pub async fn incr(&mut self, n: i64) -> Result<i64, ClientError> {
+        let session = match self.session {
+            Some(s) => s,
+            None => self.open_session().await?,
+        };
         let id = RequestId {
-            client: self.client_id,
+            client: session,
             seq: self.next_seq,
         };
         // Used up even if the request fails: a later increment must not be mistaken for a
         // retry of this one.
         self.next_seq += 1;
-        self.request(&Request::Incr { id, n }).await
+        match self.request(&Request::Incr { id, n }).await? {
+            Response::Value(v) => Ok(v),
+            Response::SessionExpired => {
+                self.session = None;
+                Err(ClientError::SessionExpired { session })
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Opens a new session (a replicated entry at the leader); the next increments go under
+    /// it. Returns its id.
+    pub async fn open_session(&mut self) -> Result<u64, ClientError> {
+        match self.request(&Request::OpenSession).await? {
+            Response::Session(id) => {
+                self.session = Some(id);
+                self.next_seq = 1;
+                Ok(id)
+            }
+            other => Err(self.unexpected(other)),
+        }
     }
 
     /// A linearizable read of the value.
     pub async fn get(&mut self) -> Result<i64, ClientError> {
-        self.request(&Request::Get).await
+        match self.request(&Request::Get).await? {
+            Response::Value(v) => Ok(v),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// An answer of the wrong kind from the server that gave it (the current target).
+    fn unexpected(&self, answer: Response) -> ClientError {
+        ClientError::Protocol {
+            server: self.target,
+            answer: format!("{answer:?}"),
+        }
     }
 
     /// Polls the value every `interval` and calls `on_change` with each new value (the first
@@ -218,8 +259,9 @@ impl CounterClient {
         &self.servers
     }
 
-    /// Sends `req` until a definite answer; see the module docs for the rule.
-    async fn request(&mut self, req: &Request) -> Result<i64, ClientError> {
+    /// Sends `req` until a definite answer (a value, a session, or an expired session); see
+    /// the module docs for the rule.
+    async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
         let started = Instant::now();
         let deadline = started + self.config.request_timeout;
         let mut attempts = 0u32;
@@ -253,7 +295,11 @@ impl CounterClient {
                 }
             };
             match answer {
-                Ok(Response::Value(v)) => return Ok(v),
+                Ok(
+                    definite @ (Response::Value(_)
+                    | Response::Session(_)
+                    | Response::SessionExpired),
+                ) => return Ok(definite),
                 Ok(Response::NotLeader {
                     addr: Some(addr),
                     leader,

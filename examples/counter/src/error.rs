@@ -88,4 +88,12 @@ pub enum ClientError {
     /// The client configuration is invalid.
     #[error("invalid client config: {0}")]
     Config(String),
+    /// The increment's session was evicted by the servers before a definite answer came: the
+    /// outcome is unknown (applied once, or not at all). The client opens a new session for
+    /// its next increment.
+    #[error("session {session} expired; the increment's outcome is unknown")]
+    SessionExpired {
+        /// The expired session's id.
+        session: u64,
+    },
 }

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 /// A client's request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Add `n` under the client session `id`. A retry must carry the same `id`: it is then
-    /// applied once, and answered with the first application's value.
+    /// Open a client session (answered [`Response::Session`] with its id). A client opens one
+    /// before its first increment, and a new one after [`Response::SessionExpired`].
+    OpenSession,
+    /// Add `n` under the client session `id` (`id.client` from [`Request::OpenSession`],
+    /// `id.seq` counting from 1). A retry must carry the same `id`: it is then applied once,
+    /// and answered with the first application's value.
     Incr {
         /// The client session and sequence number.
         id: RequestId,
@@ -46,6 +50,12 @@ pub enum Response {
     },
     /// Answer to [`Request::Status`].
     Status(Status),
+    /// Answer to [`Request::OpenSession`]: the new session's id.
+    Session(u64),
+    /// The increment's session was evicted from the group's session table (it keeps the
+    /// most recently used ones): this attempt was not applied, an earlier attempt may have
+    /// been. Open a new session for further increments.
+    SessionExpired,
 }
 
 /// A server's view of the group, for `counter-client status` and tests.

@@ -156,6 +156,10 @@ struct Handler {
 impl Handler {
     async fn handle(&self, req: Request) -> Response {
         match req {
+            Request::OpenSession => match self.node.open_session(GROUP).await {
+                Ok(id) => Response::Session(id),
+                Err(e) => self.answer(Err(e)),
+            },
             Request::Incr { id, n } => {
                 let r = self.node.propose_with_id(GROUP, id, Command::Incr(n)).await;
                 self.answer(r)
@@ -187,6 +191,7 @@ impl Handler {
                     .and_then(|l| self.client_addrs.get(&l))
                     .map(|a| a.to_string()),
             },
+            Err(Error::SessionExpired { .. }) => Response::SessionExpired,
             Err(e) => {
                 // Stopped / storage failure / group not hosted yet: another server can help.
                 let retryable = e.is_retryable()

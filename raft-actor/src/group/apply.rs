@@ -535,3 +535,170 @@ async fn wait(pending: &mut Option<oneshot::Receiver<ReadReply>>) -> Option<Read
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::messages::Header;
+    use crate::mailbox::{inbox, latest, position};
+    use crate::state_machine::RequestId;
+
+    /// A state machine with no state: every command answers a one-byte response.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Command = ();
+        type Query = ();
+        type Response = u8;
+        fn apply(&mut self, _index: u64, _command: ()) -> u8 {
+            7
+        }
+        fn query(&self, _query: ()) -> u8 {
+            7
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// An apply actor over `Nothing`, with storage requests going to the returned receiver.
+    fn actor() -> (ApplyActor<Nothing>, flume::Receiver<StorageRequest>) {
+        let bell = Bell::new();
+        let (_apply_tx, rx) = inbox::bounded(16, &bell);
+        let (_commit_tx, commit_rx) = latest::ringing(&bell);
+        let partition_bell = Bell::new();
+        let (applied_tx, _applied_rx) = position::position(0, &partition_bell);
+        let (control, _control_rx) = inbox::bounded(16, &partition_bell);
+        let (storage, requests) = crate::storage::detached(16);
+        let actor = ApplyActor::new(
+            1,
+            Nothing,
+            SnapshotMeta::default(),
+            None,
+            ApplyInputs {
+                rx,
+                commit_rx,
+                bell,
+            },
+            applied_tx,
+            control,
+            storage,
+            Arc::new(GroupStats::default()),
+        )
+        .expect("actor");
+        (actor, requests)
+    }
+
+    fn entry(index: Index, header: Header, command: bool) -> Entry {
+        let mut bytes = postcard::to_allocvec(&header).expect("header");
+        if command {
+            bytes = postcard::to_extend(&(), bytes).expect("command");
+        }
+        Entry {
+            index,
+            term: 1,
+            payload: EntryPayload::Normal(bytes.into()),
+        }
+    }
+
+    /// Resident memory of this process in bytes (Linux), if known.
+    fn rss() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
+
+    /// Opens `sessions` sessions through the apply path (each then applies one request, so it
+    /// holds a one-byte response) in a table capped at `cap`; returns the snapshot's size.
+    fn open_sessions(sessions: u64, cap: u64) -> (ApplyActor<Nothing>, usize) {
+        let (mut a, requests) = actor();
+        let mut index = 0;
+        let mut batch = Vec::with_capacity(20_000);
+        for _ in 0..sessions {
+            let client = index + 1;
+            batch.push(entry(
+                client,
+                Header::OpenSession { max_sessions: cap },
+                false,
+            ));
+            let id = RequestId { client, seq: 1 };
+            batch.push(entry(client + 1, Header::Session(id), true));
+            index += 2;
+            if batch.len() >= 20_000 {
+                a.apply_entries(batch.iter());
+                batch.clear();
+            }
+        }
+        a.apply_entries(batch.iter());
+        assert_eq!(a.applied, index);
+        a.take_snapshot(index);
+        let size = match requests.try_recv() {
+            Ok(StorageRequest::Write {
+                op: WriteOp::Snapshot { data, .. },
+                ..
+            }) => data.len(),
+            _ => panic!("no snapshot stored"),
+        };
+        (a, size)
+    }
+
+    /// The figures quoted in `NodeConfig::max_sessions`: a million sessions opened through the
+    /// apply path, under a cap of a million and under the default cap. Memory is estimated
+    /// from the table's node sizes (no allocator hook: `unsafe` is forbidden), and the
+    /// process's resident memory is shown beside it (meaningful when this test runs alone:
+    /// `cargo test -p raft-actor --lib a_million_sessions -- --nocapture`).
+    #[test]
+    fn a_million_sessions() {
+        const MILLION: u64 = 1_000_000;
+        let default_cap = crate::config::NodeConfig::new(1).max_sessions as u64;
+        let per_session = crate::group::sessions::estimated_bytes_per_session(1);
+        for cap in [default_cap, MILLION] {
+            let before = rss();
+            let (a, snapshot) = open_sessions(MILLION, cap);
+            let after = rss();
+            let held = a.sessions.len() as u64;
+            assert_eq!(held, cap.min(MILLION));
+            assert_eq!(a.sessions.evicted(), MILLION - held);
+            let rss_note = match (before, after) {
+                (Some(b), Some(a)) => format!(
+                    "; resident memory grew {:.1} MB ({:.0} bytes per session held)",
+                    a.saturating_sub(b) as f64 / 1e6,
+                    a.saturating_sub(b) as f64 / held as f64
+                ),
+                _ => String::new(),
+            };
+            eprintln!(
+                "{MILLION} sessions opened, cap {cap}: {held} held, {} evicted; memory about \
+                 {per_session:.0} bytes per session, {:.1} MB{rss_note}; snapshot {snapshot} \
+                 bytes, {:.1} per session held",
+                a.sessions.evicted(),
+                per_session * held as f64 / 1e6,
+                snapshot as f64 / held as f64
+            );
+            // Bounds on the figures quoted in the docs.
+            assert!(per_session < 200.0, "{per_session}");
+            assert!(snapshot as u64 <= held * 16, "{snapshot} bytes");
+            // The last session opened is live, the first (under the default cap) is gone.
+            let mut sessions = a.sessions;
+            let last = RequestId {
+                client: 2 * MILLION - 1,
+                seq: 1,
+            };
+            assert!(matches!(
+                sessions.check(last, 2 * MILLION + 1),
+                Check::Retry { .. }
+            ));
+            let first = RequestId { client: 1, seq: 1 };
+            let expected_first = if cap >= MILLION { "retry" } else { "expired" };
+            let got = match sessions.check(first, 2 * MILLION + 2) {
+                Check::Retry { .. } => "retry",
+                Check::Expired => "expired",
+                Check::Apply => "apply",
+            };
+            assert_eq!(got, expected_first);
+        }
+    }
+}

@@ -15,9 +15,10 @@
 //!   snapshots.
 //!
 //! Memory per session: one entry in `table` (key and [`Session`], 40 bytes) and one in
-//! `by_use` (two `u64`s), in `BTreeMap` nodes of 11 slots that sequential keys leave about
-//! half full, plus the response's heap allocation; see the test `a_million_sessions` for the
-//! figures, quoted in `NodeConfig::max_sessions`.
+//! `by_use` (two `u64`s), in `BTreeMap` nodes of 11 slots that increasing keys leave about
+//! half full, plus the response's heap allocation: about 180 bytes with a small response (see
+//! `estimated_bytes_per_session` and the test `a_million_sessions` in `apply.rs`, whose
+//! figures `NodeConfig::max_sessions` quotes). In a snapshot, about 12 bytes.
 
 use std::collections::BTreeMap;
 
@@ -232,6 +233,34 @@ impl<'de> Deserialize<'de> for Sessions {
         }
         Ok(sessions)
     }
+}
+
+/// Estimated heap bytes per session of a large table whose responses are `response_len`
+/// bytes long, from the sizes of its parts: a `BTreeMap` node holds 11 slots (an internal
+/// node 12 child pointers more) and keys inserted in increasing order, as session ids and
+/// use indices are, leave each node with about 6 of them; every allocation costs the
+/// allocator a word of header and rounds up to 16 bytes (glibc, 64-bit: 32 bytes at least).
+#[cfg(test)]
+pub(crate) fn estimated_bytes_per_session(response_len: usize) -> f64 {
+    fn chunk(bytes: usize) -> f64 {
+        (bytes + 8).div_ceil(16).max(2) as f64 * 16.0
+    }
+    fn per_entry(key: usize, value: usize) -> f64 {
+        const SLOTS: usize = 11;
+        const FILL: f64 = 6.0;
+        // Keys, values, the parent pointer, the parent index and length (2 bytes each).
+        let leaf = (SLOTS * (key + value) + 8 + 4).next_multiple_of(8);
+        let internal = leaf + (SLOTS + 1) * 8;
+        chunk(leaf) / FILL + chunk(internal) / (FILL * (FILL + 1.0))
+    }
+    let table = per_entry(8, std::mem::size_of::<Session>());
+    let by_use = per_entry(8, 8);
+    let response = if response_len == 0 {
+        0.0
+    } else {
+        chunk(response_len)
+    };
+    table + by_use + response
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ fn chaos_client(servers: Vec<SocketAddr>, client: u64) -> CounterClient {
     // A killed leader costs an attempt at most this long.
     c.attempt_timeout = Duration::from_millis(1000);
     c.request_timeout = Duration::from_secs(20);
-    CounterClient::with_client_id(c, 0xC4A0_5000 + client).expect("client")
+    CounterClient::with_seed(c, 0xC4A0_5000 + client).expect("client")
 }
 
 async fn run_client(

@@ -26,6 +26,10 @@ pub enum Cmd {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub enum Query {
     Get,
+    /// The index `apply` was called with the `n`-th time (from 0), or -1.
+    AppliedAt(usize),
+    /// How many times `apply` was called.
+    Applies,
 }
 
 impl StateMachine for Counter {
@@ -41,8 +45,12 @@ impl StateMachine for Counter {
         self.value
     }
 
-    fn query(&self, _q: Query) -> i64 {
-        self.value
+    fn query(&self, q: Query) -> i64 {
+        match q {
+            Query::Get => self.value,
+            Query::AppliedAt(n) => self.applied.get(n).map_or(-1, |&i| i as i64),
+            Query::Applies => self.applied.len() as i64,
+        }
     }
 
     fn snapshot(&self) -> Vec<u8> {
