@@ -22,7 +22,7 @@ pub enum Error {
         group: GroupId,
     },
     /// No answer within the request timeout. The request may or may not have been applied;
-    /// retry with the same client session sequence to apply it exactly once.
+    /// retry with the same client session and sequence number to apply it exactly once.
     #[error("request to group {group} timed out")]
     Timeout {
         /// The group.
@@ -60,6 +60,17 @@ pub enum Error {
     /// Storage failed; the affected groups stopped (fatal).
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The request named a client session this group no longer holds (it was evicted to keep
+    /// the table within `NodeConfig::max_sessions`, or was never opened). The request was not
+    /// applied by this attempt; an earlier attempt of it may or may not have been, and retrying
+    /// cannot tell. Not retryable: open a new session (`Node::open_session`) for new requests.
+    #[error("client session {client} of group {group} has expired")]
+    SessionExpired {
+        /// The group.
+        group: GroupId,
+        /// The session id the request carried.
+        client: u64,
+    },
 }
 
 impl Error {

@@ -54,7 +54,7 @@ mod storage;
 pub use config::NodeConfig;
 pub use error::Error;
 pub use metrics::{GroupMetrics, HeartbeatMetrics, NodeMetrics};
-pub use node::{GroupClient, HeartbeatExecutor, Node, NodeBuilder};
+pub use node::{GroupClient, HeartbeatExecutor, Node, NodeBuilder, Stale, Submitted};
 pub use state_machine::{RequestId, StateMachine};
 pub use storage::StorageMode;
 pub use wire::WireMsg;

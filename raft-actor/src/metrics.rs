@@ -52,6 +52,14 @@ pub struct GroupStats {
     pub snapshots_installed: AtomicU64,
     /// Snapshots taken here by the state machine.
     pub snapshots_taken: AtomicU64,
+    /// Client sessions the group holds here (gauge, set by the apply actor).
+    pub sessions: AtomicU64,
+    /// Client sessions evicted so far (replicated with the table: the same on every replica
+    /// at the same applied index).
+    pub sessions_evicted: AtomicU64,
+    /// A digest of the whole session table (order-independent, kept up to date per change):
+    /// replicas that applied the same index hold the same digest.
+    pub session_digest: AtomicU64,
 }
 
 impl GroupStats {
@@ -122,6 +130,12 @@ pub struct GroupMetrics {
     pub partition_wakeups: u64,
     /// Replicator wake-ups so far (see [`GroupStats::replicator_loops`]).
     pub replicator_loops: u64,
+    /// Client sessions held (see [`GroupStats::sessions`]).
+    pub sessions: u64,
+    /// Client sessions evicted so far (see [`GroupStats::sessions_evicted`]).
+    pub sessions_evicted: u64,
+    /// Digest of the session table (see [`GroupStats::session_digest`]).
+    pub session_digest: u64,
     /// The partition actor answered the metrics request (false: built from counters only).
     pub responsive: bool,
 }
@@ -157,6 +171,9 @@ impl GroupMetrics {
             snapshots_taken: l(&s.snapshots_taken),
             partition_wakeups: l(&s.partition_wakeups),
             replicator_loops: l(&s.replicator_loops),
+            sessions: l(&s.sessions),
+            sessions_evicted: l(&s.sessions_evicted),
+            session_digest: l(&s.session_digest),
             responsive: false,
         }
     }

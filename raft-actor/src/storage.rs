@@ -134,6 +134,18 @@ pub enum StorageMode {
     Task,
 }
 
+/// A handle whose requests go to the returned receiver instead of an actor (unit tests).
+#[cfg(test)]
+pub(crate) fn detached(capacity: usize) -> (StorageHandle, flume::Receiver<StorageRequest>) {
+    let (tx, rx) = flume::bounded(capacity);
+    let handle = StorageHandle {
+        tx,
+        cap: capacity,
+        queued: Arc::new(QueueCount::default()),
+    };
+    (handle, rx)
+}
+
 /// Starts the storage actor over `store`.
 pub(crate) fn spawn<S: LogStore>(
     store: S,

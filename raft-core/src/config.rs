@@ -54,6 +54,27 @@ pub struct Config {
     /// calls `election_timeout()` / `quorum_lost()`. `tick()` then only ages the leader lease
     /// and the leader-transfer deadline. Off by default: `tick()` does everything.
     pub external_timers: bool,
+    /// Leader leases for reads ([`PartitionCore::read_lease`](crate::PartitionCore::read_lease)),
+    /// with `check_quorum`. Off by default. When on:
+    /// - a leader serves a lease read without a heartbeat round while its lease holds: a quorum
+    ///   (itself included) acknowledged a ReadIndex round the leader started at its own tick
+    ///   `t`, and it is not yet at tick `t + election_ticks - 1 - lease_margin_ticks`;
+    /// - a follower that heard from its leader within `election_ticks` of its own ticks neither
+    ///   votes for another node (this is `check_quorum`'s rule already) nor campaigns: an
+    ///   election timeout that comes meanwhile waits until then (leader transfers excepted);
+    /// - a node that has just started neither votes nor campaigns for its first
+    ///   `election_ticks` ticks: it may have acknowledged a leader's round before it restarted.
+    ///
+    /// Together these mean that no other leader can be elected while a lease holds, provided no
+    /// node's ticks run faster than the leader's by more than the margin. Every node of a group
+    /// must use the same `election_ticks` and `lease_reads`.
+    pub lease_reads: bool,
+    /// Ticks taken off a lease for clock drift between nodes (see `lease_reads`); the lease
+    /// lasts `election_ticks - 1 - lease_margin_ticks` ticks from the round that confirmed it
+    /// (the 1 is for a tick's granularity: a follower counts whole ticks from whenever in a
+    /// tick it heard the round). A lease of 0 ticks never holds: every lease read is then a
+    /// ReadIndex read.
+    pub lease_margin_ticks: u32,
     /// Seed for the randomized election timeout (mixed with the node id so nodes differ). The
     /// same seed and the same inputs give the same outputs (determinism, docs/architecture.md).
     pub seed: u64,
@@ -76,12 +97,25 @@ impl Default for Config {
             compact_trailing: 10_000,
             probe_ticks: 2,
             external_timers: false,
+            lease_reads: false,
+            lease_margin_ticks: 1,
             seed: 0,
         }
     }
 }
 
 impl Config {
+    /// How many ticks a leader's lease lasts from the round that confirmed it (0 with
+    /// `lease_reads` or `check_quorum` off): `election_ticks - 1 - lease_margin_ticks`.
+    pub fn lease_ticks(&self) -> u32 {
+        if !(self.lease_reads && self.check_quorum) {
+            return 0;
+        }
+        self.election_ticks
+            .saturating_sub(1)
+            .saturating_sub(self.lease_margin_ticks)
+    }
+
     /// A default configuration for node `id`.
     pub fn new(id: NodeId) -> Self {
         Config {

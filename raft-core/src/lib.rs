@@ -21,7 +21,7 @@
 //! ## The contract
 //! Inputs are methods: [`PartitionCore::step`] (a message), [`PartitionCore::tick`],
 //! [`PartitionCore::propose`], [`PartitionCore::persisted`], [`PartitionCore::progress`],
-//! [`PartitionCore::applied`], [`PartitionCore::read_index`], ... Outputs are [`Action`]s,
+//! [`PartitionCore::applied`], [`PartitionCore::read_index`], [`PartitionCore::read_lease`], ... Outputs are [`Action`]s,
 //! drained with [`PartitionCore::take_actions`]. Persistence actions carry a sequence number and
 //! must be made durable in order; the core holds back votes and append acknowledgements until
 //! `persisted(seq)` says the state they promise is on disk (persistence before promises,

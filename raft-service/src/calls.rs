@@ -7,18 +7,14 @@ use raft_actor::{Error, GroupId, Index, Membership, Node, NodeId, RequestId, Sta
 
 use crate::protocol::{NodeAddrs, ReadKind};
 
-/// Proposes a command; answers with its index and response.
+/// Proposes an encoded command; answers with its index and response.
 pub(crate) async fn propose<S: StateMachine>(
     node: &Node<S>,
     group: GroupId,
     session: Option<RequestId>,
-    command: S::Command,
+    command: &[u8],
 ) -> Result<(Index, S::Response), Error> {
-    let r = match session {
-        Some(id) => node.propose_with_id(group, id, command).await?,
-        None => node.propose(group, command).await?,
-    };
-    Ok((0, r))
+    node.propose_encoded(group, session, command).await
 }
 
 /// Reads; a stale read also answers the applied index it reflects.
@@ -28,8 +24,14 @@ pub(crate) async fn read<S: StateMachine>(
     kind: ReadKind,
     query: S::Query,
 ) -> Result<(Option<Index>, S::Response), Error> {
-    let _ = kind;
-    Ok((None, node.read(group, query).await?))
+    match kind {
+        ReadKind::Linearizable => Ok((None, node.read(group, query).await?)),
+        ReadKind::Lease => Ok((None, node.read_lease(group, query).await?)),
+        ReadKind::Stale => {
+            let r = node.read_stale(group, query).await?;
+            Ok((Some(r.applied), r.response))
+        }
+    }
 }
 
 /// Opens a session.
@@ -37,8 +39,7 @@ pub(crate) async fn open_session<S: StateMachine>(
     node: &Node<S>,
     group: GroupId,
 ) -> Result<u64, Error> {
-    let _ = (node, group);
-    Ok(random_u64())
+    node.open_session(group).await
 }
 
 /// The group's configuration with addresses.
@@ -84,11 +85,4 @@ pub(crate) async fn remove_node<S: StateMachine>(
 pub(crate) fn leader_addr(e: &Error) -> Option<SocketAddr> {
     let _ = e;
     None
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(u64::from(std::process::id()));
-    h.finish()
 }

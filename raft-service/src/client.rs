@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::protocol::{
-    Admin, Answer, GroupStatus, NodeAddrs, NodeStatus, ReadKind, Request, ServiceError,
+    Admin, Answer, Encoded, GroupStatus, NodeAddrs, NodeStatus, ReadKind, Request, ServiceError,
 };
 use crate::server::{AnswerOf, RequestOf};
 
@@ -132,6 +132,9 @@ pub enum ClientError {
     /// The client configuration is invalid.
     #[error("invalid client config: {0}")]
     Config(String),
+    /// A command could not be encoded (nothing was sent).
+    #[error("cannot encode the command: {0}")]
+    Codec(String),
 }
 
 impl ClientError {
@@ -379,6 +382,7 @@ impl<S: StateMachine> Client<S> {
         if let Some(s) = self.sessions.get_mut(&group) {
             s.next_seq += 1;
         }
+        let command = Encoded::new(&command).map_err(|e| ClientError::Codec(e.to_string()))?;
         let req = Request::Propose {
             group,
             session: Some(id),

@@ -89,7 +89,7 @@ mod calls;
 
 pub use client::{Applied, Client, ClientConfig, ClientError, ReadResult};
 pub use protocol::{
-    Admin, Answer, GroupStatus, GroupSummary, NodeAddrs, NodeStatus, ReadKind, Request,
+    Admin, Answer, Encoded, GroupStatus, GroupSummary, NodeAddrs, NodeStatus, ReadKind, Request,
     ServiceError,
 };
 pub use server::{AnswerOf, RequestOf, Server, ServerConfig};

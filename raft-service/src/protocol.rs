@@ -5,6 +5,7 @@
 //! The types are generic over the state machine's command, query and response types, so the
 //! same protocol serves any [`raft_actor::StateMachine`].
 
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 use raft_actor::{GroupId, Index, Membership, NodeId, RequestId, Term};
@@ -34,8 +35,9 @@ pub enum Request<C, Q> {
         group: GroupId,
         /// The client session and sequence number, if any.
         session: Option<RequestId>,
-        /// The command.
-        command: C,
+        /// The command, encoded by the client: the server puts these bytes into the log
+        /// without decoding them.
+        command: Encoded<C>,
     },
     /// Answer `query` against `group`'s state.
     Read {
@@ -53,6 +55,90 @@ pub enum Request<C, Q> {
     },
     /// An administrative call.
     Admin(Admin),
+}
+
+/// A command as its postcard encoding. A server forwards it into the log as it is
+/// (`raft_actor::Node::propose_encoded`), so a write costs no decode and re-encode on the
+/// leader; a command that does not decode is answered with an error when it applies, and
+/// changes nothing.
+pub struct Encoded<C> {
+    bytes: Vec<u8>,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C: Serialize> Encoded<C> {
+    /// Encodes `command`.
+    pub fn new(command: &C) -> Result<Self, postcard::Error> {
+        Ok(Encoded {
+            bytes: postcard::to_allocvec(command)?,
+            _command: PhantomData,
+        })
+    }
+}
+
+impl<C> Encoded<C> {
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl<C: serde::de::DeserializeOwned> Encoded<C> {
+    /// Decodes the command.
+    pub fn decode(&self) -> Result<C, postcard::Error> {
+        postcard::from_bytes(&self.bytes)
+    }
+}
+
+impl<C> Clone for Encoded<C> {
+    fn clone(&self) -> Self {
+        Encoded {
+            bytes: self.bytes.clone(),
+            _command: PhantomData,
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Encoded<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded({} bytes)", self.bytes.len())
+    }
+}
+
+impl<C> PartialEq for Encoded<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl<C> Eq for Encoded<C> {}
+
+impl<C> Serialize for Encoded<C> {
+    fn serialize<Se: serde::Serializer>(&self, s: Se) -> Result<Se::Ok, Se::Error> {
+        s.serialize_bytes(&self.bytes)
+    }
+}
+
+impl<'de, C> Deserialize<'de> for Encoded<C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an encoded command")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        Ok(Encoded {
+            bytes: d.deserialize_byte_buf(Bytes)?,
+            _command: PhantomData,
+        })
+    }
 }
 
 /// Administrative calls. Those that change the group go to its leader (others answer

@@ -167,7 +167,7 @@ impl<S: StateMachine> Handler<S> {
                 group,
                 session,
                 command,
-            } => match calls::propose(node, group, session, command).await {
+            } => match calls::propose(node, group, session, command.as_bytes()).await {
                 Ok((index, response)) => Answer::Applied { index, response },
                 Err(e) => self.failed(group, e),
             },
@@ -264,6 +264,7 @@ pub(crate) fn to_service_error(node: raft_actor::NodeId, group: GroupId, e: Erro
             leader,
             addr,
         },
+        Error::SessionExpired { client, .. } => ServiceError::SessionExpired { group, client },
         Error::Timeout { .. } => ServiceError::Timeout {
             group,
             reason: e.to_string(),

@@ -1,6 +1,7 @@
 //! The apply actor: one per group. Applies committed entries to the user's state machine in
-//! log order, answers proposals and linearizable reads, keeps the client-session table that
-//! makes retried requests apply exactly once (it travels inside snapshots), and takes and
+//! log order, answers proposals (with the index they applied at) and reads (with the applied
+//! index they reflect), keeps the client-session table that makes retried requests apply
+//! exactly once (`super::sessions`: bounded, replicated, inside snapshots), and takes and
 //! restores snapshots.
 //!
 //! A slow `apply` delays only this actor: heartbeats run elsewhere (I5).
@@ -11,7 +12,7 @@
 //! `try_send` on the control queue. Apply → storage: `try_send` reads whose answers are events
 //! of this loop. All of these channels are built in [`super::spawn`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use raft_core::{Entry, EntryPayload, GroupId, Index, Membership, SnapshotMeta, Term};
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
-use super::messages::{ApplyMsg, Control, Proposal, Reply, Waiter};
+use super::messages::{Answer, ApplyMsg, Control, Header, Outcome, Proposal, QueryReply, Waiter};
+use super::sessions::{Check, Sessions};
 use super::tail::{TailRange, TailView};
 use crate::error::Error;
 use crate::mailbox::bell::Bell;
@@ -48,11 +50,17 @@ pub(crate) struct ApplyInputs<S: StateMachine> {
     pub(crate) bell: Bell,
 }
 
-/// The bytes of a snapshot: the framework's part (sessions) around the user's.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    /// client → (last applied sequence, encoded response).
-    sessions: BTreeMap<u64, (u64, Vec<u8>)>,
+/// The bytes of a snapshot: the framework's part (the session table) before the user's.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    sessions: &'a Sessions,
+    user: Vec<u8>,
+}
+
+/// [`SnapshotOut`], read back.
+#[derive(Deserialize)]
+struct SnapshotIn {
+    sessions: Sessions,
     user: Vec<u8>,
 }
 
@@ -68,11 +76,11 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     applied: Index,
     applied_term: Term,
     membership: Membership,
-    sessions: BTreeMap<u64, (u64, Vec<u8>)>,
+    sessions: Sessions,
     /// In index order. Proposals arrive in index order; only a new leadership can bring one
     /// at an index already waited on (the older proposal was overwritten).
     waiters: VecDeque<Waiter<S>>,
-    queries: Vec<(Index, S::Query, Reply<S::Response>)>,
+    queries: Vec<(Index, S::Query, QueryReply<S::Response>)>,
     rx: InboxRx<ApplyMsg<S>>,
     /// The newest commit index and log tail the partition published.
     commit_rx: LatestRx<(Index, TailView)>,
@@ -107,7 +115,7 @@ impl<S: StateMachine> ApplyActor<S> {
             applied: from.index,
             applied_term: from.term,
             membership: from.membership.clone(),
-            sessions: BTreeMap::new(),
+            sessions: Sessions::default(),
             waiters: VecDeque::new(),
             queries: Vec::new(),
             rx: inputs.rx,
@@ -262,7 +270,7 @@ impl<S: StateMachine> ApplyActor<S> {
                 reply,
             } => {
                 if index <= self.applied {
-                    let _ = reply.send(Ok(self.sm.query(query)));
+                    let _ = reply.send(Ok((self.applied, self.sm.query(query))));
                 } else {
                     self.queries.push((index, query, reply));
                 }
@@ -336,9 +344,7 @@ impl<S: StateMachine> ApplyActor<S> {
             }
         }
         self.applied_tx.publish(self.applied);
-        self.stats
-            .applied
-            .store(self.applied, std::sync::atomic::Ordering::Relaxed);
+        self.publish_stats();
         let ready: Vec<_> = {
             let applied = self.applied;
             let (ready, later) = std::mem::take(&mut self.queries)
@@ -348,29 +354,79 @@ impl<S: StateMachine> ApplyActor<S> {
             ready
         };
         for (_, q, reply) in ready {
-            let _ = reply.send(Ok(self.sm.query(q)));
+            let _ = reply.send(Ok((self.applied, self.sm.query(q))));
         }
     }
 
-    /// Applies one command, or answers from the session table if it is a retry.
-    fn apply_command(&mut self, index: Index, bytes: &[u8]) -> Option<Result<S::Response, Error>> {
-        let (id, command) = match Proposal::split(bytes) {
+    /// The applied index and the session table's figures, for metrics (and the simulation's
+    /// check that replicas hold the same table).
+    fn publish_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.applied.store(self.applied, Relaxed);
+        self.stats
+            .sessions
+            .store(self.sessions.len() as u64, Relaxed);
+        self.stats
+            .sessions_evicted
+            .store(self.sessions.evicted(), Relaxed);
+        self.stats
+            .session_digest
+            .store(self.sessions.digest(), Relaxed);
+    }
+
+    /// Applies one entry's command, or opens a session, or answers from the session table (a
+    /// retry, or an expired session).
+    fn apply_command(
+        &mut self,
+        index: Index,
+        bytes: &[u8],
+    ) -> Option<Result<Answer<S::Response>, Error>> {
+        let (header, command) = match Proposal::split(bytes) {
             Ok(p) => p,
             Err(e) => {
                 warn!(group = self.group, index, error = %e, "undecodable proposal skipped");
                 return Some(Err(Error::Codec(e.to_string())));
             }
         };
-        if let Some(id) = id {
-            if let Some((seq, cached)) = self.sessions.get(&id.client) {
-                if id.seq <= *seq {
+        let id = match header {
+            Header::Plain => None,
+            Header::OpenSession { max_sessions } => {
+                self.sessions.open(index, max_sessions);
+                return Some(Ok(Answer {
+                    index,
+                    outcome: Outcome::SessionOpened,
+                }));
+            }
+            Header::Session(id) => match self.sessions.check(id, index) {
+                Check::Apply => Some(id),
+                Check::Retry {
+                    applied_at,
+                    response,
+                } => {
                     // A retry of an applied request: exactly once, same answer.
                     return Some(
-                        postcard::from_bytes(cached).map_err(|e| Error::Codec(e.to_string())),
+                        postcard::from_bytes(response)
+                            .map(|r| Answer {
+                                index: applied_at,
+                                outcome: Outcome::Response(r),
+                            })
+                            .map_err(|e| Error::Codec(e.to_string())),
                     );
                 }
-            }
-        }
+                Check::Expired => {
+                    debug!(
+                        group = self.group,
+                        index,
+                        client = id.client,
+                        "request under an expired session not applied"
+                    );
+                    return Some(Err(Error::SessionExpired {
+                        group: self.group,
+                        client: id.client,
+                    }));
+                }
+            },
+        };
         let command: S::Command = match postcard::from_bytes(command) {
             Ok(c) => c,
             Err(e) => {
@@ -380,19 +436,23 @@ impl<S: StateMachine> ApplyActor<S> {
         };
         let response = self.sm.apply(index, command);
         if let Some(id) = id {
-            match postcard::to_allocvec(&response) {
-                Ok(bytes) => {
-                    self.sessions.insert(id.client, (id.seq, bytes));
-                }
-                Err(e) => warn!(group = self.group, error = %e, "response not cacheable"),
-            }
+            // Recorded even when the response cannot be encoded: a retry must not apply the
+            // command again (it is answered with a codec error instead).
+            let bytes = postcard::to_allocvec(&response).unwrap_or_else(|e| {
+                warn!(group = self.group, error = %e, "response not cacheable");
+                Vec::new()
+            });
+            self.sessions.record(id, index, bytes);
         }
-        Some(Ok(response))
+        Some(Ok(Answer {
+            index,
+            outcome: Outcome::Response(response),
+        }))
     }
 
     fn take_snapshot(&mut self, _requested: Index) {
-        let body = SnapshotBody {
-            sessions: self.sessions.clone(),
+        let body = SnapshotOut {
+            sessions: &self.sessions,
             user: self.sm.snapshot(),
         };
         let data = match postcard::to_allocvec(&body) {
@@ -451,7 +511,7 @@ impl<S: StateMachine> ApplyActor<S> {
     }
 
     fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Error> {
-        let body: SnapshotBody =
+        let body: SnapshotIn =
             postcard::from_bytes(data).map_err(|e| Error::Codec(e.to_string()))?;
         self.sm.restore(&body.user).map_err(Error::Codec)?;
         self.sessions = body.sessions;
@@ -464,6 +524,7 @@ impl<S: StateMachine> ApplyActor<S> {
             let _ = w.reply.send(Err(Error::Timeout { group: self.group }));
         }
         self.applied_tx.publish(self.applied);
+        self.publish_stats();
         Ok(())
     }
 }
@@ -472,5 +533,172 @@ async fn wait(pending: &mut Option<oneshot::Receiver<ReadReply>>) -> Option<Read
     match pending {
         Some(rx) => rx.await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::messages::Header;
+    use crate::mailbox::{inbox, latest, position};
+    use crate::state_machine::RequestId;
+
+    /// A state machine with no state: every command answers a one-byte response.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Command = ();
+        type Query = ();
+        type Response = u8;
+        fn apply(&mut self, _index: u64, _command: ()) -> u8 {
+            7
+        }
+        fn query(&self, _query: ()) -> u8 {
+            7
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// An apply actor over `Nothing`, with storage requests going to the returned receiver.
+    fn actor() -> (ApplyActor<Nothing>, flume::Receiver<StorageRequest>) {
+        let bell = Bell::new();
+        let (_apply_tx, rx) = inbox::bounded(16, &bell);
+        let (_commit_tx, commit_rx) = latest::ringing(&bell);
+        let partition_bell = Bell::new();
+        let (applied_tx, _applied_rx) = position::position(0, &partition_bell);
+        let (control, _control_rx) = inbox::bounded(16, &partition_bell);
+        let (storage, requests) = crate::storage::detached(16);
+        let actor = ApplyActor::new(
+            1,
+            Nothing,
+            SnapshotMeta::default(),
+            None,
+            ApplyInputs {
+                rx,
+                commit_rx,
+                bell,
+            },
+            applied_tx,
+            control,
+            storage,
+            Arc::new(GroupStats::default()),
+        )
+        .expect("actor");
+        (actor, requests)
+    }
+
+    fn entry(index: Index, header: Header, command: bool) -> Entry {
+        let mut bytes = postcard::to_allocvec(&header).expect("header");
+        if command {
+            bytes = postcard::to_extend(&(), bytes).expect("command");
+        }
+        Entry {
+            index,
+            term: 1,
+            payload: EntryPayload::Normal(bytes.into()),
+        }
+    }
+
+    /// Resident memory of this process in bytes (Linux), if known.
+    fn rss() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
+
+    /// Opens `sessions` sessions through the apply path (each then applies one request, so it
+    /// holds a one-byte response) in a table capped at `cap`; returns the snapshot's size.
+    fn open_sessions(sessions: u64, cap: u64) -> (ApplyActor<Nothing>, usize) {
+        let (mut a, requests) = actor();
+        let mut index = 0;
+        let mut batch = Vec::with_capacity(20_000);
+        for _ in 0..sessions {
+            let client = index + 1;
+            batch.push(entry(
+                client,
+                Header::OpenSession { max_sessions: cap },
+                false,
+            ));
+            let id = RequestId { client, seq: 1 };
+            batch.push(entry(client + 1, Header::Session(id), true));
+            index += 2;
+            if batch.len() >= 20_000 {
+                a.apply_entries(batch.iter());
+                batch.clear();
+            }
+        }
+        a.apply_entries(batch.iter());
+        assert_eq!(a.applied, index);
+        a.take_snapshot(index);
+        let size = match requests.try_recv() {
+            Ok(StorageRequest::Write {
+                op: WriteOp::Snapshot { data, .. },
+                ..
+            }) => data.len(),
+            _ => panic!("no snapshot stored"),
+        };
+        (a, size)
+    }
+
+    /// The figures quoted in `NodeConfig::max_sessions`: a million sessions opened through the
+    /// apply path, under a cap of a million and under the default cap. Memory is estimated
+    /// from the table's node sizes (no allocator hook: `unsafe` is forbidden), and the
+    /// process's resident memory is shown beside it (meaningful when this test runs alone:
+    /// `cargo test -p raft-actor --lib a_million_sessions -- --nocapture`).
+    #[test]
+    fn a_million_sessions() {
+        const MILLION: u64 = 1_000_000;
+        let default_cap = crate::config::NodeConfig::new(1).max_sessions as u64;
+        let per_session = crate::group::sessions::estimated_bytes_per_session(1);
+        for cap in [default_cap, MILLION] {
+            let before = rss();
+            let (a, snapshot) = open_sessions(MILLION, cap);
+            let after = rss();
+            let held = a.sessions.len() as u64;
+            assert_eq!(held, cap.min(MILLION));
+            assert_eq!(a.sessions.evicted(), MILLION - held);
+            let rss_note = match (before, after) {
+                (Some(b), Some(a)) => format!(
+                    "; resident memory grew {:.1} MB ({:.0} bytes per session held)",
+                    a.saturating_sub(b) as f64 / 1e6,
+                    a.saturating_sub(b) as f64 / held as f64
+                ),
+                _ => String::new(),
+            };
+            eprintln!(
+                "{MILLION} sessions opened, cap {cap}: {held} held, {} evicted; memory about \
+                 {per_session:.0} bytes per session, {:.1} MB{rss_note}; snapshot {snapshot} \
+                 bytes, {:.1} per session held",
+                a.sessions.evicted(),
+                per_session * held as f64 / 1e6,
+                snapshot as f64 / held as f64
+            );
+            // Bounds on the figures quoted in the docs.
+            assert!(per_session < 200.0, "{per_session}");
+            assert!(snapshot as u64 <= held * 16, "{snapshot} bytes");
+            // The last session opened is live, the first (under the default cap) is gone.
+            let mut sessions = a.sessions;
+            let last = RequestId {
+                client: 2 * MILLION - 1,
+                seq: 1,
+            };
+            assert!(matches!(
+                sessions.check(last, 2 * MILLION + 1),
+                Check::Retry { .. }
+            ));
+            let first = RequestId { client: 1, seq: 1 };
+            let expected_first = if cap >= MILLION { "retry" } else { "expired" };
+            let got = match sessions.check(first, 2 * MILLION + 2) {
+                Check::Retry { .. } => "retry",
+                Check::Expired => "expired",
+                Check::Apply => "apply",
+            };
+            assert_eq!(got, expected_first);
+        }
     }
 }

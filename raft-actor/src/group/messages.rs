@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use raft_core::{
     GroupId, Index, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::tail::TailView;
@@ -18,16 +18,66 @@ use crate::state_machine::{RequestId, StateMachine};
 /// A reply channel for a client request.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// A read's reply: the applied index the answer reflects, and the answer.
+pub(crate) type QueryReply<R> = Reply<(Index, R)>;
+
+/// What a proposal's entry gave when it applied: its index and outcome.
+#[derive(Debug)]
+pub(crate) struct Answer<R> {
+    /// The log index the request took effect at: its entry's, or for a retry answered from
+    /// the session table, the entry that first applied it.
+    pub(crate) index: Index,
+    pub(crate) outcome: Outcome<R>,
+}
+
+impl<R> Answer<R> {
+    /// The state machine's response with its index; a session-opening entry has none.
+    pub(crate) fn into_indexed(self) -> Result<(Index, R), Error> {
+        match self.outcome {
+            Outcome::Response(r) => Ok((self.index, r)),
+            Outcome::SessionOpened => Err(Error::Codec(
+                "the entry opened a session; it has no command response".into(),
+            )),
+        }
+    }
+}
+
+/// What applying a proposal's entry did.
+#[derive(Debug)]
+pub(crate) enum Outcome<R> {
+    /// The state machine's response to the command.
+    Response(R),
+    /// The entry opened a client session; its id is the entry's index.
+    SessionOpened,
+}
+
+/// Where a proposal landed in the leader's log: `(index, term)`, sent as soon as it is
+/// appended (for `Node::submit`).
+pub(crate) type Appended = oneshot::Sender<(Index, Term)>;
+
 /// Requests from `Node` API callers. Queue: `client_queue` per group, `try_send` (full →
 /// `Overloaded`).
 pub(crate) enum ClientReq<S: StateMachine> {
     Propose {
         payload: Vec<u8>,
-        reply: Reply<S::Response>,
+        reply: Reply<Answer<S::Response>>,
+        /// Told the entry's index and term once it is appended (dropped on refusal).
+        appended: Option<Appended>,
     },
+    /// A linearizable read (ReadIndex).
     Read {
         query: S::Query,
-        reply: Reply<S::Response>,
+        reply: QueryReply<S::Response>,
+    },
+    /// A read under the leader's lease (ReadIndex when the lease does not hold).
+    ReadLease {
+        query: S::Query,
+        reply: QueryReply<S::Response>,
+    },
+    /// A read of the local applied state, on any node.
+    ReadStale {
+        query: S::Query,
+        reply: QueryReply<S::Response>,
     },
     Transfer {
         to: NodeId,
@@ -120,8 +170,26 @@ impl ToReplicator {
     }
 }
 
-/// A log entry's command bytes: the postcard encoding of the optional session id, followed
-/// directly by the postcard encoding of the command (one allocation to encode, none to split).
+/// What precedes the command in a log entry's bytes. Its first two variants encode as
+/// postcard encodes `Option<RequestId>` (0: none, 1: the id), the format before sessions were
+/// opened by entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Header {
+    /// A command outside any session.
+    Plain,
+    /// A command under a client session.
+    Session(RequestId),
+    /// Opens a client session (no command follows): its id is the entry's index. The table
+    /// keeps at most `max_sessions`, the proposing node's cap, evicting the least recently
+    /// used.
+    OpenSession {
+        /// The cap on the group's session table.
+        max_sessions: u64,
+    },
+}
+
+/// A log entry's command bytes: the postcard encoding of its [`Header`], followed directly by
+/// the postcard encoding of the command (one allocation to encode, none to split).
 pub(crate) struct Proposal;
 
 impl Proposal {
@@ -130,13 +198,32 @@ impl Proposal {
         id: Option<RequestId>,
         command: &C,
     ) -> Result<Vec<u8>, postcard::Error> {
-        let head = postcard::to_extend(&id, Vec::with_capacity(32))?;
+        let header = id.map_or(Header::Plain, Header::Session);
+        let head = postcard::to_extend(&header, Vec::with_capacity(32))?;
         postcard::to_extend(command, head)
     }
 
-    /// Splits entry bytes into the session id and the command's bytes.
-    pub(crate) fn split(bytes: &[u8]) -> Result<(Option<RequestId>, &[u8]), postcard::Error> {
-        postcard::take_from_bytes::<Option<RequestId>>(bytes)
+    /// As [`Proposal::encode`], with the command already encoded (postcard of the command).
+    pub(crate) fn encode_raw(
+        id: Option<RequestId>,
+        command: &[u8],
+    ) -> Result<Vec<u8>, postcard::Error> {
+        let header = id.map_or(Header::Plain, Header::Session);
+        let mut bytes = postcard::to_extend(&header, Vec::with_capacity(16 + command.len()))?;
+        bytes.extend_from_slice(command);
+        Ok(bytes)
+    }
+
+    /// The bytes of an entry that opens a session in a table capped at `max_sessions`.
+    pub(crate) fn open_session(max_sessions: usize) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(&Header::OpenSession {
+            max_sessions: max_sessions as u64,
+        })
+    }
+
+    /// Splits entry bytes into the header and the command's bytes.
+    pub(crate) fn split(bytes: &[u8]) -> Result<(Header, &[u8]), postcard::Error> {
+        postcard::take_from_bytes::<Header>(bytes)
     }
 }
 
@@ -144,16 +231,18 @@ impl Proposal {
 pub(crate) struct Waiter<S: StateMachine> {
     pub(crate) index: Index,
     pub(crate) term: Term,
-    pub(crate) reply: Reply<S::Response>,
+    pub(crate) reply: Reply<Answer<S::Response>>,
 }
 
 /// Messages to the apply actor.
 pub(crate) enum ApplyMsg<S: StateMachine> {
     Waiters(Vec<Waiter<S>>),
+    /// Answer `query` once the state machine has applied `index` (0: at once), with the
+    /// applied index it reflects.
     Query {
         index: Index,
         query: S::Query,
-        reply: Reply<S::Response>,
+        reply: QueryReply<S::Response>,
     },
     Restore {
         meta: SnapshotMeta,

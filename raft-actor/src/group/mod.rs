@@ -8,6 +8,7 @@
 //! - [`partition`] — the partition actor: drives the group's `PartitionCore`.
 //! - [`replicator`] — one actor per peer while leading: drives a `ReplicatorCore`.
 //! - [`apply`] — the user's state machine, client sessions, snapshots.
+//! - [`sessions`] — the client-session table: bounded, replicated, inside snapshots.
 //! - [`tail`] — the log's recent entries, shared read-only with replicators and apply.
 //! - [`ticks`] — on-demand protocol ticks: an idle group arms no timer.
 //! - [`messages`] — what the actors send each other.
@@ -71,6 +72,7 @@ pub(crate) mod apply;
 pub(crate) mod messages;
 pub(crate) mod partition;
 pub(crate) mod replicator;
+pub(crate) mod sessions;
 pub(crate) mod tail;
 pub(crate) mod ticks;
 

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::messages::{
-    ApplyMsg, ClientReq, Control, HbUpdate, ReplicateSignal, Reply, ToReplicator, Waiter,
+    Answer, Appended, ApplyMsg, ClientReq, Control, HbUpdate, QueryReply, ReplicateSignal, Reply,
+    ToReplicator, Waiter,
 };
 use super::tail::{Tail, TailView};
 use super::ticks::Ticks;
@@ -46,11 +47,18 @@ enum Event<S: StateMachine> {
     Client(ClientReq<S>),
 }
 
-/// A linearizable read waiting for its ReadIndex to be confirmed, then handed to the apply
-/// actor.
+/// A read waiting for its ReadIndex to be confirmed (or its lease read index to apply), then
+/// handed to the apply actor.
 struct PendingRead<S: StateMachine> {
     query: S::Query,
-    reply: Reply<S::Response>,
+    reply: QueryReply<S::Response>,
+}
+
+/// A proposal taken from the client queue, waiting to go into the next append.
+struct Proposed<S: StateMachine> {
+    payload: Vec<u8>,
+    reply: Reply<Answer<S::Response>>,
+    appended: Option<Appended>,
 }
 
 /// The partition's channel ends, built by [`super::spawn`].
@@ -371,12 +379,20 @@ impl<S: StateMachine> PartitionActor<S> {
     /// requests it took.
     fn on_client_batch(&mut self, first: ClientReq<S>) -> usize {
         let mut taken = 0;
-        let mut proposals: Vec<(Vec<u8>, Reply<S::Response>)> = Vec::new();
+        let mut proposals: Vec<Proposed<S>> = Vec::new();
         let mut next = Some(first);
         while let Some(req) = next.take() {
             taken += 1;
             match req {
-                ClientReq::Propose { payload, reply } => proposals.push((payload, reply)),
+                ClientReq::Propose {
+                    payload,
+                    reply,
+                    appended,
+                } => proposals.push(Proposed {
+                    payload,
+                    reply,
+                    appended,
+                }),
                 other => {
                     self.flush_proposals(std::mem::take(&mut proposals));
                     self.on_client_other(other);
@@ -390,22 +406,32 @@ impl<S: StateMachine> PartitionActor<S> {
         taken
     }
 
-    fn flush_proposals(&mut self, proposals: Vec<(Vec<u8>, Reply<S::Response>)>) {
+    fn flush_proposals(&mut self, proposals: Vec<Proposed<S>>) {
         if proposals.is_empty() {
             return;
         }
         let group = self.w.group;
-        let (payloads, replies): (Vec<Vec<u8>>, Vec<Reply<S::Response>>) =
-            proposals.into_iter().unzip();
+        let mut payloads = Vec::with_capacity(proposals.len());
+        let mut replies = Vec::with_capacity(proposals.len());
+        for p in proposals {
+            payloads.push(p.payload);
+            replies.push((p.reply, p.appended));
+        }
         match self.core.propose(payloads) {
             Ok(p) => {
                 let waiters: Vec<Waiter<S>> = replies
                     .into_iter()
                     .enumerate()
-                    .map(|(i, reply)| Waiter {
-                        index: p.first_index + i as Index,
-                        term: p.term,
-                        reply,
+                    .map(|(i, (reply, appended))| {
+                        let index = p.first_index + i as Index;
+                        if let Some(appended) = appended {
+                            let _ = appended.send((index, p.term));
+                        }
+                        Waiter {
+                            index,
+                            term: p.term,
+                            reply,
+                        }
                     })
                     .collect();
                 // Room was checked before accepting client work (can_accept_clients).
@@ -423,7 +449,7 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             Err(e) => {
                 let err = Error::raft(group, e);
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
             }
@@ -434,28 +460,9 @@ impl<S: StateMachine> PartitionActor<S> {
         let group = self.w.group;
         match req {
             ClientReq::Propose { .. } => {}
-            ClientReq::Read { query, reply } => {
-                #[cfg(feature = "fault-injection")]
-                if self.w.cfg.broken_local_reads {
-                    // Broken on purpose (simulation only): no ReadIndex, a local answer.
-                    let _ = self.apply_tx.try_send(ApplyMsg::Query {
-                        index: 0,
-                        query,
-                        reply,
-                    });
-                    return;
-                }
-                let ctx = self.next_read;
-                self.next_read += 1;
-                match self.core.read_index(ctx) {
-                    Ok(()) => {
-                        self.reads.insert(ctx, PendingRead { query, reply });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::raft(group, e)));
-                    }
-                }
-            }
+            ClientReq::Read { query, reply } => self.read(query, reply, false),
+            ClientReq::ReadLease { query, reply } => self.read(query, reply, true),
+            ClientReq::ReadStale { query, reply } => self.query_now(query, reply),
             ClientReq::Transfer { to, reply } => {
                 let _ = reply.send(
                     self.core
@@ -472,6 +479,47 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             ClientReq::AddLearner { id, reply } => {
                 let _ = reply.send(self.core.add_learner(id).map_err(|e| Error::raft(group, e)));
+            }
+        }
+    }
+
+    /// A linearizable read: ReadIndex, or under the leader's lease with `lease`. The core
+    /// answers with `ReadReady` or `ReadAborted` (see `execute`).
+    fn read(&mut self, query: S::Query, reply: QueryReply<S::Response>, lease: bool) {
+        #[cfg(feature = "fault-injection")]
+        if self.w.cfg.broken_local_reads {
+            // Broken on purpose (simulation only): no ReadIndex, a local answer.
+            self.query_now(query, reply);
+            return;
+        }
+        let ctx = self.next_read;
+        self.next_read += 1;
+        let asked = if lease {
+            self.core.read_lease(ctx)
+        } else {
+            self.core.read_index(ctx)
+        };
+        match asked {
+            Ok(()) => {
+                self.reads.insert(ctx, PendingRead { query, reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::raft(self.w.group, e)));
+            }
+        }
+    }
+
+    /// Hands `query` to the apply actor to answer from whatever it has applied now.
+    fn query_now(&mut self, query: S::Query, reply: QueryReply<S::Response>) {
+        if let Err(e) = self.apply_tx.try_send(ApplyMsg::Query {
+            index: 0,
+            query,
+            reply,
+        }) {
+            if let ApplyMsg::Query { reply, .. } = e.into_inner() {
+                let _ = reply.send(Err(Error::Overloaded {
+                    group: self.w.group,
+                }));
             }
         }
     }
@@ -841,7 +889,12 @@ impl<S: StateMachine> PartitionActor<S> {
         }
         while let Ok(req) = self.client_rx.try_recv() {
             match req {
-                ClientReq::Propose { reply, .. } | ClientReq::Read { reply, .. } => {
+                ClientReq::Propose { reply, .. } => {
+                    let _ = reply.send(Err(Error::Stopped));
+                }
+                ClientReq::Read { reply, .. }
+                | ClientReq::ReadLease { reply, .. }
+                | ClientReq::ReadStale { reply, .. } => {
                     let _ = reply.send(Err(Error::Stopped));
                 }
                 ClientReq::Transfer { reply, .. } => {

@@ -31,7 +31,8 @@ const QUARTERS: u32 = 4;
 /// Bells rung together; a waiter registers with the one its thread hashes to.
 const SHARDS: usize = 8;
 
-/// The node-wide bell that times out waiting requests.
+/// The node-wide bell that times out waiting requests. A clone shares the bells.
+#[derive(Clone)]
 pub(crate) struct Deadlines {
     bells: Arc<[Notify; SHARDS]>,
 }

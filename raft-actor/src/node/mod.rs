@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use raft_core::{GroupId, Index, Membership, NodeId};
+use raft_core::{GroupId, Index, Membership, NodeId, Term};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::group::messages::{ClientReq, Control, Proposal, Reply};
+use crate::group::messages::{Answer, ClientReq, Control, Outcome, Proposal, Reply};
 use crate::mailbox::deadline::Deadlines;
 use crate::mailbox::inbox::InboxTx;
 use crate::metrics::{GroupMetrics, NodeMetrics};
@@ -53,6 +53,94 @@ fn encode_proposal<C: serde::Serialize>(
     Proposal::encode(id, command).map_err(|e| Error::Codec(e.to_string()))
 }
 
+/// The receiving end of a proposal's answer.
+type AnswerRx<R> = oneshot::Receiver<Result<Answer<R>, Error>>;
+
+/// The receiving end of a read's answer: the applied index it reflects and the response.
+type ReadRx<R> = oneshot::Receiver<Result<(Index, R), Error>>;
+
+/// The answer to [`Node::read_stale`]: a response from a node's local state, and the applied
+/// index that state reflects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stale<R> {
+    /// The state machine had applied every entry up to here, and none after, when it answered.
+    pub applied: Index,
+    /// The state machine's answer to the query.
+    pub response: R,
+}
+
+/// A proposal the leader has appended to its log ([`Node::submit`]): where it landed, and a
+/// handle on its outcome.
+///
+/// The entry is not committed yet: it commits and applies at `index` only if the entry found
+/// there when it applies is still of `term` (a new leader may overwrite it; then
+/// [`Submitted::outcome`] answers `NotLeader`, and the command was not applied there).
+pub struct Submitted<R> {
+    /// The log index of the proposal's entry.
+    pub index: Index,
+    /// The leader's term it was appended in.
+    pub term: Term,
+    group: GroupId,
+    rx: AnswerRx<R>,
+    deadlines: Deadlines,
+}
+
+impl<R> std::fmt::Debug for Submitted<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submitted")
+            .field("group", &self.group)
+            .field("index", &self.index)
+            .field("term", &self.term)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> Submitted<R> {
+    /// Waits for the proposal to apply on this node and returns the state machine's response,
+    /// as [`Node::propose`] does. The wait is bounded by `request_timeout` from this call
+    /// ([`Error::Timeout`]: the outcome is unknown); an outcome that came meanwhile is returned
+    /// at once.
+    pub async fn outcome(self) -> Result<R, Error> {
+        Ok(self.outcome_indexed().await?.1)
+    }
+
+    /// As [`Submitted::outcome`], with the index the command took effect at (see
+    /// [`Node::propose_indexed`]).
+    pub async fn outcome_indexed(self) -> Result<(Index, R), Error> {
+        match self.deadlines.wait(self.rx).await {
+            Some(Ok(answer)) => answer?.into_indexed(),
+            Some(Err(_)) => Err(Error::Stopped),
+            None => Err(Error::Timeout { group: self.group }),
+        }
+    }
+}
+
+/// Waits (bounded) until the proposal queued with `appended_rx` and `rx` is appended, then
+/// hands out its [`Submitted`].
+async fn submitted<R>(
+    deadlines: &Deadlines,
+    group: GroupId,
+    appended_rx: oneshot::Receiver<(Index, Term)>,
+    rx: AnswerRx<R>,
+) -> Result<Submitted<R>, Error> {
+    match deadlines.wait(appended_rx).await {
+        Some(Ok((index, term))) => Ok(Submitted {
+            index,
+            term,
+            group,
+            rx,
+            deadlines: deadlines.clone(),
+        }),
+        // Refused: the answer says why (it was sent before the appended sender was dropped).
+        Some(Err(_)) => match deadlines.wait(rx).await {
+            Some(Ok(Err(e))) => Err(e),
+            Some(_) => Err(Error::Stopped),
+            None => Err(Error::Timeout { group }),
+        },
+        None => Err(Error::Timeout { group }),
+    }
+}
+
 /// One group of a [`Node`], looked up once ([`Node::group`]): proposes and reads like the
 /// node's methods of the same names, without a lookup per request.
 pub struct GroupClient<S: StateMachine> {
@@ -79,8 +167,7 @@ impl<S: StateMachine> GroupClient<S> {
 
     /// As [`Node::propose`].
     pub async fn propose(&self, command: S::Command) -> Result<S::Response, Error> {
-        let rx = self.submit_proposal(None, command)?;
-        self.node.answer(self.group, rx).await
+        Ok(self.propose_indexed(None, command).await?.1)
     }
 
     /// As [`Node::propose_with_id`].
@@ -89,8 +176,35 @@ impl<S: StateMachine> GroupClient<S> {
         id: RequestId,
         command: S::Command,
     ) -> Result<S::Response, Error> {
-        let rx = self.submit_proposal(Some(id), command)?;
-        self.node.answer(self.group, rx).await
+        Ok(self.propose_indexed(Some(id), command).await?.1)
+    }
+
+    /// As [`Node::propose_indexed`].
+    pub async fn propose_indexed(
+        &self,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<(Index, S::Response), Error> {
+        let rx = self.queue_proposal(encode_proposal(id, &command)?, None)?;
+        self.node.answer(self.group, rx).await?.into_indexed()
+    }
+
+    /// As [`Node::submit`].
+    pub async fn submit(
+        &self,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<Submitted<S::Response>, Error> {
+        let (tx, appended) = oneshot::channel();
+        let rx = self.queue_proposal(encode_proposal(id, &command)?, Some(tx))?;
+        submitted(&self.node.inner.deadlines, self.group, appended, rx).await
+    }
+
+    /// As [`Node::open_session`].
+    pub async fn open_session(&self) -> Result<u64, Error> {
+        let payload = self.node.open_session_payload()?;
+        let rx = self.queue_proposal(payload, None)?;
+        session_id(self.node.answer(self.group, rx).await?)
     }
 
     /// As [`Node::read`].
@@ -99,19 +213,47 @@ impl<S: StateMachine> GroupClient<S> {
             query,
             reply,
         })?;
-        self.node.answer(self.group, rx).await
+        Ok(self.node.answer(self.group, rx).await?.1)
     }
 
-    fn submit_proposal(
+    /// As [`Node::read_lease`].
+    pub async fn read_lease(&self, query: S::Query) -> Result<S::Response, Error> {
+        let rx = submit_to(&self.client, self.group, |reply| ClientReq::ReadLease {
+            query,
+            reply,
+        })?;
+        Ok(self.node.answer(self.group, rx).await?.1)
+    }
+
+    /// As [`Node::read_stale`].
+    pub async fn read_stale(&self, query: S::Query) -> Result<Stale<S::Response>, Error> {
+        let rx: ReadRx<S::Response> = submit_to(&self.client, self.group, |reply| {
+            ClientReq::ReadStale { query, reply }
+        })?;
+        let (applied, response) = self.node.answer(self.group, rx).await?;
+        Ok(Stale { applied, response })
+    }
+
+    fn queue_proposal(
         &self,
-        id: Option<RequestId>,
-        command: S::Command,
-    ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
-        let payload = encode_proposal(id, &command)?;
+        payload: Vec<u8>,
+        appended: Option<oneshot::Sender<(Index, Term)>>,
+    ) -> Result<AnswerRx<S::Response>, Error> {
         submit_to(&self.client, self.group, |reply| ClientReq::Propose {
             payload,
             reply,
+            appended,
         })
+    }
+}
+
+/// The session id an opening entry's answer gives: its index.
+fn session_id<R>(answer: Answer<R>) -> Result<u64, Error> {
+    match answer.outcome {
+        Outcome::SessionOpened => Ok(answer.index),
+        Outcome::Response(_) => Err(Error::Codec(
+            "a session-opening entry answered with a command response".into(),
+        )),
     }
 }
 
@@ -239,14 +381,14 @@ impl<S: StateMachine> Node<S> {
         group: GroupId,
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
     ) -> Result<T, Error> {
-        let rx = self.submit(group, make)?;
+        let rx = self.enqueue(group, make)?;
         self.answer(group, rx).await
     }
 
     /// Queues a request at a group without waiting; its answer comes on the receiver. Kept
     /// out of the `async` part so that a waiting request's state holds only the receiver and
     /// the deadline, not the request as well (it is a task's whole state in a client loop).
-    fn submit<T>(
+    fn enqueue<T>(
         &self,
         group: GroupId,
         make: impl FnOnce(Reply<T>) -> ClientReq<S>,
@@ -255,7 +397,7 @@ impl<S: StateMachine> Node<S> {
         self.with_entry(group, |e| submit_to(&e.handle.client, group, make))?
     }
 
-    /// Waits (bounded) for the answer to a request [`Node::submit`] queued.
+    /// Waits (bounded) for the answer to a request [`Node::enqueue`] queued.
     async fn answer<T>(
         &self,
         group: GroupId,
@@ -272,31 +414,97 @@ impl<S: StateMachine> Node<S> {
     /// Without a session id a retry after `Timeout` may apply twice; see
     /// [`Node::propose_with_id`].
     pub async fn propose(&self, group: GroupId, command: S::Command) -> Result<S::Response, Error> {
-        let rx = self.submit_proposal(group, None, command)?;
-        self.answer(group, rx).await
+        Ok(self.propose_indexed(group, None, command).await?.1)
     }
 
     /// Proposes a command under a client session: retries with the same `id` apply at most once
-    /// and return the first application's response (exactly-once).
+    /// and return the first application's response (exactly-once). `id.client` must be a
+    /// session opened with [`Node::open_session`], and `id.seq` must grow by one per new
+    /// request of that session (one request at a time per session). A request whose session
+    /// was evicted meanwhile (see [`NodeConfig::max_sessions`]) is answered
+    /// [`Error::SessionExpired`] and is not applied.
     pub async fn propose_with_id(
         &self,
         group: GroupId,
         id: RequestId,
         command: S::Command,
     ) -> Result<S::Response, Error> {
-        let rx = self.submit_proposal(group, Some(id), command)?;
-        self.answer(group, rx).await
+        Ok(self.propose_indexed(group, Some(id), command).await?.1)
     }
 
-    /// Encodes and queues a proposal (the synchronous half of `propose`).
-    fn submit_proposal(
+    /// Proposes a command, under a client session if `id` is given (as
+    /// [`Node::propose_with_id`]), and returns the log index it took effect at with the state
+    /// machine's response: the index `StateMachine::apply` was called with for it. For a retry
+    /// answered from the session table it is the index of the entry that applied the request
+    /// first. Indices of successive proposals increase.
+    pub async fn propose_indexed(
         &self,
         group: GroupId,
         id: Option<RequestId>,
         command: S::Command,
-    ) -> Result<oneshot::Receiver<Result<S::Response, Error>>, Error> {
-        let payload = encode_proposal(id, &command)?;
-        self.submit(group, |reply| ClientReq::Propose { payload, reply })
+    ) -> Result<(Index, S::Response), Error> {
+        let rx = self.queue_proposal(group, encode_proposal(id, &command)?, None)?;
+        self.answer(group, rx).await?.into_indexed()
+    }
+
+    /// As [`Node::propose_indexed`], with the command already encoded: `command` is the
+    /// postcard encoding of an `S::Command`, such as a server received from its client. The
+    /// bytes go into the log as they are, without being decoded and encoded again here; a
+    /// command that does not decode changes nothing and is answered with [`Error::Codec`] when
+    /// it applies, on every replica alike.
+    pub async fn propose_encoded(
+        &self,
+        group: GroupId,
+        id: Option<RequestId>,
+        command: &[u8],
+    ) -> Result<(Index, S::Response), Error> {
+        let payload = Proposal::encode_raw(id, command).map_err(|e| Error::Codec(e.to_string()))?;
+        let rx = self.queue_proposal(group, payload, None)?;
+        self.answer(group, rx).await?.into_indexed()
+    }
+
+    /// Proposes a command (under a client session if `id` is given) and returns as soon as the
+    /// leader has appended it to its log, with the entry's index and term; await
+    /// [`Submitted::outcome`] for the response. Both waits are bounded by `request_timeout`.
+    /// Refusals (`NotLeader`, `Overloaded`, ...) come from this call.
+    pub async fn submit(
+        &self,
+        group: GroupId,
+        id: Option<RequestId>,
+        command: S::Command,
+    ) -> Result<Submitted<S::Response>, Error> {
+        let (tx, appended) = oneshot::channel();
+        let rx = self.queue_proposal(group, encode_proposal(id, &command)?, Some(tx))?;
+        submitted(&self.inner.deadlines, group, appended, rx).await
+    }
+
+    /// Opens a client session at the group's leader; returns its id, the log index of the
+    /// entry that opened it (ids are never reused). Use it as `RequestId::client`, with
+    /// `seq` counting from 1. The group keeps at most [`NodeConfig::max_sessions`] sessions,
+    /// evicting the least recently used. Retrying a failed `open_session` is safe: at worst it
+    /// opens a session nobody uses, which is evicted in time.
+    pub async fn open_session(&self, group: GroupId) -> Result<u64, Error> {
+        let rx = self.queue_proposal(group, self.open_session_payload()?, None)?;
+        session_id(self.answer(group, rx).await?)
+    }
+
+    /// The entry bytes that open a session, carrying this node's cap.
+    fn open_session_payload(&self) -> Result<Vec<u8>, Error> {
+        Proposal::open_session(self.inner.cfg.max_sessions).map_err(|e| Error::Codec(e.to_string()))
+    }
+
+    /// Queues a proposal's entry bytes (the synchronous half of `propose`).
+    fn queue_proposal(
+        &self,
+        group: GroupId,
+        payload: Vec<u8>,
+        appended: Option<oneshot::Sender<(Index, Term)>>,
+    ) -> Result<AnswerRx<S::Response>, Error> {
+        self.enqueue(group, |reply| ClientReq::Propose {
+            payload,
+            reply,
+            appended,
+        })
     }
 
     /// A handle on one group of this node, for callers that send it many requests: it holds
@@ -313,10 +521,56 @@ impl<S: StateMachine> Node<S> {
         })
     }
 
-    /// A linearizable read (ReadIndex): reflects every write acknowledged before it began.
+    /// A linearizable read (ReadIndex, Raft thesis 6.4): reflects every write acknowledged
+    /// before it began. The leader confirms with a heartbeat round that it still leads, then
+    /// answers once it has applied its commit index of when the read came. Only the leader
+    /// answers; others say `NotLeader` with a hint.
     pub async fn read(&self, group: GroupId, query: S::Query) -> Result<S::Response, Error> {
-        self.request(group, |reply| ClientReq::Read { query, reply })
-            .await
+        Ok(self
+            .request(group, |reply| ClientReq::Read { query, reply })
+            .await?
+            .1)
+    }
+
+    /// A linearizable read served from the leader's lease (Raft thesis 6.4.1): like
+    /// [`Node::read`], without a heartbeat round while the lease holds, so it costs no
+    /// message and no round trip.
+    ///
+    /// The lease: once a quorum has acknowledged a heartbeat round the leader started, no
+    /// other node can be elected for an election timeout (each acknowledging follower neither
+    /// votes for another node nor campaigns for that long, by its own clock). The leader
+    /// counts the lease by its own clock as `election_timeout` less a tick for granularity and
+    /// less `raft.lease_margin_ticks` ticks of `tick_interval` for clock drift (see
+    /// [`NodeConfig::raft`]), and uses it only after an entry of its own term has committed.
+    /// The read is then answered once the state machine has applied the commit index of when
+    /// it came.
+    ///
+    /// When the lease does not hold (just elected, expired after an idle stretch, a leader
+    /// transfer under way, leases turned off) the read falls back to ReadIndex, and the round
+    /// it starts renews the lease; a lease read in the second half of the lease renews it too,
+    /// so a steady stream of lease reads rarely waits for a round. The read is never refused
+    /// for want of a lease. It is linearizable provided no node's clock runs faster than the
+    /// leader's by more than the margin.
+    pub async fn read_lease(&self, group: GroupId, query: S::Query) -> Result<S::Response, Error> {
+        Ok(self
+            .request(group, |reply| ClientReq::ReadLease { query, reply })
+            .await?
+            .1)
+    }
+
+    /// A read of this node's local state, on any node (leader, follower or learner), without
+    /// any Raft round: the answer may be stale. It comes with the applied index the state
+    /// reflected: every entry up to `applied` and none after. Successive stale reads at one
+    /// node never go back in time (unless the node restarts).
+    pub async fn read_stale(
+        &self,
+        group: GroupId,
+        query: S::Query,
+    ) -> Result<Stale<S::Response>, Error> {
+        let (applied, response) = self
+            .request(group, |reply| ClientReq::ReadStale { query, reply })
+            .await?;
+        Ok(Stale { applied, response })
     }
 
     /// Asks the leader to hand leadership to `to` (returns once the transfer started).

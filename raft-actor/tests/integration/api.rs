@@ -162,7 +162,10 @@ async fn a_group_handle_proposes_reads_and_answers_stopped_after_removal() {
     let g = l.group(1).expect("group 1 is on the leader");
     assert_eq!(g.id(), 1);
     assert_eq!(g.propose(Cmd::Add(2)).await, Ok(2));
-    let session = RequestId { client: 7, seq: 1 };
+    let session = RequestId {
+        client: g.open_session().await.expect("session"),
+        seq: 1,
+    };
     assert_eq!(g.propose_with_id(session, Cmd::Add(3)).await, Ok(5));
     // A retry under the same session id applies once and answers the first response.
     assert_eq!(g.propose_with_id(session, Cmd::Add(3)).await, Ok(5));

@@ -20,7 +20,7 @@ fn spawn_writer(c: &Cluster, stop: Arc<AtomicU64>) -> tokio::task::JoinHandle<(u
     let nodes: Vec<_> = c.nodes.values().cloned().collect();
     tokio::spawn(async move {
         let (mut acked, mut errors) = (0u64, 0u64);
-        let client = 77;
+        let client = common::open_session(&nodes, G).await;
         let mut seq = 1;
         let mut at = 0usize;
         while stop.load(Ordering::Relaxed) == 0 {
@@ -264,11 +264,14 @@ async fn incident2_isolated_leader_entry_commits_via_noop_exactly_once() {
     let old = c.leader(G).await;
     c.propose(G, Cmd::Add(10)).await.unwrap();
     let net = c.net.as_ref().unwrap();
+    let id = RequestId {
+        client: c.nodes[&old].open_session(G).await.unwrap(),
+        seq: 1,
+    };
     // Followers receive the entry, but their acknowledgements never reach the leader.
     for &f in ids.iter().filter(|&&n| n != old) {
         net.partition_lane(f, old, Lane::Data).await.unwrap();
     }
-    let id = RequestId { client: 9, seq: 1 };
     let first = c.nodes[&old].propose_with_id(G, id, Cmd::Add(1)).await;
     assert!(
         matches!(

@@ -10,4 +10,6 @@ mod commit_notify;
 mod common;
 mod incidents;
 mod quiescence;
+mod reads;
+mod sessions;
 mod wal_restart;

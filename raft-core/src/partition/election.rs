@@ -17,6 +17,10 @@ impl PartitionCore {
         self.election.tick();
         if self.role == Role::Leader {
             self.tick_leader();
+        } else if self.election.deferred() && !self.owes_lease() {
+            // An election timeout waited for the lease this node owed a leader: it is over.
+            self.election.set_deferred(false);
+            self.election_timeout();
         } else if !self.cfg.external_timers && self.election.timed_out() {
             self.election_timeout();
         }
@@ -35,13 +39,25 @@ impl PartitionCore {
         if !self.cfg.external_timers {
             return true;
         }
-        self.lead.as_ref().is_some_and(|l| l.transferring())
+        self.election.deferred() || self.lead.as_ref().is_some_and(|l| l.transferring())
     }
 
     /// The election timer fired (called by `tick`, or directly by a runtime that keeps its own
     /// timers). A voter that is not the leader starts a (pre-)election; others do nothing.
     pub fn election_timeout(&mut self) {
         if self.role == Role::Leader {
+            return;
+        }
+        if self.owes_lease() {
+            // With leases on, this node may have acknowledged a round that gives the leader its
+            // lease (or it has just started and may have before): campaigning now could elect
+            // a second leader while the first still serves lease reads. The timeout waits for
+            // the lease to end (`tick`), unless the leader is heard from first.
+            debug!(
+                group = self.group,
+                "election timeout deferred: a leader's lease may still hold"
+            );
+            self.election.set_deferred(true);
             return;
         }
         self.election.restart();
@@ -318,9 +334,39 @@ impl PartitionCore {
     /// With check-quorum, a follower that heard from its leader within the minimum election
     /// timeout refuses to help depose it (Raft thesis, 4.2.3).
     fn in_leader_lease(&self) -> bool {
-        self.cfg.check_quorum
+        (self.cfg.check_quorum
             && self.leader.is_some()
-            && (self.role == Role::Leader || self.election.elapsed() < self.cfg.election_ticks)
+            && (self.role == Role::Leader || self.election.elapsed() < self.cfg.election_ticks))
+            || self.starting_up()
+    }
+
+    /// With [`Config::lease_reads`](crate::Config::lease_reads): this node, not leading, may
+    /// have acknowledged a leader's lease round within the last election timeout (it heard
+    /// from its leader that recently, or it started that recently and may have before a
+    /// restart). It must then neither vote for another node nor campaign.
+    pub(crate) fn owes_lease(&self) -> bool {
+        self.cfg.lease_ticks() > 0
+            && self.role != Role::Leader
+            && ((self.leader.is_some() && self.election.elapsed() < self.cfg.election_ticks)
+                || self.starting_up())
+    }
+
+    /// With leases on: this node started less than an election timeout ago. A group whose
+    /// only voter is this node is exempt: no other node can lead it, so no lease can be owed.
+    fn starting_up(&self) -> bool {
+        self.cfg.lease_ticks() > 0
+            && self.election.since_start() < self.cfg.election_ticks
+            && !self.sole_voter()
+    }
+
+    /// This node is the group's only voter.
+    pub(crate) fn sole_voter(&self) -> bool {
+        let m = self.members.effective();
+        m.is_voter(self.id)
+            && m.voters
+                .iter()
+                .chain(m.voters_outgoing.iter())
+                .all(|&v| v == self.id)
     }
 
     /// Handles RequestVote (and pre-vote) at the current term (Raft paper, 5.2 and 5.4.1).

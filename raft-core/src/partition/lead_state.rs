@@ -60,14 +60,40 @@ pub struct LeaderState {
     transfer: Option<Transfer>,
     read_seq: u64,
     pending_reads: VecDeque<PendingRead>,
+    /// The leader's own clock for its lease: ticks since it took office.
+    now: u64,
+    /// How long a lease lasts from the round that confirmed it, in ticks (0: leases are off).
+    lease_ticks: u64,
+    /// ReadIndex rounds not yet confirmed, oldest first, at most one per tick: the first round
+    /// started in a tick and that tick. A quorum that confirms a round at least as new as
+    /// `(seq, at)` heard from this leader at or after tick `at`. Rounds older than a lease are
+    /// dropped: they can no longer give a lease that still holds.
+    rounds: VecDeque<(u64, u64)>,
+    /// The tick of the newest confirmed round: the lease runs from there.
+    lease_from: Option<u64>,
+    /// A TimeoutNow went out in this term: its target may be elected without waiting for any
+    /// lease, so this leader serves no lease read again.
+    lease_revoked: bool,
+    /// Lease reads waiting for the state machine to apply their index: `(ctx, index)`, indices
+    /// never decreasing (each is the commit index when the read came).
+    lease_reads: VecDeque<(u64, Index)>,
 }
 
 impl LeaderState {
-    /// The state of a new leader: every other node of `membership` a peer, presumed active.
-    pub(crate) fn new(me: NodeId, membership: &Membership) -> Self {
-        let mut lead = LeaderState::default();
+    /// The state of a new leader: every other node of `membership` a peer, presumed active;
+    /// its leases last `lease_ticks` (0: no leases).
+    pub(crate) fn new(me: NodeId, membership: &Membership, lease_ticks: u32) -> Self {
+        let mut lead = LeaderState {
+            lease_ticks: u64::from(lease_ticks),
+            ..LeaderState::default()
+        };
         lead.sync_peers(me, membership);
         lead
+    }
+
+    /// The index of this term's no-op.
+    pub(crate) fn noop_index(&self) -> Index {
+        self.noop_index
     }
 
     /// Records the index of this term's no-op; reads wait until it commits.
@@ -148,13 +174,24 @@ impl LeaderState {
         self.transfer = None;
     }
 
-    /// Takes every pending read (leadership is lost); returns their contexts, in order.
+    /// Takes every pending read, ReadIndex and lease (leadership is lost); returns their
+    /// contexts, in order.
     pub(crate) fn drain_reads(&mut self) -> Vec<u64> {
-        self.pending_reads.drain(..).map(|r| r.ctx).collect()
+        let mut ctxs: Vec<u64> = self.pending_reads.drain(..).map(|r| r.ctx).collect();
+        ctxs.extend(self.lease_reads.drain(..).map(|(ctx, _)| ctx));
+        ctxs
     }
 
-    /// Adds peers that joined the configuration and forgets those that left.
+    /// Reads waiting, of both kinds.
+    pub(crate) fn reads_waiting(&self) -> usize {
+        self.pending_reads.len() + self.lease_reads.len()
+    }
+
+    /// Adds peers that joined the configuration and forgets those that left. A lease confirmed
+    /// by the former configuration ends: the next round confirms one with the new.
     pub(crate) fn sync_peers(&mut self, me: NodeId, membership: &Membership) {
+        self.lease_from = None;
+        self.rounds.clear();
         let all = membership.all_nodes();
         self.progress.retain(|id, _| all.contains(id));
         for id in all {
@@ -205,6 +242,7 @@ impl LeaderState {
         heartbeat_ticks: u32,
         election_ticks: u32,
     ) -> (bool, Option<NodeId>) {
+        self.now += 1;
         self.heartbeat_elapsed += 1;
         let heartbeat_due = self.heartbeat_elapsed >= heartbeat_ticks;
         if heartbeat_due {
@@ -243,6 +281,7 @@ impl LeaderState {
             return None;
         }
         t.timeout_now_sent = true;
+        self.lease_revoked = true;
         Some(t.target)
     }
 
@@ -267,16 +306,11 @@ impl LeaderState {
         single_voter: bool,
         limit: usize,
     ) -> Option<bool> {
-        if self.pending_reads.len() >= limit {
+        if self.reads_waiting() >= limit {
             return None;
         }
         let index = commit.max(self.noop_index);
-        let seq = if single_voter {
-            0
-        } else {
-            self.read_seq += 1;
-            self.read_seq
-        };
+        let seq = if single_voter { 0 } else { self.start_round() };
         self.pending_reads
             .push_back(PendingRead { ctx, index, seq });
         Some(!single_voter)
@@ -302,6 +336,90 @@ impl LeaderState {
                 break;
             }
             ready.extend(self.pending_reads.pop_front());
+        }
+        ready
+    }
+
+    /// Starts a new ReadIndex round at the current tick; returns its number. The caller sends
+    /// the heartbeats that carry it.
+    fn start_round(&mut self) -> u64 {
+        self.read_seq += 1;
+        if self.lease_ticks > 0 && self.rounds.back().is_none_or(|&(_, at)| at < self.now) {
+            self.rounds.push_back((self.read_seq, self.now));
+            while self
+                .rounds
+                .front()
+                .is_some_and(|&(_, at)| at + self.lease_ticks <= self.now)
+            {
+                self.rounds.pop_front();
+            }
+        }
+        self.read_seq
+    }
+
+    /// Moves the lease forward to the newest round a quorum of `membership` confirmed.
+    pub(crate) fn confirm_lease(&mut self, me: NodeId, membership: &Membership) {
+        let Some(&(first, _)) = self.rounds.front() else {
+            return;
+        };
+        let confirmed = self.confirmed_read_seq(me, membership);
+        if confirmed < first {
+            return;
+        }
+        while let Some(&(seq, at)) = self.rounds.front() {
+            if seq > confirmed {
+                break;
+            }
+            self.lease_from = Some(self.lease_from.map_or(at, |from| from.max(at)));
+            self.rounds.pop_front();
+        }
+    }
+
+    /// True while the lease holds: a round started less than `lease_ticks` ago was confirmed
+    /// by a quorum, no transfer is under way and none was started in this term. (Whether an
+    /// entry of this term has committed is the caller's question.)
+    pub(crate) fn lease_holds(&self) -> bool {
+        !self.lease_revoked
+            && self.transfer.is_none()
+            && self
+                .lease_from
+                .is_some_and(|from| self.now < from + self.lease_ticks)
+    }
+
+    /// Starts a round to renew the lease when less than half of it is left and no round went
+    /// out in this tick yet; returns whether it did (the caller sends the heartbeats).
+    pub(crate) fn renew_lease(&mut self) -> bool {
+        let Some(from) = self.lease_from else {
+            return false;
+        };
+        let left = (from + self.lease_ticks).saturating_sub(self.now);
+        if left * 2 > self.lease_ticks || self.rounds.back().is_some_and(|&(_, at)| at == self.now)
+        {
+            return false;
+        }
+        self.start_round();
+        true
+    }
+
+    /// Registers a lease read at `index` (the commit index now), or `false` if `limit` reads
+    /// are waiting already.
+    pub(crate) fn register_lease_read(&mut self, ctx: u64, index: Index, limit: usize) -> bool {
+        if self.reads_waiting() >= limit {
+            return false;
+        }
+        self.lease_reads.push_back((ctx, index));
+        true
+    }
+
+    /// Takes the lease reads whose index the state machine has applied, in order.
+    pub(crate) fn take_ready_lease_reads(&mut self, applied: Index) -> Vec<(u64, Index)> {
+        let mut ready = Vec::new();
+        while self
+            .lease_reads
+            .front()
+            .is_some_and(|&(_, index)| index <= applied)
+        {
+            ready.extend(self.lease_reads.pop_front());
         }
         ready
     }

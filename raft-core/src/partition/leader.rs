@@ -31,7 +31,11 @@ impl PartitionCore {
             term = self.ballot.term(),
             "became leader"
         );
-        self.lead = Some(LeaderState::new(self.id, self.members.effective()));
+        self.lead = Some(LeaderState::new(
+            self.id,
+            self.members.effective(),
+            self.cfg.lease_ticks(),
+        ));
         self.election.clear_votes();
         self.election.restart();
         let id = self.id;

@@ -18,7 +18,7 @@
 //!   `log`, `members`, `snapshots`;
 //! - `leader.rs` — proposals, progress, the commit rule, heartbeats, leader transfer, membership
 //!   changes: `lead`, `log`, `members`;
-//! - `read.rs` — ReadIndex: `lead`, `log` (commit and applied), `members`;
+//! - `read.rs` — ReadIndex and lease reads: `lead`, `log` (commit and applied), `members`;
 //! - `snapshot.rs` — snapshot and compaction decisions on the local side: `snapshots`, `log`;
 //! - `step.rs` — the message dispatcher: the role and leader, `election` (the timer), `lead`
 //!   (peer activity).

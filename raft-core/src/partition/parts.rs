@@ -75,6 +75,12 @@ pub(crate) struct Election {
     rng: SplitMix64,
     /// Votes received in the current (pre-)election.
     votes: BTreeMap<NodeId, bool>,
+    /// Ticks since the core was created (saturating): a node that has just started keeps
+    /// out of elections for an election timeout when leases are on.
+    since_start: u32,
+    /// An election timeout came while this node still owed a leader its lease: it campaigns
+    /// once the lease is over, unless the leader is heard from again first.
+    deferred: bool,
 }
 
 impl Election {
@@ -85,6 +91,8 @@ impl Election {
             randomized_timeout: election_ticks,
             rng: SplitMix64::new(seed),
             votes: BTreeMap::new(),
+            since_start: 0,
+            deferred: false,
         }
     }
 
@@ -98,6 +106,22 @@ impl Election {
     /// One tick passed.
     pub(crate) fn tick(&mut self) {
         self.elapsed = self.elapsed.saturating_add(1);
+        self.since_start = self.since_start.saturating_add(1);
+    }
+
+    /// Ticks since the core was created (saturating).
+    pub(crate) fn since_start(&self) -> u32 {
+        self.since_start
+    }
+
+    /// True while an election timeout waits for a lease to end.
+    pub(crate) fn deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// Marks (or clears) an election timeout waiting for a lease to end.
+    pub(crate) fn set_deferred(&mut self, deferred: bool) {
+        self.deferred = deferred;
     }
 
     /// Ticks since the timer was last reset or restarted.
@@ -119,6 +143,7 @@ impl Election {
     /// or a leader's check-quorum period begins).
     pub(crate) fn restart(&mut self) {
         self.elapsed = 0;
+        self.deferred = false;
     }
 
     /// Forgets the votes of the previous round.

@@ -49,7 +49,16 @@ fn elected_in(cfg: Config, membership: Membership) -> PartitionCore {
         .copied()
         .filter(|&v| v != id)
         .collect();
+    let et = cfg.election_ticks;
+    let leases = cfg.lease_reads;
     let mut core = fresh_in(cfg, membership);
+    if leases {
+        // A node with leases on keeps out of elections for its first election timeout.
+        for _ in 0..et {
+            core.tick();
+        }
+        core.take_actions();
+    }
     core.campaign();
     settle(&mut core);
     for _round in 0..2 {
@@ -935,6 +944,375 @@ fn a_single_node_group_serves_reads_without_messages() {
     let actions = leader.take_actions();
     assert!(sent(&actions).is_empty(), "{actions:?}");
     assert_eq!(reads_ready(&actions), vec![(9, 1)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. Lease reads (Raft thesis, 6.4.1).
+// ---------------------------------------------------------------------------------------------
+
+fn lease_config(id: NodeId) -> Config {
+    Config {
+        lease_reads: true,
+        ..config(id)
+    }
+}
+
+/// Leader 1 of {1, 2, 3} with leases on, its no-op committed and applied, holding a lease
+/// confirmed by a round started at its current tick (its first ReadIndex read, ctx 100).
+fn leased_leader() -> PartitionCore {
+    let mut leader = leader_of_three(lease_config(1));
+    leader.applied(1);
+    leader.take_actions();
+    leader.read_lease(100).unwrap();
+    let rounds = heartbeat_rounds(&leader.take_actions());
+    assert_eq!(
+        rounds,
+        vec![(2, 1), (3, 1)],
+        "no lease yet: a ReadIndex round"
+    );
+    leader.step(heartbeat_ack(2, 1, 1, 1));
+    assert_eq!(reads_ready(&leader.take_actions()), vec![(100, 1)]);
+    assert!(leader.lease_holds());
+    leader
+}
+
+#[test]
+fn a_lease_read_is_served_without_a_round_once_a_round_confirmed_the_lease() {
+    // Claim (thesis 6.4.1): the first lease read finds no lease and is a ReadIndex read; the
+    // quorum that confirms its round gives the leader a lease, and the next lease reads are
+    // served at the commit index without any message.
+    let mut leader = leased_leader();
+    leader.read_lease(101).unwrap();
+    let actions = leader.take_actions();
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+    assert_eq!(reads_ready(&actions), vec![(101, 1)]);
+    // A ReadIndex read still takes a round.
+    leader.read_index(102).unwrap();
+    assert_eq!(
+        heartbeat_rounds(&leader.take_actions()),
+        vec![(2, 2), (3, 2)]
+    );
+}
+
+#[test]
+fn a_lease_lasts_election_ticks_less_one_less_the_margin() {
+    // Claim: the lease runs `election_ticks - 1 - lease_margin_ticks` ticks of the leader's own
+    // clock from the tick its confirming round started; then a lease read needs a round again.
+    let mut leader = leased_leader();
+    let lease = lease_config(1).lease_ticks();
+    assert_eq!(lease, lease_config(1).election_ticks - 2);
+    for t in 1..lease {
+        leader.tick();
+        leader.take_actions();
+        assert!(leader.lease_holds(), "tick {t} of {lease}");
+        leader.read_lease(t as u64).unwrap();
+        assert_eq!(reads_ready(&leader.take_actions()), vec![(t as u64, 1)]);
+    }
+    leader.tick();
+    leader.take_actions();
+    assert!(!leader.lease_holds());
+    leader.read_lease(999).unwrap();
+    let actions = leader.take_actions();
+    assert!(reads_ready(&actions).is_empty(), "{actions:?}");
+    assert!(
+        !heartbeat_rounds(&actions).is_empty(),
+        "a round confirms it"
+    );
+}
+
+#[test]
+fn a_lease_read_in_the_second_half_of_the_lease_renews_it() {
+    // Claim: a lease read that finds less than half of the lease left is served at once and
+    // starts a round (one per tick at most); once a quorum confirms it, the lease runs from that
+    // round's tick.
+    let mut leader = leased_leader();
+    let lease = lease_config(1).lease_ticks();
+    let half = lease.div_ceil(2);
+    for _ in 0..half {
+        leader.tick();
+    }
+    leader.take_actions();
+    leader.read_lease(1).unwrap();
+    let actions = leader.take_actions();
+    assert_eq!(reads_ready(&actions), vec![(1, 1)]);
+    let rounds = heartbeat_rounds(&actions);
+    assert_eq!(rounds.len(), 2, "a renewal round: {actions:?}");
+    let seq = rounds[0].1;
+    leader.read_lease(2).unwrap();
+    let actions = leader.take_actions();
+    assert!(heartbeat_rounds(&actions).is_empty(), "one round per tick");
+    leader.step(heartbeat_ack(3, 1, 1, seq));
+    leader.take_actions();
+    // Without the renewal the lease would end at tick `lease`; now it ends at `half + lease`.
+    for _ in half..lease + half - 1 {
+        leader.tick();
+    }
+    assert!(leader.lease_holds());
+    leader.tick();
+    assert!(!leader.lease_holds());
+}
+
+#[test]
+fn a_lease_read_waits_until_the_commit_index_at_its_start_is_applied() {
+    // Claim: a lease read is served at the commit index it found, once the state machine has
+    // applied that far; later commits do not hold it back.
+    let mut leader = leased_leader();
+    leader.propose(vec![b"x".to_vec()]).unwrap();
+    settle(&mut leader);
+    leader.progress(2, 1, 2);
+    settle(&mut leader);
+    assert_eq!(leader.commit_index(), 2);
+    leader.read_lease(5).unwrap();
+    assert!(
+        reads_ready(&leader.take_actions()).is_empty(),
+        "2 not applied"
+    );
+    leader.propose(vec![b"y".to_vec()]).unwrap();
+    settle(&mut leader);
+    leader.progress(2, 1, 3);
+    settle(&mut leader);
+    leader.applied(2);
+    assert_eq!(reads_ready(&leader.take_actions()), vec![(5, 2)]);
+}
+
+#[test]
+fn without_leases_a_lease_read_is_a_readindex_read() {
+    // Claim: with `lease_reads` off (the default) or `check_quorum` off, `read_lease` takes a
+    // round every time, like `read_index`.
+    for cfg in [
+        config(1),
+        Config {
+            check_quorum: false,
+            ..lease_config(1)
+        },
+    ] {
+        let mut leader = leader_of_three(cfg);
+        leader.applied(1);
+        leader.take_actions();
+        for ctx in 1..=3 {
+            leader.read_lease(ctx).unwrap();
+            let actions = leader.take_actions();
+            assert_eq!(heartbeat_rounds(&actions).len(), 2, "{actions:?}");
+            assert!(reads_ready(&actions).is_empty());
+            leader.step(heartbeat_ack(2, 1, 1, ctx));
+            assert_eq!(reads_ready(&leader.take_actions()), vec![(ctx, 1)]);
+            assert!(!leader.lease_holds());
+        }
+    }
+}
+
+#[test]
+fn a_new_leader_serves_no_lease_read_before_its_noop_commits() {
+    // Claim: until an entry of its term commits, a leader may not know the latest commit index:
+    // a lease read waits like a ReadIndex read.
+    let mut leader = elected(lease_config(1), &[1, 2, 3]);
+    leader.take_actions();
+    leader.read_lease(1).unwrap();
+    leader.step(heartbeat_ack(2, 1, 1, 1));
+    assert!(reads_ready(&settle(&mut leader)).is_empty());
+    assert!(
+        !leader.lease_holds(),
+        "confirmed, but the no-op is not committed"
+    );
+    leader.progress(2, 1, 1);
+    settle(&mut leader);
+    leader.applied(1);
+    assert_eq!(reads_ready(&leader.take_actions()), vec![(1, 1)]);
+    assert!(leader.lease_holds());
+}
+
+#[test]
+fn a_leader_transfer_ends_the_lease_for_the_rest_of_the_term() {
+    // Claim: the target of a transfer campaigns without waiting for any lease, so once a
+    // transfer starts the leader serves no lease read, even after the transfer times out.
+    let mut leader = leased_leader();
+    leader.transfer_leader(2).unwrap();
+    assert!(!leader.lease_holds(), "a transfer is under way");
+    leader.progress(2, 1, 1);
+    let actions = settle(&mut leader);
+    assert_eq!(timeout_nows(&actions), vec![2]);
+    for _ in 0..lease_config(1).election_ticks {
+        leader.tick();
+    }
+    settle(&mut leader);
+    assert_eq!(leader.role(), Role::Leader, "{:?}", leader.status());
+    // A new round is confirmed, yet no lease.
+    leader.read_lease(7).unwrap();
+    let rounds = heartbeat_rounds(&leader.take_actions());
+    leader.step(heartbeat_ack(3, 1, 1, rounds[0].1));
+    assert_eq!(reads_ready(&leader.take_actions()), vec![(7, 1)]);
+    assert!(!leader.lease_holds());
+}
+
+#[test]
+fn a_membership_change_ends_the_lease_until_the_new_configuration_confirms_a_round() {
+    // Claim: a lease confirmed by one configuration does not carry over to the next.
+    let mut leader = leased_leader();
+    leader.add_learner(4).unwrap();
+    settle(&mut leader);
+    assert!(!leader.lease_holds());
+}
+
+#[test]
+fn with_leases_a_follower_defers_its_election_timeout_until_its_lease_ends() {
+    // Claim: a follower that heard from its leader within an election timeout may have
+    // confirmed its lease: an election timeout that comes meanwhile waits (the core asks for
+    // ticks) and fires once `election_ticks` have passed since that contact.
+    let cfg = Config {
+        external_timers: true,
+        ..lease_config(2)
+    };
+    let et = cfg.election_ticks;
+    let mut follower = fresh(cfg, &[1, 2, 3]);
+    for _ in 0..et {
+        follower.tick();
+    }
+    follower.step(heartbeat(1, 2, 1));
+    settle(&mut follower);
+    follower.tick();
+    follower.election_timeout();
+    assert!(follower.take_actions().is_empty());
+    assert_eq!(follower.role(), Role::Follower);
+    assert!(
+        follower.needs_ticks(),
+        "the deferred timeout waits on ticks"
+    );
+    for _ in 1..et - 1 {
+        follower.tick();
+        assert!(follower.take_actions().is_empty());
+    }
+    follower.tick();
+    let actions = follower.take_actions();
+    assert_eq!(follower.role(), Role::PreCandidate, "{actions:?}");
+    assert!(!follower.needs_ticks());
+
+    // Heard from the leader meanwhile: the deferred timeout is dropped.
+    let cfg = Config {
+        external_timers: true,
+        ..lease_config(3)
+    };
+    let mut follower = fresh(cfg, &[1, 2, 3]);
+    for _ in 0..et {
+        follower.tick();
+    }
+    follower.step(heartbeat(1, 3, 1));
+    follower.election_timeout();
+    follower.step(heartbeat(1, 3, 1));
+    settle(&mut follower);
+    assert!(!follower.needs_ticks());
+    for _ in 0..2 * et {
+        follower.tick();
+    }
+    assert_eq!(follower.role(), Role::Follower);
+}
+
+#[test]
+fn with_leases_a_node_that_just_started_neither_votes_nor_campaigns_for_an_election_timeout() {
+    // Claim: a node restarted after acknowledging a leader's round has forgotten that leader,
+    // but it must still not help elect another while that lease may hold: for its first
+    // `election_ticks` ticks it ignores vote requests and defers its own election timeout.
+    let cfg = Config {
+        external_timers: true,
+        ..lease_config(2)
+    };
+    let et = cfg.election_ticks;
+    let mut node = fresh(cfg.clone(), &[1, 2, 3]);
+    let actions = step(&mut node, vote_request(3, 2, 1, (0, 0), true));
+    assert!(actions.is_empty(), "{actions:?}");
+    node.election_timeout();
+    assert!(node.take_actions().is_empty());
+    for _ in 0..et - 1 {
+        node.tick();
+    }
+    assert!(node.take_actions().is_empty());
+    assert_eq!(node.role(), Role::Follower);
+    node.tick();
+    assert_eq!(
+        node.role(),
+        Role::PreCandidate,
+        "the deferred timeout fired"
+    );
+    settle(&mut node);
+    let replies = respond(&mut node, vote_request(3, 2, 1, (0, 0), true));
+    assert_eq!(vote_answers(&replies), vec![(true, 1)]);
+
+    // Without leases nothing waits; with a single voter there is no one to wait for.
+    let mut node = fresh(
+        Config {
+            external_timers: true,
+            ..config(2)
+        },
+        &[1, 2, 3],
+    );
+    let replies = respond(&mut node, vote_request(3, 2, 1, (0, 0), true));
+    assert_eq!(vote_answers(&replies), vec![(true, 1)]);
+    let mut single = fresh(cfg, &[2]);
+    single.election_timeout();
+    settle(&mut single);
+    assert_eq!(single.role(), Role::Leader);
+}
+
+#[test]
+fn no_other_node_is_elected_while_an_isolated_leaders_lease_holds() {
+    // Claim (thesis 6.4.1): once a leader's lease is confirmed by a quorum, no other node leads
+    // while it holds, whatever the timers do: here the runtime's election timers (external)
+    // at every tick. Node 1 leads; node 3 has not heard from it for an election timeout (it
+    // would vote for anyone); node 2 alone confirms the lease round. Then either node 2's timer
+    // fires at every tick (it would win with node 3's vote), or node 2 restarts at once,
+    // forgetting the round, and node 3's timer fires at every tick (it would win with node 2's
+    // vote).
+    let cfg = |id| Config {
+        external_timers: true,
+        ..lease_config(id)
+    };
+    let et = cfg(1).election_ticks;
+    for restart_2 in [false, true] {
+        let mut c = Cluster::with(&[1, 2, 3], &[1, 2, 3], cfg);
+        run_ticks(&mut c, et);
+        c.elect(1);
+        c.propose(1, b"a").unwrap();
+        c.stabilize();
+        c.cut.insert((1, 3));
+        c.cut.insert((3, 1));
+        run_ticks(&mut c, et);
+        c.node(1).core.read_lease(1_000).unwrap();
+        c.process(1);
+        c.deliver_all();
+        assert!(c.core(1).lease_holds(), "node 2 confirmed the round");
+        c.isolate(1);
+        if restart_2 {
+            c.node(2).crash_restart();
+        }
+        let mut lease_ended = None;
+        let mut elected = None;
+        for t in 0..4 * et {
+            c.tick_all();
+            let campaigner = if restart_2 { 3 } else { 2 };
+            c.node(campaigner).core.election_timeout();
+            c.process(campaigner);
+            c.deliver_all();
+            if c.core(1).lease_holds() {
+                for id in [2, 3] {
+                    assert_ne!(
+                        c.core(id).role(),
+                        Role::Leader,
+                        "restart {restart_2}: node {id} leads at tick {t} while node 1's lease holds"
+                    );
+                }
+            } else if lease_ended.is_none() {
+                lease_ended = Some(t);
+            }
+            if elected.is_none() && [2, 3].iter().any(|&id| c.core(id).role() == Role::Leader) {
+                elected = Some(t);
+            }
+        }
+        let (ended, elected) = (lease_ended.expect("lease ends"), elected.expect("elected"));
+        assert!(
+            ended <= elected,
+            "lease ended at tick {ended}, new leader at {elected}"
+        );
+        c.check().unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use raft_actor::RequestId;
 use raft_actor::metrics::GroupMetrics;
 use raft_core::{Entry, Index, NodeId, Role, Term};
 use raft_storage::{LogStore, MemStore};
@@ -17,6 +16,9 @@ use super::workload::{Op, Workload};
 use super::{Applied, CommandOf, GROUP, Harness, SimNode, SimReport};
 use crate::checkers::{LogImage, LogView, WakeupAudit, check_log_matching};
 use crate::trace::TraceLog;
+
+/// What a node's metrics say of its session table: (sessions, evicted so far, digest).
+type SessionTable = (u64, u64, u64);
 
 /// Read access to a node's durable image for the leader-completeness checker.
 struct StoreView<'a> {
@@ -132,14 +134,8 @@ impl<W: Workload> Harness<W> {
             let current: Vec<&SimNode<W>> = self.nodes.values().collect();
             let n = current[k % current.len()];
             k += 1;
-            let id = RequestId {
-                client: 0xFFFF,
-                seq: 1,
-            };
-            if n.propose_with_id(GROUP, id, self.workload.probe())
-                .await
-                .is_ok()
-            {
+            // The probe changes nothing a client can observe: it needs no session.
+            if n.propose(GROUP, self.workload.probe()).await.is_ok() {
                 live = true;
                 self.trace
                     .event(|| format!("liveness: a write commits at n{}", n.id()));
@@ -212,7 +208,6 @@ impl<W: Workload> Harness<W> {
     /// must wake each replicator exactly once per published log change.
     async fn wakeup_audit(&mut self) -> Result<WakeupAudit, String> {
         const WRITES: u64 = 20;
-        let mut seq = 0;
         for _attempt in 0..5 {
             self.observe().await;
             let Some((_, leader)) = self.leader else {
@@ -230,12 +225,7 @@ impl<W: Workload> Harness<W> {
                 continue;
             }
             for _ in 0..WRITES {
-                seq += 1;
-                let id = RequestId {
-                    client: 0xFFFE,
-                    seq,
-                };
-                let _ = node.propose_with_id(GROUP, id, self.workload.probe()).await;
+                let _ = node.propose(GROUP, self.workload.probe()).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -254,10 +244,14 @@ impl<W: Workload> Harness<W> {
         Err("wake-up audit: no quiet window with a stable leader after healing".into())
     }
 
-    /// Final per-node figures: snapshots, and whether the victim caught up.
+    /// Final per-node figures: snapshots, whether the victim caught up, and the session
+    /// tables: replicas that applied the same index must hold the same table (same digest,
+    /// same size, same evictions so far), however each got there (applying the log, or
+    /// restoring a snapshot).
     async fn finish_metrics(&mut self) {
         let mut commit = 0;
         let mut applied = BTreeMap::new();
+        let mut tables: BTreeMap<u64, Vec<(NodeId, SessionTable)>> = BTreeMap::new();
         for (&id, n) in &self.nodes {
             let Ok(m) = n.group_metrics(GROUP).await else {
                 continue;
@@ -268,9 +262,32 @@ impl<W: Workload> Harness<W> {
                 commit = commit.max(m.commit);
             }
             applied.insert(id, m.applied);
+            self.report.sessions_evicted = self.report.sessions_evicted.max(m.sessions_evicted);
+            tables
+                .entry(m.applied)
+                .or_default()
+                .push((id, (m.sessions, m.sessions_evicted, m.session_digest)));
         }
         if let Some(v) = self.report.victim {
             self.report.victim_caught_up = applied.get(&v).is_some_and(|&a| a >= commit);
+        }
+        let mut found = Vec::new();
+        for (index, nodes) in &tables {
+            let Some(&(first, table)) = nodes.first() else {
+                continue;
+            };
+            self.report.session_tables_compared += nodes.len() as u64 - 1;
+            for &(other, t) in &nodes[1..] {
+                if t != table {
+                    found.push(format!(
+                        "session tables differ at applied index {index}: node {first} holds \
+                         (sessions, evicted, digest) {table:?}, node {other} {t:?}"
+                    ));
+                }
+            }
+        }
+        for v in found {
+            self.violate(v);
         }
     }
 

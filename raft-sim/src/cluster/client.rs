@@ -1,6 +1,8 @@
-//! The client driver: tasks that issue the workload's commands (with session ids, retried
-//! until answered) and queries (reads at random nodes), recording what they saw for the history
-//! checks.
+//! The client driver: tasks that issue the workload's commands (under client sessions, retried
+//! until answered) and queries (ReadIndex or lease reads at random nodes), recording what they
+//! saw for the history checks. Each client opens a session before its first command and a new
+//! one every 8 to 40 commands (a client that restarts, or a new one), so the group's session
+//! table keeps filling and evicting.
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ struct ClientResult<W: Workload> {
     outcomes: History<W>,
     overloaded: u64,
     errors: u64,
+    /// Requests answered `SessionExpired`.
+    expired: u64,
 }
 
 /// What the harness tells its clients: run.
@@ -111,6 +115,7 @@ impl<W: Workload> Harness<W> {
                     history.extend(r.outcomes);
                     self.report.overloaded += r.overloaded;
                     self.report.errors += r.errors;
+                    self.report.sessions_expired += r.expired;
                 }
                 Err(e) => self.violate(format!("client task failed: {e}")),
             }
@@ -139,8 +144,14 @@ impl<W: Workload> Client<W> {
             outcomes: Vec::new(),
             overloaded: 0,
             errors: 0,
+            expired: 0,
         };
+        // The client's command count (the history's `seq`), its session and the session's
+        // sequence number, and how many commands it still sends under that session.
+        let mut count = 0;
+        let mut session: Option<u64> = None;
         let mut seq = 0;
+        let mut session_left = 0;
         let mut at = rng.below(nodes.len() as u64) as usize;
         let think_ms = (think.as_millis() as u64).max(1);
         let now = move || epoch.elapsed().as_nanos() as u64;
@@ -151,15 +162,23 @@ impl<W: Workload> Client<W> {
             }
             let command = match workload.next_op(c, &mut rng) {
                 Op::Query(query) => {
-                    // Reads go to any node: a correct one answers only as a confirmed leader.
+                    // Reads go to any node: a correct one answers only as a confirmed leader
+                    // (or one whose lease holds).
                     let call = now();
                     let target = &nodes[rng.below(nodes.len() as u64) as usize];
-                    match target.read(GROUP, query.clone()).await {
+                    let lease = rng.below(2) == 0;
+                    let read = if lease {
+                        target.read_lease(GROUP, query.clone()).await
+                    } else {
+                        target.read(GROUP, query.clone()).await
+                    };
+                    match read {
                         Ok(v) => {
                             let op = Op::Query(query);
                             trace.event(|| {
                                 format!(
-                                    "c{c} {} at n{} -> {v:?}",
+                                    "c{c} {}{} at n{} -> {v:?}",
+                                    if lease { "lease " } else { "" },
                                     workload.describe(&op),
                                     target.id()
                                 )
@@ -182,31 +201,66 @@ impl<W: Workload> Client<W> {
                 }
                 Op::Command(command) => command,
             };
+            if session_left == 0 {
+                session = None;
+            }
             let call = now();
-            seq += 1;
-            let id = RequestId { client: c + 1, seq };
+            count += 1;
             let op = Op::Command(command.clone());
             let mut ret = None;
             // Retry the same request (same session id) until it is answered or the harness gives
             // up on it.
             while *stop.borrow() != GIVE_UP {
                 let target = &nodes[at % nodes.len()];
+                let Some(client) = session else {
+                    match target.open_session(GROUP).await {
+                        Ok(id) => {
+                            trace.event(|| format!("c{c} opens session {id} at n{}", target.id()));
+                            session = Some(id);
+                            seq = 0;
+                            session_left = 8 + rng.below(33);
+                        }
+                        Err(e) => {
+                            at = next_node(&nodes, at, &e);
+                            tokio::time::sleep(Duration::from_millis(5 + rng.below(20))).await;
+                        }
+                    }
+                    continue;
+                };
+                let id = RequestId {
+                    client,
+                    seq: seq + 1,
+                };
                 match target.propose_with_id(GROUP, id, command.clone()).await {
                     Ok(v) => {
                         trace.event(|| {
                             format!(
-                                "c{c} {} #{seq} at n{} -> {v:?}",
+                                "c{c} {} #{count} ({client}/{}) at n{} -> {v:?}",
                                 workload.describe(&op),
+                                id.seq,
                                 target.id()
                             )
                         });
                         ret = Some((now(), v));
                         break;
                     }
+                    Err(Error::SessionExpired { .. }) => {
+                        // Not applied by this attempt, perhaps by an earlier one: in doubt. The
+                        // next command opens a new session.
+                        trace.event(|| {
+                            format!(
+                                "c{c} {} #{count}: session {client} expired",
+                                workload.describe(&op)
+                            )
+                        });
+                        out.expired += 1;
+                        session = None;
+                        break;
+                    }
                     Err(e) => {
                         trace.event(|| {
                             format!(
-                                "c{c} {} #{seq} at n{}: {e}",
+                                "c{c} {} #{count} at n{}: {e}",
                                 workload.describe(&op),
                                 target.id()
                             )
@@ -221,12 +275,16 @@ impl<W: Workload> Client<W> {
                     }
                 }
             }
+            if session.is_some() {
+                seq += 1;
+                session_left -= 1;
+            }
             if ret.is_none() {
-                trace.event(|| format!("c{c} {} #{seq} in doubt", workload.describe(&op)));
+                trace.event(|| format!("c{c} {} #{count} in doubt", workload.describe(&op)));
             }
             out.outcomes.push(Recorded {
                 client: c,
-                seq,
+                seq: count,
                 op,
                 call,
                 ret,

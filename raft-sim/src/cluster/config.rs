@@ -53,6 +53,14 @@ pub struct SimConfig {
     /// Each group's client queue (`NodeConfig::client_queue`); small values make overload
     /// visible (the InfluxDB client pool). `None`: the default.
     pub client_queue: Option<usize>,
+    /// Each group's cap on client sessions (`NodeConfig::max_sessions`). `None` (the default):
+    /// twice the number of clients, plus two. Clients open a new session every 8 to 40
+    /// commands, so that cap makes the table evict all the time, mostly abandoned sessions,
+    /// and now and then the live one of a client that could not get through for long (it then
+    /// sees `SessionExpired`: its command stays in doubt). A cap near the number of clients
+    /// evicts live sessions all the time: many commands in doubt, histories beyond the
+    /// linearizability checker's budget.
+    pub max_sessions: Option<usize>,
     /// Record the event trace in [`SimReport::trace`](super::SimReport::trace).
     pub trace: bool,
 }
@@ -83,7 +91,8 @@ pub struct LaggingFollower {
 }
 
 impl SimConfig {
-    /// Defaults for `seed`: 3 or 5 nodes (by seed), 4 clients, 60 s of random faults.
+    /// Defaults for `seed`: 3 or 5 nodes (by seed), 4 clients, 60 s of random faults, at most
+    /// 10 client sessions per group (twice the clients, plus two).
     pub fn new(seed: u64) -> Self {
         SimConfig {
             seed,
@@ -104,6 +113,7 @@ impl SimConfig {
             lagging_follower: None,
             snapshots: None,
             client_queue: None,
+            max_sessions: None,
             trace: false,
         }
     }

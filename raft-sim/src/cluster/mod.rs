@@ -14,10 +14,12 @@
 //! leader completeness (each new leader's durable log holds everything committed before its
 //! term, [`crate::checkers::LeaderCompleteness`]); log matching over every pair of final
 //! durable logs; state-machine safety (every node applies the same command at each index);
-//! linearizability of the client history against the workload's model, and the workload's
-//! own history checks (exactly-once for the counter); one replicator wake-up per log
-//! change in a quiet window at the end ([`crate::checkers::WakeupAudit`]); and liveness once
-//! the faults heal. With [`SimConfig::trace`] the run records a human-readable event trace.
+//! linearizability of the client history (ReadIndex and lease reads among it) against the
+//! workload's model, and the workload's own history checks (exactly-once for the counter);
+//! one replicator wake-up per log change in a quiet window at the end
+//! ([`crate::checkers::WakeupAudit`]); the same session table on every replica that applied
+//! the same index (clients churn through sessions against a small cap, so tables evict all
+//! the time); and liveness once the faults heal. With [`SimConfig::trace`] the run records a human-readable event trace.
 //!
 //! A run, in the order [`run`] takes its steps: start the nodes and the clients, inject faults
 //! for [`SimConfig::duration`], heal everything, check liveness, collect and check the client
@@ -347,6 +349,10 @@ async fn start_node<S: StateMachine<Command: Clone>>(
     if let Some(q) = cfg.client_queue {
         nc.client_queue = q;
     }
+    let clients = usize::try_from(cfg.clients).unwrap_or(usize::MAX);
+    nc.max_sessions = cfg
+        .max_sessions
+        .unwrap_or(clients.saturating_mul(2).saturating_add(2));
     let store = SimStore::new(disk.image.clone(), disk.tx.clone());
     let node = Node::<Observed<S>>::builder(nc)
         .transport(t, inbound)

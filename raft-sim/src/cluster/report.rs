@@ -17,6 +17,13 @@ pub struct SimReport {
     pub overloaded: u64,
     /// Attempts answered with another error (retried).
     pub errors: u64,
+    /// Commands answered `SessionExpired` (their session was evicted; outcome unknown).
+    pub sessions_expired: u64,
+    /// Sessions evicted from the group's table by the end (the most any node reported).
+    pub sessions_evicted: u64,
+    /// Pairs of nodes whose session tables were compared at the same applied index at the
+    /// end (each must match).
+    pub session_tables_compared: u64,
     /// Distinct leader terms observed.
     pub leader_terms: u64,
     /// Faults injected.

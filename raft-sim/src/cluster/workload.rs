@@ -17,8 +17,11 @@ use crate::trace::Tracer;
 /// [`crate::run_with`] starts every node with [`Workload::machine`] and gives each client its
 /// own clone of the workload, which picks that client's operations with
 /// [`Workload::next_op`]: a command is proposed under a client session and retried with the
-/// same request id until it is answered (so it applies exactly once), a query is a
-/// linearizable read at a random node. When the run ends, every operation a client saw
+/// same request id until it is answered (so it applies exactly once; if the session expires
+/// meanwhile its outcome stays unknown), a query is a linearizable read (ReadIndex or lease)
+/// at a random node. Each client opens a new session every few dozen commands, abandoning the
+/// old one, so the group's session table (capped by
+/// [`SimConfig::max_sessions`](crate::SimConfig::max_sessions)) keeps evicting. When the run ends, every operation a client saw
 /// return, and every command whose outcome it never learned, goes through
 /// [`Workload::input`] and [`Workload::output`] into a
 /// [`linearizability::Operation`](crate::linearizability::Operation) history, checked against
@@ -98,9 +101,11 @@ pub trait Workload: Clone + Send + 'static {
 
 /// A client operation on a state machine `S`.
 pub enum Op<S: StateMachine> {
-    /// A command, proposed through the log (`Node::propose_with_id`).
+    /// A command, proposed through the log under the client's session
+    /// (`Node::propose_with_id`).
     Command(S::Command),
-    /// A query, answered by a linearizable read (`Node::read`).
+    /// A query, answered by a linearizable read: ReadIndex (`Node::read`) or the leader's
+    /// lease (`Node::read_lease`), one or the other at random.
     Query(S::Query),
 }
 
@@ -127,8 +132,8 @@ impl<S: StateMachine<Command: Debug, Query: Debug>> Debug for Op<S> {
 pub struct Recorded<S: StateMachine> {
     /// The client (numbered from 0).
     pub client: u64,
-    /// For a command, its sequence number in the client's session (1, 2, ...; retries reuse
-    /// it); 0 for a query.
+    /// For a command, its number among the client's commands (1, 2, ...; retries reuse it,
+    /// and it keeps counting across the client's sessions); 0 for a query.
     pub seq: u64,
     /// What the client asked.
     pub op: Op<S>,

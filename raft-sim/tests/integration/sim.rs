@@ -58,7 +58,11 @@ fn seeds_hold_every_invariant() {
     let (mut acked, mut terms, mut faults, mut unknown, mut changes, mut crashes) =
         (0, 0, 0, 0, 0, 0);
     let (mut stalls, mut committed, mut wakeups) = (0, 0, 0);
+    let (mut evicted, mut expired, mut tables) = (0, 0, 0);
     for r in &reports {
+        evicted += r.sessions_evicted;
+        expired += r.sessions_expired;
+        tables += r.session_tables_compared;
         acked += r.acked;
         terms += r.leader_terms;
         faults += r.faults;
@@ -75,7 +79,7 @@ fn seeds_hold_every_invariant() {
         }
     }
     eprintln!(
-        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {crashes} crashes, {stalls} disk stalls, {committed} committed entries checked for leader completeness, {wakeups} audited replicator wake-ups, {unknown} histories beyond the checker's budget)",
+        "seeds: {}, violations: {} ({acked} operations acknowledged, {terms} leader terms, {faults} faults, {changes} membership changes, {crashes} crashes, {stalls} disk stalls, {committed} committed entries checked for leader completeness, {wakeups} audited replicator wake-ups, {evicted} sessions evicted, {expired} requests under expired sessions, {tables} session tables compared, {unknown} histories beyond the checker's budget)",
         seeds.len(),
         failing.len()
     );

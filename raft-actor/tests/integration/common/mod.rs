@@ -26,6 +26,10 @@ pub enum Cmd {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub enum Query {
     Get,
+    /// The index `apply` was called with the `n`-th time (from 0), or -1.
+    AppliedAt(usize),
+    /// How many times `apply` was called.
+    Applies,
 }
 
 impl StateMachine for Counter {
@@ -41,8 +45,12 @@ impl StateMachine for Counter {
         self.value
     }
 
-    fn query(&self, _q: Query) -> i64 {
-        self.value
+    fn query(&self, q: Query) -> i64 {
+        match q {
+            Query::Get => self.value,
+            Query::AppliedAt(n) => self.applied.get(n).map_or(-1, |&i| i as i64),
+            Query::Applies => self.applied.len() as i64,
+        }
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -160,9 +168,35 @@ impl Cluster {
         Err(last)
     }
 
+    /// Opens a client session at the current leader, retrying on retryable errors.
+    pub async fn open_session(&self, group: GroupId) -> u64 {
+        let nodes: Vec<Node<Counter>> = self.nodes.values().cloned().collect();
+        open_session(&nodes, group).await
+    }
+
     pub async fn shutdown(&self) {
         for n in self.nodes.values() {
             n.shutdown().await;
         }
     }
+}
+
+/// Opens a client session at whichever of `nodes` leads `group`, following hints and
+/// retrying on retryable errors.
+pub async fn open_session(nodes: &[Node<Counter>], group: GroupId) -> u64 {
+    let mut at = 0usize;
+    for _ in 0..1000 {
+        match nodes[at % nodes.len()].open_session(group).await {
+            Ok(id) => return id,
+            Err(Error::NotLeader {
+                leader: Some(l), ..
+            }) => {
+                at = nodes.iter().position(|n| n.id() == l).unwrap_or(at + 1);
+            }
+            Err(e) if e.is_retryable() => at += 1,
+            Err(e) => panic!("open_session: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no session opened for group {group}");
 }
