@@ -7,13 +7,15 @@
 //! design and its invariants are described in `docs/architecture.md`.
 //!
 //! ## Layout
-//! - [`node`] — [`Node`] (the API), [`NodeBuilder`], the registry actor (the table of groups)
-//!   and the router (network → partitions and replicators).
+//! - [`node`] — [`Node`] (the API: proposals, the three kinds of read, client sessions),
+//!   [`NodeBuilder`], the registry actor (the table of groups) and the router (network →
+//!   partitions and replicators).
 //! - `group` — one Raft group: the one place that builds its channels (`group::spawn`), the
 //!   messages its actors exchange, and the actors themselves:
 //!   - `group::partition` — drives the group's `PartitionCore`;
 //!   - `group::replicator` — one per peer while leading: drives a `ReplicatorCore`;
-//!   - `group::apply` — the user's [`StateMachine`], client sessions, snapshots;
+//!   - `group::apply` — the user's [`StateMachine`], snapshots;
+//!   - `group::sessions` — the client-session table: bounded, replicated, in snapshots;
 //!   - `group::tail` — recent entries shared read-only; `group::ticks` — on-demand ticks.
 //! - `mailbox` — the concurrency primitives the actors talk through: bell, queue count,
 //!   inbox, latest-value cell, position cell, request deadlines, batch gathering.

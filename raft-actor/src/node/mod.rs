@@ -167,7 +167,8 @@ impl<S: StateMachine> GroupClient<S> {
 
     /// As [`Node::propose`].
     pub async fn propose(&self, command: S::Command) -> Result<S::Response, Error> {
-        Ok(self.propose_indexed(None, command).await?.1)
+        let rx = self.queue_command(None, command, None)?;
+        Ok(self.node.answer(self.group, rx).await?.into_indexed()?.1)
     }
 
     /// As [`Node::propose_with_id`].
@@ -176,7 +177,8 @@ impl<S: StateMachine> GroupClient<S> {
         id: RequestId,
         command: S::Command,
     ) -> Result<S::Response, Error> {
-        Ok(self.propose_indexed(Some(id), command).await?.1)
+        let rx = self.queue_command(Some(id), command, None)?;
+        Ok(self.node.answer(self.group, rx).await?.into_indexed()?.1)
     }
 
     /// As [`Node::propose_indexed`].
@@ -185,7 +187,7 @@ impl<S: StateMachine> GroupClient<S> {
         id: Option<RequestId>,
         command: S::Command,
     ) -> Result<(Index, S::Response), Error> {
-        let rx = self.queue_proposal(encode_proposal(id, &command)?, None)?;
+        let rx = self.queue_command(id, command, None)?;
         self.node.answer(self.group, rx).await?.into_indexed()
     }
 
@@ -196,7 +198,7 @@ impl<S: StateMachine> GroupClient<S> {
         command: S::Command,
     ) -> Result<Submitted<S::Response>, Error> {
         let (tx, appended) = oneshot::channel();
-        let rx = self.queue_proposal(encode_proposal(id, &command)?, Some(tx))?;
+        let rx = self.queue_command(id, command, Some(tx))?;
         submitted(&self.node.inner.deadlines, self.group, appended, rx).await
     }
 
@@ -232,6 +234,17 @@ impl<S: StateMachine> GroupClient<S> {
         })?;
         let (applied, response) = self.node.answer(self.group, rx).await?;
         Ok(Stale { applied, response })
+    }
+
+    /// Encodes and queues a command (the synchronous half of a proposal: the command is
+    /// consumed here, not held across the wait).
+    fn queue_command(
+        &self,
+        id: Option<RequestId>,
+        command: S::Command,
+        appended: Option<oneshot::Sender<(Index, Term)>>,
+    ) -> Result<AnswerRx<S::Response>, Error> {
+        self.queue_proposal(encode_proposal(id, &command)?, appended)
     }
 
     fn queue_proposal(
@@ -414,7 +427,8 @@ impl<S: StateMachine> Node<S> {
     /// Without a session id a retry after `Timeout` may apply twice; see
     /// [`Node::propose_with_id`].
     pub async fn propose(&self, group: GroupId, command: S::Command) -> Result<S::Response, Error> {
-        Ok(self.propose_indexed(group, None, command).await?.1)
+        let rx = self.queue_command(group, None, command, None)?;
+        Ok(self.answer(group, rx).await?.into_indexed()?.1)
     }
 
     /// Proposes a command under a client session: retries with the same `id` apply at most once
@@ -429,7 +443,8 @@ impl<S: StateMachine> Node<S> {
         id: RequestId,
         command: S::Command,
     ) -> Result<S::Response, Error> {
-        Ok(self.propose_indexed(group, Some(id), command).await?.1)
+        let rx = self.queue_command(group, Some(id), command, None)?;
+        Ok(self.answer(group, rx).await?.into_indexed()?.1)
     }
 
     /// Proposes a command, under a client session if `id` is given (as
@@ -443,7 +458,7 @@ impl<S: StateMachine> Node<S> {
         id: Option<RequestId>,
         command: S::Command,
     ) -> Result<(Index, S::Response), Error> {
-        let rx = self.queue_proposal(group, encode_proposal(id, &command)?, None)?;
+        let rx = self.queue_command(group, id, command, None)?;
         self.answer(group, rx).await?.into_indexed()
     }
 
@@ -474,7 +489,7 @@ impl<S: StateMachine> Node<S> {
         command: S::Command,
     ) -> Result<Submitted<S::Response>, Error> {
         let (tx, appended) = oneshot::channel();
-        let rx = self.queue_proposal(group, encode_proposal(id, &command)?, Some(tx))?;
+        let rx = self.queue_command(group, id, command, Some(tx))?;
         submitted(&self.inner.deadlines, group, appended, rx).await
     }
 
@@ -493,7 +508,19 @@ impl<S: StateMachine> Node<S> {
         Proposal::open_session(self.inner.cfg.max_sessions).map_err(|e| Error::Codec(e.to_string()))
     }
 
-    /// Queues a proposal's entry bytes (the synchronous half of `propose`).
+    /// Encodes and queues a command (the synchronous half of a proposal: the command is
+    /// consumed here, not held across the wait).
+    fn queue_command(
+        &self,
+        group: GroupId,
+        id: Option<RequestId>,
+        command: S::Command,
+        appended: Option<oneshot::Sender<(Index, Term)>>,
+    ) -> Result<AnswerRx<S::Response>, Error> {
+        self.queue_proposal(group, encode_proposal(id, &command)?, appended)
+    }
+
+    /// Queues a proposal's entry bytes.
     fn queue_proposal(
         &self,
         group: GroupId,
