@@ -108,6 +108,11 @@ pub struct TcpConfig {
     /// Concurrent inbound connections per lane listener, handshaking or established. Further
     /// connections are closed at accept, bounding what unauthenticated peers can hold.
     pub max_inbound_connections: usize,
+    /// At most one warning line per this interval for both listeners' refused connections,
+    /// refused handshakes and failed accepts (what a flood of bad connections causes); each
+    /// line says how many were held back before it, and
+    /// `MetricsSnapshot::warnings_suppressed` counts them all.
+    pub warn_interval: Duration,
     /// Mutual TLS. `None` (the default) is plaintext, meant for loopback and trusted networks.
     pub tls: Option<TlsConfig>,
 }
@@ -135,6 +140,7 @@ impl TcpConfig {
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(2),
             max_inbound_connections: 512,
+            warn_interval: Duration::from_secs(1),
             tls: None,
         }
     }
@@ -192,6 +198,7 @@ impl TcpConfig {
         positive("handshake_timeout", self.handshake_timeout)?;
         positive("write_timeout", self.write_timeout)?;
         positive("shutdown_timeout", self.shutdown_timeout)?;
+        positive("warn_interval", self.warn_interval)?;
         Ok(())
     }
 }
@@ -287,6 +294,9 @@ mod tests {
         let mut c = base.clone();
         c.connect_timeout = Duration::ZERO;
         assert_eq!(field_of(&c), "connect_timeout");
+        let mut c = base.clone();
+        c.warn_interval = Duration::ZERO;
+        assert_eq!(field_of(&c), "warn_interval");
         let mut c = base.clone();
         c.max_peers = 0;
         assert_eq!(field_of(&c), "max_peers");

@@ -8,6 +8,7 @@ use std::io;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
 
 use crate::error::FrameError;
 use crate::frame::{FrameDecoder, RawFrame};
@@ -18,6 +19,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
 
 /// A connection's stream, plain or TLS.
 pub(crate) type BoxStream = Box<dyn AsyncStream>;
+
+/// The read half of a connection, plain or TLS, for a task that owns only that half.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The write half of a connection, plain or TLS.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a plain TCP stream into halves that share nothing (the socket is full duplex).
+pub(crate) fn split_tcp(tcp: TcpStream) -> (BoxRead, BoxWrite) {
+    let (rd, wr) = tcp.into_split();
+    (Box::new(rd), Box::new(wr))
+}
+
+/// Splits a TLS stream into halves. Both need the one TLS session (records are decrypted by
+/// reads and encrypted by writes on the same state), so `tokio::io::split` holds it behind
+/// tokio's internal lock, taken inside a single read or write poll and never across an
+/// `.await`; this code holds no lock. Only TLS connections pay for it: plain TCP uses
+/// [`split_tcp`].
+pub(crate) fn split_stream<S>(stream: S) -> (BoxRead, BoxWrite)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    (Box::new(rd), Box::new(wr))
+}
 
 /// Bytes requested from the socket per read while no frame length is known.
 const READ_CHUNK: usize = 16 * 1024;
@@ -114,6 +140,11 @@ impl FrameReader {
     /// Bytes read and not yet taken as frames: nonzero while a frame is under way.
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The bytes read and not yet taken as frames.
+    pub(crate) fn peek(&self) -> &[u8] {
+        &self.buf
     }
 }
 

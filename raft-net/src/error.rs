@@ -184,6 +184,21 @@ pub enum RpcError {
         /// What went wrong.
         reason: String,
     },
+    /// TLS failed, and the server processed nothing sent on the connection. At connect: the
+    /// server's certificate is not trusted or does not name the address (or name) dialed, the
+    /// server does not speak TLS, or the handshake did not complete within `connect_timeout`.
+    /// On the first call of a connection: the server refused this client's certificate (with
+    /// TLS 1.3 a client learns that only after its side of the handshake is done), or this
+    /// plaintext client reached a TLS server (it answered with a TLS alert). Later calls on
+    /// that connection fail with it too, without being sent. Fix the configuration: retrying
+    /// as is fails the same way.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The server's address.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// No response within the call's timeout. With `sent: false` the request never left this
     /// process (it waited for an in-flight slot or the send queue); with `sent: true` it was
     /// handed to the connection and the server may have processed it.
@@ -232,6 +247,7 @@ impl RpcError {
             RpcError::Timeout { sent } => *sent,
             RpcError::ConnectionLost { .. } | RpcError::Decode(_) => true,
             RpcError::Connect { .. }
+            | RpcError::Tls { .. }
             | RpcError::Closed
             | RpcError::TooLarge { .. }
             | RpcError::Encode(_)

@@ -15,7 +15,8 @@
 //! - [`error`]: [`NetError`] and its parts [`SendError`], [`ConfigError`], [`FrameError`],
 //!   [`HandshakeError`].
 //! - [`metrics`]: per-peer, per-lane counters and [`MetricsSnapshot`].
-//! - [`tls`]: optional mutual TLS ([`TlsConfig`], rustls with the ring provider).
+//! - [`tls`]: optional mutual TLS between nodes ([`TlsConfig`], rustls with the ring
+//!   provider) and [`TlsSource`], where the RPC's certificates and keys come from.
 //! - [`tcp`]: [`TcpTransport`] and [`Listeners`]; `tcp/peers.rs` is the table of peers
 //!   (added and removed at runtime), `tcp/link.rs` owns one outbound connection (dial,
 //!   handshake, batched writes, reconnect, following its peer's address), `tcp/listener.rs`
@@ -23,7 +24,7 @@
 //! - [`rpc`]: client-facing request/response: [`RpcServer`] (concurrent handlers with a
 //!   per-connection in-flight limit; bounded connections, frame and idle timeouts) and
 //!   [`RpcClient`] (many callers pipelined over one connection), on the same frames with their
-//!   own kinds.
+//!   own kinds, in plaintext or over TLS ([`RpcTlsServer`], [`RpcTlsClient`]).
 //! - [`mem`]: [`MemNetwork`] and [`MemTransport`], in-memory, with seeded fault injection.
 //! - [`rng`]: [`SplitMix64`], the seeded generator behind jitter and faults (raft-core's,
 //!   re-exported).
@@ -56,13 +57,32 @@
 //!   metrics cover peers added at any time.
 //! - **Hostile input**: a frame's length is checked before any allocation; before the
 //!   handshake completes the limit is [`frame::HANDSHAKE_MAX_FRAME`]; a bad frame or handshake
-//!   closes that connection only, with a `tracing` warning naming the peer and the reason.
+//!   closes that connection only, with a `tracing` warning naming the peer and the reason. The
+//!   lines anyone who reaches a port can cause, one per connection (the TCP listeners' refused
+//!   connections, refused handshakes and failed accepts; the RPC server's bad frames, timeouts,
+//!   refusals and failed TLS handshakes), are rate-limited: at most one per `warn_interval`
+//!   (`TcpConfig`, `RpcServerConfig`), each saying how many were held back, all of them
+//!   counted (`MetricsSnapshot::warnings_suppressed`, `RpcServerStats::warnings_suppressed`).
+//! - **TLS**: plaintext is the default, for loopback and trusted networks. Between nodes, TLS
+//!   is mutual (`TcpConfig::tls`): only holders of the cluster's certificates connect. The RPC
+//!   (`RpcServerConfig::tls`, `RpcClientConfig::tls`) authenticates the server by default
+//!   (its certificate must name the address the client dials, or a name the client is told)
+//!   and clients too when the server is given a client CA. A server's TLS handshake is
+//!   bounded by `tls_handshake_timeout` and holds one of its `max_connections` while under
+//!   way; one that fails or times out closes that connection only, with a rate-limited
+//!   warning, and is counted (`RpcServerStats::closed_tls_handshake`). The client's failures
+//!   are [`RpcError::Tls`], never "maybe delivered": the server processed nothing on that
+//!   connection. A plaintext client of a TLS server gets it too (the server's TLS alert is
+//!   recognised), not a hang. Only TLS connections share their session between the reader and
+//!   writer tasks (`tokio::io::split`, whose lock is tokio's, inside one poll); plaintext ones
+//!   split the socket, sharing nothing.
 //! - **What RPC clients can hold**: [`RpcServer`] serves at most `max_connections` (more are
 //!   closed at accept), closes a connection whose request frame is not complete
 //!   `frame_timeout` after its first byte or that did nothing for `idle_timeout`, and writes at
 //!   most one warning line per `warn_interval` for all its connections; every such close and
-//!   every line held back is counted in [`RpcServerStats`]. A client whose connection was
-//!   closed gets [`RpcError::Closed`] (not sent; retry on a new client).
+//!   every line held back is counted in [`RpcServerStats`]. A TLS handshake counts against
+//!   `max_connections` and has `tls_handshake_timeout`. A client whose connection was closed
+//!   gets [`RpcError::Closed`] (not sent; retry on a new client).
 
 pub mod config;
 pub mod error;
@@ -87,7 +107,10 @@ pub use error::{ConfigError, FrameError, HandshakeError, NetError, RpcError, Sen
 pub use mem::{Faults, MemNetwork, MemNode, MemTransport};
 pub use metrics::{LaneStats, MetricsSnapshot, PeerStats};
 pub use rng::SplitMix64;
-pub use rpc::{RpcClient, RpcClientConfig, RpcServer, RpcServerConfig, RpcServerStats};
+pub use rpc::{
+    RpcClient, RpcClientConfig, RpcServer, RpcServerConfig, RpcServerStats, RpcTlsClient,
+    RpcTlsServer,
+};
 pub use tcp::{Listeners, TcpTransport};
-pub use tls::TlsConfig;
+pub use tls::{TlsConfig, TlsSource};
 pub use transport::{ClusterId, Envelope, GroupId, Inbound, Lane, NodeId, Transport};

@@ -142,6 +142,7 @@ impl Metrics {
             rejected_handshakes: g(&self.global.rejected_handshakes),
             closed_bad_frames: g(&self.global.closed_bad_frames),
             refused_connections: g(&self.global.refused_connections),
+            warnings_suppressed: 0,
         }
     }
 }
@@ -220,6 +221,9 @@ pub struct MetricsSnapshot {
     pub closed_bad_frames: u64,
     /// Inbound connections closed at accept because `max_inbound_connections` was reached.
     pub refused_connections: u64,
+    /// The TCP listeners' warning lines held back by their rate limit
+    /// (`TcpConfig::warn_interval`). Always 0 for the in-memory transport.
+    pub warnings_suppressed: u64,
 }
 
 impl MetricsSnapshot {

@@ -61,12 +61,38 @@
 //! without being sent (safe to retry on a new connection; the counter example's client does
 //! so). A call that raced with the close fails with [`RpcError::ConnectionLost`].
 //!
+//! # TLS
+//!
+//! Optional, off by default: [`RpcServerConfig::tls`] ([`RpcTlsServer`]: the server's
+//! certificate chain and key, and optionally the CA client certificates must chain to, which
+//! makes them required) and [`RpcClientConfig::tls`] ([`RpcTlsClient`]: the CA to trust, and
+//! optionally the client's certificate). The client checks the server's certificate against
+//! the IP address it dialed, or against a name set with [`RpcTlsClient::with_server_name`].
+//! Frames, tasks and bounds are the same over TLS; only the bytes on the socket differ.
+//!
+//! - **Server.** The handshake runs in the connection's task before its first read, holding
+//!   one of the `max_connections`, bounded by `tls_handshake_timeout`. One that fails
+//!   (untrusted or missing client certificate, a plaintext client, garbage) or does not
+//!   complete in time closes that connection with a rate-limited warning and is counted
+//!   ([`RpcServerStats::closed_tls_handshake`]); the frame and idle timeouts start after it.
+//! - **Client.** [`RpcClient::connect`] completes the handshake within `connect_timeout`. Its
+//!   failures are [`RpcError::Tls`], and so are those learnt on the first read: a server that
+//!   refused this client's certificate (TLS 1.3 tells a client so after its side of the
+//!   handshake is done), or, for a plaintext client, a server that answered with a TLS alert.
+//!   The server processed nothing on such a connection, so every call on it fails with
+//!   [`RpcError::Tls`], not in doubt ([`RpcError::maybe_delivered`] is false).
+//! - **Streams.** A connection is split into a read half (the reader task's) and a write half
+//!   (the writer task's), boxed so one code path serves both kinds. A plain socket splits into
+//!   halves that share nothing; a TLS stream's halves share its session (`tokio::io::split`,
+//!   whose lock is tokio's and is held only inside one read or write poll).
+//!
 //! [`RpcError::maybe_delivered`] tells a caller whether a failed request may still have been
 //! processed, which is what a client needs to know before retrying a non-idempotent request
 //! (use a session id, as `raft_actor::Node::propose_with_id` does, to make retries safe).
 
 mod client;
 mod server;
+mod tls;
 
 use std::time::Duration;
 
@@ -79,6 +105,7 @@ use crate::frame::{FrameKind, HEADER_LEN, LEN_PREFIX, PROTOCOL_VERSION, RawFrame
 
 pub use client::RpcClient;
 pub use server::{RpcServer, RpcServerStats};
+pub use tls::{RpcTlsClient, RpcTlsServer};
 
 /// Most bytes a request id takes on the wire (a postcard varint of a `u64`).
 pub const MAX_ID_LEN: usize = 10;
@@ -130,6 +157,18 @@ pub struct RpcServerConfig {
     pub write_timeout: Duration,
     /// Bound on [`RpcServer::shutdown`] waiting for the server's tasks to end.
     pub shutdown_timeout: Duration,
+    /// TLS for every connection: `None` (the default) serves plaintext, meant for loopback
+    /// and trusted networks. With [`RpcTlsServer`] each accepted connection completes a TLS
+    /// handshake (server certificate; client certificates too when it has a client CA)
+    /// before its first request is read; a client that does not is closed and counted
+    /// (`RpcServerStats::closed_tls_handshake`).
+    pub tls: Option<RpcTlsServer>,
+    /// Bound on a connection's TLS handshake, from accept. A connection that fails its
+    /// handshake, or has not completed it by then (a plaintext client that sent nothing, a
+    /// client that stalls mid-handshake), is closed and counted
+    /// (`RpcServerStats::closed_tls_handshake`) with a rate-limited warning. A handshake under
+    /// way holds one of the `max_connections`. Unused without `tls`.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for RpcServerConfig {
@@ -144,6 +183,8 @@ impl Default for RpcServerConfig {
             write_batch_bytes: 64 << 10,
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(2),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +201,7 @@ impl RpcServerConfig {
         batch_bytes(self.write_batch_bytes)?;
         positive("write_timeout", self.write_timeout)?;
         positive("shutdown_timeout", self.shutdown_timeout)?;
+        positive("tls_handshake_timeout", self.tls_handshake_timeout)?;
         Ok(())
     }
 }
@@ -179,13 +221,20 @@ pub struct RpcClientConfig {
     pub queue_capacity: usize,
     /// Default timeout of [`RpcClient::call`]: from the call until its response.
     pub call_timeout: Duration,
-    /// Bound on establishing the TCP connection in [`RpcClient::connect`].
+    /// Bound on [`RpcClient::connect`]: establishing the TCP connection and, with `tls`, the
+    /// TLS handshake.
     pub connect_timeout: Duration,
     /// The writer gathers queued calls into one buffer of up to this many bytes and writes it
     /// with one call.
     pub write_batch_bytes: usize,
     /// A batch not accepted by the server's socket within this time fails the connection.
     pub write_timeout: Duration,
+    /// TLS: `None` (the default) connects in plaintext. With [`RpcTlsClient`] the client
+    /// verifies the server's certificate (against the CA it trusts and the address dialed,
+    /// or the name it was given) and presents its own if it has one; a failed handshake is
+    /// [`RpcError::Tls`]. Must match the server: a plaintext client of a TLS server, or the
+    /// reverse, fails with [`RpcError::Tls`] too.
+    pub tls: Option<RpcTlsClient>,
 }
 
 impl Default for RpcClientConfig {
@@ -198,6 +247,7 @@ impl Default for RpcClientConfig {
             connect_timeout: Duration::from_secs(2),
             write_batch_bytes: 64 << 10,
             write_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -446,6 +496,13 @@ mod tests {
                 ..d()
             }),
             "warn_interval"
+        );
+        assert_eq!(
+            field(RpcServerConfig {
+                tls_handshake_timeout: Duration::ZERO,
+                ..d()
+            }),
+            "tls_handshake_timeout"
         );
     }
 }

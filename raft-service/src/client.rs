@@ -38,7 +38,12 @@ use crate::server::{AnswerOf, RequestOf};
 pub struct ClientConfig {
     /// Servers to start from. Any one is enough: hints lead to the others.
     pub servers: Vec<SocketAddr>,
-    /// Connection settings (one connection per server, shared by [`Client::fork`]s).
+    /// Connection settings (one connection per server, shared by [`Client::fork`]s), TLS
+    /// included (`rpc.tls`, plaintext when `None`): every server, those learnt from leader
+    /// hints too, is reached with them, so with TLS each server's certificate must name the
+    /// address the client reaches it at, or the name set with
+    /// `RpcTlsClient::with_server_name`. A TLS failure is not in doubt and is retried on the
+    /// other servers like an unreachable one, until `request_timeout`.
     pub rpc: RpcClientConfig,
     /// Bound on one attempt at one server (a dead leader costs at most this).
     pub attempt_timeout: Duration,
@@ -775,7 +780,9 @@ impl<S: StateMachine> Client<S> {
             .min(left)
             .max(Duration::from_millis(1));
         let answer = conn.call_timeout(req, limit).await;
-        if let Err(RpcError::ConnectionLost { .. } | RpcError::Closed) = &answer {
+        if let Err(RpcError::ConnectionLost { .. } | RpcError::Closed | RpcError::Tls { .. }) =
+            &answer
+        {
             self.conns.remove(&server);
         }
         answer

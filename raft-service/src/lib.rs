@@ -69,6 +69,43 @@
 //! }
 //! ```
 //!
+//! ## TLS
+//!
+//! Clients and servers talk over one listener per server, in plaintext by default. For TLS,
+//! give the server an `RpcTlsServer` in [`ServerConfig::rpc`] (`rpc.tls`: its certificate
+//! chain and key; with a client CA, client certificates are required) and the client an
+//! `RpcTlsClient` in [`ClientConfig::rpc`] (`rpc.tls`: the CA to trust; its own certificate
+//! for mutual TLS). Each server's certificate must name the address clients reach it at (an
+//! IP subject alternative name, as leader hints carry addresses), or every server's must
+//! carry one name that clients are told with `RpcTlsClient::with_server_name`. Certificates
+//! and keys come from PEM files or PEM or DER in memory (`raft_net::TlsSource`). A handshake
+//! that fails (an untrusted or missing certificate, a plaintext end meeting a TLS one) ends
+//! that connection only; the client's call then fails like one to an unreachable server,
+//! never in doubt (nothing reached the state machine), and the server counts it
+//! (`Server::stats().closed_tls_handshake`) and keeps serving.
+//!
+//! ```no_run
+//! use raft_net::{RpcTlsClient, RpcTlsServer, TlsSource};
+//! use raft_service::{ClientConfig, ServerConfig};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let mut server = ServerConfig::default();
+//! server.rpc.tls = Some(RpcTlsServer::new(
+//!     TlsSource::PemFile("server-chain.pem".into()),
+//!     TlsSource::PemFile("server-key.pem".into()),
+//!     Some(TlsSource::PemFile("client-ca.pem".into())), // None: no client certificates
+//! )?);
+//! let mut client = ClientConfig::new(["10.0.0.1:7000".parse()?]);
+//! client.rpc.tls = Some(RpcTlsClient::new(
+//!     TlsSource::PemFile("ca.pem".into()),
+//!     Some((
+//!         TlsSource::PemFile("client-chain.pem".into()),
+//!         TlsSource::PemFile("client-key.pem".into()),
+//!     )),
+//! )?);
+//! # Ok(()) }
+//! ```
+//!
 //! ## Layout
 //! - [`protocol`] — the [`Request`] and [`Answer`] types on the wire, [`ReadKind`],
 //!   [`GroupStatus`] and [`ServiceError`].

@@ -26,8 +26,10 @@ pub type AnswerOf<S> = Answer<<S as StateMachine>::Response>;
 /// Settings of a [`Server`].
 #[derive(Clone, Debug, Default)]
 pub struct ServerConfig {
-    /// The client listener's limits: frame size, requests in flight per connection,
-    /// connections.
+    /// The client listener's limits (frame size, requests in flight per connection,
+    /// connections, timeouts) and its TLS: `rpc.tls` is `None` (plaintext) by default; with
+    /// an `RpcTlsServer` every client connection completes a TLS handshake first, mutual if
+    /// it was given a client CA.
     pub rpc: RpcServerConfig,
 }
 
@@ -84,11 +86,16 @@ impl Server {
     {
         let id = node.id();
         let handler = Handler { node };
+        let tls = match &config.rpc.tls {
+            None => "off",
+            Some(t) if t.requires_client_cert() => "mutual",
+            Some(_) => "server",
+        };
         let rpc = RpcServer::serve(listener, config.rpc, move |req: RequestOf<S>| {
             let h = handler.clone();
             async move { h.handle(req).await }
         })?;
-        info!(node = id, addr = %rpc.local_addr(), "serving clients");
+        info!(node = id, addr = %rpc.local_addr(), tls, "serving clients");
         Ok(Server { rpc })
     }
 
@@ -134,7 +141,7 @@ impl Server {
         self.rpc.local_addr()
     }
 
-    /// The listener's counters: connections, refusals, bad frames.
+    /// The listener's counters: connections, refusals, bad frames, failed TLS handshakes.
     pub fn stats(&self) -> RpcServerStats {
         self.rpc.stats()
     }

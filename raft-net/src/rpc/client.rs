@@ -18,13 +18,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
+use super::tls::{is_handshake_refusal, looks_like_tls_alert};
 use super::{HEADER_LEN_WITH_ID, RpcClientConfig, put_frame, split_frame};
-use crate::conn::{ConnError, FrameReader, gather};
+use crate::conn::{BoxRead, BoxWrite, ConnError, FrameReader, gather, split_stream, split_tcp};
 use crate::error::RpcError;
 use crate::frame::{FrameKind, decode_exact};
 
@@ -63,6 +63,23 @@ struct Inner {
     slots: Arc<Semaphore>,
     config: RpcClientConfig,
     peer: SocketAddr,
+    /// Set by the reader when TLS refused the connection ([`RpcError::Tls`]) before the server
+    /// processed anything, and before the reader ends: calls that fail because the connection
+    /// ended (`Closed`, `ConnectionLost`) get this instead, which says why.
+    tls_failure: watch::Receiver<Option<RpcError>>,
+}
+
+impl Inner {
+    /// `e`, or, when the connection ended because TLS refused it, that failure: nothing sent
+    /// on the connection was processed, so no call of it was delivered.
+    fn explain(&self, e: RpcError) -> RpcError {
+        match e {
+            RpcError::Closed | RpcError::ConnectionLost { .. } => {
+                self.tls_failure.borrow().clone().unwrap_or(e)
+            }
+            e => e,
+        }
+    }
 }
 
 /// A client of an [`super::RpcServer`]: one TCP connection, shared by every clone and usable
@@ -116,12 +133,14 @@ where
     Req: Serialize,
     Resp: DeserializeOwned,
 {
-    /// Connects to `addr` (within `config.connect_timeout`) and starts the connection's
-    /// writer and reader tasks on the current runtime.
+    /// Connects to `addr` and, with `config.tls`, completes the TLS handshake (both within
+    /// `config.connect_timeout`), then starts the connection's writer and reader tasks on the
+    /// current runtime. A failed handshake is [`RpcError::Tls`].
     pub async fn connect(addr: SocketAddr, config: RpcClientConfig) -> Result<Self, RpcError> {
         config.validate()?;
+        let deadline = Instant::now() + config.connect_timeout;
         let connect_error = |reason: String| RpcError::Connect { addr, reason };
-        let tcp = match timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+        let tcp = match timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(connect_error(e.to_string())),
             Err(_) => {
@@ -132,7 +151,24 @@ where
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (rd, wr) = tcp.into_split();
+        let (rd, wr) = match &config.tls {
+            None => split_tcp(tcp),
+            Some(tls) => {
+                let tls_error = |reason: String| RpcError::Tls { addr, reason };
+                let name = tls.server_name_for(addr);
+                match timeout_at(deadline, tls.connector().connect(name, tcp)).await {
+                    Ok(Ok(stream)) => split_stream(stream),
+                    Ok(Err(e)) => return Err(tls_error(format!("handshake failed: {e}"))),
+                    Err(_) => {
+                        return Err(tls_error(format!(
+                            "handshake not complete within connect_timeout ({:?})",
+                            config.connect_timeout
+                        )));
+                    }
+                }
+            }
+        };
+        let (tls_failure_tx, tls_failure) = watch::channel(None);
         let (submit, calls) = flume::bounded(config.queue_capacity);
         let (to_reader, from_writer) = flume::bounded(config.queue_capacity);
         let (reader_gone_tx, reader_gone_rx) = oneshot::channel::<()>();
@@ -148,7 +184,9 @@ where
             rd,
             from_writer,
             reader_gone_tx,
+            tls_failure_tx,
             config.max_frame_size,
+            config.tls.is_some(),
             addr,
         ));
         Ok(Self {
@@ -157,6 +195,7 @@ where
                 slots: Arc::new(Semaphore::new(config.max_in_flight)),
                 config,
                 peer: addr,
+                tls_failure,
             }),
             _types: PhantomData,
         })
@@ -170,6 +209,12 @@ where
     /// Sends `req` and waits for its response, at most `limit` (from now until the response,
     /// including any wait for an in-flight slot or queue space).
     pub async fn call_timeout(&self, req: &Req, limit: Duration) -> Result<Resp, RpcError> {
+        self.call_inner(req, limit)
+            .await
+            .map_err(|e| self.inner.explain(e))
+    }
+
+    async fn call_inner(&self, req: &Req, limit: Duration) -> Result<Resp, RpcError> {
         let deadline = Instant::now() + limit;
         let payload = postcard::to_allocvec(req).map_err(|e| RpcError::Encode(e.to_string()))?;
         let max = self.inner.config.max_frame_size;
@@ -211,7 +256,7 @@ where
 
 /// The writer: numbers calls, registers them with the reader, writes them in batches.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: BoxWrite,
     calls: flume::Receiver<Call>,
     to_reader: flume::Sender<ToReader>,
     mut reader_gone: oneshot::Receiver<()>,
@@ -226,8 +271,12 @@ async fn write_loop(
             _ = &mut reader_gone => break,
             c = calls.recv_async() => c,
         };
-        // Err: every client handle is gone.
-        let Ok(mut call) = first else { return };
+        // Err: every client handle is gone. Close our side cleanly (with TLS, a close_notify
+        // the server reads as a clean end of stream).
+        let Ok(mut call) = first else {
+            let _ = timeout(config.write_timeout, wr.shutdown()).await;
+            return;
+        };
         gather(&calls).await;
         let mut batch = Vec::new();
         buf.clear();
@@ -291,42 +340,60 @@ async fn write_loop(
     }
 }
 
+/// Why a connection ended: for its pending calls, [`RpcError::ConnectionLost`], or
+/// [`RpcError::Tls`] when TLS refused the connection before the server processed anything.
+enum Lost {
+    Connection(String),
+    Tls(String),
+}
+
 /// The reader: matches responses to pending calls. Never awaits a send.
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: BoxRead,
     from_writer: flume::Receiver<ToReader>,
     _gone: oneshot::Sender<()>,
+    tls_failure: watch::Sender<Option<RpcError>>,
     max_frame_size: usize,
+    tls: bool,
     addr: SocketAddr,
 ) {
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut reader = FrameReader::new(max_frame_size);
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reason = loop {
+    // Whether a frame has come from the server: before one, a TLS refusal can be told apart.
+    let mut answered = false;
+    let lost = loop {
         tokio::select! {
             biased;
             msg = from_writer.recv_async() => match msg {
                 Ok(ToReader::Register(batch)) => pending.extend(batch),
-                Ok(ToReader::Failed(reason)) => break reason,
+                Ok(ToReader::Failed(reason)) => break Lost::Connection(reason),
                 // Every client handle is gone and the writer has ended.
-                Err(_) => break "client closed".to_string(),
+                Err(_) => break Lost::Connection("client closed".to_string()),
             },
             read = reader.read_frame(&mut rd) => {
                 let frame = match read {
                     Ok(Some(frame)) => frame,
-                    Ok(None) => break "server closed the connection".to_string(),
+                    Ok(None) => break Lost::Connection("server closed the connection".to_string()),
+                    Err(ConnError::Frame(_)) if !answered && !tls && looks_like_tls_alert(reader.peek()) => {
+                        break Lost::Tls("the server speaks TLS and refused this plaintext client (set RpcClientConfig::tls)".to_string());
+                    }
                     Err(ConnError::Frame(e)) => {
                         warn!(peer = %addr, reason = %e, "rpc: bad frame from server; closing connection");
-                        break format!("bad frame from server: {e}");
+                        break Lost::Connection(format!("bad frame from server: {e}"));
                     }
-                    Err(ConnError::Io(e)) => break format!("read failed: {e}"),
+                    Err(ConnError::Io(e)) if !answered && tls && is_handshake_refusal(&e) => {
+                        break Lost::Tls(format!("the server refused the handshake: {e}"));
+                    }
+                    Err(ConnError::Io(e)) => break Lost::Connection(format!("read failed: {e}")),
                 };
+                answered = true;
                 let (id, body) = match split_frame(frame, FrameKind::Response) {
                     Ok(x) => x,
                     Err(e) => {
                         warn!(peer = %addr, reason = %e, "rpc: bad frame from server; closing connection");
-                        break format!("bad frame from server: {e}");
+                        break Lost::Connection(format!("bad frame from server: {e}"));
                     }
                 };
                 let mut entry = pending.remove(&id);
@@ -352,8 +419,20 @@ async fn read_loop(
             _ = sweep.tick() => pending.retain(|_, p| !p.reply.is_closed()),
         }
     };
-    debug!(peer = %addr, %reason, pending = pending.len(), "rpc connection ended");
-    let lost = RpcError::ConnectionLost { reason };
+    let lost = match lost {
+        Lost::Connection(reason) => {
+            debug!(peer = %addr, %reason, pending = pending.len(), "rpc connection ended");
+            RpcError::ConnectionLost { reason }
+        }
+        Lost::Tls(reason) => {
+            debug!(peer = %addr, %reason, "rpc: TLS refused the connection");
+            let e = RpcError::Tls { addr, reason };
+            // Before `_gone` is dropped: the writer then fails queued calls with `Closed`, which
+            // callers see as this.
+            tls_failure.send_replace(Some(e.clone()));
+            e
+        }
+    };
     for (_, p) in pending.drain() {
         let _ = p.reply.send(Err(lost.clone()));
     }

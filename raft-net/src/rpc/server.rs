@@ -22,7 +22,6 @@ use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -30,7 +29,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::{RpcServerConfig, encode_rpc, split_frame};
-use crate::conn::{ConnError, FrameReader, Step, gather};
+use crate::conn::{
+    BoxRead, BoxWrite, ConnError, FrameReader, Step, gather, split_stream, split_tcp,
+};
 use crate::error::NetError;
 use crate::frame::{FrameKind, decode_exact};
 use crate::metrics::bump;
@@ -48,6 +49,7 @@ struct Counters {
     closed_bad_frames: AtomicU64,
     closed_frame_timeout: AtomicU64,
     closed_idle: AtomicU64,
+    closed_tls_handshake: AtomicU64,
     requests: AtomicU64,
     warn: WarnLimiter,
 }
@@ -61,6 +63,7 @@ impl Counters {
             closed_bad_frames: AtomicU64::new(0),
             closed_frame_timeout: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
+            closed_tls_handshake: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             warn: WarnLimiter::new(warn_interval),
         }
@@ -97,6 +100,10 @@ pub struct RpcServerStats {
     pub closed_frame_timeout: u64,
     /// Connections closed after `idle_timeout` with nothing read or handled.
     pub closed_idle: u64,
+    /// Connections closed because their TLS handshake failed (untrusted or missing client
+    /// certificate, a plaintext client, garbage) or was not complete within
+    /// `tls_handshake_timeout`. Always 0 without TLS.
+    pub closed_tls_handshake: u64,
     /// Requests handed to the handler.
     pub requests: u64,
     /// Warning lines held back by the rate limit (`warn_interval`).
@@ -198,6 +205,7 @@ impl RpcServer {
             closed_bad_frames: g(&c.closed_bad_frames),
             closed_frame_timeout: g(&c.closed_frame_timeout),
             closed_idle: g(&c.closed_idle),
+            closed_tls_handshake: g(&c.closed_tls_handshake),
             requests: g(&c.requests),
             warnings_suppressed: c.warn.suppressed(),
         }
@@ -370,7 +378,15 @@ impl<H> Conn<H> {
         F: Future<Output = Resp> + Send + 'static,
     {
         let addr = self.addr;
-        let (mut rd, wr) = tcp.into_split();
+        let mut shutdown = self.shutdown.clone();
+        // One shutdown future for the connection's life: making one per request would register
+        // and remove a watch waiter twice per request.
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        let secured = secure(tcp, &self.config, &self.counters, addr, stop.as_mut()).await;
+        let Some((mut rd, wr)) = secured else {
+            return;
+        };
         // Every queued response holds a slot, so at most `max_in_flight` are queued: handler
         // tasks never wait on this channel.
         let (out_tx, out_rx) = flume::bounded::<Out>(self.config.max_in_flight);
@@ -385,11 +401,6 @@ impl<H> Conn<H> {
         ));
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut reader = FrameReader::new(self.config.max_frame_size);
-        let mut shutdown = self.shutdown.clone();
-        // One shutdown future for the connection's life: making one per request would register
-        // and remove a watch waiter twice per request.
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
         // The handlers of this connection's requests, run by this task: a task per request
         // costs a spawn, a registration in the runtime's task list and its removal.
         let mut running = FuturesUnordered::new();
@@ -556,6 +567,37 @@ impl<H> Conn<H> {
     }
 }
 
+/// A connection's halves: the TCP stream's own, or, with TLS, those of the TLS stream once
+/// its handshake is done (`None`: it failed, timed out, or the server is stopping; the
+/// connection is closed).
+async fn secure(
+    tcp: TcpStream,
+    config: &RpcServerConfig,
+    counters: &Counters,
+    addr: SocketAddr,
+    stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<(BoxRead, BoxWrite)> {
+    let Some(tls) = &config.tls else {
+        return Some(split_tcp(tcp));
+    };
+    let limit = config.tls_handshake_timeout;
+    let handshake = tokio::select! {
+        biased;
+        _ = stop => return None,
+        r = tokio::time::timeout(limit, tls.acceptor().accept(tcp)) => r,
+    };
+    let reason = match handshake {
+        Ok(Ok(stream)) => return Some(split_stream(stream)),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not complete within tls_handshake_timeout ({limit:?})"),
+    };
+    bump(&counters.closed_tls_handshake, 1);
+    if let Some(held) = counters.warn.permit() {
+        warn!(peer = %addr, %reason, suppressed = held, "rpc: TLS handshake failed; closing connection");
+    }
+    None
+}
+
 /// Runs the handler on one request and encodes its response for the writer.
 async fn answer<Req, Resp, H, F>(
     handler: H,
@@ -579,7 +621,7 @@ where
 
 /// The writer: owns the write half; writes every ready response with one call.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: BoxWrite,
     out: flume::Receiver<Out>,
     config: Arc<RpcServerConfig>,
     counters: Arc<Counters>,
@@ -597,8 +639,16 @@ async fn write_loop(
             _ = &mut stop => return,
             r = out.recv_async() => r,
         };
-        // Err: the reader ended at EOF and every handler has answered.
-        let Ok(mut item) = first else { return };
+        // Err: the reader ended at EOF and every handler has answered. Close our side cleanly
+        // (with TLS, a close_notify the client reads as a clean end of stream).
+        let Ok(mut item) = first else {
+            tokio::select! {
+                biased;
+                _ = &mut stop => {}
+                _ = tokio::time::timeout(config.write_timeout, wr.shutdown()) => {}
+            }
+            return;
+        };
         gather(&out).await;
         loop {
             match item {

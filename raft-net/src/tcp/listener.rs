@@ -8,6 +8,11 @@
 //! A hello is accepted only from a node that is an active peer at that moment (the peer
 //! table, `tcp/peers.rs`). Each reader then watches its peer's target and closes its
 //! connection as soon as the peer is removed, whether or not the peer is sending.
+//!
+//! What anyone who can reach the port can cause, one line per connection (refused at
+//! `max_inbound_connections`, refused handshakes, failed accepts), is logged at most once per
+//! `TcpConfig::warn_interval` for both lanes together; each line says how many were held back
+//! and `MetricsSnapshot::warnings_suppressed` counts them (`warn_limit.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use crate::shutdown::{DoneGuard, Shutdown};
 use crate::tcp::peers::PeerTable;
 use crate::tls::TlsConfig;
 use crate::transport::{Envelope, NodeId};
+use crate::warn_limit::WarnLimiter;
 
 /// Settings shared by a listener and its connections.
 pub(crate) struct ListenerSettings {
@@ -38,6 +44,9 @@ pub(crate) struct ListenerSettings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) max_connections: usize,
+    /// Shared by both lanes' listeners: at most one line per `TcpConfig::warn_interval` for
+    /// refused connections, refused handshakes and failed accepts.
+    pub(crate) warn: Arc<WarnLimiter>,
 }
 
 /// The accept loop of one lane.
@@ -75,7 +84,9 @@ impl<M: DeserializeOwned + Send + 'static> ListenerTask<M> {
                 Ok(x) => x,
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.
-                    warn!(node, %lane, error = %e, "accept failed");
+                    if let Some(held) = self.settings.warn.permit() {
+                        warn!(node, %lane, error = %e, suppressed = held, "accept failed");
+                    }
                     tokio::select! {
                         biased;
                         _ = shutdown.wait() => return,
@@ -85,7 +96,9 @@ impl<M: DeserializeOwned + Send + 'static> ListenerTask<M> {
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 bump(&self.metrics.global.refused_connections, 1);
-                warn!(node, %lane, peer = %addr, "refused connection: max_inbound_connections reached");
+                if let Some(held) = self.settings.warn.permit() {
+                    warn!(node, %lane, peer = %addr, suppressed = held, "refused connection: max_inbound_connections reached");
+                }
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -149,7 +162,9 @@ impl<M: DeserializeOwned + Send + 'static> InboundConn<M> {
             Ok(x) => x,
             Err(e) => {
                 self.count_rejection(&e);
-                warn!(node, %lane, peer = %addr, reason = %e, "refused handshake; closing connection");
+                if let Some(held) = self.settings.warn.permit() {
+                    warn!(node, %lane, peer = %addr, reason = %e, suppressed = held, "refused handshake; closing connection");
+                }
                 return;
             }
         };

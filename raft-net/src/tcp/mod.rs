@@ -44,6 +44,7 @@ use crate::shutdown::{DoneGuard, Shutdown, WeakDoneGuard, done_channel, supervis
 use crate::transport::{
     Envelope, GroupId, Inbound, InboundSenders, Lane, NodeId, Transport, inbound_channels,
 };
+use crate::warn_limit::WarnLimiter;
 
 use link::{Link, LinkSettings};
 use listener::{ListenerSettings, ListenerTask};
@@ -103,6 +104,8 @@ struct Inner<M> {
     shutdown_timeout: std::time::Duration,
     heartbeat_runtime: Handle,
     local_addrs: PeerAddrs,
+    /// The rate limit of both listeners' warning lines.
+    warn: Arc<WarnLimiter>,
 }
 
 /// The TCP transport. Cheap to clone; all clones drive the same connections. When the last
@@ -249,6 +252,7 @@ where
             shutdown_timeout: config.shutdown_timeout,
             heartbeat_runtime,
             local_addrs,
+            warn: Arc::new(WarnLimiter::new(config.warn_interval)),
         };
         // The configured peers are the first add_peer calls (their count was validated),
         // made before the listeners start so that no hello of theirs can arrive first.
@@ -268,6 +272,7 @@ where
                 handshake_timeout: config.handshake_timeout,
                 tls: config.tls.clone(),
                 max_connections: config.max_inbound_connections,
+                warn: inner.warn.clone(),
             })
         };
         let listener_task = |lane, listener| ListenerTask::<M> {
@@ -441,7 +446,9 @@ where
 
     fn metrics(&self) -> MetricsSnapshot {
         let peers = self.inner.table.slots().map(|s| (s.id, &*s.counters));
-        self.inner.metrics.snapshot_with(peers)
+        let mut snapshot = self.inner.metrics.snapshot_with(peers);
+        snapshot.warnings_suppressed = self.inner.warn.suppressed();
+        snapshot
     }
 
     /// Adds `id` at `addrs`, or moves it there: see the trait. A new id gets a slot (its

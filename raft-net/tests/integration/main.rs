@@ -7,6 +7,7 @@ mod common;
 mod frame_fuzz;
 mod mem;
 mod rpc;
+mod rpc_tls;
 mod runtime_peers;
 mod tcp_mesh;
 mod tls;

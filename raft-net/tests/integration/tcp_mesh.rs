@@ -322,3 +322,46 @@ async fn shutdown_is_bounded_with_unreachable_peers() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     let _ = CLUSTER;
 }
+
+/// A flood of bad connections writes one warning line per `warn_interval` for both
+/// listeners, not one each: 10 junk hellos on each lane and 5 connections beyond
+/// `max_inbound_connections` log one line, and the 24 others are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_warnings_are_rate_limited() {
+    let mut nodes = mesh(&[1], |c| {
+        c.warn_interval = Duration::from_secs(3600);
+        c.max_inbound_connections = 2;
+        // The silent connections below hold their places for the whole test.
+        c.handshake_timeout = Duration::from_secs(3600);
+    });
+    let (t, _inbound) = nodes.pop().unwrap();
+    let addrs = t.local_addrs();
+    // A length prefix of 4 GiB - 1: refused from the prefix alone.
+    let junk = [0xFF, 0xFF, 0xFF, 0xFF];
+    for target in [addrs.data, addrs.heartbeat] {
+        for _ in 0..10 {
+            let mut s = TcpStream::connect(target).await.unwrap();
+            s.write_all(&junk).await.unwrap();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(GENEROUS, s.read_to_end(&mut rest)).await;
+            assert!(read.is_ok(), "junk hello kept open");
+        }
+    }
+    assert!(eventually(GENEROUS, || t.metrics().rejected_handshakes == 20).await);
+    // Two silent connections hold the data listener's places; five more are refused.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(addrs.data).await.unwrap());
+    }
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(addrs.data).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(GENEROUS, s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "connection beyond the cap kept open");
+    }
+    let m = t.metrics();
+    assert_eq!(m.refused_connections, 5, "{m:?}");
+    assert_eq!(m.warnings_suppressed, 20 + 5 - 1, "{m:?}");
+    drop(held);
+    t.shutdown().await;
+}

@@ -5,44 +5,16 @@ use super::common;
 
 use std::time::Duration;
 
-use common::{Msg, bind_all, collect, config, eventually};
+use common::{Msg, bind_all, ca, collect, config, eventually, leaf};
 use raft_net::{Lane, NetError, TcpTransport, TlsConfig, Transport};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{Issuer, KeyPair};
 
 const NAME: &str = "raft.test";
 
-/// A CA: its PEM and an issuer for node certificates.
-fn ca() -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(params, key))
-}
-
 /// A node certificate for the cluster name, signed by `issuer`: TLS config trusting `ca_pem`.
 fn node_tls(ca_pem: &str, issuer: &Issuer<'static, KeyPair>) -> TlsConfig {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec![NAME.to_string()]).unwrap();
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    TlsConfig::from_pem(
-        ca_pem.as_bytes(),
-        cert.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-        NAME,
-    )
-    .unwrap()
+    let (cert, key) = leaf(issuer, &[NAME]);
+    TlsConfig::from_pem(ca_pem.as_bytes(), cert.as_bytes(), key.as_bytes(), NAME).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raft_net::{Envelope, Inbound, Listeners, NodeId, PeerAddrs, TcpConfig, TcpTransport};
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use serde::{Deserialize, Serialize};
 
 /// The payload used by the tests.
@@ -84,4 +88,38 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     cond()
+}
+
+/// A test CA: its certificate's PEM and the issuer that signs leaf certificates.
+pub fn ca() -> (String, Issuer<'static, KeyPair>) {
+    let (pem, _, issuer) = ca_with_der();
+    (pem, issuer)
+}
+
+/// [`ca`], with its certificate's DER too.
+pub fn ca_with_der() -> (String, Vec<u8>, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).expect("CA certificate");
+    (cert.pem(), cert.der().to_vec(), Issuer::new(params, key))
+}
+
+/// A leaf certificate signed by `issuer` for `names` (an IP address string becomes an IP
+/// subject alternative name, anything else a DNS name), usable by servers and clients:
+/// `(certificate PEM, private key PEM)`.
+pub fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().expect("leaf key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = CertificateParams::new(names).expect("leaf params");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, issuer).expect("leaf certificate");
+    (cert.pem(), key.serialize_pem())
 }

@@ -70,6 +70,11 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes hosting group `G`, each served on 127.0.0.1:0.
     pub async fn start(n: u64) -> anyhow::Result<Cluster> {
+        Self::start_with(n, ServerConfig::default()).await
+    }
+
+    /// As [`Cluster::start`], each server with `server`'s settings.
+    pub async fn start_with(n: u64, server: ServerConfig) -> anyhow::Result<Cluster> {
         let ids: Vec<NodeId> = (1..=n).collect();
         let network = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default())?;
         let (mut nodes, mut servers) = (Vec::new(), Vec::new());
@@ -81,7 +86,7 @@ impl Cluster {
                 .await?;
             node.add_partition(G, Membership::new(ids.iter().copied()), Counter::default())
                 .await?;
-            servers.push(Server::bind(node.clone(), "127.0.0.1:0", ServerConfig::default()).await?);
+            servers.push(Server::bind(node.clone(), "127.0.0.1:0", server.clone()).await?);
             nodes.push(node);
         }
         Ok(Cluster { nodes, servers })
