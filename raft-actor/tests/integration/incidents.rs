@@ -327,7 +327,7 @@ async fn membership_learner_promotion_and_leader_removal_under_writes() {
     let writer = spawn_writer(&c, stop.clone());
     let leader = c.leader(G).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.nodes[&leader].add_learner(G, 4).await.unwrap();
+    c.nodes[&leader].add_learner(G, 4, None).await.unwrap();
     // The learner catches up.
     let mut caught_up = false;
     for _ in 0..100 {

@@ -247,6 +247,7 @@ impl PartitionCore {
         {
             self.membership_changed(effective);
         }
+        self.check_removed();
         self.snapshots.meta = meta.clone();
         self.snapshots.requested = false;
         let seq = self.next_persist_seq();

@@ -33,9 +33,9 @@ mod read;
 mod snapshot;
 mod step;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::action::Action;
 use crate::config::Config;
@@ -274,6 +274,7 @@ impl PartitionCore {
             role: Role::Follower,
             leader: None,
             members: Members::new(
+                cfg.id,
                 init.snapshot.index,
                 init.snapshot.membership.clone(),
                 init.config_entries,
@@ -412,9 +413,39 @@ impl PartitionCore {
         self.log.terms()
     }
 
-    /// The effective membership.
+    /// The effective membership: the latest configuration in the log, committed or not.
     pub fn membership(&self) -> &Membership {
         self.members.effective()
+    }
+
+    /// The latest committed configuration and the index of its entry (0 for the initial one).
+    pub fn committed_membership(&self) -> (Index, &Membership) {
+        self.members.committed()
+    }
+
+    /// Index of the latest configuration entry in the log, committed or not.
+    pub fn latest_config_index(&self) -> Index {
+        self.members.latest_index()
+    }
+
+    /// Leader only: every node it replicates to — the other members, and the nodes a
+    /// configuration removed that are still being told so (they get the log until they hold
+    /// the removing entry and its commit). Empty unless leading.
+    pub fn replication_peers(&self) -> BTreeSet<NodeId> {
+        self.lead
+            .as_ref()
+            .map(LeaderState::peers)
+            .unwrap_or_default()
+    }
+
+    /// Leader only: the highest index `peer` is known to hold.
+    pub fn peer_matched(&self, peer: NodeId) -> Option<Index> {
+        self.lead.as_ref()?.matched_of(peer)
+    }
+
+    /// True once this node learned it was removed from the group ([`Action::Removed`]).
+    pub fn is_removed(&self) -> bool {
+        self.members.is_removed()
     }
 
     /// The latest snapshot this node holds.
@@ -560,19 +591,39 @@ impl PartitionCore {
         }
     }
 
-    /// The effective membership changed: a leader tracks the new peers, and the runtime hears.
+    /// The effective membership changed: a leader tracks the new peers (the nodes it removes
+    /// stay peers until they know), and the runtime hears.
     pub(crate) fn membership_changed(&mut self, effective: Membership) {
+        let mut peers_changed = false;
         if let Some(lead) = self.lead.as_mut() {
-            lead.sync_peers(self.id, &effective);
+            let departing = self.members.departing();
+            peers_changed =
+                lead.sync_peers(self.id, &effective, &departing, self.members.latest_index());
         }
         self.emit(Action::MembershipChanged {
             membership: effective,
         });
+        if peers_changed {
+            self.emit(Action::PeersChanged);
+        }
+        self.check_removed();
     }
 
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
         self.members.fold_committed(self.log.commit());
+        self.check_removed();
+    }
+
+    /// Tells the runtime, once, that this node was removed from the group.
+    pub(crate) fn check_removed(&mut self) {
+        if let Some(index) = self.members.take_removed() {
+            info!(
+                group = self.group,
+                index, "removed from the group by the committed configuration at this index"
+            );
+            self.emit(Action::Removed { index });
+        }
     }
 
     /// Announces newly applicable entries: committed and durable here.
