@@ -89,9 +89,11 @@ pub enum Action {
     /// [`crate::PartitionCore::replication_peers`]). The runtime reconciles its replicators.
     PeersChanged,
     /// This node is no longer a member of the group: a committed configuration (at `index`)
-    /// excludes it and no later configuration in its log adds it back, while it had been a
-    /// member before. The runtime stops hosting the group; the core does nothing useful any
-    /// more.
+    /// excludes it. A leader that removed itself knows it when the configuration commits; any
+    /// other node is told by the leader ([`crate::MessageBody::Removed`]), which keeps
+    /// replicating to it until it holds that configuration. (A node cannot tell on its own: a
+    /// node that joins again replays the configurations of its earlier membership.) The
+    /// runtime stops hosting the group; the core does nothing useful any more.
     Removed {
         /// Index of the committed configuration entry that removed this node.
         index: Index,

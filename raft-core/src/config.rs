@@ -50,9 +50,9 @@ pub struct Config {
     /// as long (messages may have been lost).
     pub probe_ticks: u32,
     /// A learner may be promoted to voter only while its log is at most this many entries
-    /// behind the leader's last index (`change_membership` refuses others with
-    /// [`crate::MembershipError::NotCaughtUp`]). raft-actor's `add_learner` also waits until
-    /// the learner is this close.
+    /// behind the leader's last index, and holds the latest committed configuration
+    /// (`change_membership` refuses others with [`crate::MembershipError::NotCaughtUp`]).
+    /// raft-actor's `add_learner` also waits until the learner is this close.
     pub learner_catchup_lag: u64,
     /// The runtime runs election timers, heartbeats and check-quorum itself (raft-actor's
     /// heartbeat actor, on its own executor, so a busy data path cannot cause elections) and

@@ -97,8 +97,9 @@ pub enum MembershipError {
     #[error("node {0} must be a learner before it can become a voter")]
     NotLearner(NodeId),
     /// A learner would become a voter while its log is too far behind the leader's (more than
-    /// `Config::learner_catchup_lag` entries): promoting it could leave the group without a
-    /// quorum that holds the log until it catches up.
+    /// `Config::learner_catchup_lag` entries, or without the latest committed configuration):
+    /// promoting it could leave the group without a quorum that holds the log until it catches
+    /// up.
     #[error("learner {node} is not caught up (holds up to {matched}, leader's last index {last})")]
     NotCaughtUp {
         /// The learner.

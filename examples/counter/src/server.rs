@@ -181,10 +181,16 @@ impl Handler {
     fn answer(&self, r: Result<i64, Error>) -> Response {
         match r {
             Ok(v) => Response::Value(v),
-            Err(Error::NotLeader { leader, .. }) => Response::NotLeader {
+            Err(Error::NotLeader {
                 leader,
-                addr: leader
-                    .and_then(|l| self.client_addrs.get(&l))
+                leader_addr,
+                ..
+            }) => Response::NotLeader {
+                leader,
+                // The group's configuration knows it when its members were given addresses;
+                // otherwise the static peer list does.
+                addr: leader_addr
+                    .or_else(|| leader.and_then(|l| self.client_addrs.get(&l).copied()))
                     .map(|a| a.to_string()),
             },
             Err(e) => {

@@ -613,8 +613,10 @@ impl<S: StateMachine> PartitionActor<S> {
             let outcome = match w.learner {
                 None if done => Some(Ok(committed_index)),
                 Some(node) if done && leading => {
+                    // Within the lag, and holding its own configuration entry: a learner
+                    // never heard from is not caught up, however short the log.
                     let matched = self.core.peer_matched(node).unwrap_or(0);
-                    if matched >= floor {
+                    if matched >= floor.max(w.index) {
                         Some(Ok(w.index))
                     } else if now >= w.deadline {
                         Some(Err(Error::LearnerLagging {

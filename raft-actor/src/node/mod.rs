@@ -395,9 +395,9 @@ impl<S: StateMachine> Node<S> {
     /// Adds node `id` to the group as a learner (it receives the log, does not vote), reachable
     /// at `addrs` if given (they travel in the configuration, so every member, and `id`
     /// itself, can reach the others). Resolves, with the index of the configuration entry,
-    /// once that entry has committed **and** the learner's log is within
-    /// `raft.learner_catchup_lag` entries of the leader's: it is then ready to be promoted with
-    /// [`Node::change_membership`].
+    /// once that entry has committed **and** the learner holds it and is within
+    /// `raft.learner_catchup_lag` entries of the leader's log: it is then ready to be promoted
+    /// with [`Node::change_membership`].
     ///
     /// - [`Error::LearnerLagging`] if it did not catch up within
     ///   `NodeConfig::learner_catchup_timeout` (it stays a learner; call again to wait more).

@@ -9,5 +9,6 @@ mod basic;
 mod commit_notify;
 mod common;
 mod incidents;
+mod membership;
 mod quiescence;
 mod wal_restart;

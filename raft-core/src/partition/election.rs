@@ -82,7 +82,12 @@ impl PartitionCore {
             return;
         };
         let (heartbeat_due, expired) = lead.tick(self.cfg.heartbeat_ticks, self.cfg.election_ticks);
-        if lead.tick_retiring(self.log.commit(), self.cfg.election_ticks) {
+        let (notices, let_go) = lead.tick_retiring(self.log.commit(), self.cfg.election_ticks);
+        for (to, index) in notices {
+            let msg = self.message(to, MessageBody::Removed { index });
+            self.send(msg);
+        }
+        if let_go {
             self.emit(Action::PeersChanged);
         }
         if let Some(target) = expired {

@@ -22,14 +22,16 @@ struct PeerProgress {
     read_ack: u64,
 }
 
-/// A node a configuration removed, still replicated to so that it learns it was removed (it
-/// needs the configuration entry and a commit index that covers it).
+/// A node a configuration removed, still replicated to until it holds the configuration's
+/// entry, then told it was removed ([`crate::MessageBody::Removed`]).
 #[derive(Clone, Copy, Debug)]
 struct Retiring {
     /// Index of the configuration entry that removed it.
     index: Index,
     /// Ticks since that entry committed.
     ticks: u32,
+    /// Removal notices sent to it.
+    notices: u32,
 }
 
 /// A leader transfer under way.
@@ -196,6 +198,7 @@ impl LeaderState {
                 self.retiring.entry(id).or_insert(Retiring {
                     index: config_index,
                     ticks: 0,
+                    notices: 0,
                 });
             }
         }
@@ -233,27 +236,33 @@ impl LeaderState {
         self.retiring.get(&id).map(|r| r.index)
     }
 
-    /// One tick for the retiring nodes, the commit index being `commit`. A retiring node is let
-    /// go an election timeout after the entry that removed it committed, once it holds that
-    /// entry (the commit index reaches it with the appends and heartbeats sent meanwhile), or
-    /// four election timeouts after the commit if it never acknowledged the entry (it is
-    /// unreachable; it then stays idle until its operator removes the group). Returns whether
-    /// any was let go.
-    pub(crate) fn tick_retiring(&mut self, commit: Index, election_ticks: u32) -> bool {
+    /// One tick for the retiring nodes, the commit index being `commit`. Returns the removal
+    /// notices to send — `(node, index of the entry that removed it)` for each retiring node
+    /// that holds that entry once it committed, one per tick — and whether any node was let
+    /// go: once it was sent `election_ticks` notices, or four election timeouts after the
+    /// commit if it never acknowledged the entry (it is unreachable; it then stays idle, a
+    /// non-member, until its operator removes the group).
+    pub(crate) fn tick_retiring(
+        &mut self,
+        commit: Index,
+        election_ticks: u32,
+    ) -> (Vec<(NodeId, Index)>, bool) {
         if self.retiring.is_empty() {
-            return false;
+            return (Vec::new(), false);
         }
         let progress = &self.progress;
+        let mut notices = Vec::new();
         let mut gone = Vec::new();
         for (&id, r) in self.retiring.iter_mut() {
             if commit < r.index {
                 continue;
             }
             r.ticks = r.ticks.saturating_add(1);
-            let matched = progress.get(&id).map_or(0, |p| p.matched);
-            if (matched >= r.index && r.ticks >= election_ticks)
-                || r.ticks >= election_ticks.saturating_mul(4)
-            {
+            if progress.get(&id).is_some_and(|p| p.matched >= r.index) {
+                notices.push((id, r.index));
+                r.notices = r.notices.saturating_add(1);
+            }
+            if r.notices >= election_ticks || r.ticks >= election_ticks.saturating_mul(4) {
                 gone.push(id);
             }
         }
@@ -261,7 +270,7 @@ impl LeaderState {
             self.retiring.remove(id);
             self.progress.remove(id);
         }
-        !gone.is_empty()
+        (notices, !gone.is_empty())
     }
 
     /// The highest index a quorum of `membership` holds. This node (`me`) counts only up to

@@ -197,6 +197,10 @@ impl PartitionCore {
             }
             let term = self.ballot.term();
             self.become_follower(term, None);
+            if !self.members.effective().contains(self.id) {
+                let index = self.members.latest_index();
+                self.mark_removed(index);
+            }
         }
     }
 
@@ -282,7 +286,8 @@ impl PartitionCore {
     /// - [`MembershipError::NotLearner`] for a new voter that is not a learner of the current
     ///   configuration, and [`MembershipError::NotCaughtUp`] for a learner whose log is more
     ///   than [`Config::learner_catchup_lag`](crate::Config::learner_catchup_lag) entries
-    ///   behind the leader's last index: add learners, let them catch up, then promote them;
+    ///   behind the leader's last index or lacks the latest committed configuration: add
+    ///   learners, let them catch up, then promote them;
     /// - [`MembershipError::Unchanged`], [`MembershipError::JointTarget`] and the structural
     ///   errors of [`Membership::validate`].
     ///
@@ -339,7 +344,11 @@ impl PartitionCore {
         }
         let current = self.members.effective();
         let last = self.log.last_index();
-        let floor = last.saturating_sub(self.cfg.learner_catchup_lag);
+        // Within the lag, and holding the latest committed configuration: a learner that was
+        // never heard from is not caught up, however short the log.
+        let floor = last
+            .saturating_sub(self.cfg.learner_catchup_lag)
+            .max(self.members.committed().0);
         for &id in target
             .voters
             .iter()

@@ -187,6 +187,8 @@ pub struct PartitionCore {
     pub(crate) election: Election,
     /// Leader-only state; `Some` exactly while leading.
     pub(crate) lead: Option<LeaderState>,
+    /// This node learned it was removed from the group (told once, [`Action::Removed`]).
+    removed: bool,
     /// Persistence gating.
     persist: Persistence,
     /// The actions for the runtime.
@@ -274,7 +276,6 @@ impl PartitionCore {
             role: Role::Follower,
             leader: None,
             members: Members::new(
-                cfg.id,
                 init.snapshot.index,
                 init.snapshot.membership.clone(),
                 init.config_entries,
@@ -287,6 +288,7 @@ impl PartitionCore {
             election: Election::new(seed, cfg.election_ticks),
             persist: Persistence::default(),
             lead: None,
+            removed: false,
             out: Output::default(),
             log,
             cfg,
@@ -445,7 +447,7 @@ impl PartitionCore {
 
     /// True once this node learned it was removed from the group ([`Action::Removed`]).
     pub fn is_removed(&self) -> bool {
-        self.members.is_removed()
+        self.removed
     }
 
     /// The latest snapshot this node holds.
@@ -606,24 +608,25 @@ impl PartitionCore {
         if peers_changed {
             self.emit(Action::PeersChanged);
         }
-        self.check_removed();
     }
 
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
         self.members.fold_committed(self.log.commit());
-        self.check_removed();
     }
 
-    /// Tells the runtime, once, that this node was removed from the group.
-    pub(crate) fn check_removed(&mut self) {
-        if let Some(index) = self.members.take_removed() {
-            info!(
-                group = self.group,
-                index, "removed from the group by the committed configuration at this index"
-            );
-            self.emit(Action::Removed { index });
+    /// This node learned that the committed configuration at `index` removed it: the runtime
+    /// hears, once.
+    pub(crate) fn mark_removed(&mut self, index: Index) {
+        if self.removed {
+            return;
         }
+        self.removed = true;
+        info!(
+            group = self.group,
+            index, "removed from the group by the committed configuration at this index"
+        );
+        self.emit(Action::Removed { index });
     }
 
     /// Announces newly applicable entries: committed and durable here.

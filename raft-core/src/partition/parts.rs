@@ -190,43 +190,29 @@ impl Snapshots {
 /// later configuration entries, in log order. The effective membership is the last of them
 /// (Raft paper, section 6: a node uses the latest configuration in its log, committed or not).
 ///
-/// It also tells when this node (`me`) has been removed from the group: once a committed
-/// configuration (the base) excludes it, no later configuration in its log adds it back, and
-/// it had been in a committed configuration before. The last condition tells a removed node
-/// from a joining one, whose log starts with configurations that predate its addition.
-///
 /// Invariant: `effective` is the membership of the last entry of `configs`, or `base` when there
 /// is none; `configs` is ascending by index and every index in it is past `base_index`.
 #[derive(Debug)]
 pub(crate) struct Members {
-    me: NodeId,
     base_index: Index,
     base: Membership,
     configs: Vec<(Index, Membership)>,
     effective: Membership,
-    /// `me` has been in a committed configuration (the base) of this history.
-    member_seen: bool,
-    /// The removal was reported (it is reported once).
-    removed: bool,
 }
 
 impl Members {
-    /// The history of node `me` as recovered: `base` at `base_index`, then `configs`.
+    /// The history as recovered: `base` at `base_index`, then `configs`.
     pub(crate) fn new(
-        me: NodeId,
         base_index: Index,
         base: Membership,
         configs: Vec<(Index, Membership)>,
     ) -> Self {
         let effective = configs.last().map_or_else(|| base.clone(), |c| c.1.clone());
         Members {
-            me,
-            member_seen: base.contains(me),
             base_index,
             base,
             configs,
             effective,
-            removed: false,
         }
     }
 
@@ -281,7 +267,6 @@ impl Members {
             let (index, membership) = self.configs.remove(0);
             self.base_index = index;
             self.base = membership;
-            self.member_seen |= self.base.contains(self.me);
         }
     }
 
@@ -301,32 +286,7 @@ impl Members {
         }
         self.base_index = index;
         self.base = membership;
-        self.member_seen |= self.base.contains(self.me);
         self.refresh()
-    }
-
-    /// The index of the committed configuration that removed this node, the first time the
-    /// history shows the removal (see the type's docs); `None` otherwise.
-    pub(crate) fn take_removed(&mut self) -> Option<Index> {
-        let removed = self.member_seen
-            && !self.base.contains(self.me)
-            && !self.effective.contains(self.me)
-            && self.base != Membership::default();
-        if !removed {
-            // Added back (a core driven on after its removal): a later removal is new.
-            self.removed = false;
-            return None;
-        }
-        if self.removed {
-            return None;
-        }
-        self.removed = true;
-        Some(self.base_index)
-    }
-
-    /// True while this node is removed (reported by [`Members::take_removed`]).
-    pub(crate) fn is_removed(&self) -> bool {
-        self.removed
     }
 
     fn refresh(&mut self) -> Option<Membership> {

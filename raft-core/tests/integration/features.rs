@@ -1344,8 +1344,9 @@ fn addrs(n: u16) -> NodeAddrs {
 #[test]
 fn only_a_caught_up_learner_is_promoted_to_voter() {
     // Claim: a new voter must be a learner of the current configuration whose log is within
-    // `learner_catchup_lag` entries of the leader's last index; otherwise the change is refused
-    // with a typed error naming the node, and nothing is appended.
+    // `learner_catchup_lag` entries of the leader's last index and holds the latest committed
+    // configuration; otherwise the change is refused with a typed error naming the node, and
+    // nothing is appended.
     let cfg = Config {
         learner_catchup_lag: 2,
         ..config(1)
@@ -1383,6 +1384,24 @@ fn only_a_caught_up_learner_is_promoted_to_voter() {
     leader.progress(4, 1, 2);
     assert_eq!(leader.change_membership(voters(&[1, 2, 3, 4])), Ok(5));
     assert!(leader.membership().is_joint());
+
+    // However short the log, a learner never heard from (it lacks the configuration that
+    // made it a learner) is not caught up.
+    let mut leader = leader_of_three(config(1));
+    assert_eq!(leader.add_learner(4, None), Ok(2));
+    leader.progress(2, 1, 2);
+    leader.progress(3, 1, 2);
+    settle(&mut leader);
+    assert_eq!(
+        leader.change_membership(voters(&[1, 2, 3, 4])),
+        Err(Error::Membership(MembershipError::NotCaughtUp {
+            node: 4,
+            matched: 0,
+            last: 2
+        }))
+    );
+    leader.progress(4, 1, 2);
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3, 4])), Ok(3));
 }
 
 #[test]
@@ -1457,12 +1476,18 @@ fn addresses_travel_in_configuration_entries_and_follow_the_members() {
     assert!(leader.membership().addrs.is_empty());
 }
 
+/// `MessageBody::Removed` from `from` to `to` in `term`.
+fn removed_notice(from: NodeId, to: NodeId, term: Term, index: Index) -> Message {
+    msg(from, to, term, MessageBody::Removed { index })
+}
+
 #[test]
-fn a_follower_learns_it_was_removed_when_the_configuration_without_it_commits() {
-    // Claim: a node learns it was removed once a committed configuration excludes it, no later
-    // configuration in its log adds it back, and it was a member before; it is told once
-    // (`Action::Removed` with the committing entry's index). Holding the final configuration
-    // uncommitted is not enough: it could still be overwritten.
+fn a_follower_learns_it_was_removed_when_its_leader_tells_it() {
+    // Claim: holding a committed configuration without itself does not make a node "removed"
+    // on its own (a node that joins again replays the configurations of its earlier
+    // membership); the leader tells it, and it reports it once (`Action::Removed` with the
+    // removing entry's index). A notice is ignored while the node's own log still has it as a
+    // member.
     let mut f = fresh(config(3), &[1, 2, 3]);
     let j = joint(&[1, 2, 3], &[1, 2]);
     f.step(append(
@@ -1473,91 +1498,79 @@ fn a_follower_learns_it_was_removed_when_the_configuration_without_it_commits() 
         vec![
             entry(1, 1, EntryPayload::Noop),
             entry(2, 1, EntryPayload::Membership(j)),
-            entry(3, 1, EntryPayload::Membership(voters(&[1, 2]))),
         ],
         2,
     ));
-    let actions = settle(&mut f);
-    assert!(removals(&actions).is_empty(), "{actions:?}");
-    assert!(!f.is_removed());
-    f.step(append(1, 3, 1, (3, 1), vec![], 3));
-    let actions = settle(&mut f);
-    assert_eq!(removals(&actions), vec![3]);
-    assert!(f.is_removed());
-    // Told once.
+    settle(&mut f);
+    // It lacks the final configuration: the notice is ignored.
+    f.step(removed_notice(1, 3, 1, 3));
+    assert!(removals(&settle(&mut f)).is_empty());
     f.step(append(
         1,
         3,
         1,
-        (3, 1),
-        vec![entry(4, 1, EntryPayload::Noop)],
-        4,
+        (2, 1),
+        vec![entry(3, 1, EntryPayload::Membership(voters(&[1, 2])))],
+        3,
     ));
+    let actions = settle(&mut f);
+    assert!(removals(&actions).is_empty(), "not on its own");
+    assert!(!f.is_removed());
+    // A notice from a stale term is ignored too.
+    f.step(removed_notice(2, 3, 0, 3));
+    assert!(removals(&settle(&mut f)).is_empty());
+    f.step(removed_notice(1, 3, 1, 3));
+    assert_eq!(removals(&settle(&mut f)), vec![3]);
+    assert!(f.is_removed());
+    // Told once.
+    f.step(removed_notice(1, 3, 1, 3));
     assert!(removals(&settle(&mut f)).is_empty());
 }
 
 #[test]
-fn a_joining_node_or_one_added_back_in_the_same_batch_is_not_removed() {
-    // Claim: configurations that predate a joining node's addition do not make it "removed"
-    // (it was never a member), and a node whose removal and re-addition commit together is a
-    // member again, not removed.
-    let mut joining = PartitionCore::new(config(4), 1, InitialState::joining()).unwrap();
+fn a_node_that_joins_again_is_not_removed_by_its_own_history() {
+    // Claim: a node removed earlier that joins again (afresh) replays the configurations of its
+    // earlier membership, its removal included, before the one that adds it back: none of
+    // that makes it report a removal.
+    let mut joining = PartitionCore::new(config(3), 1, InitialState::joining()).unwrap();
     joining.step(append(
         1,
-        4,
+        3,
         1,
         (0, 0),
         vec![
             entry(1, 1, EntryPayload::Noop),
-            entry(2, 1, EntryPayload::Membership(voters(&[1, 2, 3]))),
+            entry(2, 1, EntryPayload::Membership(joint(&[1, 2, 3], &[1, 2]))),
+            entry(3, 1, EntryPayload::Membership(voters(&[1, 2]))),
         ],
-        2,
+        3,
     ));
     assert!(removals(&settle(&mut joining)).is_empty());
     joining.step(append(
         1,
-        4,
-        1,
-        (2, 1),
-        vec![entry(
-            3,
-            1,
-            EntryPayload::Membership(Membership::with_learners([1, 2, 3], [4])),
-        )],
         3,
+        1,
+        (3, 1),
+        vec![entry(
+            4,
+            1,
+            EntryPayload::Membership(Membership::with_learners([1, 2], [3])),
+        )],
+        4,
     ));
     assert!(removals(&settle(&mut joining)).is_empty());
     assert_eq!(joining.role(), Role::Learner);
     assert!(!joining.is_removed());
-
-    let mut f = fresh_in(config(4), Membership::with_learners([1, 2, 3], [4]));
-    f.step(append(
-        1,
-        4,
-        1,
-        (0, 0),
-        vec![
-            entry(1, 1, EntryPayload::Noop),
-            entry(2, 1, EntryPayload::Membership(voters(&[1, 2, 3]))),
-            entry(
-                3,
-                1,
-                EntryPayload::Membership(Membership::with_learners([1, 2, 3], [4])),
-            ),
-        ],
-        3,
-    ));
-    assert!(removals(&settle(&mut f)).is_empty());
-    assert!(!f.is_removed());
 }
 
 #[test]
 fn a_removed_node_is_replicated_to_until_it_holds_the_committed_removal() {
     // Claim: the leader keeps replicating to a node it removes (its replicator stays, so the
-    // node receives the configuration entry and the commit index that covers it) and lets it
-    // go an election timeout after the entry committed, once the node holds it; a node that
-    // never answers is let go after four election timeouts. Meanwhile the leader needs its
-    // ticks, and the node cannot be added back yet (`ChangeInProgress`, retry later).
+    // node receives the configuration entry); once the entry committed and the node holds it,
+    // the leader tells it (`MessageBody::Removed`) once a tick for an election timeout, then
+    // lets it go; a node that never answers is let go after four election timeouts. Meanwhile
+    // the leader needs its ticks, and the node cannot be added back yet (`ChangeInProgress`,
+    // retry later).
     let cfg = Config {
         external_timers: true,
         ..config(1)
@@ -1580,14 +1593,32 @@ fn a_removed_node_is_replicated_to_until_it_holds_the_committed_removal() {
             index: 2
         }))
     );
+    let notices = |actions: &[Action]| {
+        sent(actions)
+            .into_iter()
+            .filter(|m| m.body == MessageBody::Removed { index: 2 })
+            .map(|m| m.to)
+            .collect::<Vec<_>>()
+    };
     for _ in 0..et {
         leader.tick();
     }
-    assert!(!leader.take_actions().contains(&Action::PeersChanged));
+    let actions = settle(&mut leader);
+    assert!(!actions.contains(&Action::PeersChanged));
+    assert!(notices(&actions).is_empty(), "4 does not hold the entry");
     assert!(leader.replication_peers().contains(&4), "4 has not acked");
+    // Once it holds the entry it is told, once a tick, an election timeout long.
     leader.progress(4, 1, 2);
+    for _ in 0..et - 1 {
+        leader.tick();
+        let actions = settle(&mut leader);
+        assert_eq!(notices(&actions), vec![4]);
+        assert!(!actions.contains(&Action::PeersChanged));
+    }
     leader.tick();
-    assert!(leader.take_actions().contains(&Action::PeersChanged));
+    let actions = settle(&mut leader);
+    assert_eq!(notices(&actions), vec![4]);
+    assert!(actions.contains(&Action::PeersChanged));
     assert_eq!(leader.replication_peers(), [2, 3].into());
     assert!(!leader.needs_ticks());
     assert_eq!(leader.add_learner(4, None), Ok(3), "now it can come back");
@@ -1601,17 +1632,17 @@ fn a_removed_node_is_replicated_to_until_it_holds_the_committed_removal() {
     for _ in 0..4 * et - 1 {
         leader.tick();
     }
+    assert!(notices(&settle(&mut leader)).is_empty());
     assert!(leader.replication_peers().contains(&4));
     leader.tick();
-    assert!(leader.take_actions().contains(&Action::PeersChanged));
+    assert!(settle(&mut leader).contains(&Action::PeersChanged));
     assert_eq!(leader.replication_peers(), [2, 3].into());
 }
 
 #[test]
-fn addresses_and_removal_survive_recovery() {
+fn addresses_survive_recovery() {
     // Claim: a recovered core has the addresses of its snapshot's and its log's
-    // configurations; one whose durable log already holds the committed configuration that
-    // removed it (it stopped before it could act on it) learns so at once.
+    // configurations.
     let base = voters(&[1, 2, 3]).with_addrs(3, addrs(3));
     let snapshot = SnapshotMeta {
         index: 1,
@@ -1623,22 +1654,12 @@ fn addresses_and_removal_survive_recovery() {
     let hard = HardState {
         term: 1,
         vote: None,
-        commit: 2,
+        commit: 1,
     };
-    let init = InitialState::recover(hard, snapshot.clone(), &entries).unwrap();
-    let mut core = PartitionCore::new(config(3), 1, init).unwrap();
+    let init = InitialState::recover(hard, snapshot, &entries).unwrap();
+    let core = PartitionCore::new(config(3), 1, init).unwrap();
     assert_eq!(core.membership(), &readdressed);
-    assert_eq!(core.committed_membership(), (2, &readdressed));
-    assert!(removals(&settle(&mut core)).is_empty());
-
-    let removing = vec![
-        entry(2, 1, EntryPayload::Membership(joint(&[1, 2, 3], &[1, 2]))),
-        entry(3, 1, EntryPayload::Membership(voters(&[1, 2]))),
-    ];
-    let hard = HardState { commit: 3, ..hard };
-    let init = InitialState::recover(hard, snapshot, &removing).unwrap();
-    let mut core = PartitionCore::new(config(3), 1, init).unwrap();
-    assert_eq!(removals(&settle(&mut core)), vec![3]);
+    assert_eq!(core.committed_membership(), (1, &base));
 }
 
 // ---------------------------------------------------------------------------------------------
