@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// How long `propose` and `read` wait for an answer before returning `Timeout` (measured
     /// in quarters by one timer per node, so up to a quarter longer).
     pub request_timeout: Duration,
+    /// How long `Node::add_learner` waits, once the learner's configuration committed, for the
+    /// learner's log to come within `raft.learner_catchup_lag` entries of the leader's before
+    /// it answers `LearnerLagging` (the learner stays in the configuration).
+    pub learner_catchup_timeout: Duration,
     /// Proposals and reads queued per group. When full, callers get `Overloaded` at once.
     pub client_queue: usize,
     /// Raft messages queued per group from the network. When full, messages are dropped and
@@ -61,6 +65,10 @@ pub struct NodeConfig {
     pub replicator_queue: usize,
     /// Updates queued for the heartbeat actor.
     pub heartbeat_queue: usize,
+    /// Notifications queued from the groups to the node's registry (a group's members and
+    /// their addresses, a group that learned it was removed). A group that finds it full tries
+    /// again on its next tick.
+    pub registry_queue: usize,
     /// Most proposals folded into one append.
     pub max_batch: usize,
     /// How long `shutdown` waits for actors before giving up on them (I10).
@@ -106,12 +114,14 @@ impl NodeConfig {
             stall_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             commit_notify_delay: Duration::from_millis(1),
+            learner_catchup_timeout: Duration::from_secs(30),
             client_queue: 4096,
             raft_queue: 4096,
             control_queue: 1024,
             storage_queue: 8192,
             replicator_queue: 1024,
             heartbeat_queue: 8192,
+            registry_queue: 1024,
             max_batch: 512,
             shutdown_timeout: Duration::from_secs(2),
             max_sessions: 100_000,
@@ -152,6 +162,9 @@ impl NodeConfig {
         if self.request_timeout.is_zero() {
             return bad("request_timeout", "must be positive");
         }
+        if self.learner_catchup_timeout.is_zero() {
+            return bad("learner_catchup_timeout", "must be positive");
+        }
         for (field, v) in [
             ("client_queue", self.client_queue),
             ("raft_queue", self.raft_queue),
@@ -159,6 +172,7 @@ impl NodeConfig {
             ("storage_queue", self.storage_queue),
             ("replicator_queue", self.replicator_queue),
             ("heartbeat_queue", self.heartbeat_queue),
+            ("registry_queue", self.registry_queue),
             ("max_batch", self.max_batch),
             ("max_sessions", self.max_sessions),
         ] {

@@ -1,19 +1,26 @@
-//! Errors of the runtime. Retryable conditions (`NotLeader`, `Overloaded`, `Timeout`) are kept
-//! apart from fatal ones (`Storage`, `Stopped`), as openraft separates API errors from fatal.
+//! Errors of the runtime. Retryable conditions (`NotLeader`, `Overloaded`, `Timeout`, a
+//! membership change that is in progress or whose outcome is unknown, a group removed from this
+//! node) are kept apart from fatal ones (`Storage`, `Stopped`), as openraft separates API errors
+//! from fatal.
 
-use raft_core::{GroupId, NodeId};
+use std::net::SocketAddr;
+
+use raft_core::{GroupId, Index, MembershipError, NodeId};
 use thiserror::Error;
 
 /// Errors returned by the [`crate::Node`] API.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Error {
     /// This node does not lead the group; retry at `leader` if known.
-    #[error("not the leader of group {group} (leader hint: {leader:?})")]
+    #[error("not the leader of group {group} (leader hint: {leader:?} at {leader_addr:?})")]
     NotLeader {
         /// The group.
         group: GroupId,
         /// The leader this node believes in.
         leader: Option<NodeId>,
+        /// The leader's client address ([`raft_core::NodeAddrs::client`]), when the group's
+        /// configuration has it.
+        leader_addr: Option<SocketAddr>,
     },
     /// The group's queue is full: back off and retry (I2).
     #[error("group {group} is overloaded; retry later")]
@@ -44,6 +51,48 @@ pub enum Error {
         field: &'static str,
         /// What is wrong.
         reason: String,
+    },
+    /// An earlier membership change of the group has not finished (or a node it removed is
+    /// still being told so): retry once it has.
+    #[error("group {group}: a membership change is already in progress")]
+    ChangeInProgress {
+        /// The group.
+        group: GroupId,
+    },
+    /// A membership change was accepted (its first entry is at `index`) but this node stopped
+    /// leading, or the change did not finish within the request timeout, before its final
+    /// configuration committed: it may or may not take effect. Retry at the leader — asking
+    /// again for the configuration already in effect (or a learner already added) waits for
+    /// it to commit and succeeds — or read the configuration with `Node::membership`.
+    #[error("group {group}: the outcome of the membership change at index {index} is unknown")]
+    ChangeOutcomeUnknown {
+        /// The group.
+        group: GroupId,
+        /// Index of the change's first entry.
+        index: Index,
+    },
+    /// A learner was added (its configuration committed; it stays in the configuration) but
+    /// did not catch up with the leader's log within `NodeConfig::learner_catchup_timeout`.
+    #[error(
+        "group {group}: learner {node} did not catch up (holds up to {matched}, leader's last \
+         index {leader_last})"
+    )]
+    LearnerLagging {
+        /// The group.
+        group: GroupId,
+        /// The learner.
+        node: NodeId,
+        /// The highest index it was known to hold.
+        matched: Index,
+        /// The leader's last index at the time.
+        leader_last: Index,
+    },
+    /// This node was removed from the group's configuration: it stopped hosting the group
+    /// (its storage of the group was purged). Send the request to a member.
+    #[error("this node was removed from group {group}")]
+    Removed {
+        /// The group.
+        group: GroupId,
     },
     /// The protocol refused the request (invalid membership, transfer target, ...).
     #[error("group {group}: {source}")]
@@ -78,15 +127,29 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::NotLeader { .. } | Error::Overloaded { .. } | Error::Timeout { .. }
+            Error::NotLeader { .. }
+                | Error::Overloaded { .. }
+                | Error::Timeout { .. }
+                | Error::ChangeInProgress { .. }
+                | Error::ChangeOutcomeUnknown { .. }
+                | Error::Removed { .. }
         )
     }
 
+    /// Maps a protocol error of `group`. A `NotLeader` carries no address; the partition
+    /// actor, which knows the group's configuration, fills it in.
     pub(crate) fn raft(group: GroupId, e: raft_core::Error) -> Error {
         match e {
-            raft_core::Error::NotLeader { leader } => Error::NotLeader { group, leader },
+            raft_core::Error::NotLeader { leader } => Error::NotLeader {
+                group,
+                leader,
+                leader_addr: None,
+            },
             raft_core::Error::TransferInProgress | raft_core::Error::ReadsOverloaded { .. } => {
                 Error::Overloaded { group }
+            }
+            raft_core::Error::Membership(MembershipError::ChangeInProgress { .. }) => {
+                Error::ChangeInProgress { group }
             }
             source => Error::Raft { group, source },
         }

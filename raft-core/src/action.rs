@@ -78,10 +78,25 @@ pub enum Action {
         leader: Option<NodeId>,
     },
     /// The effective membership changed (a configuration entry was appended or truncated, or a
-    /// snapshot installed one). A leader reconciles its replicators with it.
+    /// snapshot installed one). A leader reconciles its replicators with
+    /// [`crate::PartitionCore::replication_peers`].
     MembershipChanged {
         /// The new membership.
         membership: Membership,
+    },
+    /// Leader only: the nodes it replicates to changed without a configuration change — a node
+    /// the configuration removed was told so and is let go (see
+    /// [`crate::PartitionCore::replication_peers`]). The runtime reconciles its replicators.
+    PeersChanged,
+    /// This node is no longer a member of the group: a committed configuration (at `index`)
+    /// excludes it. A leader that removed itself knows it when the configuration commits; any
+    /// other node is told by the leader ([`crate::MessageBody::Removed`]), which keeps
+    /// replicating to it until it holds that configuration. (A node cannot tell on its own: a
+    /// node that joins again replays the configurations of its earlier membership.) The
+    /// runtime stops hosting the group; the core does nothing useful any more.
+    Removed {
+        /// Index of the committed configuration entry that removed this node.
+        index: Index,
     },
     /// A snapshot chunk arrived from `from`; store it (the runtime assembles chunks).
     SnapshotChunk {

@@ -49,6 +49,11 @@ pub struct Config {
     /// one in replicate state with unanswered messages falls back to probing after four times
     /// as long (messages may have been lost).
     pub probe_ticks: u32,
+    /// A learner may be promoted to voter only while its log is at most this many entries
+    /// behind the leader's last index, and holds the latest committed configuration
+    /// (`change_membership` refuses others with [`crate::MembershipError::NotCaughtUp`]).
+    /// raft-actor's `add_learner` also waits until the learner is this close.
+    pub learner_catchup_lag: u64,
     /// The runtime runs election timers, heartbeats and check-quorum itself (raft-actor's
     /// heartbeat actor, on its own executor, so a busy data path cannot cause elections) and
     /// calls `election_timeout()` / `quorum_lost()`. `tick()` then only ages the leader lease
@@ -96,6 +101,7 @@ impl Default for Config {
             snapshot_threshold: 100_000,
             compact_trailing: 10_000,
             probe_ticks: 2,
+            learner_catchup_lag: 1000,
             external_timers: false,
             lease_reads: false,
             lease_margin_ticks: 1,

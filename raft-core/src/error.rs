@@ -74,7 +74,12 @@ pub enum MembershipError {
     /// A node cannot be both a learner and a voter.
     #[error("node {0} is listed as both learner and voter")]
     LearnerIsVoter(NodeId),
-    /// An earlier change has not finished (it is uncommitted or the group is in joint consensus).
+    /// Addresses were given for a node that is not in the configuration.
+    #[error("addresses given for node {0}, which is not in the configuration")]
+    AddrsOfNonMember(NodeId),
+    /// An earlier change has not finished (it is uncommitted, the group is in joint consensus,
+    /// or a node it removed is still being told so and cannot be added back yet). Retry once
+    /// it has.
     #[error("a membership change is already in progress (config entry at index {index})")]
     ChangeInProgress {
         /// Index of the pending configuration entry.
@@ -83,4 +88,25 @@ pub enum MembershipError {
     /// The requested configuration equals the current one.
     #[error("the requested membership equals the current one")]
     Unchanged,
+    /// The target is a joint configuration: ask for the simple configuration to reach; the
+    /// joint phase is the leader's business.
+    #[error("the target must be a simple configuration, not a joint one")]
+    JointTarget,
+    /// A node would become a voter without being a learner of the current configuration first:
+    /// add it as a learner, let it catch up, then promote it.
+    #[error("node {0} must be a learner before it can become a voter")]
+    NotLearner(NodeId),
+    /// A learner would become a voter while its log is too far behind the leader's (more than
+    /// `Config::learner_catchup_lag` entries, or without the latest committed configuration):
+    /// promoting it could leave the group without a quorum that holds the log until it catches
+    /// up.
+    #[error("learner {node} is not caught up (holds up to {matched}, leader's last index {last})")]
+    NotCaughtUp {
+        /// The learner.
+        node: NodeId,
+        /// The highest index it is known to hold.
+        matched: Index,
+        /// The leader's last index.
+        last: Index,
+    },
 }

@@ -50,7 +50,7 @@ pub use config::Config;
 pub use entries::Entries;
 pub use error::{ConfigError, Error, MembershipError};
 pub use log_meta::LogTerms;
-pub use membership::Membership;
+pub use membership::{Membership, NodeAddrs};
 pub use message::{AppendResponse, ConflictHint, Message, MessageBody, SnapshotStatus};
 pub use partition::{InitialState, PartitionCore, Proposed, Status};
 pub use replicator::{Outcome, Plan, ReplState, ReplicatorCore};

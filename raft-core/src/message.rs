@@ -90,6 +90,13 @@ pub enum MessageBody {
     },
     /// Leader transfer: "campaign now, skipping pre-vote" (Raft thesis, 3.10).
     TimeoutNow,
+    /// From the leader to a node that a committed configuration removed and that holds that
+    /// configuration's entry (at `index`): "you are no longer a member; stop hosting the
+    /// group". Sent a few times while the leader lets the node go.
+    Removed {
+        /// Index of the committed configuration entry that removed the receiver.
+        index: Index,
+    },
 }
 
 /// Answer to an `AppendEntries` message.
@@ -149,6 +156,7 @@ impl Message {
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::SnapshotResponse { .. } => "SnapshotResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::Removed { .. } => "Removed",
         }
     }
 }

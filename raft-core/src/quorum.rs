@@ -108,6 +108,7 @@ mod tests {
             voters: set(&[1, 2, 3]),
             voters_outgoing: set(&[3, 4, 5]),
             learners: set(&[]),
+            addrs: Default::default(),
         };
         let acked = |id: NodeId| [0, 10, 10, 2, 1, 1][id as usize];
         assert_eq!(committed_index(&m, acked), 1);
@@ -119,6 +120,7 @@ mod tests {
             voters: set(&[1, 2, 3]),
             voters_outgoing: set(&[4, 5, 6]),
             learners: set(&[]),
+            addrs: Default::default(),
         };
         let v = |granted: &'static [NodeId], refused: &'static [NodeId]| {
             move |id: NodeId| {

@@ -48,7 +48,7 @@ impl Entry {
         let body = match &self.payload {
             EntryPayload::Noop => 0,
             EntryPayload::Normal(data) => data.len() as u64,
-            EntryPayload::Membership(m) => 8 * m.node_count() as u64,
+            EntryPayload::Membership(m) => 8 * m.node_count() as u64 + 40 * m.addrs.len() as u64,
         };
         body + 24
     }

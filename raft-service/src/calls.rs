@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 
-use raft_actor::{Error, GroupId, Index, Membership, Node, NodeId, RequestId, StateMachine};
+use raft_actor::{
+    Error, GroupId, Index, Membership, Node, NodeAddrs, NodeId, RequestId, StateMachine,
+};
 
-use crate::protocol::{NodeAddrs, ReadKind};
+use crate::protocol::ReadKind;
 
 /// Proposes an encoded command; answers with its index and response.
 pub(crate) async fn propose<S: StateMachine>(
@@ -47,10 +49,12 @@ pub(crate) async fn members<S: StateMachine>(
     node: &Node<S>,
     group: GroupId,
 ) -> Result<Membership, Error> {
-    Ok(node.group_metrics(group).await?.membership)
+    node.membership(group).await
 }
 
-/// Adds a node (learner, then voter).
+/// Adds a node as a learner (resolving once it has caught up) and, with `voter`, promotes
+/// it (resolving once the final configuration has committed). A node that already has the
+/// asked-for role is left as it is, so a retry after an unknown outcome is harmless.
 pub(crate) async fn add_node<S: StateMachine>(
     node: &Node<S>,
     group: GroupId,
@@ -58,24 +62,27 @@ pub(crate) async fn add_node<S: StateMachine>(
     addrs: NodeAddrs,
     voter: bool,
 ) -> Result<Index, Error> {
-    let _ = addrs;
-    let index = node.add_learner(group, id).await?;
+    let current = node.membership(group).await?;
+    if current.is_voter(id) && !current.is_joint() {
+        return Ok(0);
+    }
+    let index = node.add_learner(group, id, Some(addrs)).await?;
     if !voter {
         return Ok(index);
     }
-    let mut target = node.group_metrics(group).await?.membership;
+    let mut target = node.membership(group).await?.leave_joint();
     target.learners.remove(&id);
     target.voters.insert(id);
     node.change_membership(group, target).await
 }
 
-/// Removes a node.
+/// Removes a node (voter or learner).
 pub(crate) async fn remove_node<S: StateMachine>(
     node: &Node<S>,
     group: GroupId,
     id: NodeId,
 ) -> Result<Index, Error> {
-    let mut target = node.group_metrics(group).await?.membership;
+    let mut target = node.membership(group).await?.leave_joint();
     target.learners.remove(&id);
     target.voters.remove(&id);
     node.change_membership(group, target).await
@@ -83,6 +90,8 @@ pub(crate) async fn remove_node<S: StateMachine>(
 
 /// The leader's client address a `NotLeader` error carries.
 pub(crate) fn leader_addr(e: &Error) -> Option<SocketAddr> {
-    let _ = e;
-    None
+    match e {
+        Error::NotLeader { leader_addr, .. } => *leader_addr,
+        _ => None,
+    }
 }

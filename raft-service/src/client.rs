@@ -23,13 +23,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use raft_actor::{GroupId, Index, Membership, NodeId, RequestId, StateMachine};
+use raft_actor::{GroupId, Index, Membership, NodeAddrs, NodeId, RequestId, StateMachine};
 use raft_net::{RpcClient, RpcClientConfig, RpcError, SplitMix64};
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::protocol::{
-    Admin, Answer, Encoded, GroupStatus, NodeAddrs, NodeStatus, ReadKind, Request, ServiceError,
+    Admin, Answer, Encoded, GroupStatus, NodeStatus, ReadKind, Request, ServiceError,
 };
 use crate::server::{AnswerOf, RequestOf};
 

@@ -111,10 +111,12 @@
 //!   [`GroupStatus`] and [`ServiceError`].
 //! - [`server`] — [`Server`] and [`ServerConfig`].
 //! - [`client`] — [`Client`], [`ClientConfig`], [`ClientError`], [`Applied`], [`ReadResult`].
+//! - [`join`] — [`join()`]: a node started empty becomes a member of a running cluster.
 //! - [`local`] — [`local::LocalCluster`]: a whole cluster in one process, for tests and
 //!   examples.
 
 pub mod client;
+pub mod join;
 pub mod local;
 pub mod protocol;
 pub mod server;
@@ -125,8 +127,8 @@ pub mod doc_support;
 mod calls;
 
 pub use client::{Applied, Client, ClientConfig, ClientError, ReadResult};
+pub use join::{JoinError, join};
 pub use protocol::{
-    Admin, Answer, Encoded, GroupStatus, GroupSummary, NodeAddrs, NodeStatus, ReadKind, Request,
-    ServiceError,
+    Admin, Answer, Encoded, GroupStatus, GroupSummary, NodeStatus, ReadKind, Request, ServiceError,
 };
 pub use server::{AnswerOf, RequestOf, Server, ServerConfig};

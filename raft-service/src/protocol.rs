@@ -8,7 +8,7 @@
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 
-use raft_actor::{GroupId, Index, Membership, NodeId, RequestId, Term};
+use raft_actor::{GroupId, Index, Membership, NodeAddrs, NodeId, RequestId, Term};
 use serde::{Deserialize, Serialize};
 
 /// How fresh a read must be.
@@ -375,15 +375,4 @@ impl ServiceError {
     pub fn maybe_applied(&self) -> bool {
         matches!(self, ServiceError::Timeout { .. })
     }
-}
-
-/// Where a node listens (temporary, until raft-actor's membership carries addresses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeAddrs {
-    /// Data lane.
-    pub data: SocketAddr,
-    /// Heartbeat lane.
-    pub heartbeat: SocketAddr,
-    /// Client listener.
-    pub client: Option<SocketAddr>,
 }

@@ -272,7 +272,7 @@ pub(crate) fn to_service_error(node: raft_actor::NodeId, group: GroupId, e: Erro
             addr,
         },
         Error::SessionExpired { client, .. } => ServiceError::SessionExpired { group, client },
-        Error::Timeout { .. } => ServiceError::Timeout {
+        Error::Timeout { .. } | Error::ChangeOutcomeUnknown { .. } => ServiceError::Timeout {
             group,
             reason: e.to_string(),
         },

@@ -302,6 +302,7 @@ impl<S: StateMachine> ApplyActor<S> {
                 let _ = old.reply.send(Err(Error::NotLeader {
                     group: self.group,
                     leader: None,
+                    leader_addr: None,
                 }));
             }
             _ => self.waiters.insert(at, w),
@@ -338,6 +339,7 @@ impl<S: StateMachine> ApplyActor<S> {
                     Err(Error::NotLeader {
                         group: self.group,
                         leader: None,
+                        leader_addr: None,
                     })
                 };
                 let _ = w.reply.send(result);

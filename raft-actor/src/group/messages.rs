@@ -1,10 +1,10 @@
 //! The messages a group's actors exchange, and the entry format proposals travel in. Every
 //! actor file imports its messages from here, so no actor file imports another.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use raft_core::{
-    GroupId, Index, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term,
+    GroupId, Index, Membership, Message, MessageBody, NodeAddrs, NodeId, Role, SnapshotMeta, Term,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -89,6 +89,7 @@ pub(crate) enum ClientReq<S: StateMachine> {
     },
     AddLearner {
         id: NodeId,
+        addrs: Option<NodeAddrs>,
         reply: Reply<Index>,
     },
 }
@@ -121,6 +122,8 @@ pub(crate) enum Control {
     Freeze(std::time::Duration),
     /// Metrics request.
     Status(oneshot::Sender<GroupMetrics>),
+    /// The group's effective configuration, addresses included.
+    Membership(oneshot::Sender<Membership>),
     /// Stop the actor (I10: shutdown is a message).
     Shutdown,
 }
@@ -279,4 +282,26 @@ pub(crate) enum HbUpdate {
         term: Term,
     },
     Shutdown,
+}
+
+/// What a group's partition tells the node's registry, which owns the node-wide view of the
+/// transport's peers and the table of groups. Queue: `registry_queue`, `try_send`; a partition
+/// that finds it full tries again on a tick armed for it.
+pub(crate) enum ToRegistry {
+    /// The nodes the group talks to (its effective configuration's members and, on a leader,
+    /// the removed nodes it is still telling), with their addresses where the configuration
+    /// has them. Replaces what the group said before.
+    Peers {
+        group: GroupId,
+        /// Which start of the group this is (a group removed and added again is another).
+        incarnation: u64,
+        nodes: BTreeMap<NodeId, Option<NodeAddrs>>,
+    },
+    /// This node learned it was removed from the group (by the committed configuration at
+    /// `index`); the partition stops once this is sent.
+    Removed {
+        group: GroupId,
+        incarnation: u64,
+        index: Index,
+    },
 }

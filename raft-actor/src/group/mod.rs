@@ -35,6 +35,7 @@
 //! | heartbeat → partition (timers, probes) | flume | `control_queue` | `try_send`: a timer fires again at the next interval; a probe that does not fit counts as unanswered (I6) |
 //! | actors → transport | raft-net queues | per peer and lane | dropped and counted |
 //! | API → registry (add/remove group, shutdown) | flume | 64 | the API call waits (not an actor) |
+//! | partition → registry (the group's peers and their addresses; "removed from the group") | flume | `registry_queue` | `try_send`: retried on a tick armed for it |
 //! | transport → router (data lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
 //! | transport → heartbeat actor (heartbeat lane) | flume | raft-net inbound capacity | dropped and counted by raft-net |
 //!
@@ -116,6 +117,10 @@ pub(crate) struct Wiring {
     pub(crate) stats: Arc<GroupStats>,
     /// The node's kill switch: every task of the group runs under it.
     pub(crate) kill: Kill,
+    /// The registry's queue for what the group tells it (`registry_queue`, `try_send`).
+    pub(crate) registry: flume::Sender<messages::ToRegistry>,
+    /// Which start of this group on this node (a group removed and added again is another).
+    pub(crate) incarnation: u64,
 }
 
 /// The partition's two edges to one replicator.

@@ -11,9 +11,13 @@
 //! it (one wake-up per half `stall_timeout`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use raft_core::{Action, Index, Message, MessageBody, NodeId, PartitionCore, Role, Term};
+use raft_core::{
+    Action, Index, Membership, MembershipError, Message, MessageBody, NodeAddrs, NodeId,
+    PartitionCore, Role, Term,
+};
 use raft_net::Lane;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -21,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use super::messages::{
     Answer, Appended, ApplyMsg, ClientReq, Control, HbUpdate, QueryReply, ReplicateSignal, Reply,
-    ToReplicator, Waiter,
+    ToRegistry, ToReplicator, Waiter,
 };
 use super::tail::{Tail, TailView};
 use super::ticks::Ticks;
@@ -59,6 +63,18 @@ struct Proposed<S: StateMachine> {
     payload: Vec<u8>,
     reply: Reply<Answer<S::Response>>,
     appended: Option<Appended>,
+}
+
+/// A membership call (`change_membership`, `add_learner`) waiting for its outcome: the final
+/// configuration committed (and, for a learner, its log caught up), or a typed error.
+struct MemberWaiter {
+    /// Index of the call's first entry (the joint one when voters change).
+    index: Index,
+    /// `add_learner`: the learner, whose log must also come within the lag.
+    learner: Option<NodeId>,
+    /// When the call gives up.
+    deadline: Instant,
+    reply: Reply<Index>,
 }
 
 /// The partition's channel ends, built by [`super::spawn`].
@@ -123,6 +139,12 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     max_catch_up: u64,
     /// Registration with the heartbeat actor went through (retried on ticks until it does).
     hb_registered: bool,
+    /// Membership calls waiting for their outcome.
+    member_waits: Vec<MemberWaiter>,
+    /// The registry must hear the nodes this group talks to (retried on ticks until it does).
+    peers_dirty: bool,
+    /// The committed configuration that removed this node from the group, once it knows.
+    removed: Option<Index>,
     fatal: Option<String>,
 }
 
@@ -162,6 +184,9 @@ impl<S: StateMachine> PartitionActor<S> {
             contact_reported: None,
             ticks: Ticks::new(w.cfg.tick_interval),
             max_catch_up: u64::from(w.cfg.group_config().election_ticks) * 2 + 2,
+            member_waits: Vec::new(),
+            peers_dirty: true,
+            removed: None,
             fatal: None,
             w,
         }
@@ -173,8 +198,12 @@ impl<S: StateMachine> PartitionActor<S> {
         let mut armed = false;
         let mut gather = Gather::default();
         self.publish_role();
+        // What the core decided while it was built (a recovered group may learn at once that
+        // it was removed).
+        self.drive();
+        self.report_peers();
         let mut accept_clients = self.can_accept_clients();
-        loop {
+        while self.removed.is_none() {
             // Inputs in priority order; the bell when there are none (see `crate::mailbox::inbox`).
             let event = loop {
                 if let Some(next) = self.try_event(armed && wake.is_elapsed(), accept_clients) {
@@ -237,7 +266,9 @@ impl<S: StateMachine> PartitionActor<S> {
                 }
             }
             self.drive();
-            if self.fatal.is_some() {
+            self.settle_member_waits(now);
+            self.report_peers();
+            if self.fatal.is_some() || self.removed.is_some() {
                 break;
             }
             self.report_contact(now, false);
@@ -247,7 +278,38 @@ impl<S: StateMachine> PartitionActor<S> {
                 wake.as_mut().reset(self.ticks.next());
             }
         }
+        if let Some(index) = self.removed {
+            self.leave_group(index).await;
+        }
         self.stop();
+    }
+
+    /// This node was removed from the group: tells the registry, which drops the group from
+    /// the node's table and purges its storage, then returns (the actor stops). Tries again
+    /// every tick while the registry's queue is full; a shutdown meanwhile ends it too.
+    async fn leave_group(&mut self, index: Index) {
+        let group = self.w.group;
+        warn!(
+            group,
+            index, "this node was removed from the group's configuration; stopping the group"
+        );
+        loop {
+            let msg = ToRegistry::Removed {
+                group,
+                incarnation: self.w.incarnation,
+                index,
+            };
+            match self.w.registry.try_send(msg) {
+                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+                Err(flume::TrySendError::Full(_)) => {}
+            }
+            while let Ok(c) = self.control_rx.try_recv() {
+                if matches!(c, Control::Shutdown) {
+                    return;
+                }
+            }
+            tokio::time::sleep(self.w.cfg.tick_interval).await;
+        }
     }
 
     /// The next queued input in priority order without waiting: control, storage, apply,
@@ -297,6 +359,8 @@ impl<S: StateMachine> PartitionActor<S> {
             || self.leader_contact.is_some()
             || !self.backlog.is_empty()
             || !accept_clients
+            || self.peers_dirty
+            || !self.member_waits.is_empty()
     }
 
     fn can_accept_clients(&self) -> bool {
@@ -321,6 +385,7 @@ impl<S: StateMachine> PartitionActor<S> {
         if self.hb_dirty {
             self.publish_role();
         }
+        self.report_peers();
     }
 
     /// Reports data-lane contact with the leader to the heartbeat actor: at once if the last
@@ -448,7 +513,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 }
             }
             Err(e) => {
-                let err = Error::raft(group, e);
+                let err = self.error(e);
                 for (reply, _) in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -457,28 +522,22 @@ impl<S: StateMachine> PartitionActor<S> {
     }
 
     fn on_client_other(&mut self, req: ClientReq<S>) {
-        let group = self.w.group;
         match req {
             ClientReq::Propose { .. } => {}
             ClientReq::Read { query, reply } => self.read(query, reply, false),
             ClientReq::ReadLease { query, reply } => self.read(query, reply, true),
             ClientReq::ReadStale { query, reply } => self.query_now(query, reply),
             ClientReq::Transfer { to, reply } => {
-                let _ = reply.send(
-                    self.core
-                        .transfer_leader(to)
-                        .map_err(|e| Error::raft(group, e)),
-                );
+                let r = self.core.transfer_leader(to);
+                let _ = reply.send(r.map_err(|e| self.error(e)));
             }
             ClientReq::ChangeMembership { target, reply } => {
-                let _ = reply.send(
-                    self.core
-                        .change_membership(target)
-                        .map_err(|e| Error::raft(group, e)),
-                );
+                let r = self.core.change_membership(target);
+                self.wait_for_membership(r, None, reply);
             }
-            ClientReq::AddLearner { id, reply } => {
-                let _ = reply.send(self.core.add_learner(id).map_err(|e| Error::raft(group, e)));
+            ClientReq::AddLearner { id, addrs, reply } => {
+                let r = self.core.add_learner(id, addrs);
+                self.wait_for_membership(r, Some(id), reply);
             }
         }
     }
@@ -504,7 +563,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 self.reads.insert(ctx, PendingRead { query, reply });
             }
             Err(e) => {
-                let _ = reply.send(Err(Error::raft(self.w.group, e)));
+                let _ = reply.send(Err(self.error(e)));
             }
         }
     }
@@ -522,6 +581,149 @@ impl<S: StateMachine> PartitionActor<S> {
                 }));
             }
         }
+    }
+
+    /// A protocol error as the API answers it: a `NotLeader` carries the leader's client
+    /// address when the configuration has it.
+    fn error(&self, e: raft_core::Error) -> Error {
+        match Error::raft(self.w.group, e) {
+            Error::NotLeader { group, leader, .. } => Error::NotLeader {
+                group,
+                leader,
+                leader_addr: self.leader_addr(leader),
+            },
+            other => other,
+        }
+    }
+
+    /// The client address of `leader` in the group's configuration.
+    fn leader_addr(&self, leader: Option<NodeId>) -> Option<SocketAddr> {
+        self.core
+            .membership()
+            .addrs_of(leader?)
+            .and_then(|a| a.client)
+    }
+
+    /// Registers a membership call the core accepted (its first entry at the returned index)
+    /// to be answered by [`PartitionActor::settle_member_waits`]. A call that asks for what is
+    /// already in effect (`Unchanged`: a retry after an unknown outcome, say) waits for the
+    /// latest configuration to commit instead, so retries are idempotent. Refusals are
+    /// answered at once.
+    fn wait_for_membership(
+        &mut self,
+        r: Result<Index, raft_core::Error>,
+        learner: Option<NodeId>,
+        reply: Reply<Index>,
+    ) {
+        let index = match r {
+            Ok(index) => index,
+            Err(raft_core::Error::Membership(MembershipError::Unchanged)) => {
+                self.core.latest_config_index()
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.error(e)));
+                return;
+            }
+        };
+        let patience = if learner.is_some() {
+            self.w.cfg.learner_catchup_timeout
+        } else {
+            self.w.cfg.request_timeout
+        };
+        self.member_waits.push(MemberWaiter {
+            index,
+            learner,
+            deadline: Instant::now() + patience,
+            reply,
+        });
+    }
+
+    /// Answers the membership calls whose outcome is known: `Ok` with the final
+    /// configuration's index once it committed and is not joint (for a learner: with its
+    /// entry's index, once it also holds the log within `learner_catchup_lag` entries of this
+    /// leader's last index); `ChangeOutcomeUnknown` if this node stopped leading before that,
+    /// or the deadline passed before the configuration committed; `LearnerLagging` if the
+    /// learner was added but did not catch up in time.
+    fn settle_member_waits(&mut self, now: Instant) {
+        if self.member_waits.is_empty() {
+            return;
+        }
+        let group = self.w.group;
+        let (committed_index, committed) = self.core.committed_membership();
+        let settled = !committed.is_joint();
+        let leading = self.core.role() == Role::Leader;
+        let last = self.core.log().last_index();
+        let floor = last.saturating_sub(self.w.cfg.raft.learner_catchup_lag);
+        let mut waiting = Vec::with_capacity(self.member_waits.len());
+        for w in std::mem::take(&mut self.member_waits) {
+            let done = settled && committed_index >= w.index;
+            let outcome = match w.learner {
+                None if done => Some(Ok(committed_index)),
+                Some(node) if done && leading => {
+                    // Within the lag, and holding its own configuration entry: a learner
+                    // never heard from is not caught up, however short the log.
+                    let matched = self.core.peer_matched(node).unwrap_or(0);
+                    if matched >= floor.max(w.index) {
+                        Some(Ok(w.index))
+                    } else if now >= w.deadline {
+                        Some(Err(Error::LearnerLagging {
+                            group,
+                            node,
+                            matched,
+                            leader_last: last,
+                        }))
+                    } else {
+                        None
+                    }
+                }
+                _ if !leading || now >= w.deadline => Some(Err(Error::ChangeOutcomeUnknown {
+                    group,
+                    index: w.index,
+                })),
+                _ => None,
+            };
+            match outcome {
+                Some(r) => {
+                    let _ = w.reply.send(r);
+                }
+                None => waiting.push(w),
+            }
+        }
+        self.member_waits = waiting;
+    }
+
+    /// Tells the registry the nodes this group talks to, with their addresses where the
+    /// configuration has them (the registry keeps the transport's peers in step). A joining
+    /// group with no configuration yet says nothing, so what the registry was told when it
+    /// joined stays.
+    fn report_peers(&mut self) {
+        if !self.peers_dirty {
+            return;
+        }
+        let m = self.core.membership();
+        if *m == Membership::default() {
+            self.peers_dirty = false;
+            return;
+        }
+        let me = self.w.cfg.node_id;
+        let mut nodes: BTreeMap<NodeId, Option<NodeAddrs>> = m
+            .all_nodes()
+            .into_iter()
+            .filter(|&n| n != me)
+            .map(|n| (n, m.addrs_of(n).copied()))
+            .collect();
+        for p in self.core.replication_peers() {
+            nodes.entry(p).or_insert(None);
+        }
+        let msg = ToRegistry::Peers {
+            group: self.w.group,
+            incarnation: self.w.incarnation,
+            nodes,
+        };
+        self.peers_dirty = matches!(
+            self.w.registry.try_send(msg),
+            Err(flume::TrySendError::Full(_))
+        );
     }
 
     async fn handle_control(&mut self, c: Control) {
@@ -568,6 +770,9 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             Control::Status(reply) => {
                 let _ = reply.send(self.metrics());
+            }
+            Control::Membership(reply) => {
+                let _ = reply.send(self.core.membership().clone());
             }
             Control::Shutdown => {}
         }
@@ -659,7 +864,12 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             Action::ReadAborted { ctx, leader } => {
                 if let Some(r) = self.reads.remove(&ctx) {
-                    let _ = r.reply.send(Err(Error::NotLeader { group, leader }));
+                    let leader_addr = self.leader_addr(leader);
+                    let _ = r.reply.send(Err(Error::NotLeader {
+                        group,
+                        leader,
+                        leader_addr,
+                    }));
                 }
             }
             Action::RoleChanged { role, term, leader } => self.on_role_changed(role, term, leader),
@@ -668,7 +878,15 @@ impl<S: StateMachine> PartitionActor<S> {
                     self.sync_replicators();
                 }
                 self.publish_role();
+                self.peers_dirty = true;
             }
+            Action::PeersChanged => {
+                if self.core.role() == Role::Leader {
+                    self.sync_replicators();
+                }
+                self.peers_dirty = true;
+            }
+            Action::Removed { index } => self.removed = Some(index),
             Action::SnapshotChunk { offset, data, .. } => {
                 if offset == 0 {
                     self.incoming_snapshot.clear();
@@ -763,16 +981,10 @@ impl<S: StateMachine> PartitionActor<S> {
         self.publish_role();
     }
 
-    /// Keeps one replicator per peer of the current membership while leading.
+    /// Keeps one replicator per node the core replicates to while leading: the members, and
+    /// the nodes a configuration removed until they know it.
     fn sync_replicators(&mut self) {
-        let me = self.w.cfg.node_id;
-        let peers: Vec<NodeId> = self
-            .core
-            .membership()
-            .all_nodes()
-            .into_iter()
-            .filter(|&p| p != me)
-            .collect();
+        let peers = self.core.replication_peers();
         let before = self.replicators.len();
         self.replicators.retain(|p, _| peers.contains(p));
         let mut changed = self.replicators.len() != before;
@@ -877,31 +1089,40 @@ impl<S: StateMachine> PartitionActor<S> {
         self.fatal = Some(message);
     }
 
-    /// Ends the actor: answers everything pending with `Stopped` and releases its peers.
+    /// Ends the actor: answers everything pending with `Stopped` (`Removed` when this node
+    /// was removed from the group) and releases its peers.
     fn stop(mut self) {
         let group = self.w.group;
+        let gone = if self.removed.is_some() {
+            Error::Removed { group }
+        } else {
+            Error::Stopped
+        };
         self.replicators.clear();
         self.publish_ack_routes();
         let _ = self.apply_tx.try_send(ApplyMsg::Shutdown);
         self.w.heartbeat.unregister(group);
         for (_, r) in std::mem::take(&mut self.reads) {
-            let _ = r.reply.send(Err(Error::Stopped));
+            let _ = r.reply.send(Err(gone.clone()));
+        }
+        for w in std::mem::take(&mut self.member_waits) {
+            let _ = w.reply.send(Err(gone.clone()));
         }
         while let Ok(req) = self.client_rx.try_recv() {
             match req {
                 ClientReq::Propose { reply, .. } => {
-                    let _ = reply.send(Err(Error::Stopped));
+                    let _ = reply.send(Err(gone.clone()));
                 }
                 ClientReq::Read { reply, .. }
                 | ClientReq::ReadLease { reply, .. }
                 | ClientReq::ReadStale { reply, .. } => {
-                    let _ = reply.send(Err(Error::Stopped));
+                    let _ = reply.send(Err(gone.clone()));
                 }
                 ClientReq::Transfer { reply, .. } => {
-                    let _ = reply.send(Err(Error::Stopped));
+                    let _ = reply.send(Err(gone.clone()));
                 }
                 ClientReq::ChangeMembership { reply, .. } | ClientReq::AddLearner { reply, .. } => {
-                    let _ = reply.send(Err(Error::Stopped));
+                    let _ = reply.send(Err(gone.clone()));
                 }
             }
         }

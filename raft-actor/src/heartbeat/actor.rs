@@ -207,6 +207,7 @@ impl HeartbeatActor {
                     voters,
                     voters_outgoing,
                     learners: BTreeSet::new(),
+                    addrs: Default::default(),
                 };
                 g.members = members;
                 if role == Role::Leader {

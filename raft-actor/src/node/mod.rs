@@ -4,13 +4,14 @@
 //! - `registry` — the registry actor: the table of groups, adding (with recovery) and
 //!   removing groups, shutdown.
 //! - `router` — hands data-lane messages to their group's partition or replicator.
+//! - `peers` — the transport's peers as the groups' configurations name them (the registry's).
 //! - `table` — the group table's map type.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use raft_core::{GroupId, Index, Membership, NodeId, Term};
+use raft_core::{GroupId, Index, Membership, NodeAddrs, NodeId, Term};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::NodeConfig;
@@ -23,6 +24,7 @@ use crate::state_machine::{RequestId, StateMachine};
 use crate::wire::Net;
 
 mod builder;
+mod peers;
 mod registry;
 mod router;
 mod table;
@@ -332,25 +334,53 @@ impl<S: StateMachine> Node<S> {
         self.registry_call(|reply| RegistryMsg::Add {
             group,
             membership: Some(members),
+            known: None,
             sm,
             reply,
         })
         .await
     }
 
-    /// Hosts group `group` as a joining node: it waits for the leader to send it the log (use
-    /// `add_learner` on the leader, then promote it with `change_membership`).
+    /// Hosts group `group` as a joining node: it is no member yet and waits for the leader to
+    /// send it the log (call [`Node::add_learner`] at the leader, then promote it with
+    /// [`Node::change_membership`]). If storage holds the group, it is recovered instead.
+    ///
+    /// With a transport that needs addresses (TCP), the node must be able to answer the
+    /// leader before the log tells it where the leader is: use
+    /// [`Node::join_partition_with`].
     pub async fn join_partition(&self, group: GroupId, sm: S) -> Result<(), Error> {
         self.registry_call(|reply| RegistryMsg::Add {
             group,
             membership: None,
+            known: None,
             sm,
             reply,
         })
         .await
     }
 
-    /// Stops hosting a group; with `purge` its storage is deleted too.
+    /// As [`Node::join_partition`], with the group's membership as the caller knows it (from
+    /// [`Node::membership`] at a member, say): its members with addresses become transport
+    /// peers at once, so this node can answer the leader before it receives the log. It does
+    /// not make this node a member: the configuration it follows is the one the leader sends.
+    pub async fn join_partition_with(
+        &self,
+        group: GroupId,
+        sm: S,
+        members: Membership,
+    ) -> Result<(), Error> {
+        self.registry_call(|reply| RegistryMsg::Add {
+            group,
+            membership: None,
+            known: Some(members),
+            sm,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops hosting a group; with `purge` its storage is deleted too. A group this node was
+    /// removed from (see [`Error::Removed`]) is forgotten (its storage is already purged).
     pub async fn remove_partition(&self, group: GroupId, purge: bool) -> Result<(), Error> {
         self.registry_call(|reply| RegistryMsg::Remove {
             group,
@@ -385,6 +415,9 @@ impl<S: StateMachine> Node<S> {
     ) -> Result<R, Error> {
         let table = self.inner.table.borrow();
         let entry = table.get(group).ok_or(Error::UnknownGroup(group))?;
+        if entry.removed {
+            return Err(Error::Removed { group });
+        }
         Ok(f(entry))
     }
 
@@ -606,21 +639,102 @@ impl<S: StateMachine> Node<S> {
             .await
     }
 
-    /// Changes the voters and learners (joint consensus when voters change). Returns the index
-    /// of the configuration entry.
+    /// Changes the group's configuration to `target` (voters, learners and addresses; a
+    /// simple configuration) at its leader, and resolves once the **final** configuration has
+    /// committed — after the joint phase when voters change — with that entry's index. The
+    /// addresses `target` leaves out are kept for the nodes that stay.
+    ///
+    /// - A new voter must be a learner whose log is within `raft.learner_catchup_lag` entries
+    ///   of the leader's ([`Node::add_learner`] waits for that): otherwise
+    ///   [`Error::Raft`] with [`raft_core::MembershipError::NotLearner`] or
+    ///   [`raft_core::MembershipError::NotCaughtUp`].
+    /// - [`Error::ChangeInProgress`] (retryable) while an earlier change has not finished.
+    /// - [`Error::ChangeOutcomeUnknown`] (retryable) if this node stops leading, or
+    ///   `request_timeout` passes, before the final configuration commits: the change may or
+    ///   may not take effect. Asking for a configuration that is already in effect waits for
+    ///   it to commit and returns its index, so the call can simply be retried at the leader.
+    /// - [`Error::NotLeader`] (with the leader's client address when the configuration has it)
+    ///   at a follower.
+    ///
+    /// A node removed by the change learns it once the final configuration commits (the leader
+    /// keeps replicating to it until it holds that entry): it stops hosting the group and
+    /// purges its storage of it; calls for the group there answer [`Error::Removed`]. A leader
+    /// that removes itself steps down once the change has committed.
     pub async fn change_membership(
         &self,
         group: GroupId,
         target: Membership,
     ) -> Result<Index, Error> {
-        self.request(group, |reply| ClientReq::ChangeMembership { target, reply })
-            .await
+        let limit = self.inner.cfg.request_timeout * 2;
+        self.membership_call(group, limit, |reply| ClientReq::ChangeMembership {
+            target,
+            reply,
+        })
+        .await
     }
 
-    /// Adds a learner to the group.
-    pub async fn add_learner(&self, group: GroupId, id: NodeId) -> Result<Index, Error> {
-        self.request(group, |reply| ClientReq::AddLearner { id, reply })
-            .await
+    /// Adds node `id` to the group as a learner (it receives the log, does not vote), reachable
+    /// at `addrs` if given (they travel in the configuration, so every member, and `id`
+    /// itself, can reach the others). Resolves, with the index of the configuration entry,
+    /// once that entry has committed **and** the learner holds it and is within
+    /// `raft.learner_catchup_lag` entries of the leader's log: it is then ready to be promoted
+    /// with [`Node::change_membership`].
+    ///
+    /// - [`Error::LearnerLagging`] if it did not catch up within
+    ///   `NodeConfig::learner_catchup_timeout` (it stays a learner; call again to wait more).
+    /// - [`Error::ChangeInProgress`], [`Error::ChangeOutcomeUnknown`] and [`Error::NotLeader`]
+    ///   as for [`Node::change_membership`]. Adding a node that is already a learner (with the
+    ///   same addresses) adds nothing and waits for it to catch up, so retries are safe.
+    ///
+    /// The node itself must host the group first ([`Node::join_partition_with`]).
+    pub async fn add_learner(
+        &self,
+        group: GroupId,
+        id: NodeId,
+        addrs: Option<NodeAddrs>,
+    ) -> Result<Index, Error> {
+        let limit = self.inner.cfg.learner_catchup_timeout + self.inner.cfg.request_timeout;
+        self.membership_call(group, limit, |reply| ClientReq::AddLearner {
+            id,
+            addrs,
+            reply,
+        })
+        .await
+    }
+
+    /// Queues a membership call and waits for its outcome: the partition answers it within its
+    /// own deadline; `limit` only bounds a partition that stopped answering at all.
+    async fn membership_call(
+        &self,
+        group: GroupId,
+        limit: Duration,
+        make: impl FnOnce(Reply<Index>) -> ClientReq<S>,
+    ) -> Result<Index, Error> {
+        let rx = self.enqueue(group, make)?;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout { group }),
+        }
+    }
+
+    /// The group's current configuration as this node knows it (the latest in its log,
+    /// committed or not), with the members' addresses: what a service tells a node that is
+    /// about to join ([`Node::join_partition_with`]).
+    pub async fn membership(&self, group: GroupId) -> Result<Membership, Error> {
+        let control = self.with_entry(group, |e| e.handle.control.clone())?;
+        let (tx, rx) = oneshot::channel();
+        control
+            .try_send(Control::Membership(tx))
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => Error::Overloaded { group },
+                flume::TrySendError::Disconnected(_) => Error::Stopped,
+            })?;
+        match tokio::time::timeout(self.inner.cfg.request_timeout, rx).await {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout { group }),
+        }
     }
 
     /// A snapshot of every group's state. A group whose actor does not answer within a second
@@ -629,7 +743,9 @@ impl<S: StateMachine> Node<S> {
         let table = self.inner.table.borrow().clone();
         let mut groups = Vec::new();
         for (group, e) in table.sorted() {
-            groups.push(group_status(group, e).await);
+            if !e.removed {
+                groups.push(group_status(group, e).await);
+            }
         }
         NodeMetrics {
             node: self.inner.cfg.node_id,

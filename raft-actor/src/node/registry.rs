@@ -1,17 +1,25 @@
 //! The registry actor: owns the node's table of groups. It adds a group (recovering it from
 //! storage), removes one, and stops the node; after every change it publishes an immutable
 //! copy of the table (latest value) to the API and the router.
+//!
+//! It also hears from the groups (`ToRegistry`, queue `registry_queue`): the nodes each one
+//! talks to, which keep the transport's peers in step with the configurations (the
+//! [`PeerBook`]), and a group whose node learned it was removed from it. Such a group leaves
+//! the table as a tombstone (calls for it answer `Removed`) and its storage is purged: the
+//! committed configuration no longer needs it, and a node added back later joins afresh, like
+//! any new node (with `join_partition`).
 
 use std::sync::Arc;
 
 use raft_core::{GroupId, Membership};
 use tokio::sync::{oneshot, watch};
-use tracing::{Instrument, info_span};
+use tracing::{Instrument, info, info_span};
 
+use super::peers::PeerBook;
 use super::table::GroupMap;
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::group::messages::Control;
+use crate::group::messages::{Control, ToRegistry};
 use crate::group::{self, GroupHandle};
 use crate::heartbeat::HeartbeatHandle;
 use crate::kill::Kill;
@@ -24,6 +32,11 @@ use crate::wire::Net;
 pub(super) struct GroupEntry<S: StateMachine> {
     pub(super) handle: GroupHandle<S>,
     pub(super) stats: Arc<GroupStats>,
+    /// Which start of the group this is (a group removed and added again is another).
+    pub(super) incarnation: u64,
+    /// This node was removed from the group: the entry is a tombstone, so calls for the group
+    /// answer `Removed` until it is added again or removed with `remove_partition`.
+    pub(super) removed: bool,
 }
 
 impl<S: StateMachine> Clone for GroupEntry<S> {
@@ -31,6 +44,8 @@ impl<S: StateMachine> Clone for GroupEntry<S> {
         GroupEntry {
             handle: self.handle.clone(),
             stats: self.stats.clone(),
+            incarnation: self.incarnation,
+            removed: self.removed,
         }
     }
 }
@@ -43,6 +58,9 @@ pub(super) enum RegistryMsg<S: StateMachine> {
     Add {
         group: GroupId,
         membership: Option<Membership>,
+        /// A joining node: the group's membership as the caller knows it, whose addressed
+        /// members become transport peers before the leader contacts this node.
+        known: Option<Membership>,
         sm: S,
         reply: oneshot::Sender<Result<(), Error>>,
     },
@@ -73,6 +91,13 @@ struct Registry<S: StateMachine> {
     table: GroupMap<GroupEntry<S>>,
     table_tx: watch::Sender<Table<S>>,
     rx: flume::Receiver<RegistryMsg<S>>,
+    /// What the groups tell the registry, and the sender each group gets a clone of.
+    signals: flume::Receiver<ToRegistry>,
+    signals_tx: flume::Sender<ToRegistry>,
+    /// The transport's peers as the groups' configurations name them.
+    peers: PeerBook,
+    /// The incarnation of the next group started.
+    next_incarnation: u64,
     /// Dropping it kills every task of the node: after the grace period of a shutdown, or at
     /// once for a simulated crash.
     switch: Option<crate::kill::KillSwitch>,
@@ -97,8 +122,13 @@ pub(super) fn spawn<S: StateMachine>(
 ) -> (flume::Sender<RegistryMsg<S>>, watch::Receiver<Table<S>>) {
     let (table_tx, table_rx) = watch::channel(Arc::new(GroupMap::default()));
     let (tx, rx) = flume::bounded(64);
+    let (signals_tx, signals) = flume::bounded(parts.cfg.registry_queue);
     let node = parts.cfg.node_id;
     let registry = Registry {
+        signals,
+        signals_tx,
+        peers: PeerBook::new(node),
+        next_incarnation: 1,
         cfg: parts.cfg,
         net: parts.net,
         storage: parts.storage,
@@ -117,15 +147,26 @@ pub(super) fn spawn<S: StateMachine>(
 
 impl<S: StateMachine> Registry<S> {
     async fn run(mut self) {
-        while let Ok(msg) = self.rx.recv_async().await {
+        loop {
+            // Biased (I11): the groups' news first; there is little of it.
+            let msg = tokio::select! {
+                biased;
+                Ok(signal) = self.signals.recv_async() => {
+                    self.on_signal(signal).await;
+                    continue;
+                }
+                msg = self.rx.recv_async() => msg,
+            };
+            let Ok(msg) = msg else { break };
             match msg {
                 RegistryMsg::Add {
                     group,
                     membership,
+                    known,
                     sm,
                     reply,
                 } => {
-                    let r = self.add(group, membership, sm).await;
+                    let r = self.add(group, membership, known, sm).await;
                     let _ = reply.send(r);
                 }
                 RegistryMsg::Remove {
@@ -134,11 +175,17 @@ impl<S: StateMachine> Registry<S> {
                     reply,
                 } => {
                     let r = match self.table.remove(group) {
+                        // A tombstone: the group already stopped and its storage is gone.
+                        Some(e) if e.removed => {
+                            self.publish();
+                            Ok(())
+                        }
                         Some(e) => {
                             let _ = e.handle.control.try_send(Control::Shutdown);
                             let _ = self
                                 .storage
                                 .try_send(StorageRequest::Unregister { group, purge });
+                            self.peers.drop_group(&self.net, group);
                             self.publish();
                             Ok(())
                         }
@@ -166,22 +213,72 @@ impl<S: StateMachine> Registry<S> {
         self.shutdown().await;
     }
 
+    /// True if `incarnation` is the running start of `group` (news from a stopped one is
+    /// stale).
+    fn is_current(&self, group: GroupId, incarnation: u64) -> bool {
+        self.table
+            .get(group)
+            .is_some_and(|e| e.incarnation == incarnation && !e.removed)
+    }
+
+    /// News from a group: its peers, or its removal.
+    async fn on_signal(&mut self, signal: ToRegistry) {
+        match signal {
+            ToRegistry::Peers {
+                group,
+                incarnation,
+                nodes,
+            } => {
+                if self.is_current(group, incarnation) {
+                    self.peers.set_group(&self.net, group, nodes);
+                }
+            }
+            ToRegistry::Removed {
+                group,
+                incarnation,
+                index,
+            } => {
+                if !self.is_current(group, incarnation) {
+                    return;
+                }
+                info!(
+                    group,
+                    index,
+                    "removed from the group: it leaves the node's table and its storage is purged"
+                );
+                if let Some(e) = self.table.get(group).cloned() {
+                    self.table.insert(group, GroupEntry { removed: true, ..e });
+                }
+                self.peers.drop_group(&self.net, group);
+                self.publish();
+                // Awaited: the registry is on no path storage waits on (see `add`).
+                let _ = self
+                    .storage
+                    .send(StorageRequest::Unregister { group, purge: true })
+                    .await;
+            }
+        }
+    }
+
     async fn add(
         &mut self,
         group: GroupId,
         membership: Option<Membership>,
+        known: Option<Membership>,
         sm: S,
     ) -> Result<(), Error> {
-        if self.table.contains(group) {
+        if self.table.get(group).is_some_and(|e| !e.removed) {
             return Err(Error::GroupExists(group));
         }
-        if let Some(m) = &membership {
+        for m in membership.iter().chain(known.iter()) {
             m.validate().map_err(|e| Error::Raft {
                 group,
                 source: e.into(),
             })?;
         }
         let stats = Arc::new(GroupStats::default());
+        let incarnation = self.next_incarnation;
+        self.next_incarnation += 1;
         let wiring = group::Wiring {
             cfg: (*self.cfg).clone(),
             group,
@@ -190,9 +287,33 @@ impl<S: StateMachine> Registry<S> {
             heartbeat: self.heartbeat.clone(),
             stats: stats.clone(),
             kill: self.kill.clone(),
+            registry: self.signals_tx.clone(),
+            incarnation,
         };
-        let handle = group::start(wiring, membership, sm).await?;
-        self.table.insert(group, GroupEntry { handle, stats });
+        if let Some(m) = &known {
+            let nodes = m
+                .all_nodes()
+                .into_iter()
+                .map(|id| (id, m.addrs_of(id).copied()))
+                .collect();
+            self.peers.set_group(&self.net, group, nodes);
+        }
+        let handle = match group::start(wiring, membership, sm).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                self.peers.drop_group(&self.net, group);
+                return Err(e);
+            }
+        };
+        self.table.insert(
+            group,
+            GroupEntry {
+                handle,
+                stats,
+                incarnation,
+                removed: false,
+            },
+        );
         self.publish();
         Ok(())
     }

@@ -61,7 +61,10 @@ impl<S: StateMachine> Router<S> {
             // that peer when there is one (one hop fewer than through the partition, which
             // only forwarded it); a replicator that sees a higher term in it tells the
             // partition.
-            let sent = table.get(env.group).map(|e| deliver(e, m));
+            let sent = table
+                .get(env.group)
+                .filter(|e| !e.removed)
+                .map(|e| deliver(e, m));
             match sent {
                 Some(true) => {}
                 Some(false) => {

@@ -54,6 +54,7 @@ impl<V: Clone> GroupMap<V> {
     }
 
     /// Whether `group` has an entry.
+    #[cfg(test)]
     pub(crate) fn contains(&self, group: GroupId) -> bool {
         self.get(group).is_some()
     }

@@ -62,6 +62,7 @@ async fn bad_calls_return_typed_errors() {
         Err(Error::NotLeader {
             group: 1,
             leader: Some(hint),
+            leader_addr: None,
         }) => assert_eq!(hint, leader),
         other => panic!("expected NotLeader with a hint, got {other:?}"),
     }

@@ -330,7 +330,7 @@ async fn membership_learner_promotion_and_leader_removal_under_writes() {
     let writer = spawn_writer(&c, stop.clone());
     let leader = c.leader(G).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.nodes[&leader].add_learner(G, 4).await.unwrap();
+    c.nodes[&leader].add_learner(G, 4, None).await.unwrap();
     // The learner catches up.
     let mut caught_up = false;
     for _ in 0..100 {
@@ -389,6 +389,19 @@ async fn membership_learner_promotion_and_leader_removal_under_writes() {
         }
     }
     assert_ne!(new_leader, leader, "the removed leader did not hand over");
+    // It knows it was removed (it committed the change itself): its group stopped.
+    let mut gone = false;
+    for _ in 0..20 {
+        if matches!(
+            c.nodes[&leader].group_metrics(G).await,
+            Err(Error::Removed { .. })
+        ) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the removed leader still hosts the group");
     let m = c.nodes[&new_leader].group_metrics(G).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(1, Ordering::Relaxed);

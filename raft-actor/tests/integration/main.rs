@@ -9,6 +9,7 @@ mod basic;
 mod commit_notify;
 mod common;
 mod incidents;
+mod membership;
 mod quiescence;
 mod reads;
 mod sessions;

@@ -34,12 +34,17 @@ impl PartitionCore {
     ///
     /// With internal timers the core always needs its ticks (elections and heartbeats are
     /// tick-driven). With [`Config::external_timers`](crate::Config::external_timers) only a
-    /// leader transfer under way has a tick-driven deadline.
+    /// leader transfer under way and a removed node still being told (see
+    /// [`crate::PartitionCore::replication_peers`]) have tick-driven deadlines.
     pub fn needs_ticks(&self) -> bool {
         if !self.cfg.external_timers {
             return true;
         }
-        self.election.deferred() || self.lead.as_ref().is_some_and(|l| l.transferring())
+        self.election.deferred()
+            || self
+                .lead
+                .as_ref()
+                .is_some_and(|l| l.transferring() || l.has_retiring())
     }
 
     /// The election timer fired (called by `tick`, or directly by a runtime that keeps its own
@@ -95,6 +100,14 @@ impl PartitionCore {
             return;
         };
         let (heartbeat_due, expired) = lead.tick(self.cfg.heartbeat_ticks, self.cfg.election_ticks);
+        let (notices, let_go) = lead.tick_retiring(self.log.commit(), self.cfg.election_ticks);
+        for (to, index) in notices {
+            let msg = self.message(to, MessageBody::Removed { index });
+            self.send(msg);
+        }
+        if let_go {
+            self.emit(Action::PeersChanged);
+        }
         if let Some(target) = expired {
             info!(
                 group = self.group,

@@ -132,6 +132,20 @@ impl PartitionCore {
         self.send(reply);
     }
 
+    /// The current leader says a committed configuration (at `index`) removed this node. It
+    /// sends this only once this node holds that entry; a node whose own log still has it as
+    /// a member (it lacks the entry, or a later one adds it back) ignores it.
+    pub(crate) fn handle_removed(&mut self, from: NodeId, index: Index) {
+        if index > self.log.last_index() || self.members.effective().contains(self.id) {
+            warn!(
+                group = self.group,
+                from, index, "removal notice while this node's log has it as a member; ignored"
+            );
+            return;
+        }
+        self.mark_removed(index);
+    }
+
     /// One chunk of a snapshot from the current leader.
     pub(crate) fn handle_snapshot_chunk(
         &mut self,

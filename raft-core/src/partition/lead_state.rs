@@ -5,7 +5,7 @@
 //! heard from, which reads a quorum confirmed) are answered here from this part and the
 //! membership alone, so the handlers that ask them show what they depend on.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::membership::Membership;
 use crate::quorum::{committed_index, has_quorum};
@@ -20,6 +20,18 @@ struct PeerProgress {
     active: bool,
     /// Highest ReadIndex round the peer acknowledged.
     read_ack: u64,
+}
+
+/// A node a configuration removed, still replicated to until it holds the configuration's
+/// entry, then told it was removed ([`crate::MessageBody::Removed`]).
+#[derive(Clone, Copy, Debug)]
+struct Retiring {
+    /// Index of the configuration entry that removed it.
+    index: Index,
+    /// Ticks since that entry committed.
+    ticks: u32,
+    /// Removal notices sent to it.
+    notices: u32,
 }
 
 /// A leader transfer under way.
@@ -47,13 +59,16 @@ pub(crate) struct PendingRead {
 /// State that exists only while leading. The fields are private: the handlers ask and tell it
 /// through the methods below.
 ///
-/// Invariants: `progress` holds exactly the other nodes of the effective membership (kept by
-/// `sync_peers`); a peer's `matched` never decreases and never passes the leader's last index
+/// Invariants: `progress` holds exactly the other nodes of the effective membership and the
+/// retiring nodes (kept by `sync_peers` and `tick_retiring`); no retiring node is in the
+/// effective membership; a peer's `matched` never decreases and never passes the leader's last index
 /// (the caller clamps); `pending_reads` is in registration order, so their rounds and indices
 /// never decrease; at most one TimeoutNow goes out per transfer.
 #[derive(Clone, Debug, Default)]
 pub struct LeaderState {
     progress: BTreeMap<NodeId, PeerProgress>,
+    /// Nodes removed by a configuration entry, still replicated to until they know it.
+    retiring: BTreeMap<NodeId, Retiring>,
     heartbeat_elapsed: u32,
     /// Index of this term's no-op: reads wait until it commits.
     noop_index: Index,
@@ -80,14 +95,21 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
-    /// The state of a new leader: every other node of `membership` a peer, presumed active;
+    /// The state of a new leader: every other node of `membership` a peer, presumed active, and
+    /// the `departing` nodes retiring (removed by the configuration entry at `config_index`);
     /// its leases last `lease_ticks` (0: no leases).
-    pub(crate) fn new(me: NodeId, membership: &Membership, lease_ticks: u32) -> Self {
+    pub(crate) fn new(
+        me: NodeId,
+        membership: &Membership,
+        departing: &BTreeSet<NodeId>,
+        config_index: Index,
+        lease_ticks: u32,
+    ) -> Self {
         let mut lead = LeaderState {
             lease_ticks: u64::from(lease_ticks),
             ..LeaderState::default()
         };
-        lead.sync_peers(me, membership);
+        lead.sync_peers(me, membership, departing, config_index);
         lead
     }
 
@@ -99,6 +121,11 @@ impl LeaderState {
     /// Records the index of this term's no-op; reads wait until it commits.
     pub(crate) fn set_noop_index(&mut self, index: Index) {
         self.noop_index = index;
+    }
+
+    /// The acknowledged match index of `peer`, if it is one.
+    pub(crate) fn matched_of(&self, peer: NodeId) -> Option<Index> {
+        self.progress.get(&peer).map(|p| p.matched)
     }
 
     /// Each peer's acknowledged match index.
@@ -187,21 +214,101 @@ impl LeaderState {
         self.pending_reads.len() + self.lease_reads.len()
     }
 
-    /// Adds peers that joined the configuration and forgets those that left. A lease confirmed
-    /// by the former configuration ends: the next round confirms one with the new.
-    pub(crate) fn sync_peers(&mut self, me: NodeId, membership: &Membership) {
+    /// Adds peers that joined the configuration `membership`; the `departing` nodes (which it
+    /// no longer has) stay peers as retiring nodes, removed by the entry at `config_index`,
+    /// until [`LeaderState::tick_retiring`] lets them go. Returns whether the set of peers
+    /// changed. A lease confirmed by the former configuration ends: the next round confirms
+    /// one with the new.
+    pub(crate) fn sync_peers(
+        &mut self,
+        me: NodeId,
+        membership: &Membership,
+        departing: &BTreeSet<NodeId>,
+        config_index: Index,
+    ) -> bool {
         self.lease_from = None;
         self.rounds.clear();
         let all = membership.all_nodes();
-        self.progress.retain(|id, _| all.contains(id));
-        for id in all {
-            if id != me {
-                self.progress.entry(id).or_insert(PeerProgress {
-                    active: true,
-                    ..Default::default()
+        let before = self.progress.len();
+        self.retiring.retain(|id, _| !all.contains(id));
+        for &id in departing {
+            if id != me && !all.contains(&id) {
+                self.retiring.entry(id).or_insert(Retiring {
+                    index: config_index,
+                    ticks: 0,
+                    notices: 0,
                 });
             }
         }
+        let retiring = &self.retiring;
+        self.progress
+            .retain(|id, _| all.contains(id) || retiring.contains_key(id));
+        let mut changed = self.progress.len() != before;
+        for id in all.into_iter().chain(self.retiring.keys().copied()) {
+            if id != me && !self.progress.contains_key(&id) {
+                self.progress.insert(
+                    id,
+                    PeerProgress {
+                        active: true,
+                        ..Default::default()
+                    },
+                );
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Every node this leader replicates to: the members and the retiring nodes.
+    pub(crate) fn peers(&self) -> BTreeSet<NodeId> {
+        self.progress.keys().copied().collect()
+    }
+
+    /// True while a removed node is still being told of its removal.
+    pub(crate) fn has_retiring(&self) -> bool {
+        !self.retiring.is_empty()
+    }
+
+    /// The index of the configuration entry that removed `id`, while it is retiring.
+    pub(crate) fn retiring_index(&self, id: NodeId) -> Option<Index> {
+        self.retiring.get(&id).map(|r| r.index)
+    }
+
+    /// One tick for the retiring nodes, the commit index being `commit`. Returns the removal
+    /// notices to send — `(node, index of the entry that removed it)` for each retiring node
+    /// that holds that entry once it committed, one per tick — and whether any node was let
+    /// go: once it was sent `election_ticks` notices, or four election timeouts after the
+    /// commit if it never acknowledged the entry (it is unreachable; it then stays idle, a
+    /// non-member, until its operator removes the group).
+    pub(crate) fn tick_retiring(
+        &mut self,
+        commit: Index,
+        election_ticks: u32,
+    ) -> (Vec<(NodeId, Index)>, bool) {
+        if self.retiring.is_empty() {
+            return (Vec::new(), false);
+        }
+        let progress = &self.progress;
+        let mut notices = Vec::new();
+        let mut gone = Vec::new();
+        for (&id, r) in self.retiring.iter_mut() {
+            if commit < r.index {
+                continue;
+            }
+            r.ticks = r.ticks.saturating_add(1);
+            if progress.get(&id).is_some_and(|p| p.matched >= r.index) {
+                notices.push((id, r.index));
+                r.notices = r.notices.saturating_add(1);
+            }
+            if r.notices >= election_ticks || r.ticks >= election_ticks.saturating_mul(4) {
+                gone.push(id);
+            }
+        }
+        for id in &gone {
+            self.retiring.remove(id);
+            self.progress.remove(id);
+        }
+        (notices, !gone.is_empty())
     }
 
     /// The highest index a quorum of `membership` holds. This node (`me`) counts only up to

@@ -8,7 +8,7 @@ use super::PartitionCore;
 use super::lead_state::LeaderState;
 use crate::action::Action;
 use crate::error::{Error, MembershipError};
-use crate::membership::Membership;
+use crate::membership::{Membership, NodeAddrs};
 use crate::message::MessageBody;
 use crate::types::{Entry, EntryPayload, Index, NodeId, Role, Term};
 
@@ -34,6 +34,8 @@ impl PartitionCore {
         self.lead = Some(LeaderState::new(
             self.id,
             self.members.effective(),
+            &self.members.departing(),
+            self.members.latest_index(),
             self.cfg.lease_ticks(),
         ));
         self.election.clear_votes();
@@ -196,6 +198,10 @@ impl PartitionCore {
             }
             let term = self.ballot.term();
             self.become_follower(term, None);
+            if !self.members.effective().contains(self.id) {
+                let index = self.members.latest_index();
+                self.mark_removed(index);
+            }
         }
     }
 
@@ -266,49 +272,117 @@ impl PartitionCore {
         self.send(msg);
     }
 
-    /// Proposes a new configuration (simple: voters and learners). Changes of voters go through
-    /// a joint configuration that the leader leaves on its own once it commits. Refused while
-    /// an earlier change is unfinished. Turning a voter directly into a learner takes two
-    /// changes (remove it, then add it as a learner).
+    /// Proposes a new configuration (simple: voters and learners, and addresses). Changes of
+    /// voters go through a joint configuration that the leader leaves on its own once it
+    /// commits; the change is over when the final configuration commits. Returns the index of
+    /// the first entry appended (the joint one when voters change).
+    ///
+    /// Addresses the target does not give are kept from the current configuration for the
+    /// nodes that stay; those of removed nodes are dropped.
+    ///
+    /// Refused, with nothing appended:
+    /// - [`MembershipError::ChangeInProgress`] while an earlier change is unfinished (its entry
+    ///   is uncommitted or the group is in joint consensus), or while a node of the target is
+    ///   one an earlier change removed and that is still being told so;
+    /// - [`MembershipError::NotLearner`] for a new voter that is not a learner of the current
+    ///   configuration, and [`MembershipError::NotCaughtUp`] for a learner whose log is more
+    ///   than [`Config::learner_catchup_lag`](crate::Config::learner_catchup_lag) entries
+    ///   behind the leader's last index or lacks the latest committed configuration: add
+    ///   learners, let them catch up, then promote them;
+    /// - [`MembershipError::Unchanged`], [`MembershipError::JointTarget`] and the structural
+    ///   errors of [`Membership::validate`].
+    ///
+    /// Turning a voter directly into a learner takes two changes (remove it, then add it as a
+    /// learner).
     pub fn change_membership(&mut self, target: Membership) -> Result<Index, Error> {
         self.check_can_propose()?;
         if target.is_joint() {
-            return Err(Error::Membership(MembershipError::ChangeInProgress {
-                index: self.members.latest_index(),
-            }));
+            return Err(MembershipError::JointTarget.into());
         }
         target.validate()?;
         let pending = self.members.latest_index();
         if self.members.effective().is_joint() || pending > self.log.commit() {
             return Err(MembershipError::ChangeInProgress { index: pending }.into());
         }
-        if &target == self.members.effective() {
+        let current = self.members.effective();
+        let target = current.carry_addrs_into(&target);
+        if &target == current {
             return Err(MembershipError::Unchanged.into());
         }
-        let next = if target.voters == self.members.effective().voters {
+        self.check_arrivals(&target)?;
+        let current = self.members.effective();
+        let next = if target.voters == current.voters {
             target
         } else {
             if let Some(&id) = target
                 .learners
                 .iter()
-                .find(|id| self.members.effective().voters.contains(id))
+                .find(|id| current.voters.contains(id))
             {
                 return Err(MembershipError::LearnerIsVoter(id).into());
             }
-            self.members.effective().enter_joint(&target)
+            current.enter_joint(&target)
         };
         info!(group = self.group, ?next, "proposing membership change");
         let (index, _) = self.append_local(vec![EntryPayload::Membership(next)]);
         Ok(index)
     }
 
-    /// Adds `id` as a learner (receives the log, does not vote).
-    pub fn add_learner(&mut self, id: NodeId) -> Result<Index, Error> {
+    /// The leader's checks of the nodes `target` brings in: no node still retiring from an
+    /// earlier removal, and every new voter a learner whose log is caught up.
+    fn check_arrivals(&self, target: &Membership) -> Result<(), Error> {
+        let Some(lead) = self.lead.as_ref() else {
+            return Err(Error::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if let Some(index) = target
+            .all_nodes()
+            .into_iter()
+            .find_map(|id| lead.retiring_index(id))
+        {
+            return Err(MembershipError::ChangeInProgress { index }.into());
+        }
+        let current = self.members.effective();
+        let last = self.log.last_index();
+        // Within the lag, and holding the latest committed configuration: a learner that was
+        // never heard from is not caught up, however short the log.
+        let floor = last
+            .saturating_sub(self.cfg.learner_catchup_lag)
+            .max(self.members.committed().0);
+        for &id in target
+            .voters
+            .iter()
+            .filter(|&&id| id != self.id && !current.voters.contains(&id))
+        {
+            if !current.is_learner(id) {
+                return Err(MembershipError::NotLearner(id).into());
+            }
+            let matched = lead.matched_of(id).unwrap_or(0);
+            if matched < floor {
+                return Err(MembershipError::NotCaughtUp {
+                    node: id,
+                    matched,
+                    last,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `id` as a learner (receives the log, does not vote), reachable at `addrs` if given
+    /// (they replace any it had). Refused like [`PartitionCore::change_membership`]; a node
+    /// already a learner with these addresses gives [`MembershipError::Unchanged`].
+    pub fn add_learner(&mut self, id: NodeId, addrs: Option<NodeAddrs>) -> Result<Index, Error> {
         let mut target = self.members.effective().leave_joint();
         if target.is_voter(id) {
             return Err(MembershipError::LearnerIsVoter(id).into());
         }
         target.learners.insert(id);
+        if let Some(addrs) = addrs {
+            target.set_addrs(id, addrs);
+        }
         self.change_membership(target)
     }
 }

@@ -33,9 +33,9 @@ mod read;
 mod snapshot;
 mod step;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::action::Action;
 use crate::config::Config;
@@ -187,6 +187,8 @@ pub struct PartitionCore {
     pub(crate) election: Election,
     /// Leader-only state; `Some` exactly while leading.
     pub(crate) lead: Option<LeaderState>,
+    /// This node learned it was removed from the group (told once, [`Action::Removed`]).
+    removed: bool,
     /// Persistence gating.
     persist: Persistence,
     /// The actions for the runtime.
@@ -286,6 +288,7 @@ impl PartitionCore {
             election: Election::new(seed, cfg.election_ticks),
             persist: Persistence::default(),
             lead: None,
+            removed: false,
             out: Output::default(),
             log,
             cfg,
@@ -412,9 +415,39 @@ impl PartitionCore {
         self.log.terms()
     }
 
-    /// The effective membership.
+    /// The effective membership: the latest configuration in the log, committed or not.
     pub fn membership(&self) -> &Membership {
         self.members.effective()
+    }
+
+    /// The latest committed configuration and the index of its entry (0 for the initial one).
+    pub fn committed_membership(&self) -> (Index, &Membership) {
+        self.members.committed()
+    }
+
+    /// Index of the latest configuration entry in the log, committed or not.
+    pub fn latest_config_index(&self) -> Index {
+        self.members.latest_index()
+    }
+
+    /// Leader only: every node it replicates to — the other members, and the nodes a
+    /// configuration removed that are still being told so (they get the log until they hold
+    /// the removing entry and its commit). Empty unless leading.
+    pub fn replication_peers(&self) -> BTreeSet<NodeId> {
+        self.lead
+            .as_ref()
+            .map(LeaderState::peers)
+            .unwrap_or_default()
+    }
+
+    /// Leader only: the highest index `peer` is known to hold.
+    pub fn peer_matched(&self, peer: NodeId) -> Option<Index> {
+        self.lead.as_ref()?.matched_of(peer)
+    }
+
+    /// True once this node learned it was removed from the group ([`Action::Removed`]).
+    pub fn is_removed(&self) -> bool {
+        self.removed
     }
 
     /// The latest snapshot this node holds.
@@ -560,19 +593,40 @@ impl PartitionCore {
         }
     }
 
-    /// The effective membership changed: a leader tracks the new peers, and the runtime hears.
+    /// The effective membership changed: a leader tracks the new peers (the nodes it removes
+    /// stay peers until they know), and the runtime hears.
     pub(crate) fn membership_changed(&mut self, effective: Membership) {
+        let mut peers_changed = false;
         if let Some(lead) = self.lead.as_mut() {
-            lead.sync_peers(self.id, &effective);
+            let departing = self.members.departing();
+            peers_changed =
+                lead.sync_peers(self.id, &effective, &departing, self.members.latest_index());
         }
         self.emit(Action::MembershipChanged {
             membership: effective,
         });
+        if peers_changed {
+            self.emit(Action::PeersChanged);
+        }
     }
 
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
         self.members.fold_committed(self.log.commit());
+    }
+
+    /// This node learned that the committed configuration at `index` removed it: the runtime
+    /// hears, once.
+    pub(crate) fn mark_removed(&mut self, index: Index) {
+        if self.removed {
+            return;
+        }
+        self.removed = true;
+        info!(
+            group = self.group,
+            index, "removed from the group by the committed configuration at this index"
+        );
+        self.emit(Action::Removed { index });
     }
 
     /// Announces newly applicable entries: committed and durable here.

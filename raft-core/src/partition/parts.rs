@@ -2,7 +2,7 @@
 //! bookkeeping, the local snapshot state, the membership history, persistence gating and the
 //! action buffer. Each holds one concern's data; the handlers borrow the parts they need.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::action::Action;
 use crate::membership::Membership;
@@ -246,9 +246,26 @@ impl Members {
         &self.effective
     }
 
+    /// The latest committed configuration and its index.
+    pub(crate) fn committed(&self) -> (Index, &Membership) {
+        (self.base_index, &self.base)
+    }
+
     /// Index of the latest configuration entry (committed or not).
     pub(crate) fn latest_index(&self) -> Index {
         self.configs.last().map_or(self.base_index, |c| c.0)
+    }
+
+    /// The nodes of the committed configuration and of the later configuration entries that
+    /// the effective configuration no longer has: the nodes a leader is removing.
+    pub(crate) fn departing(&self) -> BTreeSet<NodeId> {
+        let mut all = self.base.all_nodes();
+        for (_, m) in &self.configs {
+            all.extend(m.all_nodes());
+        }
+        let effective = self.effective.all_nodes();
+        all.retain(|id| !effective.contains(id));
+        all
     }
 
     /// Records an appended configuration entry. Returns the new effective membership if it

@@ -78,6 +78,11 @@ impl PartitionCore {
                 self.handle_heartbeat_response(from, read_seq)
             }
             MessageBody::TimeoutNow => self.handle_timeout_now(from),
+            MessageBody::Removed { index } => {
+                if self.accept_leader(from) {
+                    self.handle_removed(from, index);
+                }
+            }
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. } => {
                 // Handled by the peer's replicator; the term rules above were all we needed.
                 if let Some(lead) = self.lead.as_mut() {

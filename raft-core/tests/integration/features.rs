@@ -16,7 +16,7 @@ use super::common;
 use common::*;
 use raft_core::{
     Action, AppendResponse, Config, ConflictHint, Entry, EntryPayload, Error, HardState, Index,
-    InitialState, Membership, MembershipError, Message, MessageBody, NodeId, Outcome,
+    InitialState, Membership, MembershipError, Message, MessageBody, NodeAddrs, NodeId, Outcome,
     PartitionCore, Plan, ReplState, ReplicatorCore, Role, SnapshotMeta, SnapshotStatus, Term,
 };
 
@@ -91,6 +91,17 @@ fn elected(cfg: Config, ids: &[NodeId]) -> PartitionCore {
 /// Leader 1 of voters {1, 2, 3} in term 1 with its no-op (index 1) committed.
 fn leader_of_three(cfg: Config) -> PartitionCore {
     let mut core = elected(cfg, &[1, 2, 3]);
+    core.progress(2, 1, 1);
+    core.progress(3, 1, 1);
+    settle(&mut core);
+    assert_eq!(core.commit_index(), 1);
+    core
+}
+
+/// Leader 1 of voters {1, 2, 3} and learners `learners` in term 1 with its no-op (index 1)
+/// committed.
+fn leader_of_three_with_learners(cfg: Config, learners: &[NodeId]) -> PartitionCore {
+    let mut core = elected_in(cfg, Membership::with_learners([1, 2, 3], learners.to_vec()));
     core.progress(2, 1, 1);
     core.progress(3, 1, 1);
     settle(&mut core);
@@ -248,6 +259,17 @@ fn reads_ready(actions: &[Action]) -> Vec<(u64, Index)> {
         .iter()
         .filter_map(|a| match a {
             Action::ReadReady { ctx, index } => Some((*ctx, *index)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The index of every `Action::Removed` among `actions`.
+fn removals(actions: &[Action]) -> Vec<Index> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Removed { index } => Some(*index),
             _ => None,
         })
         .collect()
@@ -1327,7 +1349,7 @@ fn joint(old: &[NodeId], new: &[NodeId]) -> Membership {
 fn adding_a_voter_goes_through_a_joint_configuration_and_leaves_it_once_committed() {
     // Claim (paper, section 6): the leader first appends C(old,new); once that commits it
     // appends C(new) on its own; once C(new) commits the change is over.
-    let mut leader = leader_of_three(config(1));
+    let mut leader = leader_of_three_with_learners(config(1), &[4]);
     assert_eq!(leader.change_membership(voters(&[1, 2, 3, 4])), Ok(2));
     let actions = settle(&mut leader);
     let j = joint(&[1, 2, 3], &[1, 2, 3, 4]);
@@ -1360,9 +1382,10 @@ fn adding_a_voter_goes_through_a_joint_configuration_and_leaves_it_once_committe
     );
 }
 
-/// Leader 1 of {1, 2, 3} that just appended C({1,2,3},{1,4,5}) at index 2 (durable).
+/// Leader 1 of {1, 2, 3} (learners 4 and 5) that just appended C({1,2,3},{1,4,5}) at index 2
+/// (durable).
 fn leader_in_joint_to_1_4_5() -> PartitionCore {
-    let mut leader = leader_of_three(config(1));
+    let mut leader = leader_of_three_with_learners(config(1), &[4, 5]);
     leader.change_membership(voters(&[1, 4, 5])).unwrap();
     settle(&mut leader);
     assert!(leader.membership().is_joint());
@@ -1398,7 +1421,7 @@ fn a_joint_configuration_commits_only_with_majorities_of_both_halves() {
 fn a_second_membership_change_is_refused_while_one_is_in_flight() {
     // Claim (paper, section 6): one change at a time: while C(old,new) or C(new) is uncommitted
     // another change is refused with `ChangeInProgress` naming the pending entry.
-    let mut leader = leader_of_three(config(1));
+    let mut leader = leader_of_three_with_learners(config(1), &[4, 5]);
     leader.change_membership(voters(&[1, 2, 3, 4])).unwrap();
     settle(&mut leader);
     assert_eq!(
@@ -1418,7 +1441,7 @@ fn a_second_membership_change_is_refused_while_one_is_in_flight() {
         }))
     );
     assert_eq!(
-        leader.add_learner(5),
+        leader.add_learner(5, None),
         Err(Error::Membership(MembershipError::ChangeInProgress {
             index: 3
         }))
@@ -1543,6 +1566,8 @@ fn a_leader_removed_by_the_change_leads_through_it_then_steps_down_and_hands_ove
     let actions = settle(&mut leader);
     assert_eq!(leader.commit_index(), 4);
     assert_eq!(timeout_nows(&actions), vec![3], "node 3 holds the most");
+    assert_eq!(removals(&actions), vec![4], "it learns it was removed");
+    assert!(leader.is_removed());
     assert_ne!(leader.role(), Role::Leader);
     assert_eq!((leader.term(), leader.leader()), (1, None));
 
@@ -1562,7 +1587,7 @@ fn adding_a_learner_does_not_change_the_quorum() {
     // Claim (thesis 4.2.1): a learner receives the log but does not count toward commitment,
     // so adding one needs no joint phase and commit still needs a majority of the voters only.
     let mut leader = leader_of_three(config(1));
-    assert_eq!(leader.add_learner(4), Ok(2));
+    assert_eq!(leader.add_learner(4, None), Ok(2));
     let actions = settle(&mut leader);
     let with_learner = Membership::with_learners([1, 2, 3], [4]);
     assert_eq!(memberships(&actions), vec![with_learner.clone()]);
@@ -1657,6 +1682,7 @@ fn a_learner_is_promoted_to_voter_through_change_membership() {
             voters: [1, 2, 3, 4].into(),
             voters_outgoing: [1, 2, 3].into(),
             learners: [].into(),
+            addrs: Default::default(),
         }]
     );
     for p in [2, 3, 4] {
@@ -1679,6 +1705,339 @@ fn a_learner_is_promoted_to_voter_through_change_membership() {
     leader.progress(4, 1, 4);
     settle(&mut leader);
     assert_eq!(leader.commit_index(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6b. Membership calls: who may be promoted, addresses, removal (a node learns it was removed).
+// ---------------------------------------------------------------------------------------------
+
+fn addrs(n: u16) -> NodeAddrs {
+    NodeAddrs {
+        data: ([127, 0, 0, 1], 7000 + n).into(),
+        heartbeat: ([127, 0, 0, 1], 8000 + n).into(),
+        client: Some(([127, 0, 0, 1], 9000 + n).into()),
+    }
+}
+
+#[test]
+fn only_a_caught_up_learner_is_promoted_to_voter() {
+    // Claim: a new voter must be a learner of the current configuration whose log is within
+    // `learner_catchup_lag` entries of the leader's last index and holds the latest committed
+    // configuration; otherwise the change is refused with a typed error naming the node, and
+    // nothing is appended.
+    let cfg = Config {
+        learner_catchup_lag: 2,
+        ..config(1)
+    };
+    let mut leader = leader_of_three_with_learners(cfg, &[4]);
+    assert_eq!(
+        leader.change_membership(voters(&[1, 2, 3, 5])),
+        Err(Error::Membership(MembershipError::NotLearner(5)))
+    );
+    leader
+        .propose(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()])
+        .unwrap();
+    settle(&mut leader);
+    leader.progress(2, 1, 4);
+    settle(&mut leader);
+    assert_eq!(leader.commit_index(), 4);
+    assert_eq!(
+        leader.change_membership(voters(&[1, 2, 3, 4])),
+        Err(Error::Membership(MembershipError::NotCaughtUp {
+            node: 4,
+            matched: 0,
+            last: 4
+        }))
+    );
+    leader.progress(4, 1, 1);
+    assert!(matches!(
+        leader.change_membership(voters(&[1, 2, 3, 4])),
+        Err(Error::Membership(MembershipError::NotCaughtUp {
+            matched: 1,
+            ..
+        }))
+    ));
+    assert_eq!(leader.log().last_index(), 4, "nothing appended");
+    // Two entries behind: within the lag.
+    leader.progress(4, 1, 2);
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3, 4])), Ok(5));
+    assert!(leader.membership().is_joint());
+
+    // However short the log, a learner never heard from (it lacks the configuration that
+    // made it a learner) is not caught up.
+    let mut leader = leader_of_three(config(1));
+    assert_eq!(leader.add_learner(4, None), Ok(2));
+    leader.progress(2, 1, 2);
+    leader.progress(3, 1, 2);
+    settle(&mut leader);
+    assert_eq!(
+        leader.change_membership(voters(&[1, 2, 3, 4])),
+        Err(Error::Membership(MembershipError::NotCaughtUp {
+            node: 4,
+            matched: 0,
+            last: 2
+        }))
+    );
+    leader.progress(4, 1, 2);
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3, 4])), Ok(3));
+}
+
+#[test]
+fn a_joint_target_or_addresses_of_a_stranger_are_refused() {
+    // Claim: the target of a change is a simple configuration (the joint phase is the
+    // leader's), and addresses may only be given for nodes of the configuration.
+    let mut leader = leader_of_three(config(1));
+    let j = joint(&[1, 2, 3], &[1, 2]);
+    assert_eq!(
+        leader.change_membership(j),
+        Err(Error::Membership(MembershipError::JointTarget))
+    );
+    assert_eq!(
+        leader.change_membership(voters(&[1, 2, 3]).with_addrs(9, addrs(9))),
+        Err(Error::Membership(MembershipError::AddrsOfNonMember(9)))
+    );
+    assert_eq!(leader.log().last_index(), 1);
+}
+
+#[test]
+fn addresses_travel_in_configuration_entries_and_follow_the_members() {
+    // Claim: a learner's addresses go into the configuration entry (so every node that holds
+    // the entry, or a snapshot of it, knows them); later changes keep the addresses of the
+    // nodes that stay, even when the target does not repeat them, and drop those of removed
+    // nodes once the joint phase ends.
+    let mut leader = leader_of_three(config(1));
+    assert_eq!(leader.add_learner(4, Some(addrs(4))), Ok(2));
+    let actions = settle(&mut leader);
+    let with_learner = Membership::with_learners([1, 2, 3], [4]).with_addrs(4, addrs(4));
+    assert_eq!(memberships(&actions), vec![with_learner.clone()]);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::PersistEntries { entries, .. }
+            if **entries == [entry(2, 1, EntryPayload::Membership(with_learner.clone()))]
+    )));
+    // The same learner with the same addresses: nothing to do.
+    for p in [2, 3, 4] {
+        leader.progress(p, 1, 2);
+    }
+    settle(&mut leader);
+    assert_eq!(
+        leader.add_learner(4, Some(addrs(4))),
+        Err(Error::Membership(MembershipError::Unchanged))
+    );
+    // Promote it: the target names no addresses, node 4's are kept.
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3, 4])), Ok(3));
+    settle(&mut leader);
+    assert_eq!(leader.membership().addrs_of(4), Some(&addrs(4)));
+    for p in [2, 3, 4] {
+        leader.progress(p, 1, 3);
+    }
+    settle(&mut leader);
+    for p in [2, 3, 4] {
+        leader.progress(p, 1, 4);
+    }
+    settle(&mut leader);
+    assert_eq!(leader.commit_index(), 4);
+    assert_eq!(
+        leader.membership(),
+        &voters(&[1, 2, 3, 4]).with_addrs(4, addrs(4))
+    );
+    // Remove it again: the joint configuration still has its addresses (it is an outgoing
+    // voter), the final one does not.
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3])), Ok(5));
+    settle(&mut leader);
+    assert_eq!(leader.membership().addrs_of(4), Some(&addrs(4)));
+    for p in [2, 3, 4] {
+        leader.progress(p, 1, 5);
+    }
+    let actions = settle(&mut leader);
+    assert_eq!(memberships(&actions), vec![voters(&[1, 2, 3])]);
+    assert!(leader.membership().addrs.is_empty());
+}
+
+/// `MessageBody::Removed` from `from` to `to` in `term`.
+fn removed_notice(from: NodeId, to: NodeId, term: Term, index: Index) -> Message {
+    msg(from, to, term, MessageBody::Removed { index })
+}
+
+#[test]
+fn a_follower_learns_it_was_removed_when_its_leader_tells_it() {
+    // Claim: holding a committed configuration without itself does not make a node "removed"
+    // on its own (a node that joins again replays the configurations of its earlier
+    // membership); the leader tells it, and it reports it once (`Action::Removed` with the
+    // removing entry's index). A notice is ignored while the node's own log still has it as a
+    // member.
+    let mut f = fresh(config(3), &[1, 2, 3]);
+    let j = joint(&[1, 2, 3], &[1, 2]);
+    f.step(append(
+        1,
+        3,
+        1,
+        (0, 0),
+        vec![
+            entry(1, 1, EntryPayload::Noop),
+            entry(2, 1, EntryPayload::Membership(j)),
+        ],
+        2,
+    ));
+    settle(&mut f);
+    // It lacks the final configuration: the notice is ignored.
+    f.step(removed_notice(1, 3, 1, 3));
+    assert!(removals(&settle(&mut f)).is_empty());
+    f.step(append(
+        1,
+        3,
+        1,
+        (2, 1),
+        vec![entry(3, 1, EntryPayload::Membership(voters(&[1, 2])))],
+        3,
+    ));
+    let actions = settle(&mut f);
+    assert!(removals(&actions).is_empty(), "not on its own");
+    assert!(!f.is_removed());
+    // A notice from a stale term is ignored too.
+    f.step(removed_notice(2, 3, 0, 3));
+    assert!(removals(&settle(&mut f)).is_empty());
+    f.step(removed_notice(1, 3, 1, 3));
+    assert_eq!(removals(&settle(&mut f)), vec![3]);
+    assert!(f.is_removed());
+    // Told once.
+    f.step(removed_notice(1, 3, 1, 3));
+    assert!(removals(&settle(&mut f)).is_empty());
+}
+
+#[test]
+fn a_node_that_joins_again_is_not_removed_by_its_own_history() {
+    // Claim: a node removed earlier that joins again (afresh) replays the configurations of its
+    // earlier membership, its removal included, before the one that adds it back: none of
+    // that makes it report a removal.
+    let mut joining = PartitionCore::new(config(3), 1, InitialState::joining()).unwrap();
+    joining.step(append(
+        1,
+        3,
+        1,
+        (0, 0),
+        vec![
+            entry(1, 1, EntryPayload::Noop),
+            entry(2, 1, EntryPayload::Membership(joint(&[1, 2, 3], &[1, 2]))),
+            entry(3, 1, EntryPayload::Membership(voters(&[1, 2]))),
+        ],
+        3,
+    ));
+    assert!(removals(&settle(&mut joining)).is_empty());
+    joining.step(append(
+        1,
+        3,
+        1,
+        (3, 1),
+        vec![entry(
+            4,
+            1,
+            EntryPayload::Membership(Membership::with_learners([1, 2], [3])),
+        )],
+        4,
+    ));
+    assert!(removals(&settle(&mut joining)).is_empty());
+    assert_eq!(joining.role(), Role::Learner);
+    assert!(!joining.is_removed());
+}
+
+#[test]
+fn a_removed_node_is_replicated_to_until_it_holds_the_committed_removal() {
+    // Claim: the leader keeps replicating to a node it removes (its replicator stays, so the
+    // node receives the configuration entry); once the entry committed and the node holds it,
+    // the leader tells it (`MessageBody::Removed`) once a tick for an election timeout, then
+    // lets it go; a node that never answers is let go after four election timeouts. Meanwhile
+    // the leader needs its ticks, and the node cannot be added back yet (`ChangeInProgress`,
+    // retry later).
+    let cfg = Config {
+        external_timers: true,
+        ..config(1)
+    };
+    let et = cfg.election_ticks;
+    let mut leader = leader_of_three_with_learners(cfg.clone(), &[4]);
+    assert!(!leader.needs_ticks());
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3])), Ok(2));
+    settle(&mut leader);
+    assert_eq!(leader.membership(), &voters(&[1, 2, 3]));
+    assert_eq!(leader.replication_peers(), [2, 3, 4].into());
+    assert!(leader.needs_ticks());
+    leader.progress(2, 1, 2);
+    leader.progress(3, 1, 2);
+    settle(&mut leader);
+    assert_eq!(leader.commit_index(), 2);
+    assert_eq!(
+        leader.add_learner(4, None),
+        Err(Error::Membership(MembershipError::ChangeInProgress {
+            index: 2
+        }))
+    );
+    let notices = |actions: &[Action]| {
+        sent(actions)
+            .into_iter()
+            .filter(|m| m.body == MessageBody::Removed { index: 2 })
+            .map(|m| m.to)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..et {
+        leader.tick();
+    }
+    let actions = settle(&mut leader);
+    assert!(!actions.contains(&Action::PeersChanged));
+    assert!(notices(&actions).is_empty(), "4 does not hold the entry");
+    assert!(leader.replication_peers().contains(&4), "4 has not acked");
+    // Once it holds the entry it is told, once a tick, an election timeout long.
+    leader.progress(4, 1, 2);
+    for _ in 0..et - 1 {
+        leader.tick();
+        let actions = settle(&mut leader);
+        assert_eq!(notices(&actions), vec![4]);
+        assert!(!actions.contains(&Action::PeersChanged));
+    }
+    leader.tick();
+    let actions = settle(&mut leader);
+    assert_eq!(notices(&actions), vec![4]);
+    assert!(actions.contains(&Action::PeersChanged));
+    assert_eq!(leader.replication_peers(), [2, 3].into());
+    assert!(!leader.needs_ticks());
+    assert_eq!(leader.add_learner(4, None), Ok(3), "now it can come back");
+
+    // A removed node that never answers is let go after four election timeouts.
+    let mut leader = leader_of_three_with_learners(cfg, &[4]);
+    leader.change_membership(voters(&[1, 2, 3])).unwrap();
+    leader.progress(2, 1, 2);
+    leader.progress(3, 1, 2);
+    settle(&mut leader);
+    for _ in 0..4 * et - 1 {
+        leader.tick();
+    }
+    assert!(notices(&settle(&mut leader)).is_empty());
+    assert!(leader.replication_peers().contains(&4));
+    leader.tick();
+    assert!(settle(&mut leader).contains(&Action::PeersChanged));
+    assert_eq!(leader.replication_peers(), [2, 3].into());
+}
+
+#[test]
+fn addresses_survive_recovery() {
+    // Claim: a recovered core has the addresses of its snapshot's and its log's
+    // configurations.
+    let base = voters(&[1, 2, 3]).with_addrs(3, addrs(3));
+    let snapshot = SnapshotMeta {
+        index: 1,
+        term: 1,
+        membership: base.clone(),
+    };
+    let readdressed = base.clone().with_addrs(1, addrs(1));
+    let entries = vec![entry(2, 1, EntryPayload::Membership(readdressed.clone()))];
+    let hard = HardState {
+        term: 1,
+        vote: None,
+        commit: 1,
+    };
+    let init = InitialState::recover(hard, snapshot, &entries).unwrap();
+    let core = PartitionCore::new(config(3), 1, init).unwrap();
+    assert_eq!(core.membership(), &readdressed);
+    assert_eq!(core.committed_membership(), (1, &base));
 }
 
 // ---------------------------------------------------------------------------------------------

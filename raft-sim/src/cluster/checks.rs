@@ -195,6 +195,7 @@ impl<W: Workload> Harness<W> {
     /// trace.
     pub(super) fn into_report(self, history: &History<W>, trace_log: &TraceLog) -> SimReport {
         let mut report = self.report;
+        report.membership_changes = self.changes_rx.len() as u64;
         let before = report.violations.len();
         summarize_applied::<W>(&self.applied_rx, history, &mut report);
         for v in &report.violations[before..] {
@@ -232,13 +233,20 @@ impl<W: Workload> Harness<W> {
             let Ok(m1) = node.group_metrics(GROUP).await else {
                 continue;
             };
-            if m1.role != Role::Leader || m1.term != m0.term || m1.membership != m0.membership {
+            // The replicators are the leader's peers (`matched` has one entry each): the members
+            // and, for a while, a node a change removed. The same set throughout the window.
+            let peers = |m: &GroupMetrics| m.matched.keys().copied().collect::<Vec<_>>();
+            if m1.role != Role::Leader
+                || m1.term != m0.term
+                || m1.membership != m0.membership
+                || peers(&m1) != peers(&m0)
+            {
                 continue;
             }
             return Ok(WakeupAudit {
                 signals: m1.replicate_signals - m0.replicate_signals,
                 wakeups: m1.replicator_wakeups - m0.replicator_wakeups,
-                replicators: m0.membership.all_nodes().len() as u64 - 1,
+                replicators: m0.matched.len() as u64,
             });
         }
         Err("wake-up audit: no quiet window with a stable leader after healing".into())

@@ -1,16 +1,16 @@
 //! The random fault schedule: crashes, partitions (both ways, one way, bridges), network loss,
 //! duplication, delay and reordering, partition-actor pauses, transfer storms, membership churn
-//! and disk stalls, drawn from the seed; then the heal that ends them.
+//! (add a learner, promote it, remove a voter, with the membership calls' semantics) and disk
+//! stalls, drawn from the seed; then the heal that ends them.
 
 use std::time::Duration;
 
-use raft_actor::{Error, Node, StateMachine};
 use raft_core::rng::SplitMix64;
-use raft_core::{Membership, NodeId, Role};
+use raft_core::{NodeId, Role};
 use raft_net::Faults;
 
 use super::scenario::Scenario;
-use super::{GROUP, Harness};
+use super::{GROUP, Harness, SimNode};
 
 impl<W: super::Workload> Harness<W> {
     /// The fault phase: until [`SimConfig::duration`](super::SimConfig::duration), every tick
@@ -130,22 +130,18 @@ impl<W: super::Workload> Harness<W> {
                 }
             }
             6 => {
-                // A membership change at whichever node leads: remove a voter, or give a
-                // removed node back as a learner, or promote a learner (joint consensus under
-                // load).
+                // A membership change at whichever node leads (joint consensus under load).
+                let mut leader = None;
                 for n in self.nodes.values() {
-                    let Ok(m) = n.group_metrics(GROUP).await else {
-                        continue;
-                    };
-                    if m.role != Role::Leader {
-                        continue;
+                    if let Ok(m) = n.group_metrics(GROUP).await {
+                        if m.role == Role::Leader {
+                            leader = Some(n.clone());
+                            break;
+                        }
                     }
-                    if let Ok(Some(target)) = change_membership(rng, n, &self.ids).await {
-                        self.report.membership_changes += 1;
-                        self.trace
-                            .event(|| format!("fault: membership change to {target:?}"));
-                    }
-                    break;
+                }
+                if let Some(leader) = leader {
+                    self.churn(rng, leader).await;
                 }
             }
             7 if self.cfg.disk_stalls => {
@@ -172,34 +168,66 @@ impl<W: super::Workload> Harness<W> {
     }
 }
 
-/// One step of membership churn, never below three voters. Returns the target asked for.
-async fn change_membership<S: StateMachine>(
-    rng: &mut SplitMix64,
-    leader: &Node<S>,
-    ids: &[NodeId],
-) -> Result<Option<Membership>, Error> {
-    let current = leader.group_metrics(GROUP).await?.membership;
-    let mut next = current.leave_joint();
-    let outsiders: Vec<NodeId> = ids
-        .iter()
-        .copied()
-        .filter(|id| !next.contains(*id))
-        .collect();
-    let learners: Vec<NodeId> = next.learners.iter().copied().collect();
-    let voters: Vec<NodeId> = next.voters.iter().copied().collect();
-    if let Some(&id) = learners.first() {
-        next.learners.remove(&id);
-        next.voters.insert(id);
-    } else if let Some(&id) = outsiders.first() {
-        next.learners.insert(id);
-    } else if voters.len() > 3 {
-        let id = voters[rng.below(voters.len() as u64) as usize];
-        next.voters.remove(&id);
-    } else {
-        return Ok(None);
+/// One step of membership churn, never below three voters.
+enum Churn {
+    /// A node outside the configuration (a removed one) joins as a learner.
+    AddLearner(NodeId),
+    /// A learner becomes a voter (refused while it is not caught up).
+    Promote(NodeId),
+    /// A voter leaves (it learns so, and its group stops).
+    Remove,
+}
+
+impl<W: super::Workload> Harness<W> {
+    /// One step of membership churn at `leader`, with the membership calls' semantics: promote
+    /// the first learner, or else give a removed node back as a learner (it hosts the group
+    /// again first, as a joining node), or else remove a voter while more than three remain.
+    /// The call runs on a task of its own (it resolves only once the change is over), so the
+    /// schedule keeps its pace; a success is counted.
+    async fn churn(&mut self, rng: &mut SplitMix64, leader: SimNode<W>) {
+        let Ok(current) = leader.membership(GROUP).await else {
+            return;
+        };
+        let mut next = current.leave_joint();
+        let outsiders: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !next.contains(*id))
+            .collect();
+        let voters: Vec<NodeId> = next.voters.iter().copied().collect();
+        let step = if let Some(&id) = next.learners.iter().next() {
+            next.learners.remove(&id);
+            next.voters.insert(id);
+            Churn::Promote(id)
+        } else if let Some(&id) = outsiders.first() {
+            next.learners.insert(id);
+            Churn::AddLearner(id)
+        } else if voters.len() > 3 {
+            let id = voters[rng.below(voters.len() as u64) as usize];
+            next.voters.remove(&id);
+            Churn::Remove
+        } else {
+            return;
+        };
+        if let Churn::AddLearner(id) | Churn::Promote(id) = step {
+            self.rejoin(id).await;
+        }
+        self.trace
+            .event(|| format!("fault: membership change to {next:?}"));
+        let trace = self.trace.clone();
+        let done = self.changes_tx.clone();
+        tokio::spawn(async move {
+            let r = match step {
+                Churn::AddLearner(id) => leader.add_learner(GROUP, id, None).await,
+                Churn::Promote(_) | Churn::Remove => {
+                    leader.change_membership(GROUP, next.clone()).await
+                }
+            };
+            trace.event(|| format!("membership change to {next:?}: {r:?}"));
+            if r.is_ok() {
+                let _ = done.try_send(());
+            }
+        });
     }
-    leader
-        .change_membership(GROUP, next.clone())
-        .await
-        .map(|_| Some(next))
 }

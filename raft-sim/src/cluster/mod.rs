@@ -60,7 +60,7 @@ use std::time::Duration;
 use raft_actor::{HeartbeatExecutor, Node, NodeConfig, StateMachine, StorageMode, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Term};
 use raft_net::{Lane, MemConfig, MemNetwork};
-use raft_storage::MemStore;
+use raft_storage::{LogStore, MemStore};
 
 use crate::checkers::LeaderCompleteness;
 use crate::store::{DiskOp, SimStore};
@@ -156,6 +156,10 @@ struct Harness<W: Workload> {
     hung: Option<NodeId>,
     /// The lagging follower, while it is cut off.
     lagging: Option<NodeId>,
+    /// One message per membership call of the fault schedule that succeeded (the calls run on
+    /// tasks of their own).
+    changes_tx: flume::Sender<()>,
+    changes_rx: flume::Receiver<()>,
 }
 
 impl<W: Workload> Harness<W> {
@@ -176,7 +180,10 @@ impl<W: Workload> Harness<W> {
             }
         };
         let (applied_tx, applied_rx) = flume::bounded(1 << 22);
+        let (changes_tx, changes_rx) = flume::bounded(1 << 16);
         let mut h = Harness {
+            changes_tx,
+            changes_rx,
             cfg,
             workload,
             ids,
@@ -201,7 +208,8 @@ impl<W: Workload> Harness<W> {
         for (&id, (t, inbound)) in ids.iter().zip(transports) {
             let disk = h.disks.entry(id).or_insert_with(Disk::new);
             let sm = h.workload.machine(id, &h.trace);
-            match start_node(&h.cfg, id, &ids, t, inbound, disk, sm, &h.applied_tx).await {
+            let start = Start::Bootstrap(&ids);
+            match start_node(&h.cfg, id, start, t, inbound, disk, sm, &h.applied_tx).await {
                 Ok(node) => {
                     h.nodes.insert(id, node);
                 }
@@ -249,7 +257,7 @@ impl<W: Workload> Harness<W> {
         match start_node(
             &self.cfg,
             id,
-            &self.ids,
+            Start::Restart(&self.ids),
             t,
             inbound,
             disk,
@@ -297,6 +305,36 @@ impl<W: Workload> Harness<W> {
         let _ = self.net.heal().await;
         self.standing_partitions().await;
     }
+
+    /// Makes running node `id` host the group again if it does not (it was removed from the
+    /// group, which stopped there and purged its storage): it joins as a new node does.
+    async fn rejoin(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if node.group_metrics(GROUP).await.is_ok() {
+            return;
+        }
+        let sm = Observed::new(
+            id,
+            self.workload.machine(id, &self.trace),
+            self.applied_tx.clone(),
+        );
+        let r = node.join_partition(GROUP, sm).await;
+        self.trace
+            .event(|| format!("n{id} joins the group again: {r:?}"));
+    }
+}
+
+/// How a node starts hosting the group.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// The first start of the run: a new group with these voters.
+    Bootstrap(&'a [NodeId]),
+    /// After a crash: recovered from the disk if it holds the group (with these voters
+    /// ignored), otherwise the node was removed from the group (its storage purged) and joins
+    /// as a new node.
+    Restart(&'a [NodeId]),
 }
 
 /// A node's durable image and the channel its store ships synced writes on.
@@ -330,7 +368,7 @@ impl Disk {
 async fn start_node<S: StateMachine<Command: Clone>>(
     cfg: &SimConfig,
     id: NodeId,
-    ids: &[NodeId],
+    start: Start<'_>,
     t: raft_net::MemTransport<WireMsg>,
     inbound: raft_net::transport::Inbound<WireMsg>,
     disk: &mut Disk,
@@ -341,6 +379,8 @@ async fn start_node<S: StateMachine<Command: Clone>>(
     let mut nc = NodeConfig::new(id);
     nc.raft.seed = cfg.seed;
     nc.request_timeout = Duration::from_secs(2);
+    // Membership calls run on tasks of their own; they end within a few seconds.
+    nc.learner_catchup_timeout = Duration::from_secs(3);
     nc.broken_local_reads = cfg.broken_local_reads;
     if let Some((threshold, trailing)) = cfg.snapshots {
         nc.raft.snapshot_threshold = threshold;
@@ -364,8 +404,15 @@ async fn start_node<S: StateMachine<Command: Clone>>(
         .await
         .map_err(|e| format!("node {id}: start: {e}"))?;
     let sm = Observed::new(id, sm, applied.clone());
-    node.add_partition(GROUP, Membership::new(ids.iter().copied()), sm)
-        .await
-        .map_err(|e| format!("node {id}: add_partition: {e}"))?;
+    match start {
+        Start::Restart(_) if !disk.image.groups().contains(&GROUP) => node
+            .join_partition(GROUP, sm)
+            .await
+            .map_err(|e| format!("node {id}: join_partition: {e}"))?,
+        Start::Bootstrap(ids) | Start::Restart(ids) => node
+            .add_partition(GROUP, Membership::new(ids.iter().copied()), sm)
+            .await
+            .map_err(|e| format!("node {id}: add_partition: {e}"))?,
+    }
     Ok(node)
 }

@@ -28,7 +28,8 @@ pub struct SimReport {
     pub leader_terms: u64,
     /// Faults injected.
     pub faults: u64,
-    /// Membership changes accepted by a leader during the run.
+    /// Membership calls of the fault schedule that succeeded (a learner added and caught up, a
+    /// change whose final configuration committed).
     pub membership_changes: u64,
     /// Node crashes (each followed by a restart from durable state).
     pub crashes: u64,

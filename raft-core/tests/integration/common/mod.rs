@@ -73,6 +73,8 @@ pub struct Node {
     pub reads_ready: Vec<(u64, Index)>,
     pub reads_aborted: Vec<u64>,
     pub roles_seen: Vec<(Role, Term)>,
+    /// Every `Action::Removed` index the core reported.
+    pub removed: Vec<Index>,
     pub down: bool,
 }
 
@@ -124,6 +126,7 @@ impl Node {
             reads_ready: Vec::new(),
             reads_aborted: Vec::new(),
             roles_seen: Vec::new(),
+            removed: Vec::new(),
             down: false,
         }
     }
@@ -391,7 +394,8 @@ impl Cluster {
                     node.repls.clear();
                 }
             }
-            Action::MembershipChanged { .. } => self.sync_repls(id),
+            Action::MembershipChanged { .. } | Action::PeersChanged => self.sync_repls(id),
+            Action::Removed { index } => node.removed.push(index),
             Action::SnapshotChunk { offset, data, .. } => {
                 if offset == 0 {
                     node.incoming.clear();
@@ -464,19 +468,13 @@ impl Cluster {
         }
     }
 
-    /// Keeps one replicator per peer of the leader's membership.
+    /// Keeps one replicator per node the leader replicates to.
     fn sync_repls(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("node");
         if node.core.role() != Role::Leader {
             return;
         }
-        let peers: BTreeSet<NodeId> = node
-            .core
-            .membership()
-            .all_nodes()
-            .into_iter()
-            .filter(|&p| p != id)
-            .collect();
+        let peers: BTreeSet<NodeId> = node.core.replication_peers();
         node.repls.retain(|p, _| peers.contains(p));
         let (term, last) = (node.core.term(), node.core.log().last_index());
         for p in peers {
