@@ -85,6 +85,7 @@ pub(crate) async fn remove_node<S: StateMachine>(
     let mut target = node.membership(group).await?.leave_joint();
     target.learners.remove(&id);
     target.voters.remove(&id);
+    target.addrs.remove(&id);
     node.change_membership(group, target).await
 }
 

@@ -16,8 +16,10 @@
 
 use std::net::SocketAddr;
 
-use raft_actor::{GroupId, MemConfig, MemNetwork, MemStore, Membership, Node, NodeConfig};
-use raft_actor::{NodeId, StateMachine, WireMsg};
+use raft_actor::raft_net::NetError;
+use raft_actor::{GroupId, MemConfig, MemNetwork, MemStore, Membership, Node, NodeAddrs};
+use raft_actor::{NodeConfig, NodeId, StateMachine, WireMsg};
+use tokio::net::TcpListener;
 
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::server::{Server, ServerConfig};
@@ -75,11 +77,35 @@ where
     ) -> Result<Self, LocalError> {
         let ids: Vec<NodeId> = (1..=n).collect();
         let network = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default())?;
+        // The client listeners first: their addresses go into the configuration, so that a
+        // node that does not lead answers with the leader's client address.
+        let mut listeners = Vec::new();
+        for _ in &ids {
+            listeners.push(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(NetError::from)?,
+            );
+        }
+        let mut members = Membership::new(ids.iter().copied());
+        // The in-memory network needs no Raft addresses: they are left unspecified.
+        let none = SocketAddr::from(([0, 0, 0, 0], 0));
+        for (&id, l) in ids.iter().zip(&listeners) {
+            let client = Some(l.local_addr().map_err(NetError::from)?);
+            members.set_addrs(
+                id,
+                NodeAddrs {
+                    data: none,
+                    heartbeat: none,
+                    client,
+                },
+            );
+        }
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
             servers: Vec::new(),
         };
-        for (&id, (transport, inbound)) in ids.iter().zip(network) {
+        for ((&id, (transport, inbound)), listener) in ids.iter().zip(network).zip(listeners) {
             let started = Node::<S>::builder(config(id))
                 .transport(transport, inbound)
                 .storage(MemStore::new())
@@ -93,12 +119,11 @@ where
                 }
             };
             cluster.nodes.push(node.clone());
-            let members = Membership::new(ids.iter().copied());
-            if let Err(e) = node.add_partition(group, members, make(id)).await {
+            if let Err(e) = node.add_partition(group, members.clone(), make(id)).await {
                 cluster.shutdown().await;
                 return Err(e.into());
             }
-            match Server::bind(node, "127.0.0.1:0", ServerConfig::default()).await {
+            match Server::serve(node, listener, ServerConfig::default()) {
                 Ok(server) => cluster.servers.push(server),
                 Err(e) => {
                     cluster.shutdown().await;

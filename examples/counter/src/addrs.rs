@@ -44,6 +44,23 @@ impl Peers {
         self.0.iter().map(|(id, p)| (*id, p.raft)).collect()
     }
 
+    /// The configuration a new cluster of these nodes starts with: every node a voter, with
+    /// its addresses (so every member, and every node that joins later, learns them).
+    pub fn membership(&self) -> raft_actor::Membership {
+        let mut m = raft_actor::Membership::new(self.0.keys().copied());
+        for (id, p) in &self.0 {
+            m.set_addrs(
+                *id,
+                raft_actor::NodeAddrs {
+                    data: p.raft.data,
+                    heartbeat: p.raft.heartbeat,
+                    client: p.client,
+                },
+            );
+        }
+        m
+    }
+
     /// The client addresses known, by node id.
     pub fn client_addrs(&self) -> BTreeMap<NodeId, SocketAddr> {
         self.0

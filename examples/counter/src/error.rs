@@ -53,4 +53,7 @@ pub enum ServerError {
     /// The Raft node failed to start or to host the counter group.
     #[error("raft: {0}")]
     Raft(#[from] raft_actor::Error),
+    /// Joining the running cluster failed.
+    #[error("joining the cluster: {0}")]
+    Join(#[source] raft_service::JoinError),
 }

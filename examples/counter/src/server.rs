@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use raft_actor::{HeartbeatExecutor, Membership, Node, NodeConfig, NodeId, WireMsg};
+use raft_actor::{HeartbeatExecutor, Node, NodeAddrs, NodeConfig, NodeId, WireMsg};
 use raft_actor::{TcpConfig, TcpTransport, Wal, WalConfig};
 use raft_net::Listeners;
-use raft_service::Server;
+use raft_service::{Client, ClientConfig, Server};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -27,6 +27,11 @@ pub const CLUSTER_ID: u64 = 0xC0FF_EEC0;
 pub struct ServerConfig {
     /// This node (must be in `peers`).
     pub id: NodeId,
+    /// Join a running cluster through these servers' client addresses (any member will do)
+    /// instead of starting one: `peers` then needs only this node's own entry, and the
+    /// members' addresses come from the cluster's configuration. Empty: start the cluster
+    /// `peers` describes.
+    pub join: Vec<SocketAddr>,
     /// Every node of the cluster (this one included) and its addresses.
     pub peers: Peers,
     /// Where this node's write-ahead log lives. Reusing it after a restart recovers the node.
@@ -46,6 +51,7 @@ impl ServerConfig {
         Self {
             id,
             peers,
+            join: Vec::new(),
             data_dir: data_dir.into(),
             listen,
             node: NodeConfig::new(id),
@@ -85,7 +91,13 @@ impl CounterServer {
                 dir: config.data_dir.clone(),
                 source,
             })?;
-        let net = TcpConfig::new(id, CLUSTER_ID, config.peers.raft_addrs());
+        // A joining node learns its peers from the cluster's configuration.
+        let initial_peers = if config.join.is_empty() {
+            config.peers.raft_addrs()
+        } else {
+            Default::default()
+        };
+        let net = TcpConfig::new(id, CLUSTER_ID, initial_peers);
         let (transport, inbound) = TcpTransport::<WireMsg>::start(net, listeners)?;
         let heartbeat = HeartbeatExecutor::Handle(transport.heartbeat_runtime());
         let mut node_config = config.node.clone();
@@ -96,10 +108,14 @@ impl CounterServer {
             .heartbeat_executor(heartbeat)
             .start()
             .await?;
-        let voters = Membership::new(config.peers.0.keys().copied());
-        if let Err(e) = node.add_partition(GROUP, voters, Counter::default()).await {
-            node.shutdown().await;
-            return Err(e.into());
+        if config.join.is_empty() {
+            if let Err(e) = node
+                .add_partition(GROUP, config.peers.membership(), Counter::default())
+                .await
+            {
+                node.shutdown().await;
+                return Err(e.into());
+            }
         }
         let server = match Server::serve(node.clone(), client_listener, config.service.clone()) {
             Ok(server) => server,
@@ -108,6 +124,27 @@ impl CounterServer {
                 return Err(e.into());
             }
         };
+        if !config.join.is_empty() {
+            let me = NodeAddrs {
+                data: me.raft.data,
+                heartbeat: me.raft.heartbeat,
+                client: Some(server.local_addr()),
+            };
+            let joined = match Client::<Counter>::new(ClientConfig::new(config.join.clone())) {
+                Ok(mut client) => {
+                    raft_service::join(&node, GROUP, Counter::default(), me, true, &mut client)
+                        .await
+                        .map_err(ServerError::Join)
+                }
+                Err(e) => Err(ServerError::Join(e.into())),
+            };
+            if let Err(e) = joined {
+                server.shutdown().await;
+                node.shutdown().await;
+                return Err(e);
+            }
+            info!(node = id, "joined the cluster as a voter");
+        }
         info!(node = id, client = %server.local_addr(), raft = %me.raft.data, "counter server started");
         Ok(Self { id, node, server })
     }

@@ -40,7 +40,7 @@ async fn a_stale_read_on_a_follower_and_a_learner_reflects_the_applied_index_it_
         .unwrap();
     let leader = c.leader(G).await;
     let l = &c.nodes[&leader];
-    l.add_learner(G, 4).await.unwrap();
+    l.add_learner(G, 4, None).await.unwrap();
     // Each write's index and the value it left: what a state that applied up to an index holds.
     let mut after: BTreeMap<Index, i64> = BTreeMap::new();
     let mut lagged = 0;
@@ -96,7 +96,8 @@ async fn a_stale_read_on_a_follower_and_a_learner_reflects_the_applied_index_it_
             r,
             Err(Error::NotLeader {
                 group: G,
-                leader: Some(leader)
+                leader: Some(leader),
+                leader_addr: None,
             })
         );
     }
@@ -104,7 +105,8 @@ async fn a_stale_read_on_a_follower_and_a_learner_reflects_the_applied_index_it_
         c.nodes[&4].read_lease(G, Query::Get).await,
         Err(Error::NotLeader {
             group: G,
-            leader: Some(leader)
+            leader: Some(leader),
+            leader_addr: None,
         }),
         "a learner serves stale reads only"
     );

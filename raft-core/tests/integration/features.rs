@@ -1170,7 +1170,7 @@ fn a_leader_transfer_ends_the_lease_for_the_rest_of_the_term() {
 fn a_membership_change_ends_the_lease_until_the_new_configuration_confirms_a_round() {
     // Claim: a lease confirmed by one configuration does not carry over to the next.
     let mut leader = leased_leader();
-    leader.add_learner(4).unwrap();
+    leader.add_learner(4, None).unwrap();
     settle(&mut leader);
     assert!(!leader.lease_holds());
 }
