@@ -554,7 +554,8 @@ impl<S: StateMachine> Client<S> {
         }
     }
 
-    /// `group`'s configuration with every member's addresses.
+    /// `group`'s configuration with every member's addresses, as its leader knows it (the
+    /// latest configuration in its log).
     ///
     /// ```
     /// # use raft_service::doc_support::{Add, Counter};
@@ -568,7 +569,10 @@ impl<S: StateMachine> Client<S> {
     /// # Ok(()) }
     /// ```
     pub async fn members(&mut self, group: GroupId) -> Result<Membership, ClientError> {
-        match self.admin(Admin::Members { group }, Route::Any).await? {
+        match self
+            .admin(Admin::Members { group }, Route::Leader(group))
+            .await?
+        {
             Answer::Members(m) => Ok(m),
             other => Err(self.unexpected(group, other)),
         }

@@ -143,6 +143,8 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     member_waits: Vec<MemberWaiter>,
     /// The registry must hear the nodes this group talks to (retried on ticks until it does).
     peers_dirty: bool,
+    /// The index of the committed configuration the registry was last told about.
+    peers_committed: Index,
     /// The committed configuration that removed this node from the group, once it knows.
     removed: Option<Index>,
     fatal: Option<String>,
@@ -186,6 +188,7 @@ impl<S: StateMachine> PartitionActor<S> {
             max_catch_up: u64::from(w.cfg.group_config().election_ticks) * 2 + 2,
             member_waits: Vec::new(),
             peers_dirty: true,
+            peers_committed: 0,
             removed: None,
             fatal: None,
             w,
@@ -696,7 +699,15 @@ impl<S: StateMachine> PartitionActor<S> {
     /// configuration has them (the registry keeps the transport's peers in step). A joining
     /// group with no configuration yet says nothing, so what the registry was told when it
     /// joined stays.
+    ///
+    /// A node stays a peer until a committed configuration leaves it out, not only the latest
+    /// one: a leader that removes itself must still hear its followers' acks to commit its
+    /// removal, and a removed node must still be reachable to be told.
     fn report_peers(&mut self) {
+        let (committed_index, _) = self.core.committed_membership();
+        if committed_index != self.peers_committed {
+            self.peers_dirty = true;
+        }
         if !self.peers_dirty {
             return;
         }
@@ -706,12 +717,22 @@ impl<S: StateMachine> PartitionActor<S> {
             return;
         }
         let me = self.w.cfg.node_id;
+        let (_, committed) = self.core.committed_membership();
         let mut nodes: BTreeMap<NodeId, Option<NodeAddrs>> = m
             .all_nodes()
             .into_iter()
             .filter(|&n| n != me)
             .map(|n| (n, m.addrs_of(n).copied()))
             .collect();
+        for n in committed.all_nodes() {
+            if n != me {
+                let addrs = committed.addrs_of(n).copied();
+                let entry = nodes.entry(n).or_insert(addrs);
+                if entry.is_none() {
+                    *entry = addrs;
+                }
+            }
+        }
         for p in self.core.replication_peers() {
             nodes.entry(p).or_insert(None);
         }
@@ -724,6 +745,9 @@ impl<S: StateMachine> PartitionActor<S> {
             self.w.registry.try_send(msg),
             Err(flume::TrySendError::Full(_))
         );
+        if !self.peers_dirty {
+            self.peers_committed = committed_index;
+        }
     }
 
     async fn handle_control(&mut self, c: Control) {

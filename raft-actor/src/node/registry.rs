@@ -53,7 +53,9 @@ impl<S: StateMachine> Clone for GroupEntry<S> {
 /// The table of groups as the registry publishes it: an immutable copy per change.
 pub(super) type Table<S> = Arc<GroupMap<GroupEntry<S>>>;
 
-/// What the API asks of the registry.
+/// What the API asks of the registry. Rare control-path messages (adding a group holds two
+/// configurations and a state machine), queued a few at a time: their size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum RegistryMsg<S: StateMachine> {
     Add {
         group: GroupId,

@@ -3,7 +3,12 @@
 //! ```text
 //! counter-server --id 1 --peers 1=127.0.0.1:7100/127.0.0.1:7102,2=...,3=... \
 //!     --data-dir /tmp/counter/1 --listen 127.0.0.1:7102
+//! counter-server --id 4 --raft 127.0.0.1:7130 --join 127.0.0.1:7102 \
+//!     --data-dir /tmp/counter/4 --listen 127.0.0.1:7132
 //! ```
+//! The first form starts (or restarts) a node of the cluster `--peers` describes; the second
+//! starts a node that joins a running cluster through any member's client address and is
+//! added as a voter once it has caught up.
 //! Runs until SIGINT or SIGTERM. Exit codes: 0 after a clean stop, 1 if it could not start,
 //! 2 for bad arguments.
 
@@ -16,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use counter::addrs::{Peers, resolve};
+use counter::addrs::{Peers, parse_servers, resolve};
 use counter::{CounterServer, ServerConfig};
 
 /// One node of a replicated counter cluster (Raft over TCP, durable WAL).
@@ -26,11 +31,19 @@ struct Args {
     /// This node's id: one of the ids in --peers.
     #[arg(long)]
     id: u64,
-    /// Every node of the cluster: ID=HOST:PORT[/CLIENT_HOST:CLIENT_PORT],... HOST:PORT is the
+    /// Every node of a new cluster: ID=HOST:PORT[/CLIENT_HOST:CLIENT_PORT],... HOST:PORT is the
     /// node's Raft data address; its Raft heartbeat address is HOST:PORT+1. The optional
     /// client address lets followers point clients at the leader.
-    #[arg(long, value_parser = |s: &str| s.parse::<Peers>().map_err(|e| e.to_string()))]
-    peers: Peers,
+    #[arg(long, required_unless_present = "join", conflicts_with_all = ["join", "raft"],
+          value_parser = |s: &str| s.parse::<Peers>().map_err(|e| e.to_string()))]
+    peers: Option<Peers>,
+    /// Join a running cluster through these client addresses (any one member will do),
+    /// comma-separated, instead of starting one with --peers. Needs --raft.
+    #[arg(long, requires = "raft", value_parser = |s: &str| parse_servers(s).map(ServerList).map_err(|e| e.to_string()))]
+    join: Option<ServerList>,
+    /// This node's Raft data address when joining (heartbeat on its port + 1).
+    #[arg(long, value_parser = resolve)]
+    raft: Option<SocketAddr>,
     /// Directory of this node's write-ahead log (created if missing; reused on restart).
     #[arg(long)]
     data_dir: PathBuf,
@@ -45,17 +58,41 @@ struct Args {
     log: String,
 }
 
+/// The parsed `--join` list (one clap value holding every address).
+#[derive(Clone, Debug)]
+struct ServerList(Vec<SocketAddr>);
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if !args.peers.0.contains_key(&args.id) {
+    let (peers, join) = match (&args.peers, &args.join, args.raft) {
+        (Some(peers), _, _) => (peers.clone(), Vec::new()),
+        (None, Some(join), Some(raft)) => {
+            match format!("{}={raft}/{}", args.id, args.listen).parse::<Peers>() {
+                Ok(me) => (me, join.0.clone()),
+                Err(e) => Args::command()
+                    .error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("--raft: {e}"),
+                    )
+                    .exit(),
+            }
+        }
+        _ => Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "give --peers to start a cluster, or --join with --raft to join one",
+            )
+            .exit(),
+    };
+    if !peers.0.contains_key(&args.id) {
         Args::command()
             .error(
                 clap::error::ErrorKind::ValueValidation,
                 format!(
                     "--id {} is not one of the ids in --peers ({})",
                     args.id,
-                    args.peers
+                    peers
                         .0
                         .keys()
                         .map(|k| k.to_string())
@@ -72,7 +109,8 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let mut config = ServerConfig::new(args.id, args.peers.clone(), &args.data_dir, args.listen);
+    let mut config = ServerConfig::new(args.id, peers.clone(), &args.data_dir, args.listen);
+    config.join = join;
     config.node.election_timeout = Duration::from_millis(args.election_timeout_ms);
     config.node.heartbeat_interval = Duration::from_millis(args.election_timeout_ms / 10);
     config.node.tick_interval = config.node.heartbeat_interval;
@@ -83,7 +121,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let me = args.peers.0[&args.id];
+    let me = peers.0[&args.id];
     println!(
         "counter-server node {} ready: clients on {}, raft on {} (heartbeat {}), data in {}",
         args.id,

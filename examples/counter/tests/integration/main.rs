@@ -4,4 +4,5 @@
 mod chaos;
 mod client_retry;
 mod common;
+mod membership;
 mod processes;

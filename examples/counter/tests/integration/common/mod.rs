@@ -145,10 +145,15 @@ impl ServerProc {
     }
 
     pub fn spawn(id: NodeId, peers: &Peers, data: &Path) -> ServerProc {
+        Self::spawn_with_args(id, Self::args(id, peers, data), data)
+    }
+
+    /// Node `id`'s process with the given arguments, logging into `data`.
+    pub fn spawn_with_args(id: NodeId, args: Vec<String>, data: &Path) -> ServerProc {
         let mut p = ServerProc {
             id,
             child: None,
-            args: Self::args(id, peers, data),
+            args,
             log: data.join(format!("node-{id}.log")),
         };
         p.start();
