@@ -111,7 +111,7 @@
 //!   [`GroupStatus`] and [`ServiceError`].
 //! - [`server`] — [`Server`] and [`ServerConfig`].
 //! - [`client`] — [`Client`], [`ClientConfig`], [`ClientError`], [`Applied`], [`ReadResult`].
-//! - [`join`] — [`join()`]: a node started empty becomes a member of a running cluster.
+//! - [`mod@join`] — [`join()`]: a node started empty becomes a member of a running cluster.
 //! - [`local`] — [`local::LocalCluster`]: a whole cluster in one process, for tests and
 //!   examples.
 
