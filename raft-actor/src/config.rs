@@ -19,6 +19,14 @@ pub struct NodeConfig {
     /// less one for a tick's granularity and one, `lease_margin_ticks`, for clock drift). Turn
     /// it off if the nodes' clocks may run more than a tenth apart in rate; lease reads are
     /// then ReadIndex reads.
+    ///
+    /// Snapshots are on: each group asks its state machine for one once
+    /// `raft.snapshot_threshold` entries (100,000 by default) were applied since the last, and
+    /// then drops its log up to `raft.compact_trailing` entries (10,000) behind it, so the log
+    /// stays bounded. A snapshot is streamed: written by `StateMachine::snapshot` straight into
+    /// storage, sent to a follower that needs it chunk by chunk, and restored from storage as
+    /// it is read; neither side holds it whole in memory. Set the threshold to 0 to turn them
+    /// off (the log then grows forever).
     pub raft: raft_core::Config,
     /// How often a leader's heartbeat actor sends coalesced heartbeats to each peer node.
     pub heartbeat_interval: Duration,
@@ -104,7 +112,6 @@ impl NodeConfig {
         NodeConfig {
             node_id,
             raft: raft_core::Config {
-                snapshot_threshold: 0,
                 lease_reads: true,
                 ..raft_core::Config::new(node_id)
             },

@@ -109,6 +109,27 @@ pub enum Error {
     /// Storage failed; the affected groups stopped (fatal).
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The group stopped after a fatal error (other than storage's): calls for it answer this
+    /// until it is removed with `Node::remove_partition` and added again.
+    #[error("group {group} stopped after a fatal error: {reason}")]
+    GroupFailed {
+        /// The group.
+        group: GroupId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The state machine could not restore a snapshot (`StateMachine::restore` failed, or
+    /// the snapshot's bytes could not be read). The group stopped rather than go on from a
+    /// state it does not have; calls for it answer this until it is removed and added again.
+    #[error("group {group}: restoring the snapshot at index {index} failed: {reason}")]
+    SnapshotRestore {
+        /// The group.
+        group: GroupId,
+        /// The snapshot's index.
+        index: Index,
+        /// What went wrong.
+        reason: String,
+    },
     /// The request named a client session this group no longer holds (it was evicted to keep
     /// the table within `NodeConfig::max_sessions`, or was never opened). The request was not
     /// applied by this attempt; an earlier attempt of it may or may not have been, and retrying

@@ -62,7 +62,7 @@ pub use storage::StorageMode;
 pub use wire::WireMsg;
 
 // What a service names most, so that it can depend on this crate alone.
-pub use raft_core::{GroupId, Index, Membership, NodeAddrs, NodeId, Role, Term};
+pub use raft_core::{GroupId, Index, Membership, NodeAddrs, NodeId, Role, SnapshotMeta, Term};
 pub use raft_net::{MemConfig, MemNetwork, PeerAddrs, TcpConfig, TcpTransport, TlsConfig};
 pub use raft_storage::{LogStore, MemStore, SyncMode, Wal, WalConfig};
 /// The crates this one is built on, for everything not re-exported above by name.

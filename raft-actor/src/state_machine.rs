@@ -1,5 +1,8 @@
 //! The user's state machine and the framework's client-session layer.
 
+use std::io::{self, Read, Write};
+
+use raft_core::SnapshotMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,11 +28,27 @@ pub trait StateMachine: Send + 'static {
     /// `Node::read` or `Node::read_lease`; possibly stale through `Node::read_stale`).
     fn query(&self, query: Self::Query) -> Self::Response;
 
-    /// Serializes the whole state.
-    fn snapshot(&self) -> Vec<u8>;
+    /// Writes the whole state to `out`, as a stream: the framework sends it to storage as it
+    /// is written (and from there to followers chunk by chunk), so the state is never held
+    /// twice. Any serde format with a writer API does (`postcard::to_io`, `serde_json::to_writer`,
+    /// `bincode::serialize_into`), or hand-written records for a large state. `out` is not
+    /// buffered by the framework beyond storage's own buffer; an error fails only this snapshot
+    /// (another is asked for once `snapshot_threshold` more entries are applied).
+    ///
+    /// Called on the group's apply actor, which applies nothing meanwhile: the snapshot covers
+    /// exactly the entries applied so far.
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()>;
 
-    /// Replaces the whole state with a snapshot's.
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    /// Replaces the whole state with the snapshot read from `data`, which covers the log up to
+    /// `meta.index` (of term `meta.term`, with the configuration `meta.membership`): the next
+    /// command applied is at `meta.index + 1`. `data` yields exactly the bytes `snapshot`
+    /// wrote, read from storage as they are consumed (wrap it in a `std::io::BufReader` for
+    /// many small reads).
+    ///
+    /// An error is fatal for the group on this node: it stops, reports
+    /// [`Error::SnapshotRestore`](crate::Error::SnapshotRestore) to every call for it, and is
+    /// not restarted with a state it does not have.
+    fn restore(&mut self, meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()>;
 }
 
 /// Identifies a client request for exactly-once application: a retry carries the same pair.

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
-use raft_storage::{LogStore, Recovered, StorageError};
+use raft_storage::{
+    LogStore, Recovered, SnapshotReader, SnapshotSink, StagedSnapshot, StorageError,
+};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
@@ -29,19 +31,39 @@ pub(crate) enum WriteOp {
         /// Shared with the group's log tail (and on a leader with its AppendEntries).
         entries: raft_core::Entries,
     },
+    /// A snapshot the apply actor wrote (through a sink it asked for with
+    /// `StorageRequest::SnapshotSink`).
     Snapshot {
-        meta: SnapshotMeta,
-        data: Vec<u8>,
+        staged: StagedSnapshot,
         discard_log: bool,
     },
+    /// A group's first configuration, as a snapshot at index 0 with no bytes.
+    InitialConfig(SnapshotMeta),
+    /// A chunk of a snapshot arriving from the leader, written to the group's incoming sink
+    /// (offset 0 opens a new one, dropping any other).
+    SnapshotChunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// The incoming snapshot is complete: finish it and make it the group's.
+    InstallIncoming {
+        meta: SnapshotMeta,
+        discard_log: bool,
+    },
+    /// The incoming snapshot is stale: drop it.
+    DiscardIncoming,
     Compact(Index),
 }
 
 /// The answer to a read for an AppendEntries: the term at `prev_index` and the entries.
 pub(crate) type AppendRead = Result<(Term, Vec<Entry>), StorageError>;
 
-/// The answer to a snapshot read: the latest snapshot's metadata and bytes, if any.
-pub(crate) type SnapshotRead = Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+/// The answer to a snapshot read: the latest snapshot's metadata and a reader of its bytes,
+/// if any.
+pub(crate) type SnapshotRead = Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError>;
+
+/// The answer to a request for a snapshot sink.
+pub(crate) type SinkReply = Result<Box<dyn SnapshotSink>, StorageError>;
 
 /// Requests to the storage actor.
 pub(crate) enum StorageRequest {
@@ -78,6 +100,12 @@ pub(crate) enum StorageRequest {
     ReadSnapshot {
         group: GroupId,
         reply: oneshot::Sender<SnapshotRead>,
+    },
+    /// A sink to write a snapshot of a group into (the apply actor writes it, then sends
+    /// `WriteOp::Snapshot`).
+    SnapshotSink {
+        group: GroupId,
+        reply: oneshot::Sender<SinkReply>,
     },
     /// What the store holds for a group (at start-up or when a group is added).
     Recover {
@@ -161,6 +189,7 @@ pub(crate) fn spawn<S: LogStore>(
         rx,
         queued: Taker::new(queued.clone()),
         groups: BTreeMap::new(),
+        incoming: BTreeMap::new(),
         failed: None,
         stalled_until: None,
     };
@@ -188,6 +217,8 @@ struct StorageActor<S> {
     /// after it, it wakes handles waiting in `send` to find the actor gone.
     queued: Taker,
     groups: BTreeMap<GroupId, (crate::mailbox::position::PositionTx, u64)>,
+    /// Snapshots arriving from leaders, chunk by chunk: the sink and the next offset.
+    incoming: BTreeMap<GroupId, (Box<dyn SnapshotSink>, u64)>,
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
     stalled_until: Option<tokio::time::Instant>,
@@ -303,12 +334,58 @@ impl<S: LogStore> StorageActor<S> {
                 entries,
             } => self.store.append_shared(group, truncate_from, &entries),
             WriteOp::Snapshot {
-                meta,
-                data,
+                staged,
                 discard_log,
-            } => self.store.save_snapshot(group, &meta, &data, discard_log),
+            } => self.store.install_snapshot(group, staged, discard_log),
+            WriteOp::InitialConfig(meta) => self.store.save_snapshot(group, &meta, &[], false),
+            WriteOp::SnapshotChunk { offset, data } => self.write_chunk(group, offset, &data),
+            WriteOp::InstallIncoming { meta, discard_log } => {
+                let (sink, _) = self.incoming.remove(&group).ok_or_else(|| {
+                    StorageError::Invalid(format!(
+                        "group {group}: snapshot at {} installed but never received",
+                        meta.index
+                    ))
+                })?;
+                let staged = sink.finish(&meta)?;
+                self.store.install_snapshot(group, staged, discard_log)
+            }
+            WriteOp::DiscardIncoming => {
+                self.incoming.remove(&group);
+                Ok(())
+            }
             WriteOp::Compact(index) => self.store.compact(group, index),
         }
+    }
+
+    /// Writes a chunk of an incoming snapshot; offset 0 starts it. raft-core checked the
+    /// order, so a gap here is a bug, reported as one.
+    fn write_chunk(
+        &mut self,
+        group: GroupId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        use std::io::Write as _;
+        if offset == 0 {
+            let sink = self.store.snapshot_sink(group)?;
+            self.incoming.insert(group, (sink, 0));
+        }
+        let Some((sink, next)) = self.incoming.get_mut(&group) else {
+            return Err(StorageError::Invalid(format!(
+                "group {group}: snapshot chunk at {offset} with no transfer under way"
+            )));
+        };
+        if *next != offset {
+            return Err(StorageError::Invalid(format!(
+                "group {group}: snapshot chunk at {offset}, expected {next}"
+            )));
+        }
+        sink.write_all(data).map_err(|source| StorageError::Io {
+            op: "write incoming snapshot",
+            source,
+        })?;
+        *next += data.len() as u64;
+        Ok(())
     }
 
     fn handle_other(&mut self, req: StorageRequest) {
@@ -321,6 +398,7 @@ impl<S: LogStore> StorageActor<S> {
             }
             StorageRequest::Unregister { group, purge } => {
                 self.groups.remove(&group);
+                self.incoming.remove(&group);
                 if purge {
                     if let Err(e) = self.store.remove_group(group) {
                         warn!(group, error = %e, "could not remove a group's storage");
@@ -347,7 +425,10 @@ impl<S: LogStore> StorageActor<S> {
                 let _ = reply.send(self.store.entries(group, from, to, max_bytes));
             }
             StorageRequest::ReadSnapshot { group, reply } => {
-                let _ = reply.send(self.store.snapshot(group));
+                let _ = reply.send(self.store.snapshot_reader(group));
+            }
+            StorageRequest::SnapshotSink { group, reply } => {
+                let _ = reply.send(self.store.snapshot_sink(group));
             }
             StorageRequest::Recover { group, reply } => {
                 let _ = reply.send(self.store.recover(group));

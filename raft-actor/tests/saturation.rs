@@ -5,11 +5,12 @@
 //! `RAFT_SATURATION_SECS=N` changes the duration (default 30). `RAFT_SATURATION_SHARED_HEARTBEAT=1`
 //! runs the negative control: heartbeats on the data runtime, where elections must happen.
 
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use raft_actor::{Node, NodeConfig, StateMachine, WireMsg};
+use raft_actor::{Node, NodeConfig, SnapshotMeta, StateMachine, WireMsg};
 use raft_core::{Membership, Role};
 use raft_net::{MemConfig, MemNetwork};
 use raft_storage::MemStore;
@@ -44,12 +45,13 @@ impl StateMachine for Slow {
         self.value
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.value.to_le_bytes().to_vec()
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&self.value.to_le_bytes())
     }
-
-    fn restore(&mut self, s: &[u8]) -> Result<(), String> {
-        self.value = i64::from_le_bytes(s.try_into().map_err(|_| "bad snapshot".to_string())?);
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = [0u8; 8];
+        data.read_exact(&mut bytes)?;
+        self.value = i64::from_le_bytes(bytes);
         Ok(())
     }
 }

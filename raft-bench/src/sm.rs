@@ -1,7 +1,9 @@
 //! The benchmark's state machine: counts applied writes and bytes, answers with the index.
 
+use std::io::{self, Read};
+
 use bytes::Bytes;
-use raft_actor::StateMachine;
+use raft_actor::{SnapshotMeta, StateMachine};
 use serde::{Deserialize, Serialize};
 
 /// A write's payload on the benchmark's client RPC (TCP mode): opaque bytes, encoded as one
@@ -112,13 +114,17 @@ impl StateMachine for BenchSm {
         self.writes
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&(self.writes, self.bytes, self.checksum)).unwrap_or_default()
+    fn snapshot(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        postcard::to_io(&(self.writes, self.bytes, self.checksum), out)
+            .map_err(io::Error::other)?;
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let (writes, bytes, checksum) =
-            postcard::from_bytes(snapshot).map_err(|e| format!("bad bench snapshot: {e}"))?;
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut snapshot = Vec::new();
+        data.read_to_end(&mut snapshot)?;
+        let (writes, bytes, checksum) = postcard::from_bytes(&snapshot)
+            .map_err(|e| io::Error::other(format!("bad bench snapshot: {e}")))?;
         *self = BenchSm {
             writes,
             bytes,
@@ -152,7 +158,10 @@ mod tests {
         let (mut a, mut b) = (BenchSm::default(), BenchSm::default());
         a.apply(3, Write::Payload(body));
         b.apply(3, decoded);
-        assert_eq!(a.snapshot(), b.snapshot());
+        let (mut sa, mut sb) = (Vec::new(), Vec::new());
+        a.snapshot(&mut sa).unwrap();
+        b.snapshot(&mut sb).unwrap();
+        assert_eq!(sa, sb);
         assert_eq!(a.query(()), 1);
     }
 }

@@ -1,6 +1,8 @@
 //! A counter for the documentation's examples (hidden from the docs).
 
-use raft_actor::StateMachine;
+use std::io::{self, Read, Write};
+
+use raft_actor::{SnapshotMeta, StateMachine};
 use serde::{Deserialize, Serialize};
 
 /// A counter.
@@ -22,11 +24,13 @@ impl StateMachine for Counter {
     fn query(&self, _: ()) -> i64 {
         self.0
     }
-    fn snapshot(&self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&self.0.to_le_bytes())
     }
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.0 = i64::from_le_bytes(bytes.try_into().map_err(|_| "not an i64")?);
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = [0u8; 8];
+        data.read_exact(&mut bytes)?;
+        self.0 = i64::from_le_bytes(bytes);
         Ok(())
     }
 }

@@ -57,9 +57,10 @@
 //! read, checked against the [`linearizability::Register`] model:
 //!
 //! ```
+//! use std::io::{self, Read, Write};
 //! use std::time::Duration;
 //!
-//! use raft_actor::StateMachine;
+//! use raft_actor::{SnapshotMeta, StateMachine};
 //! use raft_core::NodeId;
 //! use raft_core::rng::SplitMix64;
 //! use raft_sim::linearizability::{Register, RegisterInput, RegisterOutput};
@@ -84,11 +85,13 @@
 //!     fn query(&self, _q: ()) -> u64 {
 //!         self.0
 //!     }
-//!     fn snapshot(&self) -> Vec<u8> {
-//!         self.0.to_le_bytes().to_vec()
+//!     fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+//!         out.write_all(&self.0.to_le_bytes())
 //!     }
-//!     fn restore(&mut self, s: &[u8]) -> Result<(), String> {
-//!         self.0 = u64::from_le_bytes(s.try_into().map_err(|_| "not 8 bytes".to_string())?);
+//!     fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+//!         let mut bytes = [0u8; 8];
+//!         data.read_exact(&mut bytes)?;
+//!         self.0 = u64::from_le_bytes(bytes);
 //!         Ok(())
 //!     }
 //! }

@@ -7,7 +7,10 @@
 //! exactly the unsynced writes are lost. The node restarts from the durable image.
 
 use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
-use raft_storage::{LogStore, MemStore, Recovered, StorageError};
+use raft_storage::{
+    LogStore, MemStore, Recovered, SharedBytes, SnapshotReader, SnapshotSink, StagedSnapshot,
+    StorageError,
+};
 
 /// One durable operation, in the order it was synced.
 #[derive(Clone, Debug)]
@@ -16,8 +19,8 @@ pub enum DiskOp {
     Append(GroupId, Option<Index>, Vec<Entry>),
     /// `save_hard_state`.
     HardState(GroupId, HardState),
-    /// `save_snapshot`.
-    Snapshot(GroupId, SnapshotMeta, Vec<u8>, bool),
+    /// `install_snapshot`: the snapshot's metadata and bytes, and `discard_log`.
+    Snapshot(GroupId, SnapshotMeta, SharedBytes, bool),
     /// `compact`.
     Compact(GroupId, Index),
     /// `remove_group`.
@@ -29,7 +32,7 @@ pub fn apply(disk: &mut MemStore, op: DiskOp) -> Result<(), StorageError> {
     match op {
         DiskOp::Append(g, t, e) => disk.append(g, t, &e),
         DiskOp::HardState(g, hs) => disk.save_hard_state(g, hs),
-        DiskOp::Snapshot(g, m, d, discard) => disk.save_snapshot(g, &m, &d, discard),
+        DiskOp::Snapshot(g, m, d, discard) => disk.save_snapshot(g, &m, d.as_ref(), discard),
         DiskOp::Compact(g, i) => disk.compact(g, i),
         DiskOp::Remove(g) => disk.remove_group(g),
     }
@@ -84,20 +87,21 @@ impl LogStore for SimStore {
         Ok(())
     }
 
-    fn save_snapshot(
+    fn snapshot_sink(&mut self, group: GroupId) -> Result<Box<dyn SnapshotSink>, StorageError> {
+        self.live.snapshot_sink(group)
+    }
+
+    fn install_snapshot(
         &mut self,
         group: GroupId,
-        meta: &SnapshotMeta,
-        data: &[u8],
+        staged: StagedSnapshot,
         discard_log: bool,
     ) -> Result<(), StorageError> {
-        self.live.save_snapshot(group, meta, data, discard_log)?;
-        self.unsynced.push(DiskOp::Snapshot(
-            group,
-            meta.clone(),
-            data.to_vec(),
-            discard_log,
-        ));
+        let bytes = staged.token::<SharedBytes>().cloned().unwrap_or_default();
+        let meta = staged.meta().clone();
+        self.live.install_snapshot(group, staged, discard_log)?;
+        self.unsynced
+            .push(DiskOp::Snapshot(group, meta, bytes, discard_log));
         Ok(())
     }
 
@@ -136,7 +140,10 @@ impl LogStore for SimStore {
         self.live.term(group, index)
     }
 
-    fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-        self.live.snapshot(group)
+    fn snapshot_reader(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError> {
+        self.live.snapshot_reader(group)
     }
 }

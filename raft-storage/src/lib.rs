@@ -10,14 +10,18 @@
 //!
 //! ## Layout
 //! - [`store`] — the [`LogStore`] trait, [`Recovered`] and [`StorageError`].
+//! - [`snapshot`] — snapshots as streams: [`SnapshotSink`], [`StagedSnapshot`],
+//!   [`SnapshotReader`].
 //! - [`mem`] — [`MemStore`], an in-memory store (tests and benchmarks; loses everything on exit).
 //! - [`wal`] — [`Wal`], the durable store: one segmented write-ahead log for all groups, group
 //!   commit, crash recovery, snapshot files (configured by [`WalConfig`]).
 
 pub mod mem;
+pub mod snapshot;
 pub mod store;
 pub mod wal;
 
 pub use mem::MemStore;
+pub use snapshot::{MemSink, SharedBytes, SnapshotReader, SnapshotSink, StagedSnapshot};
 pub use store::{LogStore, Recovered, StorageError};
 pub use wal::{RecoveryReport, SyncMode, TornTail, Wal, WalConfig, WalStats};

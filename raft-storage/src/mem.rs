@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, VecDeque};
 
 use raft_core::{Entries, Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 
+use crate::snapshot::{MemSink, SharedBytes, SnapshotReader, SnapshotSink, StagedSnapshot};
 use crate::store::{LogStore, Recovered, StorageError, end_after_truncate};
 
 #[derive(Debug, Default, Clone)]
 struct GroupLog {
     hard_state: HardState,
     snapshot: SnapshotMeta,
-    snapshot_data: Vec<u8>,
+    snapshot_data: SharedBytes,
     /// Consecutive entries, oldest first, as the shared batches they were appended in (none
     /// empty): keeping a batch costs one reference count, not a copy of each entry.
     chunks: VecDeque<Entries>,
@@ -154,19 +155,28 @@ impl LogStore for MemStore {
         Ok(())
     }
 
-    fn save_snapshot(
+    fn snapshot_sink(&mut self, _group: GroupId) -> Result<Box<dyn SnapshotSink>, StorageError> {
+        Ok(Box::new(MemSink::new()))
+    }
+
+    fn install_snapshot(
         &mut self,
         group: GroupId,
-        meta: &SnapshotMeta,
-        data: &[u8],
+        staged: StagedSnapshot,
         discard_log: bool,
     ) -> Result<(), StorageError> {
+        let (meta, bytes) = staged.into_token::<SharedBytes>().map_err(|s| {
+            StorageError::Invalid(format!(
+                "group {group}: snapshot at {} was not staged by a MemStore",
+                s.meta().index
+            ))
+        })?;
         let g = self.groups.entry(group).or_default();
         if discard_log {
             g.chunks.clear();
         }
-        g.snapshot = meta.clone();
-        g.snapshot_data = data.to_vec();
+        g.snapshot = meta;
+        g.snapshot_data = *bytes;
         Ok(())
     }
 
@@ -233,12 +243,22 @@ impl LogStore for MemStore {
         Ok(g.get(index).map(|e| e.term))
     }
 
-    fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn snapshot_reader(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError> {
         Ok(self
             .groups
             .get(&group)
             .filter(|g| g.snapshot.index > 0)
-            .map(|g| (g.snapshot.clone(), g.snapshot_data.clone())))
+            .map(|g| {
+                let bytes = g.snapshot_data.clone();
+                let len = bytes.0.len() as u64;
+                (
+                    g.snapshot.clone(),
+                    SnapshotReader::new(std::io::Cursor::new(bytes), len),
+                )
+            }))
     }
 }
 

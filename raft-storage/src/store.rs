@@ -1,7 +1,11 @@
 //! The storage contract between raft-actor's storage thread and a concrete store.
 
 use raft_core::{Entries, Entry, GroupId, HardState, Index, SnapshotMeta, Term};
+use std::io::Write as _;
+
 use thiserror::Error;
+
+use crate::snapshot::{SnapshotReader, SnapshotSink, StagedSnapshot};
 
 /// Errors of a store. Every one is fatal for the groups it touches: raft-actor stops them
 /// cleanly and reports the message, as etcd does after a failed fsync. Nothing is retried
@@ -69,7 +73,7 @@ pub struct Recovered {
 
 /// A node's durable Raft state for all of its groups.
 ///
-/// Writes (`append`, `save_hard_state`, `save_snapshot`, `compact`) may be buffered; they are
+/// Writes (`append`, `save_hard_state`, `install_snapshot`, `compact`) may be buffered; they are
 /// durable only after `sync` returns `Ok`. raft-actor reports `persisted` to a group only after
 /// that (persistence before promises, docs/architecture.md). Reads see every write, synced or
 /// not, in order.
@@ -108,15 +112,35 @@ pub trait LogStore: Send + 'static {
         hard_state: HardState,
     ) -> Result<(), StorageError>;
 
-    /// Stores a snapshot. With `discard_log` the whole log is dropped (it conflicts with the
-    /// snapshot); otherwise only entries up to `meta.index` may be dropped.
+    /// Opens a sink to write a snapshot of `group` into (see [`crate::snapshot`]). The sink
+    /// works on its own, from any thread; the snapshot becomes the group's only through
+    /// [`install_snapshot`](Self::install_snapshot).
+    fn snapshot_sink(&mut self, group: GroupId) -> Result<Box<dyn SnapshotSink>, StorageError>;
+
+    /// Makes a finished snapshot the group's latest. With `discard_log` the whole log is
+    /// dropped (it conflicts with the snapshot); otherwise only entries up to the snapshot's
+    /// index may be dropped. Durable after the next `sync`, like every write.
+    fn install_snapshot(
+        &mut self,
+        group: GroupId,
+        staged: StagedSnapshot,
+        discard_log: bool,
+    ) -> Result<(), StorageError>;
+
+    /// Stores a snapshot held in memory: [`snapshot_sink`](Self::snapshot_sink), the bytes,
+    /// then [`install_snapshot`](Self::install_snapshot).
     fn save_snapshot(
         &mut self,
         group: GroupId,
         meta: &SnapshotMeta,
         data: &[u8],
         discard_log: bool,
-    ) -> Result<(), StorageError>;
+    ) -> Result<(), StorageError> {
+        let mut sink = self.snapshot_sink(group)?;
+        sink.write_all(data).map_err(crate::snapshot::write_error)?;
+        let staged = sink.finish(meta)?;
+        self.install_snapshot(group, staged, discard_log)
+    }
 
     /// Entries up to `index` are no longer needed (covered by a durable snapshot).
     fn compact(&mut self, group: GroupId, index: Index) -> Result<(), StorageError>;
@@ -140,8 +164,30 @@ pub trait LogStore: Send + 'static {
     /// if it is not held.
     fn term(&self, group: GroupId, index: Index) -> Result<Option<Term>, StorageError>;
 
-    /// The latest snapshot of `group`: metadata and bytes.
-    fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+    /// The latest snapshot of `group`: its metadata and a reader of its bytes. The reader
+    /// stays valid after the snapshot is replaced.
+    fn snapshot_reader(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError>;
+
+    /// The latest snapshot of `group`, read into memory (tests and small snapshots; raft-actor
+    /// streams through [`snapshot_reader`](Self::snapshot_reader)).
+    fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        let Some((meta, reader)) = self.snapshot_reader(group)? else {
+            return Ok(None);
+        };
+        let data = reader.read_all().map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                StorageError::Corrupt(format!("group {group}: snapshot: {e}"))
+            }
+            _ => StorageError::Io {
+                op: "read snapshot",
+                source: e,
+            },
+        })?;
+        Ok(Some((meta, data)))
+    }
 }
 
 /// Where a group's log ends once the entries from `truncate_from` on are dropped, and whether

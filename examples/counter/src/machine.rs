@@ -4,7 +4,9 @@
 //! client's `RequestId`, see `raft_actor::Node::propose_with_id`) drops retried commands before
 //! they reach [`Counter::apply`], and travels inside snapshots.
 
-use raft_actor::StateMachine;
+use std::io::{self, Read, Write};
+
+use raft_actor::{SnapshotMeta, StateMachine};
 use serde::{Deserialize, Serialize};
 
 /// The Raft group every counter server hosts. One counter, one group.
@@ -56,17 +58,13 @@ impl StateMachine for Counter {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.value.to_be_bytes().to_vec()
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&self.value.to_be_bytes())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = snapshot.try_into().map_err(|_| {
-            format!(
-                "counter snapshot must be 8 bytes, got {} bytes",
-                snapshot.len()
-            )
-        })?;
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = [0u8; 8];
+        data.read_exact(&mut bytes)?;
         self.value = i64::from_be_bytes(bytes);
         Ok(())
     }
@@ -82,11 +80,13 @@ mod tests {
         assert_eq!(c.apply(1, Command::Incr(5)), 5);
         assert_eq!(c.apply(2, Command::Incr(-2)), 3);
         assert_eq!(c.query(Query::Get), 3);
-        let snap = c.snapshot();
+        let mut snap = Vec::new();
+        c.snapshot(&mut snap).unwrap();
         let mut d = Counter::default();
-        d.restore(&snap).unwrap();
+        let meta = SnapshotMeta::default();
+        d.restore(&meta, &mut &snap[..]).unwrap();
         assert_eq!(d, c);
-        assert!(d.restore(&[1, 2, 3]).is_err());
+        assert!(d.restore(&meta, &mut &[1u8, 2, 3][..]).is_err());
         assert_eq!(d, c, "a failed restore leaves the state alone");
     }
 

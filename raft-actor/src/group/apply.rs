@@ -13,11 +13,11 @@
 //! of this loop. All of these channels are built in [`super::spawn`].
 
 use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use raft_core::{Entry, EntryPayload, GroupId, Index, Membership, SnapshotMeta, Term};
-use raft_storage::StorageError;
-use serde::{Deserialize, Serialize};
+use raft_storage::{SnapshotReader, SnapshotSink, StagedSnapshot, StorageError};
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
@@ -31,7 +31,7 @@ use crate::mailbox::latest::LatestRx;
 use crate::mailbox::position::PositionTx;
 use crate::metrics::GroupStats;
 use crate::state_machine::StateMachine;
-use crate::storage::{StorageHandle, StorageRequest, WriteOp};
+use crate::storage::{SinkReply, SnapshotRead, StorageHandle, StorageRequest, WriteOp};
 
 /// Where the next entries to apply come from.
 enum Next {
@@ -50,18 +50,63 @@ pub(crate) struct ApplyInputs<S: StateMachine> {
     pub(crate) bell: Bell,
 }
 
-/// The bytes of a snapshot: the framework's part (the session table) before the user's.
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    sessions: &'a Sessions,
-    user: Vec<u8>,
+/// A snapshot's bytes: the framework's part first, then the user's.
+///
+/// ```text
+/// sessions_len: u64 LE | session table (postcard) | what StateMachine::snapshot wrote
+/// ```
+/// The session table is bounded (`NodeConfig::max_sessions`), so it is encoded in memory; the
+/// user's state is streamed.
+const SESSIONS_LEN: usize = 8;
+
+/// Buffer between a snapshot being restored and the state machine's reads.
+const RESTORE_BUFFER: usize = 256 << 10;
+
+/// An outstanding request to storage; one at a time.
+enum Pending {
+    /// Entries to apply.
+    Entries(oneshot::Receiver<ReadReply>),
+    /// A sink to write the snapshot asked for into.
+    Sink(oneshot::Receiver<SinkReply>),
+    /// The snapshot to restore.
+    Snapshot(oneshot::Receiver<SnapshotRead>),
 }
 
-/// [`SnapshotOut`], read back.
-#[derive(Deserialize)]
-struct SnapshotIn {
-    sessions: Sessions,
-    user: Vec<u8>,
+/// A finished [`Pending`].
+enum Done {
+    Entries(ReadReply),
+    Sink(SinkReply),
+    Snapshot(SnapshotRead),
+    /// Storage is gone.
+    Gone,
+}
+
+impl Pending {
+    /// The answer, if it has come.
+    fn try_take(&mut self) -> Option<Done> {
+        fn now<T>(rx: &mut oneshot::Receiver<T>, f: fn(T) -> Done) -> Option<Done> {
+            match rx.try_recv() {
+                Ok(v) => Some(f(v)),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Done::Gone),
+            }
+        }
+        match self {
+            Pending::Entries(rx) => now(rx, Done::Entries),
+            Pending::Sink(rx) => now(rx, Done::Sink),
+            Pending::Snapshot(rx) => now(rx, Done::Snapshot),
+        }
+    }
+}
+
+/// Waits for the pending answer (forever if there is none).
+async fn wait(pending: &mut Option<Pending>) -> Done {
+    match pending {
+        Some(Pending::Entries(rx)) => rx.await.map_or(Done::Gone, Done::Entries),
+        Some(Pending::Sink(rx)) => rx.await.map_or(Done::Gone, Done::Sink),
+        Some(Pending::Snapshot(rx)) => rx.await.map_or(Done::Gone, Done::Snapshot),
+        None => std::future::pending().await,
+    }
 }
 
 /// Most entries read from storage per batch.
@@ -93,7 +138,13 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     storage: StorageHandle,
     stats: Arc<GroupStats>,
     /// A snapshot to hand to storage and the partition once the queues have room.
-    unsent_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    unsent_snapshot: Option<StagedSnapshot>,
+    /// The partition asked for a snapshot; a sink is asked of storage when it has room.
+    want_snapshot: bool,
+    /// The partition installed this snapshot: restore from storage before applying on.
+    want_restore: Option<SnapshotMeta>,
+    /// A fatal error: the actor tells the partition and stops.
+    failed: Option<Error>,
 }
 
 impl<S: StateMachine> ApplyActor<S> {
@@ -102,7 +153,7 @@ impl<S: StateMachine> ApplyActor<S> {
         group: GroupId,
         sm: S,
         from: SnapshotMeta,
-        snapshot: Option<Vec<u8>>,
+        snapshot: Option<SnapshotReader>,
         inputs: ApplyInputs<S>,
         applied_tx: PositionTx,
         control: InboxTx<Control>,
@@ -127,23 +178,34 @@ impl<S: StateMachine> ApplyActor<S> {
             storage,
             stats,
             unsent_snapshot: None,
+            want_snapshot: false,
+            want_restore: None,
+            failed: None,
         };
-        if let Some(data) = snapshot {
-            actor.restore(&from, &data)?;
+        if let Some(reader) = snapshot {
+            actor.restore(&from, reader)?;
         }
         Ok(actor)
     }
 
     pub(crate) async fn run(mut self) {
         use flume::TryRecvError::{Disconnected, Empty};
-        let mut pending: Option<oneshot::Receiver<ReadReply>> = None;
+        let mut pending: Option<Pending> = None;
         'run: loop {
+            if let Some(error) = self.failed.take() {
+                self.report_fatal(error).await;
+                break;
+            }
             match self.commit_rx.try_recv() {
                 Ok(c) => self.commit = c,
                 Err(Disconnected) => break,
                 Err(Empty) => {}
             }
             while pending.is_none() {
+                if let Some(p) = self.request_snapshot_work() {
+                    pending = Some(p);
+                    break;
+                }
                 match self.request_entries() {
                     Next::Ready(entries) => {
                         // Register every waiter sent before this commit index was published.
@@ -161,23 +223,18 @@ impl<S: StateMachine> ApplyActor<S> {
                             break;
                         }
                     }
-                    Next::Read(rx) => pending = Some(rx),
+                    Next::Read(rx) => pending = Some(Pending::Entries(rx)),
                     Next::Nothing => break,
                 }
             }
-            // A storage read that has finished is taken before more messages: under a steady
+            // A storage answer that has come is taken before more messages: under a steady
             // stream of them the wait below, where it is also taken, might not come for long.
-            if let Some(rx) = pending.as_mut() {
-                match rx.try_recv() {
-                    Err(oneshot::error::TryRecvError::Empty) => {}
-                    read => {
-                        pending = None;
-                        if !self.on_read(read.ok()).await {
-                            break;
-                        }
-                        continue;
-                    }
+            if let Some(done) = pending.as_mut().and_then(Pending::try_take) {
+                pending = None;
+                if !self.on_done(done).await {
+                    break;
                 }
+                continue;
             }
             match self.rx.try_recv() {
                 Ok(ApplyMsg::Shutdown) | Err(Disconnected) => break,
@@ -191,13 +248,13 @@ impl<S: StateMachine> ApplyActor<S> {
                 }
                 Err(Empty) => {}
             }
-            // Nothing queued: wait for a ring (a message or a commit) or the storage read.
+            // Nothing queued: wait for a ring (a message or a commit) or the storage answer.
             tokio::select! {
                 biased;
                 () = self.bell.rung() => {}
-                read = wait(&mut pending) => {
+                done = wait(&mut pending) => {
                     pending = None;
-                    if !self.on_read(read).await {
+                    if !self.on_done(done).await {
                         break;
                     }
                 }
@@ -212,18 +269,100 @@ impl<S: StateMachine> ApplyActor<S> {
         }
     }
 
-    /// Applies what a storage read returned; false when storage is gone (`None`).
-    async fn on_read(&mut self, read: Option<ReadReply>) -> bool {
-        match read {
-            Some(Ok(entries)) => self.apply_entries(entries.iter()),
-            Some(Err(e)) => {
+    /// Acts on a storage answer; false when storage is gone.
+    async fn on_done(&mut self, done: Done) -> bool {
+        match done {
+            Done::Entries(Ok(entries)) => self.apply_entries(entries.iter()),
+            Done::Entries(Err(e)) => {
                 debug!(group = self.group, error = %e, "entries not readable yet");
                 // Not a hot loop: a snapshot restore or the next commit resolves it.
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            None => return false,
+            Done::Sink(Ok(sink)) => self.take_snapshot(sink),
+            Done::Sink(Err(e)) => {
+                warn!(group = self.group, error = %e, "no snapshot taken: storage could not open one");
+                self.snapshot_failed();
+            }
+            Done::Snapshot(read) => self.on_snapshot_read(read).await,
+            Done::Gone => return false,
         }
         true
+    }
+
+    /// The next request a snapshot needs, if storage has room for it: the restore of an
+    /// installed snapshot first, then a sink for one asked for.
+    fn request_snapshot_work(&mut self) -> Option<Pending> {
+        let group = self.group;
+        if self.want_restore.is_some() {
+            let (reply, rx) = oneshot::channel();
+            let req = StorageRequest::ReadSnapshot { group, reply };
+            return self
+                .storage
+                .try_send(req)
+                .ok()
+                .map(|()| Pending::Snapshot(rx));
+        }
+        if self.want_snapshot && self.unsent_snapshot.is_none() {
+            let (reply, rx) = oneshot::channel();
+            let req = StorageRequest::SnapshotSink { group, reply };
+            return self.storage.try_send(req).ok().map(|()| Pending::Sink(rx));
+        }
+        None
+    }
+
+    /// Storage answered the read of the snapshot to restore.
+    async fn on_snapshot_read(&mut self, read: SnapshotRead) {
+        let Some(want) = self.want_restore.clone() else {
+            return;
+        };
+        let fail = |reason: String| Error::SnapshotRestore {
+            group: self.group,
+            index: want.index,
+            reason,
+        };
+        match read {
+            Ok(Some((meta, reader))) if meta.index >= want.index => {
+                self.want_restore = None;
+                if meta.index <= self.applied {
+                    debug!(
+                        group = self.group,
+                        index = meta.index,
+                        applied = self.applied,
+                        "snapshot already covered by what was applied; not restored"
+                    );
+                    return;
+                }
+                match self.restore(&meta, reader) {
+                    Ok(()) => {
+                        self.stats
+                            .snapshots_installed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => self.failed = Some(e),
+                }
+            }
+            Ok(_) => {
+                // Storage has not taken the write that installs it yet (it waits in the
+                // partition's backlog): read again shortly.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => self.failed = Some(fail(format!("storage: {e}"))),
+        }
+    }
+
+    /// Tells the partition of a fatal error (it stops the group and reports it), waiting a
+    /// tick at a time while its control queue is full.
+    async fn report_fatal(&mut self, error: Error) {
+        error!(group = self.group, %error, "apply actor stopped");
+        let mut msg = Control::Fatal(error);
+        loop {
+            match self.control.try_send(msg) {
+                Ok(()) => return,
+                Err(flume::TrySendError::Disconnected(_)) => return,
+                Err(flume::TrySendError::Full(m)) => msg = m,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// The next committed entries to apply: from the log's in-memory tail when it holds them,
@@ -275,15 +414,16 @@ impl<S: StateMachine> ApplyActor<S> {
                     self.queries.push((index, query, reply));
                 }
             }
-            ApplyMsg::Restore { meta, data } => match self.restore(&meta, &data) {
-                Ok(()) => {
-                    self.stats
-                        .snapshots_installed
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApplyMsg::Restore { meta } => {
+                if self
+                    .want_restore
+                    .as_ref()
+                    .is_none_or(|w| w.index < meta.index)
+                {
+                    self.want_restore = Some(meta);
                 }
-                Err(e) => error!(group = self.group, error = %e, "snapshot could not be restored"),
-            },
-            ApplyMsg::TakeSnapshot { index } => self.take_snapshot(index),
+            }
+            ApplyMsg::TakeSnapshot => self.want_snapshot = true,
             ApplyMsg::Shutdown => {}
         }
     }
@@ -452,42 +592,72 @@ impl<S: StateMachine> ApplyActor<S> {
         }))
     }
 
-    fn take_snapshot(&mut self, _requested: Index) {
-        let body = SnapshotOut {
-            sessions: &self.sessions,
-            user: self.sm.snapshot(),
-        };
-        let data = match postcard::to_allocvec(&body) {
-            Ok(d) => d,
-            Err(e) => {
-                error!(group = self.group, error = %e, "snapshot encoding failed");
-                return;
-            }
-        };
+    /// Writes the snapshot asked for into `sink`: the session table, then the state
+    /// machine's state, streamed.
+    fn take_snapshot(&mut self, mut sink: Box<dyn SnapshotSink>) {
+        self.want_snapshot = false;
         let meta = SnapshotMeta {
             index: self.applied,
             term: self.applied_term,
             membership: self.membership.clone(),
         };
-        self.stats
-            .snapshots_taken
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.unsent_snapshot = Some((meta, data));
-        self.flush_snapshot();
+        let written = postcard::to_allocvec(&self.sessions)
+            .map_err(io::Error::other)
+            .and_then(|sessions| {
+                sink.write_all(&(sessions.len() as u64).to_le_bytes())?;
+                sink.write_all(&sessions)
+            })
+            .and_then(|()| self.sm.snapshot(&mut sink))
+            .and_then(|()| sink.flush());
+        if let Err(e) = written {
+            error!(group = self.group, index = meta.index, error = %e, "snapshot not taken: writing it failed");
+            self.snapshot_failed();
+            return;
+        }
+        match sink.finish(&meta) {
+            Ok(staged) => {
+                debug!(
+                    group = self.group,
+                    index = meta.index,
+                    bytes = staged.len(),
+                    "snapshot written"
+                );
+                self.stats
+                    .snapshots_taken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.unsent_snapshot = Some(staged);
+                self.flush_snapshot();
+            }
+            Err(e) => {
+                error!(group = self.group, index = meta.index, error = %e, "snapshot not taken: finishing it failed");
+                self.snapshot_failed();
+            }
+        }
+    }
+
+    /// The snapshot asked for was not taken: the partition asks again later.
+    fn snapshot_failed(&mut self) {
+        self.want_snapshot = false;
+        if self.control.try_send(Control::SnapshotFailed).is_err() {
+            debug!(
+                group = self.group,
+                "control queue full; a failed snapshot not reported"
+            );
+        }
     }
 
     /// Stores a taken snapshot, then tells the partition (which may then compact the log).
     fn flush_snapshot(&mut self) {
-        let Some((meta, data)) = self.unsent_snapshot.take() else {
+        let Some(staged) = self.unsent_snapshot.take() else {
             return;
         };
         if !self.storage.has_room(1) {
-            self.unsent_snapshot = Some((meta, data));
+            self.unsent_snapshot = Some(staged);
             return;
         }
+        let meta = staged.meta().clone();
         let write = WriteOp::Snapshot {
-            meta: meta.clone(),
-            data,
+            staged,
             discard_log: false,
         };
         if let Err(req) = self.storage.try_send(StorageRequest::Write {
@@ -496,11 +666,11 @@ impl<S: StateMachine> ApplyActor<S> {
             op: write,
         }) {
             if let StorageRequest::Write {
-                op: WriteOp::Snapshot { data, .. },
+                op: WriteOp::Snapshot { staged, .. },
                 ..
             } = *req
             {
-                self.unsent_snapshot = Some((meta, data));
+                self.unsent_snapshot = Some(staged);
             }
             return;
         }
@@ -512,11 +682,38 @@ impl<S: StateMachine> ApplyActor<S> {
         }
     }
 
-    fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Error> {
-        let body: SnapshotIn =
-            postcard::from_bytes(data).map_err(|e| Error::Codec(e.to_string()))?;
-        self.sm.restore(&body.user).map_err(Error::Codec)?;
-        self.sessions = body.sessions;
+    /// Replaces the state with the snapshot `meta` read from `reader`: the session table,
+    /// then the state machine's part, streamed. The rest of the bytes are read through, so a
+    /// store that checksums them checks the sum.
+    fn restore(&mut self, meta: &SnapshotMeta, reader: SnapshotReader) -> Result<(), Error> {
+        let fail = |reason: String| Error::SnapshotRestore {
+            group: self.group,
+            index: meta.index,
+            reason,
+        };
+        let total = reader.len();
+        let mut data = io::BufReader::with_capacity(RESTORE_BUFFER, reader);
+        let mut len = [0u8; SESSIONS_LEN];
+        data.read_exact(&mut len)
+            .map_err(|e| fail(format!("reading the session table: {e}")))?;
+        let len = u64::from_le_bytes(len);
+        if len > total {
+            return Err(fail(format!(
+                "a session table of {len} bytes in a snapshot of {total}"
+            )));
+        }
+        let mut table = vec![0u8; len as usize];
+        data.read_exact(&mut table)
+            .map_err(|e| fail(format!("reading the session table: {e}")))?;
+        let sessions =
+            postcard::from_bytes(&table).map_err(|e| fail(format!("the session table: {e}")))?;
+        drop(table);
+        self.sm
+            .restore(meta, &mut data)
+            .map_err(|e| fail(format!("the state machine: {e}")))?;
+        io::copy(&mut data, &mut io::sink())
+            .map_err(|e| fail(format!("reading the snapshot through: {e}")))?;
+        self.sessions = sessions;
         self.applied = meta.index;
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
@@ -528,13 +725,6 @@ impl<S: StateMachine> ApplyActor<S> {
         self.applied_tx.publish(self.applied);
         self.publish_stats();
         Ok(())
-    }
-}
-
-async fn wait(pending: &mut Option<oneshot::Receiver<ReadReply>>) -> Option<ReadReply> {
-    match pending {
-        Some(rx) => rx.await.ok(),
-        None => std::future::pending().await,
     }
 }
 
@@ -558,10 +748,10 @@ mod tests {
         fn query(&self, _query: ()) -> u8 {
             7
         }
-        fn snapshot(&self) -> Vec<u8> {
-            Vec::new()
+        fn snapshot(&self, _out: &mut dyn Write) -> io::Result<()> {
+            Ok(())
         }
-        fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+        fn restore(&mut self, _meta: &SnapshotMeta, _data: &mut dyn Read) -> io::Result<()> {
             Ok(())
         }
     }
@@ -636,12 +826,15 @@ mod tests {
         }
         a.apply_entries(batch.iter());
         assert_eq!(a.applied, index);
-        a.take_snapshot(index);
+        a.take_snapshot(Box::new(raft_storage::MemSink::new()));
         let size = match requests.try_recv() {
             Ok(StorageRequest::Write {
-                op: WriteOp::Snapshot { data, .. },
+                op: WriteOp::Snapshot { staged, .. },
                 ..
-            }) => data.len(),
+            }) => {
+                assert_eq!(staged.meta().index, index);
+                staged.len() as usize
+            }
             _ => panic!("no snapshot stored"),
         };
         (a, size)

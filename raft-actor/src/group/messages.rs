@@ -117,6 +117,11 @@ pub(crate) enum Control {
     PeerReachable(NodeId),
     /// The apply actor took a snapshot.
     SnapshotTaken(SnapshotMeta),
+    /// The apply actor could not take the snapshot it was asked for (asked again later).
+    SnapshotFailed,
+    /// The apply actor hit an error the group cannot go on after (a snapshot that does not
+    /// restore): the group stops with it.
+    Fatal(Error),
     /// Test hook (I6): stop processing anything for this long.
     #[cfg(feature = "fault-injection")]
     Freeze(std::time::Duration),
@@ -247,13 +252,12 @@ pub(crate) enum ApplyMsg<S: StateMachine> {
         query: S::Query,
         reply: QueryReply<S::Response>,
     },
+    /// Restore the state machine from the snapshot storage holds (installed as `meta`).
     Restore {
         meta: SnapshotMeta,
-        data: Vec<u8>,
     },
-    TakeSnapshot {
-        index: Index,
-    },
+    /// Take a snapshot of what is applied (at least what the partition saw applied).
+    TakeSnapshot,
     Shutdown,
 }
 
@@ -303,5 +307,11 @@ pub(crate) enum ToRegistry {
         group: GroupId,
         incarnation: u64,
         index: Index,
+    },
+    /// The group stopped after a fatal error; calls for it answer `error` from now on.
+    Failed {
+        group: GroupId,
+        incarnation: u64,
+        error: Error,
     },
 }

@@ -170,7 +170,7 @@ pub(crate) async fn start<S: StateMachine>(
                 rx.await
                     .map_err(|_| Error::Stopped)?
                     .map_err(|e| Error::Storage(e.to_string()))?
-                    .map(|(_, d)| d)
+                    .map(|(_, reader)| reader)
             } else {
                 None
             };
@@ -190,11 +190,7 @@ pub(crate) async fn start<S: StateMachine>(
                 // The initial configuration must be durable before the group promises
                 // anything: it rides in the same group commit as the first vote. Without
                 // it a restarted group would recover with no voters.
-                let op = WriteOp::Snapshot {
-                    meta: from.clone(),
-                    data: Vec::new(),
-                    discard_log: false,
-                };
+                let op = WriteOp::InitialConfig(from.clone());
                 storage
                     .send(StorageRequest::Write { group, seq: 0, op })
                     .await
@@ -209,13 +205,13 @@ pub(crate) async fn start<S: StateMachine>(
 /// Builds every channel of a group's partition and apply actor, registers the group with the
 /// storage actor (its persisted position) and the heartbeat actor, and spawns both actors on
 /// the current (data) runtime under the node's kill switch. `apply_from` is the snapshot the
-/// state machine starts from, `snapshot_data` its bytes.
+/// state machine starts from, `snapshot_data` a reader of its bytes.
 pub(crate) async fn spawn<S: StateMachine>(
     w: Wiring,
     init: InitialState,
     state_machine: S,
     apply_from: SnapshotMeta,
-    snapshot_data: Option<Vec<u8>>,
+    snapshot_data: Option<raft_storage::SnapshotReader>,
 ) -> Result<GroupHandle<S>, Error> {
     let cfg = w.cfg.clone();
     let group = w.group;

@@ -123,7 +123,6 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     reads: BTreeMap<u64, PendingRead<S>>,
     next_read: u64,
     /// Snapshot being received: bytes so far.
-    incoming_snapshot: Vec<u8>,
     /// The heartbeat actor must hear about a role/membership change it may have missed.
     hb_dirty: bool,
     /// Highest term of a leader heard from on the data lane and not yet reported to the
@@ -147,7 +146,7 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     peers_committed: Index,
     /// The committed configuration that removed this node from the group, once it knows.
     removed: Option<Index>,
-    fatal: Option<String>,
+    fatal: Option<Error>,
 }
 
 impl<S: StateMachine> PartitionActor<S> {
@@ -179,7 +178,6 @@ impl<S: StateMachine> PartitionActor<S> {
             backlog: VecDeque::new(),
             reads: BTreeMap::new(),
             next_read: 1,
-            incoming_snapshot: Vec::new(),
             hb_dirty: true,
             hb_registered,
             leader_contact: None,
@@ -239,7 +237,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 Event::Persisted => {
                     let (seq, error) = self.persisted_rx.take();
                     if let Some(err) = error {
-                        self.fatal(format!("storage failed: {err}"));
+                        self.fatal(Error::Storage(err.to_string()));
                     } else {
                         self.core.persisted(seq);
                     }
@@ -283,6 +281,13 @@ impl<S: StateMachine> PartitionActor<S> {
         }
         if let Some(index) = self.removed {
             self.leave_group(index).await;
+        } else if let Some(error) = self.fatal.clone() {
+            let msg = ToRegistry::Failed {
+                group: self.w.group,
+                incarnation: self.w.incarnation,
+                error,
+            };
+            self.tell_registry(msg).await;
         }
         self.stop();
     }
@@ -296,15 +301,22 @@ impl<S: StateMachine> PartitionActor<S> {
             group,
             index, "this node was removed from the group's configuration; stopping the group"
         );
+        let msg = ToRegistry::Removed {
+            group,
+            incarnation: self.w.incarnation,
+            index,
+        };
+        self.tell_registry(msg).await;
+    }
+
+    /// Sends the registry news of this group's end, trying again every tick while its queue
+    /// is full; a shutdown meanwhile ends the wait.
+    async fn tell_registry(&mut self, msg: ToRegistry) {
+        let mut msg = msg;
         loop {
-            let msg = ToRegistry::Removed {
-                group,
-                incarnation: self.w.incarnation,
-                index,
-            };
             match self.w.registry.try_send(msg) {
                 Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
-                Err(flume::TrySendError::Full(_)) => {}
+                Err(flume::TrySendError::Full(m)) => msg = m,
             }
             while let Ok(c) = self.control_rx.try_recv() {
                 if matches!(c, Control::Shutdown) {
@@ -782,6 +794,8 @@ impl<S: StateMachine> PartitionActor<S> {
                     warn!(group = self.w.group, error = %e, "snapshot not used");
                 }
             }
+            Control::SnapshotFailed => self.core.snapshot_not_taken(),
+            Control::Fatal(error) => self.fatal(error),
             #[cfg(feature = "fault-injection")]
             Control::Freeze(d) => {
                 warn!(
@@ -912,10 +926,11 @@ impl<S: StateMachine> PartitionActor<S> {
             }
             Action::Removed { index } => self.removed = Some(index),
             Action::SnapshotChunk { offset, data, .. } => {
-                if offset == 0 {
-                    self.incoming_snapshot.clear();
-                }
-                self.incoming_snapshot.extend_from_slice(&data);
+                self.store(StorageRequest::Write {
+                    group,
+                    seq: 0,
+                    op: WriteOp::SnapshotChunk { offset, data },
+                });
             }
             Action::InstallSnapshot {
                 seq,
@@ -925,36 +940,35 @@ impl<S: StateMachine> PartitionActor<S> {
                 if discard_log {
                     self.tail.clear();
                 }
-                let data = std::mem::take(&mut self.incoming_snapshot);
-                let restore = ApplyMsg::Restore {
-                    meta: meta.clone(),
-                    data: data.clone(),
-                };
-                if self.apply_tx.try_send(restore).is_err() {
-                    self.fatal("apply queue full while installing a snapshot".into());
-                    return;
-                }
+                // Storage finishes the snapshot (its chunks went ahead of this); the apply
+                // actor then restores from what storage holds.
                 self.store(StorageRequest::Write {
                     group,
                     seq,
-                    op: WriteOp::Snapshot {
-                        meta,
-                        data,
+                    op: WriteOp::InstallIncoming {
+                        meta: meta.clone(),
                         discard_log,
                     },
                 });
+                if self.apply_tx.try_send(ApplyMsg::Restore { meta }).is_err() {
+                    self.fatal(Error::GroupFailed {
+                        group,
+                        reason: "apply queue full while installing a snapshot".into(),
+                    });
+                }
             }
-            Action::DiscardSnapshot { .. } => self.incoming_snapshot.clear(),
-            Action::TakeSnapshot { index } => {
-                if self
-                    .apply_tx
-                    .try_send(ApplyMsg::TakeSnapshot { index })
-                    .is_err()
-                {
+            Action::DiscardSnapshot { .. } => self.store(StorageRequest::Write {
+                group,
+                seq: 0,
+                op: WriteOp::DiscardIncoming,
+            }),
+            Action::TakeSnapshot { .. } => {
+                if self.apply_tx.try_send(ApplyMsg::TakeSnapshot).is_err() {
                     debug!(
                         group,
                         "apply queue full; snapshot request dropped (asked again later)"
                     );
+                    self.core.snapshot_not_taken();
                 }
             }
             Action::CompactLog { index } => {
@@ -1108,9 +1122,9 @@ impl<S: StateMachine> PartitionActor<S> {
         }
     }
 
-    fn fatal(&mut self, message: String) {
-        error!(group = self.w.group, %message, "group stopped after a fatal error");
-        self.fatal = Some(message);
+    fn fatal(&mut self, error: Error) {
+        error!(group = self.w.group, %error, "group stopped after a fatal error");
+        self.fatal.get_or_insert(error);
     }
 
     /// Ends the actor: answers everything pending with `Stopped` (`Removed` when this node
@@ -1120,7 +1134,7 @@ impl<S: StateMachine> PartitionActor<S> {
         let gone = if self.removed.is_some() {
             Error::Removed { group }
         } else {
-            Error::Stopped
+            self.fatal.clone().unwrap_or(Error::Stopped)
         };
         self.replicators.clear();
         self.publish_ack_routes();

@@ -13,6 +13,7 @@
 //! window or snapshot, an unreported ack, a read to retry): a replicator of an idle group
 //! sleeps until the next log change (see [`super::ticks`]).
 
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,6 +22,7 @@ use raft_core::{
     SnapshotMeta, SnapshotStatus, Term,
 };
 use raft_net::Lane;
+use raft_storage::SnapshotReader;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -82,10 +84,10 @@ enum Pending {
     },
 }
 
-/// A snapshot being streamed.
+/// A snapshot being streamed: read from storage one chunk at a time.
 struct Outgoing {
     meta: SnapshotMeta,
-    data: Arc<Vec<u8>>,
+    reader: SnapshotReader,
 }
 
 pub(crate) struct ReplicatorActor {
@@ -355,15 +357,13 @@ impl ReplicatorActor {
                 debug!(group = self.group, peer = self.peer, error = %e, "read for append failed");
                 self.hold = true;
             }
-            (_, ReadResult::Snapshot(Ok(Some((meta, data))))) => {
+            (_, ReadResult::Snapshot(Ok(Some((meta, reader))))) => {
                 self.core.snapshot_sent(meta.index);
                 self.stats.snapshots_sent.fetch_add(1, Ordering::Relaxed);
-                let out = Outgoing {
-                    meta,
-                    data: Arc::new(data),
-                };
-                self.send_chunk(&out, 0);
-                self.outgoing = Some(out);
+                let mut out = Outgoing { meta, reader };
+                if self.send_chunk(&mut out, 0) {
+                    self.outgoing = Some(out);
+                }
             }
             (_, ReadResult::Snapshot(Ok(None))) => {
                 warn!(
@@ -381,16 +381,36 @@ impl ReplicatorActor {
         }
     }
 
-    fn send_chunk(&self, out: &Outgoing, offset: u64) {
-        let start = (offset as usize).min(out.data.len());
-        let end = (start + CHUNK_BYTES).min(out.data.len());
+    /// Sends the chunk at `offset`, read from storage; false (and the transfer dropped, to be
+    /// started again when the core probes) if it cannot be read.
+    fn send_chunk(&mut self, out: &mut Outgoing, offset: u64) -> bool {
+        let start = offset.min(out.reader.len());
+        let size = (out.reader.len() - start).min(CHUNK_BYTES as u64) as usize;
+        let mut data = vec![0u8; size];
+        let read = out
+            .reader
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| out.reader.read_exact(&mut data));
+        if let Err(e) = read {
+            warn!(
+                group = self.group,
+                peer = self.peer,
+                index = out.meta.index,
+                offset = start,
+                error = %e,
+                "snapshot could not be read for sending; the transfer starts again later"
+            );
+            self.hold = true;
+            return false;
+        }
         let body = MessageBody::InstallSnapshot {
             meta: out.meta.clone(),
-            offset: start as u64,
-            data: out.data[start..end].to_vec(),
-            done: end == out.data.len(),
+            offset: start,
+            data,
+            done: start + size as u64 == out.reader.len(),
         };
         self.send(body);
+        true
     }
 
     fn send(&self, body: MessageBody) {
@@ -428,11 +448,13 @@ impl ReplicatorActor {
         let outcome = match &m.body {
             MessageBody::AppendResponse(r) => self.core.on_append_response(m.term, r),
             MessageBody::SnapshotResponse { index, status } => {
-                if let (SnapshotStatus::ChunkReceived { next_offset }, Some(out)) =
-                    (status, &self.outgoing)
-                {
-                    if out.meta.index == *index {
-                        self.send_chunk(out, *next_offset);
+                if let SnapshotStatus::ChunkReceived { next_offset } = status {
+                    if let Some(mut out) = self.outgoing.take() {
+                        let keep =
+                            out.meta.index != *index || self.send_chunk(&mut out, *next_offset);
+                        if keep {
+                            self.outgoing = Some(out);
+                        }
                     }
                 }
                 if matches!(status, SnapshotStatus::Installed | SnapshotStatus::Rejected) {

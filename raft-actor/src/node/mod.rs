@@ -418,6 +418,9 @@ impl<S: StateMachine> Node<S> {
         if entry.removed {
             return Err(Error::Removed { group });
         }
+        if let Some(e) = &entry.failed {
+            return Err(e.clone());
+        }
         Ok(f(entry))
     }
 

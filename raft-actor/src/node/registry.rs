@@ -37,6 +37,9 @@ pub(super) struct GroupEntry<S: StateMachine> {
     /// This node was removed from the group: the entry is a tombstone, so calls for the group
     /// answer `Removed` until it is added again or removed with `remove_partition`.
     pub(super) removed: bool,
+    /// The group stopped after a fatal error: calls for it answer this error until it is
+    /// removed with `remove_partition` (and may then be added again).
+    pub(super) failed: Option<Error>,
 }
 
 impl<S: StateMachine> Clone for GroupEntry<S> {
@@ -46,6 +49,7 @@ impl<S: StateMachine> Clone for GroupEntry<S> {
             stats: self.stats.clone(),
             incarnation: self.incarnation,
             removed: self.removed,
+            failed: self.failed.clone(),
         }
     }
 }
@@ -220,7 +224,7 @@ impl<S: StateMachine> Registry<S> {
     fn is_current(&self, group: GroupId, incarnation: u64) -> bool {
         self.table
             .get(group)
-            .is_some_and(|e| e.incarnation == incarnation && !e.removed)
+            .is_some_and(|e| e.incarnation == incarnation && !e.removed && e.failed.is_none())
     }
 
     /// News from a group: its peers, or its removal.
@@ -234,6 +238,26 @@ impl<S: StateMachine> Registry<S> {
                 if self.is_current(group, incarnation) {
                     self.peers.set_group(&self.net, group, nodes);
                 }
+            }
+            ToRegistry::Failed {
+                group,
+                incarnation,
+                error,
+            } => {
+                if !self.is_current(group, incarnation) {
+                    return;
+                }
+                tracing::error!(group, %error, "group stopped after a fatal error; calls for it answer that error until it is removed");
+                if let Some(e) = self.table.get(group).cloned() {
+                    self.table.insert(
+                        group,
+                        GroupEntry {
+                            failed: Some(error),
+                            ..e
+                        },
+                    );
+                }
+                self.publish();
             }
             ToRegistry::Removed {
                 group,
@@ -314,6 +338,7 @@ impl<S: StateMachine> Registry<S> {
                 stats,
                 incarnation,
                 removed: false,
+                failed: None,
             },
         );
         self.publish();

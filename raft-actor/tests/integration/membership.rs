@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{Cmd, Counter, config};
+use common::{Cmd, Counter, Query, config};
 use raft_actor::{Error, Node, NodeAddrs, NodeConfig, WireMsg};
 use raft_core::{GroupId, Membership, MembershipError, NodeId, Role};
 use raft_net::{
@@ -487,6 +487,73 @@ async fn addresses_travel_in_an_installed_snapshot() {
             m.with_addrs(id, addrs(id))
         });
     assert_eq!(c.nodes[&4].membership(G).await.unwrap(), expected);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_that_does_not_restore_stops_the_group_with_a_typed_error() {
+    let c = Cluster::start(&[1, 2, 3, 4], |id| {
+        let mut c = small_lag(id);
+        c.raft.snapshot_threshold = 20;
+        c.raft.compact_trailing = 0;
+        c
+    })
+    .await;
+    c.bootstrap(G, &[1, 2, 3], &addressed(&[1, 2, 3])).await;
+    c.write(G, 5).await;
+    let l = c.leader(G).await;
+    let known = c.nodes[&l].membership(G).await.unwrap();
+    let refusing = Counter {
+        refuse_restore: true,
+        ..Counter::default()
+    };
+    c.nodes[&4]
+        .join_partition_with(G, refusing, known)
+        .await
+        .unwrap();
+    // Cut off while the log is compacted, node 4 can only catch up by a snapshot, and its
+    // state machine refuses it.
+    c.net.isolate(4).await.unwrap();
+    let adding = {
+        let leader = c.nodes[&l].clone();
+        tokio::spawn(async move { leader.add_learner(G, 4, Some(addrs(4))).await })
+    };
+    c.write(G, 60).await;
+    c.net.heal().await.unwrap();
+    let mut seen = None;
+    for _ in 0..200 {
+        match c.nodes[&4].read_stale(G, Query::Get).await {
+            Err(e @ Error::SnapshotRestore { .. }) => {
+                seen = Some(e);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let Some(Error::SnapshotRestore {
+        group,
+        index,
+        reason,
+    }) = seen
+    else {
+        panic!("node 4 never reported the failed restore");
+    };
+    assert_eq!(group, G);
+    assert!(index > 5, "{index}");
+    assert!(reason.contains("refuses snapshots"), "{reason}");
+    // The group stays stopped with that error: every call for it answers it, and the node
+    // applied nothing past what it could not restore.
+    assert!(matches!(
+        c.nodes[&4].group_metrics(G).await,
+        Err(Error::SnapshotRestore { .. })
+    ));
+    assert!(matches!(
+        c.nodes[&4].propose(G, Cmd::Add(1)).await,
+        Err(Error::SnapshotRestore { .. })
+    ));
+    adding.abort();
+    // The rest of the cluster goes on.
+    c.write(G, 1).await;
     c.shutdown().await;
 }
 

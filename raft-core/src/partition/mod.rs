@@ -283,6 +283,7 @@ impl PartitionCore {
             snapshots: Snapshots {
                 meta: init.snapshot,
                 requested: false,
+                not_before: 0,
                 incoming: None,
             },
             election: Election::new(seed, cfg.election_ticks),

@@ -166,6 +166,8 @@ pub(crate) struct Snapshots {
     pub(crate) meta: SnapshotMeta,
     /// A `TakeSnapshot` is outstanding.
     pub(crate) requested: bool,
+    /// After a snapshot that was not taken: none is asked for before this applied index.
+    pub(crate) not_before: Index,
     /// The snapshot being received from a leader: its meta and the next expected offset.
     pub(crate) incoming: Option<(SnapshotMeta, u64)>,
 }
@@ -174,7 +176,7 @@ impl Snapshots {
     /// Asks for a snapshot once `threshold` entries were applied since the last one (`0`:
     /// never), unless one is already asked for. Returns the index to snapshot at.
     pub(crate) fn request_due(&mut self, applied: Index, threshold: u64) -> Option<Index> {
-        if threshold == 0 || self.requested {
+        if threshold == 0 || self.requested || applied < self.not_before {
             return None;
         }
         if applied.saturating_sub(self.meta.index) >= threshold {
@@ -183,6 +185,14 @@ impl Snapshots {
         } else {
             None
         }
+    }
+
+    /// The snapshot asked for was not taken: ask again once `threshold` more entries are
+    /// applied (not at once: a state machine that cannot write one would be asked on every
+    /// entry).
+    pub(crate) fn not_taken(&mut self, applied: Index, threshold: u64) {
+        self.requested = false;
+        self.not_before = applied.saturating_add(threshold);
     }
 
     /// A chunk of `len` bytes at `offset` of the snapshot `meta` arrived. Chunks come in order:

@@ -20,6 +20,15 @@ impl PartitionCore {
         }
     }
 
+    /// The snapshot asked for with `TakeSnapshot` was not taken (the runtime could not queue
+    /// the request, or the state machine or storage failed to write it). Another is asked for
+    /// once `snapshot_threshold` more entries are applied.
+    pub fn snapshot_not_taken(&mut self) {
+        let applied = self.log.applied();
+        self.snapshots
+            .not_taken(applied, self.cfg.snapshot_threshold);
+    }
+
     /// The state machine took a snapshot covering `meta.index` (durably). The log up to
     /// `meta.index - compact_trailing` may go.
     pub fn snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), Error> {

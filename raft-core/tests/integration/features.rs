@@ -2092,6 +2092,30 @@ fn a_snapshot_is_requested_after_snapshot_threshold_applied_entries() {
 }
 
 #[test]
+fn a_snapshot_not_taken_is_asked_for_again_after_another_threshold() {
+    // A failed snapshot (the state machine or storage could not write it) is asked for
+    // again, but not on the very next applied entry: a state machine that always fails
+    // would otherwise be asked on every entry.
+    let mut leader = single_leader(snapshot_cfg(), 20);
+    leader.applied(5);
+    assert_eq!(
+        leader.take_actions(),
+        vec![Action::TakeSnapshot { index: 5 }]
+    );
+    leader.snapshot_not_taken();
+    leader.applied(9);
+    assert!(
+        leader.take_actions().is_empty(),
+        "4 applied since the failure"
+    );
+    leader.applied(10);
+    assert_eq!(
+        leader.take_actions(),
+        vec![Action::TakeSnapshot { index: 10 }]
+    );
+}
+
+#[test]
 fn snapshot_taken_compacts_the_log_keeping_compact_trailing_entries() {
     // Claim (paper, section 7): once a snapshot covers index i, entries up to i may go, but
     // `compact_trailing` of them are kept so a slightly lagging follower can catch up by append.

@@ -3,8 +3,9 @@
 //! [`Counter`](crate::linearizability::Counter) model, plus exactly-once.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 
-use raft_actor::StateMachine;
+use raft_actor::{SnapshotMeta, StateMachine};
 use raft_core::NodeId;
 use raft_core::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
@@ -56,14 +57,13 @@ impl StateMachine for SimCounter {
         self.value
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.value.to_le_bytes().to_vec()
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&self.value.to_le_bytes())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = snapshot
-            .try_into()
-            .map_err(|_| "counter snapshot is not 8 bytes".to_string())?;
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = [0u8; 8];
+        data.read_exact(&mut bytes)?;
         self.value = i64::from_le_bytes(bytes);
         self.trace
             .event(|| format!("n{} restores a snapshot: value {}", self.node, self.value));

@@ -1,7 +1,7 @@
 //! The wrapper every node's state machine runs in: it reports each applied command to the
 //! run's state-machine-safety check and otherwise leaves the machine alone.
 
-use raft_actor::StateMachine;
+use raft_actor::{SnapshotMeta, StateMachine};
 use raft_core::NodeId;
 
 /// One applied command, as seen by one node.
@@ -54,11 +54,15 @@ impl<S: StateMachine<Command: Clone>> StateMachine for Observed<S> {
         self.inner.query(query)
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.inner.snapshot()
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.inner.snapshot(out)
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.inner.restore(snapshot)
+    fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &mut dyn std::io::Read,
+    ) -> std::io::Result<()> {
+        self.inner.restore(meta, data)
     }
 }

@@ -9,9 +9,10 @@
 //! - Two runs of one seed of the store are identical.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use raft_actor::StateMachine;
+use raft_actor::{SnapshotMeta, StateMachine};
 use raft_core::NodeId;
 use raft_core::rng::SplitMix64;
 use raft_sim::linearizability::{Kv, KvInput, KvOutput};
@@ -62,27 +63,26 @@ impl StateMachine for Store {
         self.map.get(&key).copied()
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.map.len() * 9);
+    /// One 9-byte record per key, streamed.
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
         for (k, v) in &self.map {
-            out.push(*k);
-            out.extend_from_slice(&v.to_le_bytes());
+            out.write_all(&[*k])?;
+            out.write_all(&v.to_le_bytes())?;
         }
-        out
+        Ok(())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        if snapshot.len() % 9 != 0 {
-            return Err(format!("store snapshot of {} bytes", snapshot.len()));
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut map = BTreeMap::new();
+        let mut record = [0u8; 9];
+        // A record starts with its key byte; the end of the data may come only before one.
+        while data.read(&mut record[..1])? == 1 {
+            data.read_exact(&mut record[1..])?;
+            let mut v = [0; 8];
+            v.copy_from_slice(&record[1..]);
+            map.insert(record[0], u64::from_le_bytes(v));
         }
-        self.map = snapshot
-            .chunks_exact(9)
-            .map(|c| {
-                let mut v = [0; 8];
-                v.copy_from_slice(&c[1..]);
-                (c[0], u64::from_le_bytes(v))
-            })
-            .collect();
+        self.map = map;
         Ok(())
     }
 }

@@ -57,6 +57,7 @@ use std::path::Path;
 use raft_core::{Entry, GroupId, HardState, Index, SnapshotMeta, Term};
 use serde::Serialize;
 
+use crate::snapshot::{SnapshotReader, SnapshotSink, StagedSnapshot};
 use crate::store::{LogStore, Recovered, StorageError};
 use cache::EntryCache;
 pub use config::{SyncMode, WalConfig};
@@ -503,22 +504,33 @@ impl Wal {
         Ok(())
     }
 
-    fn do_save_snapshot(
+    fn do_install_snapshot(
         &mut self,
         group: GroupId,
-        meta: &SnapshotMeta,
-        data: &[u8],
+        staged: StagedSnapshot,
         discard_log: bool,
     ) -> Result<(), StorageError> {
-        let seq = self.next_snapshot_seq;
-        self.next_snapshot_seq += 1;
-        snapshot::write(self.dir(), group, seq, meta, data, self.durable())?;
+        let (meta, file) = staged.into_token::<snapshot::Staged>().map_err(|s| {
+            StorageError::Invalid(format!(
+                "group {group}: snapshot at {} was not staged by this WAL",
+                s.meta().index
+            ))
+        })?;
+        if file.group != group || file.dir != self.config.dir {
+            return Err(StorageError::Invalid(format!(
+                "group {group}: snapshot staged for group {} in {}",
+                file.group,
+                file.dir.display()
+            )));
+        }
+        let seq = file.seq;
+        file.place(self.durable())?;
         if self.durable() {
             self.stats.fsyncs += 2;
         }
         let rec = SnapshotRec {
             group,
-            meta: meta.clone(),
+            meta,
             file: seq,
             discard_log,
         };
@@ -687,14 +699,25 @@ impl LogStore for Wal {
         })
     }
 
-    fn save_snapshot(
+    fn snapshot_sink(&mut self, group: GroupId) -> Result<Box<dyn SnapshotSink>, StorageError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StorageError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let seq = self.next_snapshot_seq;
+        self.next_snapshot_seq += 1;
+        let sink = snapshot::WalSink::create(self.dir(), group, seq, self.durable())?;
+        Ok(Box::new(sink))
+    }
+
+    fn install_snapshot(
         &mut self,
         group: GroupId,
-        meta: &SnapshotMeta,
-        data: &[u8],
+        staged: StagedSnapshot,
         discard_log: bool,
     ) -> Result<(), StorageError> {
-        self.write_op(|w| w.do_save_snapshot(group, meta, data, discard_log))
+        self.write_op(|w| w.do_install_snapshot(group, staged, discard_log))
     }
 
     fn compact(&mut self, group: GroupId, index: Index) -> Result<(), StorageError> {
@@ -768,14 +791,17 @@ impl LogStore for Wal {
         Ok(g.loc(index).map(|l| l.term))
     }
 
-    fn snapshot(&self, group: GroupId) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    fn snapshot_reader(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError> {
         let Some(g) = self.group(group).filter(|g| g.snapshot.index > 0) else {
             return Ok(None);
         };
         let seq = g.snapshot_file.ok_or_else(|| {
             StorageError::Corrupt(format!("group {group}: snapshot without a file"))
         })?;
-        let (meta, data) = snapshot::read(self.dir(), group, seq)?;
+        let (meta, reader) = snapshot::open(self.dir(), group, seq)?;
         if meta != g.snapshot {
             return Err(StorageError::Corrupt(format!(
                 "group {group}: snapshot file {} holds {meta:?}, the log says {:?}",
@@ -783,7 +809,7 @@ impl LogStore for Wal {
                 g.snapshot
             )));
         }
-        Ok(Some((meta, data)))
+        Ok(Some((meta, reader)))
     }
 }
 

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use raft_actor::{Error, Node, NodeConfig, StateMachine, WireMsg};
+use raft_actor::{Error, Node, NodeConfig, SnapshotMeta, StateMachine, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::{MemConfig, MemNetwork};
 use raft_storage::MemStore;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub struct Counter {
     pub value: i64,
     pub applied: Vec<u64>,
+    /// Fail every `restore` (to test what a node does with a snapshot it cannot restore).
+    pub refuse_restore: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -53,12 +56,17 @@ impl StateMachine for Counter {
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&self.value).expect("encode")
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        postcard::to_io(&self.value, out).map_err(io::Error::other)?;
+        Ok(())
     }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.value = postcard::from_bytes(snapshot).map_err(|e| e.to_string())?;
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        if self.refuse_restore {
+            return Err(io::Error::other("this counter refuses snapshots (test)"));
+        }
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes)?;
+        self.value = postcard::from_bytes(&bytes).map_err(io::Error::other)?;
         Ok(())
     }
 }

@@ -1,10 +1,11 @@
 //! A cluster of in-process nodes, each served on its own loopback port.
 
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use raft_actor::{MemConfig, MemNetwork, MemStore, Membership, Node, NodeConfig, NodeId};
-use raft_actor::{StateMachine, WireMsg};
+use raft_actor::{SnapshotMeta, StateMachine, WireMsg};
 use raft_service::{Client, ClientConfig, Server, ServerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -50,11 +51,14 @@ impl StateMachine for Counter {
             Query::Applied => self.applied as i64,
         }
     }
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&(self.value, self.applied)).unwrap_or_default()
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        postcard::to_io(&(self.value, self.applied), out).map_err(io::Error::other)?;
+        Ok(())
     }
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let (value, applied) = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes)?;
+        let (value, applied) = postcard::from_bytes(&bytes).map_err(io::Error::other)?;
         self.value = value;
         self.applied = applied;
         Ok(())
