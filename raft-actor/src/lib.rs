@@ -1,10 +1,98 @@
 //! # raft-actor: the actor runtime and the `Node` API
 //!
-//! Runs [`raft_core`]'s pure state machines as actors that own their state and talk over
-//! bounded channels. There are no shared locks: state belongs to one actor; what actors share
-//! is immutable (`Arc`), a mailbox primitive (bells, queue counts, latest-value and position
-//! cells, each with its contract written down and model-checked), or a metric counter. The
-//! design and its invariants are described in `docs/architecture.md`.
+//! A three-node cluster in one process: a state machine, one Raft group on every node, a
+//! write that answers with its log index, and the three kinds of read. Swap `MemNetwork` and
+//! `MemStore` for [`TcpTransport`] and [`Wal`] to run each node in its own process.
+//!
+//! ```
+//! use std::io::{self, Read, Write};
+//! use std::time::Duration;
+//!
+//! use raft_actor::{Error, MemConfig, MemNetwork, MemStore, Membership, Node, NodeConfig};
+//! use raft_actor::{SnapshotMeta, StateMachine, WireMsg};
+//!
+//! /// The replicated state: a counter.
+//! #[derive(Default)]
+//! struct Counter(i64);
+//!
+//! impl StateMachine for Counter {
+//!     type Command = i64; // add this much
+//!     type Query = ();
+//!     type Response = i64;
+//!
+//!     fn apply(&mut self, _index: u64, add: i64) -> i64 {
+//!         self.0 += add;
+//!         self.0
+//!     }
+//!     fn query(&self, _query: ()) -> i64 {
+//!         self.0
+//!     }
+//!     fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+//!         out.write_all(&self.0.to_le_bytes())
+//!     }
+//!     fn restore(&mut self, _meta: &SnapshotMeta, data: &mut dyn Read) -> io::Result<()> {
+//!         let mut bytes = [0u8; 8];
+//!         data.read_exact(&mut bytes)?;
+//!         self.0 = i64::from_le_bytes(bytes);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const GROUP: u64 = 7;
+//! let ids = [1, 2, 3];
+//! let network = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default())?;
+//! let mut nodes = Vec::new();
+//! for (id, (transport, inbound)) in ids.into_iter().zip(network) {
+//!     let node = Node::<Counter>::builder(NodeConfig::new(id))
+//!         .transport(transport, inbound)
+//!         .storage(MemStore::new())
+//!         .start()
+//!         .await?;
+//!     node.add_partition(GROUP, Membership::new(ids), Counter::default()).await?;
+//!     nodes.push(node);
+//! }
+//!
+//! // Proposals go to the leader; a follower answers NotLeader with its id.
+//! let mut at = 0;
+//! let (index, value) = loop {
+//!     match nodes[at].propose_indexed(GROUP, 5).await {
+//!         Ok(answer) => break answer,
+//!         Err(Error::NotLeader { leader: Some(id), .. }) => at = id as usize - 1,
+//!         Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! };
+//! assert_eq!(value, 5);
+//! let leader = &nodes[at];
+//! assert_eq!(leader.read(GROUP, ()).await?, 5); // linearizable (ReadIndex)
+//! assert_eq!(leader.read_lease(GROUP, ()).await?, 5); // under the leader's lease
+//! // Any node answers a stale read, saying which log index its answer reflects.
+//! let follower = &nodes[(at + 1) % 3];
+//! let stale = loop {
+//!     let stale = follower.read_stale(GROUP, ()).await?;
+//!     if stale.applied >= index {
+//!         break stale;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(10)).await;
+//! };
+//! assert_eq!(stale.response, 5);
+//! for node in &nodes {
+//!     node.shutdown().await;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To serve a group to clients over the network, `raft-service` puts a server in front of
+//! each node and gives clients a leader-following `Client`.
+//!
+//! Underneath, [`raft_core`]'s pure state machines run as actors that own their state and talk
+//! over bounded channels. There are no shared locks: state belongs to one actor; what actors
+//! share is immutable (`Arc`), a mailbox primitive (bells, queue counts, latest-value and
+//! position cells, each with its contract written down and model-checked), or a metric
+//! counter. The design and its invariants are described in `docs/architecture.md`.
 //!
 //! ## Layout
 //! - [`node`] — [`Node`] (the API: proposals, the three kinds of read, client sessions),
