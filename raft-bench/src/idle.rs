@@ -4,8 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cli::{IdleArgs, OutputKind, StorageKind, SyncKind, TransportKind};
 use std::sync::Arc;
+
+use crate::cli::{IdleArgs, OutputKind, StorageKind, SyncKind, TransportKind};
 
 use crate::load::Target;
 use crate::local::LocalCluster;
@@ -89,12 +90,13 @@ async fn measure(args: &IdleArgs, people: bool) -> anyhow::Result<IdleReport> {
     let dir = std::env::temp_dir().join(format!("raft-bench-idle-{}", std::process::id()));
     let (n, g) = (args.nodes, args.groups);
     let (mem, always) = (StorageKind::Mem, SyncKind::Always);
-    let target = match args.transport {
+    // No clients: the groups' configurations need no addresses (no leader hints).
+    let mut target = match args.transport {
         TransportKind::Mem => Target::Local(Arc::new(
             LocalCluster::start(n, g, mem, always, &dir).await?,
         )),
-        TransportKind::Tcp => Target::Remote(Arc::new(
-            RemoteCluster::start(n, g, mem, always, &dir).await?,
+        TransportKind::Tcp => Target::Remote(Box::new(
+            RemoteCluster::start(n, g, mem, always, &dir, false).await?,
         )),
     };
     target.leaders(g, Duration::from_secs(300)).await?;

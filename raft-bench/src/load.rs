@@ -7,31 +7,23 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use raft_core::GroupId;
+use raft_service::Client;
 
-/// Where clients send writes.
-#[derive(Clone)]
+use crate::local::LocalCluster;
+use crate::sm::{BenchSm, Write};
+use crate::tcp::RemoteCluster;
+
+/// The cluster the clients write to.
 pub enum Target {
     /// In-process nodes.
-    Local(Arc<crate::local::LocalCluster>),
+    Local(Arc<LocalCluster>),
     /// Node processes over loopback TCP.
-    Remote(Arc<crate::tcp::RemoteCluster>),
-}
-
-/// What one attempt at a write came to.
-pub enum Attempt {
-    /// Committed.
-    Done,
-    /// Not the leader; maybe a hint (node index).
-    Redirect(Option<usize>),
-    /// Overloaded, timed out or briefly unavailable: try again.
-    Retry,
-    /// A non-retryable error.
-    Failed(String),
+    Remote(Box<RemoteCluster>),
 }
 
 impl Target {
     /// Per node: the groups it leads and the sum over groups of terms it led.
-    async fn statuses(&self) -> Vec<Option<(Vec<GroupId>, u64)>> {
+    async fn statuses(&mut self) -> Vec<Option<(Vec<GroupId>, u64)>> {
         match self {
             Target::Local(c) => c.statuses().await,
             Target::Remote(c) => c.statuses().await,
@@ -39,7 +31,7 @@ impl Target {
     }
 
     /// For each group `1..=groups`, the index of its leader's node; waits up to `timeout`.
-    pub async fn leaders(&self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
+    pub async fn leaders(&mut self, groups: u64, timeout: Duration) -> anyhow::Result<Vec<usize>> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut leaders = vec![None; usize::try_from(groups)?];
@@ -65,7 +57,7 @@ impl Target {
 
     /// Sum over nodes and groups of terms in which a node was leader (each is one change of
     /// leadership).
-    pub async fn leader_terms(&self) -> u64 {
+    pub async fn leader_terms(&mut self) -> u64 {
         self.statuses()
             .await
             .into_iter()
@@ -89,34 +81,120 @@ impl Target {
                     c.shutdown().await;
                 }
             }
-            Target::Remote(c) => {
-                if let Ok(c) = Arc::try_unwrap(c) {
-                    c.shutdown().await;
+            Target::Remote(c) => (*c).shutdown().await,
+        }
+    }
+
+    /// One writer per client `0..clients`; client `i` writes to group `i % groups + 1`, whose
+    /// leader is node `leaders[g - 1]` as the run starts.
+    pub async fn writers(
+        &self,
+        clients: u64,
+        groups: u64,
+        leaders: &[usize],
+    ) -> anyhow::Result<Vec<Writer>> {
+        let first = (0..clients)
+            .map(|i| {
+                let g = usize::try_from(i % groups)?;
+                Ok(leaders.get(g).copied().unwrap_or(0))
+            })
+            .collect::<anyhow::Result<Vec<usize>>>()?;
+        Ok(match self {
+            Target::Local(c) => first
+                .into_iter()
+                .map(|leader| Writer::Local {
+                    cluster: c.clone(),
+                    leader,
+                    retries: 0,
+                })
+                .collect(),
+            Target::Remote(c) => c
+                .clients(&first)
+                .await?
+                .into_iter()
+                .map(|c| Writer::Remote(Box::new(c)))
+                .collect(),
+        })
+    }
+}
+
+/// One client's way to the cluster.
+pub enum Writer {
+    /// Proposes on node `leader` of the in-process cluster, following `NotLeader` hints.
+    Local {
+        /// The nodes.
+        cluster: Arc<LocalCluster>,
+        /// The node believed to lead the client's group.
+        leader: usize,
+        /// Attempts answered `NotLeader`, `Overloaded` or `Timeout`.
+        retries: u64,
+    },
+    /// A raft-service client of the node processes (a fork sharing its root's connections):
+    /// it finds the leader, follows hints and retries, under a session per group.
+    Remote(Box<Client<BenchSm>>),
+}
+
+/// What one attempt at a write came to.
+enum Attempt {
+    /// Committed.
+    Done,
+    /// Not yet (redirected, overloaded or timed out): try again.
+    Again,
+    /// Failed for good (after the client's own retries, for a remote writer).
+    Failed(String),
+}
+
+impl Writer {
+    async fn attempt(&mut self, group: GroupId, payload: &Bytes) -> Attempt {
+        match self {
+            Writer::Local {
+                cluster,
+                leader,
+                retries,
+            } => {
+                let n = cluster.nodes.len();
+                match cluster.propose(*leader, group, payload).await {
+                    Ok(_) => Attempt::Done,
+                    Err(raft_actor::Error::NotLeader { leader: hint, .. }) => {
+                        *retries += 1;
+                        let hint = hint.and_then(|l| usize::try_from(l).ok()?.checked_sub(1));
+                        *leader = match hint {
+                            Some(h) if h < n => h,
+                            _ => {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                (*leader + 1) % n
+                            }
+                        };
+                        Attempt::Again
+                    }
+                    Err(e) if e.is_retryable() => {
+                        *retries += 1;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        Attempt::Again
+                    }
+                    Err(e) => {
+                        *leader = (*leader + 1) % n;
+                        Attempt::Failed(e.to_string())
+                    }
+                }
+            }
+            // Boxed: a write over TCP is tens of microseconds, and its larger future would
+            // otherwise set the size of every client task, in-process ones included.
+            Writer::Remote(client) => {
+                match Box::pin(client.propose(group, Write::Payload(payload.clone()))).await {
+                    Ok(_) => Attempt::Done,
+                    Err(e) => Attempt::Failed(e.to_string()),
                 }
             }
         }
     }
 
-    fn nodes(&self) -> usize {
+    /// Attempts beyond the first of each write so far (hints followed, retries after
+    /// refusals and failures).
+    fn retries(&self) -> u64 {
         match self {
-            Target::Local(c) => c.nodes.len(),
-            Target::Remote(c) => c.nodes(),
-        }
-    }
-
-    async fn write(&self, idx: usize, group: GroupId, payload: &Bytes) -> Attempt {
-        match self {
-            Target::Local(c) => match c.propose(idx, group, payload).await {
-                Ok(_) => Attempt::Done,
-                Err(raft_actor::Error::NotLeader { leader, .. }) => {
-                    Attempt::Redirect(leader.and_then(|l| usize::try_from(l).ok()?.checked_sub(1)))
-                }
-                Err(e) if e.is_retryable() => Attempt::Retry,
-                Err(e) => Attempt::Failed(e.to_string()),
-            },
-            // Boxed: a write over TCP is tens of microseconds, and its larger future would
-            // otherwise set the size of every client task, in-process ones included.
-            Target::Remote(c) => Box::pin(c.write(idx, group, payload)).await,
+            Writer::Local { retries, .. } => *retries,
+            Writer::Remote(client) => client.retries(),
         }
     }
 }
@@ -129,7 +207,8 @@ pub struct LoadResult {
     pub ops: u64,
     /// Seconds of the measured phase.
     pub elapsed: f64,
-    /// Attempts answered `NotLeader`, `Overloaded` or `Timeout` (then retried).
+    /// Attempts beyond the first of each write: hints followed and retries after `NotLeader`,
+    /// `Overloaded`, `Timeout` or a lost connection.
     pub retries: u64,
     /// Attempts that failed for good (then retried after a pause).
     pub failures: u64,
@@ -174,8 +253,8 @@ pub struct Plan {
     pub progress: bool,
 }
 
-/// Runs the clients against `target`; `leaders[g - 1]` is the first guess for group `g`.
-pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Result<LoadResult> {
+/// Runs one client per writer (see [`Target::writers`]).
+pub async fn run(writers: Vec<Writer>, plan: Plan) -> anyhow::Result<LoadResult> {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(WARMUP),
         measured: AtomicU64::new(0),
@@ -202,17 +281,12 @@ pub async fn run(target: Target, leaders: Vec<usize>, plan: Plan) -> anyhow::Res
             .into_boxed_slice(),
     );
     let mut tasks = Vec::new();
-    for client in 0..plan.clients {
+    for (client, writer) in (0..plan.clients).zip(writers) {
         let group = client % plan.groups + 1;
-        let first = leaders
-            .get(usize::try_from(group - 1)?)
-            .copied()
-            .unwrap_or(0);
         tasks.push(tokio::spawn(client_loop(
-            target.clone(),
+            writer,
             shared.clone(),
             group,
-            first,
             Bytes::from_static(body),
             plan.ops,
             samples_tx.clone(),
@@ -270,10 +344,9 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 async fn client_loop(
-    target: Target,
+    mut writer: Writer,
     shared: Arc<Shared>,
     group: GroupId,
-    mut leader: usize,
     body: Bytes,
     ops: Option<u64>,
     samples: flume::Sender<Vec<u64>>,
@@ -285,7 +358,6 @@ async fn client_loop(
     // with a contended atomic add per write.
     let count_step = if ops.is_some() { 1 } else { 64 };
     let mut uncounted = 0u64;
-    let n = target.nodes();
     let mut batch = Vec::with_capacity(BATCH);
     let mut result = Tally::default();
     // One clock read per write: a write starts when the previous one ended.
@@ -296,31 +368,18 @@ async fn client_loop(
             break;
         }
         loop {
-            match target.write(leader, group, &body).await {
+            match writer.attempt(group, &body).await {
                 Attempt::Done => break,
-                Attempt::Redirect(hint) => {
-                    result.retries += 1;
-                    leader = match hint {
-                        Some(h) if h < n => h,
-                        _ => {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                            (leader + 1) % n
-                        }
-                    };
-                }
-                Attempt::Retry => {
-                    result.retries += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                Attempt::Again => {}
                 Attempt::Failed(e) => {
                     result.failures += 1;
                     result.first_failure.get_or_insert(e);
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    leader = (leader + 1) % n;
                 }
             }
             if shared.phase.load(Ordering::Relaxed) == STOP {
                 let _ = samples.send_async(batch).await;
+                result.retries = writer.retries();
                 return result;
             }
         }
@@ -345,5 +404,6 @@ async fn client_loop(
         }
     }
     let _ = samples.send_async(batch).await;
+    result.retries = writer.retries();
     result
 }

@@ -194,17 +194,17 @@ async fn write_in(
             args.nodes, args.groups, args.transport, args.storage
         );
     }
-    let target = match args.transport {
+    let (nodes, groups) = (args.nodes, args.groups);
+    let mut target = match args.transport {
         TransportKind::Mem => load::Target::Local(Arc::new(
-            local::LocalCluster::start(args.nodes, args.groups, args.storage, args.sync, dir)
-                .await?,
+            local::LocalCluster::start(nodes, groups, args.storage, args.sync, dir).await?,
         )),
-        TransportKind::Tcp => load::Target::Remote(Arc::new(
-            tcp::RemoteCluster::start(args.nodes, args.groups, args.storage, args.sync, dir)
-                .await?,
+        TransportKind::Tcp => load::Target::Remote(Box::new(
+            tcp::RemoteCluster::start(nodes, groups, args.storage, args.sync, dir, true).await?,
         )),
     };
     let leaders = target.leaders(args.groups, Duration::from_secs(60)).await?;
+    let writers = target.writers(args.clients, args.groups, &leaders).await?;
     let terms_before = target.leader_terms().await;
     if people {
         eprintln!(
@@ -227,7 +227,7 @@ async fn write_in(
         progress: people && (args.duration > 10.0 || args.ops.is_some()),
     };
     let warmup = plan.warmup;
-    let load_task = tokio::spawn(load::run(target.clone(), leaders, plan));
+    let load_task = tokio::spawn(load::run(writers, plan));
     // CPU is measured over the measured phase only: start after the warm-up.
     tokio::time::sleep(warmup).await;
     let usage_start = target.usage();

@@ -6,23 +6,6 @@ use bytes::Bytes;
 use raft_actor::{SnapshotMeta, StateMachine};
 use serde::{Deserialize, Serialize};
 
-/// A write's payload on the benchmark's client RPC (TCP mode): opaque bytes, encoded as one
-/// byte string.
-#[derive(Clone, Debug)]
-pub struct Payload(pub Bytes);
-
-impl Serialize for Payload {
-    fn serialize<Se: serde::Serializer>(&self, s: Se) -> Result<Se::Ok, Se::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_bytes(ByteString(|v: &[u8]| Payload(Bytes::copy_from_slice(v))))
-    }
-}
-
 /// Decodes one byte string into whatever `.0` makes of it.
 struct ByteString<F>(F);
 
@@ -142,8 +125,6 @@ mod tests {
     fn a_write_decodes_as_the_digest_of_its_payload_and_a_digest_is_not_encoded() {
         let body = Bytes::from_static(b"sixteen byte pay");
         let wire = postcard::to_allocvec(&Write::Payload(body.clone())).unwrap();
-        // The same bytes as the client RPC's payload: one byte string.
-        assert_eq!(wire, postcard::to_allocvec(&Payload(body.clone())).unwrap());
         let decoded: Write = postcard::from_bytes(&wire).unwrap();
         assert_eq!(
             decoded,

@@ -1,5 +1,7 @@
 //! `--transport tcp`: one process per node on loopback TCP (this binary's hidden `node`
-//! mode), clients in the benchmark process talking to the nodes over `raft_net::rpc`.
+//! mode), each serving its groups with `raft_service::Server`; the clients in the benchmark
+//! process are `raft_service::Client`s, so finding leaders, following hints and retrying are
+//! the library's.
 //!
 //! Start-up, over each node's standard input and output:
 //! 1. the node binds its three listeners on loopback port 0 and prints `bound DATA/HEARTBEAT/RPC`;
@@ -12,31 +14,35 @@
 //! closes, so nodes never outlive the benchmark.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
-use raft_actor::{Error, HeartbeatExecutor, Node, StorageMode, WireMsg};
-use raft_core::{GroupId, Membership, NodeId, Role};
+use raft_actor::{HeartbeatExecutor, Node, NodeAddrs, StorageMode, WireMsg};
+use raft_core::{GroupId, Membership, NodeId};
 use raft_net::rpc::{RpcClientConfig, RpcServerConfig};
-use raft_net::{Listeners, PeerAddrs, RpcClient, RpcServer, TcpConfig, TcpTransport};
+use raft_net::{Listeners, PeerAddrs, TcpConfig, TcpTransport};
+use raft_service::{Client, ClientConfig, Server, ServerConfig};
 use raft_storage::{MemStore, SyncMode, Wal, WalConfig};
-use serde::{Deserialize, Serialize};
 
 use crate::cli::{StorageKind, SyncKind};
-use crate::load::Attempt;
-use crate::sm::{BenchSm, Payload, Write};
+use crate::sm::BenchSm;
 use crate::sys;
 
 /// Cluster id of benchmark clusters.
 const CLUSTER: u64 = 0xbe4c;
-/// Client connections per node (calls are pipelined over each).
+/// Root clients per node a load client starts from; each holds one connection to every node,
+/// which its forks share (calls are pipelined over it).
 const CONNECTIONS: usize = 4;
+/// Largest client RPC frame, both ways: a `--payload` of 16 MiB, or the status of a million
+/// groups (about 20 bytes each), with room to spare.
+const MAX_FRAME: usize = 64 << 20;
+/// Calls in flight per client connection.
+const IN_FLIGHT: usize = 8192;
 
 /// Flags of the hidden `node` mode.
 #[derive(Clone, Debug, clap::Args)]
@@ -59,6 +65,11 @@ pub struct NodeArgs {
     /// Worker threads of the node's data runtime.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Put every node's addresses in each group's configuration, so that a node that does
+    /// not lead answers with the leader's client address. Write runs set it; idle runs, which
+    /// have no clients, leave their groups' configurations without addresses.
+    #[arg(long)]
+    pub leader_hints: bool,
 }
 
 /// A node's three addresses, written `DATA/HEARTBEAT/RPC`.
@@ -116,38 +127,48 @@ fn format_peers(peers: &BTreeMap<NodeId, Addrs>) -> String {
         .join(",")
 }
 
-/// A request from the benchmark to a node.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum BenchReq {
-    /// Propose a write.
-    Write {
-        /// Group.
-        group: GroupId,
-        /// Payload.
-        payload: Payload,
-    },
-    /// Which groups this node leads, and its leader-term count.
-    Status,
+/// The configuration every group starts with: every node a voter, and with `hints` every
+/// node's addresses (its client address included).
+fn membership(peers: &BTreeMap<NodeId, Addrs>, hints: bool) -> Membership {
+    let mut m = Membership::new(peers.keys().copied());
+    if hints {
+        for (id, a) in peers {
+            m.set_addrs(
+                *id,
+                NodeAddrs {
+                    data: a.raft.data,
+                    heartbeat: a.raft.heartbeat,
+                    client: Some(a.rpc),
+                },
+            );
+        }
+    }
+    m
 }
 
-/// A node's answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum BenchResp {
-    /// Committed and applied at this index.
-    Done(u64),
-    /// Not the leader; the leader this node believes in.
-    NotLeader(Option<NodeId>),
-    /// Overloaded or timed out: try again.
-    Retry,
-    /// Failed for good.
-    Failed(String),
-    /// Groups led, and the sum over groups of terms this node led.
-    Status {
-        /// Groups this node leads.
-        leads: Vec<GroupId>,
-        /// Sum of `leader_terms`.
-        leader_terms: u64,
-    },
+/// How a node serves the benchmark's clients.
+fn server_config() -> ServerConfig {
+    ServerConfig {
+        rpc: RpcServerConfig {
+            max_frame_size: MAX_FRAME,
+            max_in_flight: IN_FLIGHT,
+            ..RpcServerConfig::default()
+        },
+    }
+}
+
+/// A client of `servers` (it tries the first one first), with jitter from `seed`.
+fn client_config(servers: Vec<SocketAddr>, seed: u64) -> ClientConfig {
+    let mut cfg = ClientConfig::new(servers);
+    cfg.rpc = RpcClientConfig {
+        max_frame_size: MAX_FRAME,
+        max_in_flight: IN_FLIGHT,
+        queue_capacity: IN_FLIGHT,
+        ..RpcClientConfig::default()
+    };
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.seed = Some(seed);
+    cfg
 }
 
 /// What a node prints before its bound addresses.
@@ -211,23 +232,12 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         }
     };
     let node = builder.start().await?;
-    let membership = Membership::new(peers.keys().copied());
+    let membership = membership(&peers, args.leader_hints);
     for g in 1..=args.groups {
         node.add_partition(g, membership.clone(), BenchSm::default())
             .await?;
     }
-    let handler_node = node.clone();
-    let server = RpcServer::serve(
-        rpc_listener,
-        RpcServerConfig {
-            max_in_flight: 8192,
-            ..RpcServerConfig::default()
-        },
-        move |req: BenchReq| {
-            let node = handler_node.clone();
-            async move { handle(&node, req).await }
-        },
-    )?;
+    let server = Server::serve(node.clone(), rpc_listener, server_config())?;
     println!("ready");
     // Stop when the parent closes our stdin (or dies).
     stdin_closed.await?;
@@ -236,36 +246,13 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn handle(node: &Node<BenchSm>, req: BenchReq) -> BenchResp {
-    match req {
-        BenchReq::Write { group, payload } => {
-            match node.propose(group, Write::Payload(payload.0)).await {
-                Ok(index) => BenchResp::Done(index),
-                Err(Error::NotLeader { leader, .. }) => BenchResp::NotLeader(leader),
-                Err(e) if e.is_retryable() => BenchResp::Retry,
-                Err(e) => BenchResp::Failed(e.to_string()),
-            }
-        }
-        BenchReq::Status => {
-            let m = node.metrics().await;
-            BenchResp::Status {
-                leads: m
-                    .groups
-                    .iter()
-                    .filter(|g| g.role == Role::Leader)
-                    .map(|g| g.group)
-                    .collect(),
-                leader_terms: m.groups.iter().map(|g| g.leader_terms).sum(),
-            }
-        }
-    }
-}
-
 /// The parent's view of the node processes.
 pub struct RemoteCluster {
-    children: Vec<Child>,
-    clients: Vec<Vec<RpcClient<BenchReq, BenchResp>>>,
-    next: AtomicUsize,
+    children: Children,
+    /// Node `i`'s client address (node ids count from 1).
+    addrs: Vec<SocketAddr>,
+    /// Asks the nodes for their status.
+    admin: Client<BenchSm>,
 }
 
 /// Reads one line of a node's standard output, within `limit`; the reader is handed back for
@@ -291,42 +278,44 @@ async fn read_line(
 
 impl RemoteCluster {
     /// Starts `n` node processes hosting `groups` groups each (see the module docs for the
-    /// start-up exchange).
+    /// start-up exchange); with `leader_hints`, see [`NodeArgs::leader_hints`].
     pub async fn start(
         n: u64,
         groups: u64,
         storage: StorageKind,
         sync: SyncKind,
         dir: &std::path::Path,
+        leader_hints: bool,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locate raft-bench")?;
         let storage_arg = format!("{storage:?}").to_lowercase();
         let sync_arg = format!("{sync:?}").to_lowercase();
-        let mut cluster = RemoteCluster {
-            children: Vec::new(),
-            clients: Vec::new(),
-            next: AtomicUsize::new(0),
-        };
+        // Killed if starting fails.
+        let mut children = Children(Vec::new());
         for id in 1..=n {
-            let child = Command::new(&exe)
-                .arg("node")
+            let mut cmd = Command::new(&exe);
+            cmd.arg("node")
                 .args(["--id", &id.to_string()])
                 .args(["--groups", &groups.to_string()])
                 .args(["--storage", &storage_arg])
                 .args(["--sync", &sync_arg])
                 .arg("--data-dir")
-                .arg(dir)
+                .arg(dir);
+            if leader_hints {
+                cmd.arg("--leader-hints");
+            }
+            let child = cmd
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
                 .with_context(|| format!("start node {id}"))?;
-            cluster.children.push(child);
+            children.0.push(child);
         }
         let bind_limit = Duration::from_secs(30);
         let mut outs = Vec::new();
         let mut peers = BTreeMap::new();
-        for (id, child) in (1..).zip(cluster.children.iter_mut()) {
+        for (id, child) in (1..).zip(children.0.iter_mut()) {
             let out = BufReader::new(child.stdout.take().context("node stdout")?);
             let (out, line) = read_line(id, out, bind_limit).await?;
             let addrs = line
@@ -339,7 +328,7 @@ impl RemoteCluster {
             outs.push(out);
         }
         let list = format_peers(&peers);
-        for (id, child) in (1..).zip(cluster.children.iter_mut()) {
+        for (id, child) in (1..).zip(children.0.iter_mut()) {
             let stdin = child.stdin.as_mut().context("node stdin")?;
             writeln!(stdin, "{list}")
                 .and_then(|()| stdin.flush())
@@ -353,81 +342,30 @@ impl RemoteCluster {
                 bail!("node {id} printed {line:?} instead of ready");
             }
         }
-        let cfg = RpcClientConfig {
-            max_in_flight: 8192,
-            queue_capacity: 8192,
-            call_timeout: Duration::from_secs(10),
-            ..RpcClientConfig::default()
-        };
-        for a in peers.values() {
-            let mut conns = Vec::new();
-            for _ in 0..CONNECTIONS {
-                conns.push(
-                    RpcClient::connect(a.rpc, cfg.clone())
-                        .await
-                        .with_context(|| format!("connect to {}", a.rpc))?,
-                );
-            }
-            cluster.clients.push(conns);
-        }
-        Ok(cluster)
-    }
-
-    /// Nodes in the cluster.
-    pub fn nodes(&self) -> usize {
-        self.clients.len()
-    }
-
-    fn client(&self, idx: usize) -> Option<&RpcClient<BenchReq, BenchResp>> {
-        let conns = self.clients.get(idx)?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len().max(1);
-        conns.get(i)
-    }
-
-    /// One write attempt on node `idx`.
-    pub async fn write(&self, idx: usize, group: GroupId, payload: &Bytes) -> Attempt {
-        let Some(client) = self.client(idx) else {
-            return Attempt::Failed(format!("no node {idx}"));
-        };
-        let req = BenchReq::Write {
-            group,
-            payload: Payload(payload.clone()),
-        };
-        match client.call(&req).await {
-            Ok(BenchResp::Done(_)) => Attempt::Done,
-            Ok(BenchResp::NotLeader(l)) => {
-                Attempt::Redirect(l.and_then(|l| usize::try_from(l).ok()?.checked_sub(1)))
-            }
-            Ok(BenchResp::Retry) => Attempt::Retry,
-            Ok(BenchResp::Failed(e)) => Attempt::Failed(e),
-            Ok(BenchResp::Status { .. }) => Attempt::Failed("unexpected status answer".into()),
-            Err(e) => Attempt::Failed(e.to_string()),
-        }
+        let addrs: Vec<SocketAddr> = peers.values().map(|a| a.rpc).collect();
+        let admin = Client::new(client_config(addrs.clone(), CLUSTER))?;
+        Ok(RemoteCluster {
+            children,
+            addrs,
+            admin,
+        })
     }
 
     /// Per node: the groups it leads and the sum over groups of terms it led (`None`: no
     /// answer).
-    pub async fn statuses(&self) -> Vec<Option<(Vec<GroupId>, u64)>> {
-        let mut out = Vec::new();
-        for idx in 0..self.nodes() {
-            let s = match self.client(idx) {
-                Some(c) => match c.call(&BenchReq::Status).await {
-                    Ok(BenchResp::Status {
-                        leads,
-                        leader_terms,
-                    }) => Some((leads, leader_terms)),
-                    _ => None,
-                },
-                None => None,
-            };
-            out.push(s);
-        }
-        out
+    pub async fn statuses(&mut self) -> Vec<Option<(Vec<GroupId>, u64)>> {
+        statuses(&mut self.admin, &self.addrs).await
+    }
+
+    /// One load client per entry of `first`: see [`clients`].
+    pub async fn clients(&self, first: &[usize]) -> anyhow::Result<Vec<Client<BenchSm>>> {
+        clients(&self.addrs, first).await
     }
 
     /// Resource use of each node process (node id, usage).
     pub fn usage(&self) -> Vec<(NodeId, Option<sys::Usage>)> {
         self.children
+            .0
             .iter()
             .enumerate()
             .map(|(i, c)| (i as NodeId + 1, sys::usage(&c.id().to_string())))
@@ -436,12 +374,11 @@ impl RemoteCluster {
 
     /// Stops the node processes: closes their stdin, waits a little, then kills.
     pub async fn shutdown(mut self) {
-        self.clients.clear();
-        for c in &mut self.children {
+        for c in &mut self.children.0 {
             drop(c.stdin.take());
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for c in &mut self.children {
+        for c in &mut self.children.0 {
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
                     break;
@@ -454,9 +391,13 @@ impl RemoteCluster {
     }
 }
 
-impl Drop for RemoteCluster {
+/// The node processes: those still running when this is dropped are killed, so nodes never
+/// outlive the benchmark, a failed start included.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        for c in &mut self.0 {
             if let Ok(None) = c.try_wait() {
                 let _ = c.kill();
                 let _ = c.wait();
@@ -478,4 +419,154 @@ pub fn usage_delta(
             (*id, b.cpu_secs - a.cpu_secs, b.rss_bytes, b.peak_rss_bytes)
         })
         .collect()
+}
+
+/// Per server of `addrs`: the groups its node leads and the sum over groups of terms it led
+/// (`None`: no answer), from `Client::node_status`.
+async fn statuses(
+    admin: &mut Client<BenchSm>,
+    addrs: &[SocketAddr],
+) -> Vec<Option<(Vec<GroupId>, u64)>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        out.push(admin.node_status(*addr).await.ok().map(|s| {
+            let terms = s.groups.iter().map(|g| g.leader_terms).sum();
+            (s.leads().collect(), terms)
+        }));
+    }
+    out
+}
+
+/// One client per entry of `first`, for the servers `addrs`: client `i` is a fork of one of
+/// [`CONNECTIONS`] root clients whose server list starts at `addrs[first[i]]` (its group's
+/// leader when the run starts), so its first call goes there, as a client that knew its
+/// leader would; afterwards the client finds leaders itself. Each root connects to every
+/// server, and its forks share those connections.
+async fn clients(addrs: &[SocketAddr], first: &[usize]) -> anyhow::Result<Vec<Client<BenchSm>>> {
+    let mut roots: BTreeMap<usize, Vec<Client<BenchSm>>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(first.len());
+    for (i, &node) in first.iter().enumerate() {
+        let node = node % addrs.len().max(1);
+        let list = match roots.entry(node) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(root_clients(addrs, node).await?),
+        };
+        let root = list.get_mut(i % CONNECTIONS).context("root client")?;
+        out.push(root.fork());
+    }
+    Ok(out)
+}
+
+/// [`CONNECTIONS`] clients of `addrs` that try `addrs[first]` first, each connected to every
+/// server.
+async fn root_clients(addrs: &[SocketAddr], first: usize) -> anyhow::Result<Vec<Client<BenchSm>>> {
+    let servers: Vec<SocketAddr> = addrs
+        .iter()
+        .cycle()
+        .skip(first)
+        .take(addrs.len())
+        .copied()
+        .collect();
+    let mut roots = Vec::with_capacity(CONNECTIONS);
+    for k in 0..CONNECTIONS {
+        let seed = (CLUSTER << 32) | (first * CONNECTIONS + k) as u64;
+        let mut root = Client::new(client_config(servers.clone(), seed))?;
+        let connected = root.connect_all().await;
+        if connected < addrs.len() {
+            bail!("connected to {connected} of {} nodes", addrs.len());
+        }
+        roots.push(root);
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raft_service::local::LocalCluster;
+
+    use super::*;
+    use crate::sm::Write;
+
+    #[test]
+    fn leader_hints_put_every_address_in_the_configuration() {
+        let peers = parse_peers(
+            "1=127.0.0.1:1/127.0.0.1:2/127.0.0.1:3,2=127.0.0.1:4/127.0.0.1:5/127.0.0.1:6",
+        )
+        .unwrap();
+        assert_eq!(
+            format_peers(&peers),
+            "1=127.0.0.1:1/127.0.0.1:2/127.0.0.1:3,2=127.0.0.1:4/127.0.0.1:5/127.0.0.1:6"
+        );
+        let plain = membership(&peers, false);
+        assert_eq!(plain.voters.len(), 2);
+        assert!(plain.addrs.is_empty());
+        let hinted = membership(&peers, true);
+        assert_eq!(hinted.voters, plain.voters);
+        let two = hinted.addrs_of(2).expect("node 2's addresses");
+        assert_eq!(two.data, "127.0.0.1:4".parse().unwrap());
+        assert_eq!(two.heartbeat, "127.0.0.1:5".parse().unwrap());
+        assert_eq!(two.client, Some("127.0.0.1:6".parse().unwrap()));
+    }
+
+    /// The load clients over raft-service: the ones given the leader go straight to it, the
+    /// ones given a follower follow its hint once, and every write applies exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn load_clients_find_the_leader_and_every_write_applies_once() {
+        let cluster = LocalCluster::start(3, 1, |_| BenchSm::default())
+            .await
+            .unwrap();
+        let addrs = cluster.addrs();
+        let mut admin = Client::new(client_config(addrs.clone(), 1)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (leader, terms_before) = loop {
+            let s = statuses(&mut admin, &addrs).await;
+            let terms: u64 = s.iter().flatten().map(|s| s.1).sum();
+            if let Some(i) = s
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.0 == [1]))
+            {
+                break (i, terms);
+            }
+            assert!(Instant::now() < deadline, "no leader: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let follower = (leader + 1) % addrs.len();
+        let first = [leader, leader, leader, leader, follower, follower];
+        let tasks: Vec<_> = clients(&addrs, &first)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|mut c| {
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        let w = Write::Payload(Bytes::from_static(b"sixteen byte pay"));
+                        c.propose(1, w).await.unwrap();
+                    }
+                    c.retries()
+                })
+            })
+            .collect();
+        let mut retries = Vec::new();
+        for t in tasks {
+            retries.push(t.await.unwrap());
+        }
+        // The state machine counts its writes: each applied once.
+        assert_eq!(admin.read(1, ()).await.unwrap(), 150);
+        let terms_after: u64 = statuses(&mut admin, &addrs)
+            .await
+            .iter()
+            .flatten()
+            .map(|s| s.1)
+            .sum();
+        if terms_after == terms_before {
+            // No election meanwhile.
+            assert_eq!(retries, [0, 0, 0, 0, 1, 1]);
+        }
+        // A server that does not answer has no status.
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = gone.local_addr().unwrap();
+        assert_eq!(statuses(&mut admin, &[gone]).await, [None]);
+        cluster.shutdown().await;
+    }
 }
