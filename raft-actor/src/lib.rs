@@ -57,7 +57,7 @@
 //! // Proposals go to the leader; a follower answers NotLeader with its id.
 //! let mut at = 0;
 //! let (index, value) = loop {
-//!     match nodes[at].propose_indexed(GROUP, 5).await {
+//!     match nodes[at].propose_indexed(GROUP, None, 5).await {
 //!         Ok(answer) => break answer,
 //!         Err(Error::NotLeader { leader: Some(id), .. }) => at = id as usize - 1,
 //!         Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
