@@ -44,11 +44,25 @@ pub(crate) async fn open_session<S: StateMachine>(
     node.open_session(group).await
 }
 
-/// The group's configuration with addresses.
+/// The group's configuration with addresses, as its leader has it (the newest). A follower
+/// answers `NotLeader`, so that the client, which routes this call to the leader, does not
+/// take it for one.
 pub(crate) async fn members<S: StateMachine>(
     node: &Node<S>,
     group: GroupId,
 ) -> Result<Membership, Error> {
+    let m = node.group_metrics(group).await?;
+    if m.role != raft_actor::Role::Leader {
+        let leader_addr = m
+            .leader
+            .and_then(|l| m.membership.addrs_of(l))
+            .and_then(|a| a.client);
+        return Err(Error::NotLeader {
+            group,
+            leader: m.leader,
+            leader_addr,
+        });
+    }
     node.membership(group).await
 }
 

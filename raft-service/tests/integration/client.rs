@@ -54,6 +54,24 @@ async fn forks_write_concurrently_over_shared_connections() -> anyhow::Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_asked_at_a_follower_leads_the_client_to_the_leader() -> anyhow::Result<()> {
+    let c = Cluster::start(3).await?;
+    let leader = c.leader().await?;
+    // A client that tries the followers first: members is the leader's answer, and the
+    // write after it goes straight to the leader, found by the members call.
+    let addrs = c.addrs();
+    let servers = [(leader + 1) % 3, (leader + 2) % 3, leader].map(|i| addrs[i]);
+    let mut client = Client::<Counter>::new(config(servers.to_vec()))?;
+    let members = client.members(G).await?;
+    assert_eq!(members.voters.len(), 3);
+    let hops = client.retries();
+    client.propose(G, Cmd::Add(1)).await?;
+    assert_eq!(client.retries(), hops, "the write went to a follower first");
+    c.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_members_and_stale_reads_from_any_server() -> anyhow::Result<()> {
     let c = Cluster::start(3).await?;
     let mut client = c.client()?;
