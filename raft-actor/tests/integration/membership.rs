@@ -141,21 +141,7 @@ impl Cluster {
 
     /// Waits until a node leads `group`; returns it.
     async fn leader(&self, group: GroupId) -> NodeId {
-        for _ in 0..600 {
-            let mut leaders = Vec::new();
-            for (id, n) in &self.nodes {
-                if let Ok(m) = n.group_metrics(group).await {
-                    if m.role == Role::Leader {
-                        leaders.push((m.term, *id));
-                    }
-                }
-            }
-            if let Some(&(_, id)) = leaders.iter().max() {
-                return id;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader for group {group}");
+        common::leader_among(self.nodes.values(), group).await.id()
     }
 
     async fn write(&self, group: GroupId, n: usize) {
