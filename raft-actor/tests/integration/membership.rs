@@ -379,6 +379,57 @@ async fn a_removed_node_stops_its_group_purges_it_and_answers_removed() {
     c.shutdown().await;
 }
 
+/// Polls `node` until its calls for `G` answer `Removed`, for at most `limit`: whether they do.
+async fn answers_removed(node: &Node<Counter>, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if node.propose(G, Cmd::Add(1)).await == Err(Error::Removed { group: G }) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_the_removing_leader_never_told_is_told_by_the_next_leader() {
+    let c = Cluster::start(&[1, 2, 3, 4], config).await;
+    c.bootstrap(G, &[1, 2, 3, 4], &addressed(&[1, 2, 3, 4]))
+        .await;
+    c.write(G, 5).await;
+    let l = c.leader(G).await;
+    let mut others = [1, 2, 3, 4].into_iter().filter(|&n| n != l);
+    let (v, next) = (others.next().unwrap(), others.next().unwrap());
+    let rest: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != v).collect();
+    // Node `v` is cut off while it is removed: the removal commits without it, and after four
+    // election timeouts without an answer the leader lets it go.
+    c.net.isolate(v).await.unwrap();
+    c.nodes[&l]
+        .change_membership(G, Membership::new(rest.iter().copied()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lm = c.nodes[&l].group_metrics(G).await.unwrap();
+    assert!(!lm.matched.contains_key(&v), "{lm:?}");
+    // Leadership moves: the new leader's committed configuration already leaves `v` out, so
+    // it never replicates to it.
+    c.nodes[&l].transfer_leader(G, next).await.unwrap();
+    assert_eq!(c.leader(G).await, next);
+    let nm = c.nodes[&next].group_metrics(G).await.unwrap();
+    assert!(!nm.matched.contains_key(&v), "{nm:?}");
+    // Reconnected, `v` campaigns with its old configuration; the new leader hears it, brings
+    // it the removal and tells it: it stops its group.
+    c.net.heal().await.unwrap();
+    assert!(
+        answers_removed(&c.nodes[&v], Duration::from_secs(20)).await,
+        "node {v} never learned it was removed"
+    );
+    assert!(c.nodes[&v].metrics().await.groups.is_empty());
+    assert_eq!(c.leader(G).await, next, "no election on the way");
+    c.write(G, 3).await;
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn not_leader_carries_the_leaders_client_address() {
     let c = Cluster::start(&[1, 2, 3], config).await;
