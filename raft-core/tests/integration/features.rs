@@ -2063,17 +2063,24 @@ fn remove_4_then_change_leader(c: &mut Cluster, reach_4: bool) -> Index {
     final_index
 }
 
-/// Ticks the cluster until node 4 reports its removal, at most `limit` ticks; returns what it
-/// reported.
-fn ticks_until_4_is_removed(c: &mut Cluster, limit: u32) -> Vec<Index> {
-    for _ in 0..limit {
+/// [`remove_4_then_change_leader`] on a new cluster of nodes 1 to 4, then ticks until node 4
+/// reports its removal (at most ten election timeouts): it reports it once, with the index of
+/// the final configuration, and node 2 still leads in the same term.
+fn told_by_the_next_leader(reach_4: bool) -> Cluster {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    let final_index = remove_4_then_change_leader(&mut c, reach_4);
+    let term = c.core(2).term();
+    for _ in 0..10 * config(2).election_ticks {
         if !c.nodes[&4].removed.is_empty() {
             break;
         }
         c.tick_all();
         c.deliver_all();
     }
-    c.nodes[&4].removed.clone()
+    assert_eq!(c.nodes[&4].removed, vec![final_index]);
+    assert_eq!(c.leader(), Some(2));
+    assert_eq!(c.core(2).term(), term);
+    c
 }
 
 #[test]
@@ -2084,15 +2091,9 @@ fn a_later_leader_tells_a_removed_node_that_campaigns_with_its_old_configuration
     // retiring peer, replicates the log to it and tells it (`MessageBody::Removed`, with the
     // committed configuration's index) once it holds that configuration; the node reports its
     // removal once. No term changes on the way.
-    let mut c = Cluster::new(&[1, 2, 3, 4]);
-    let final_index = remove_4_then_change_leader(&mut c, false);
-    let term = c.core(2).term();
-    let removed = ticks_until_4_is_removed(&mut c, 10 * config(2).election_ticks);
-    assert_eq!(removed, vec![final_index]);
+    let mut c = told_by_the_next_leader(false);
     assert!(c.core(4).is_removed());
     assert_eq!(c.core(4).membership(), &voters(&[1, 2, 3]));
-    assert_eq!(c.leader(), Some(2));
-    assert_eq!(c.core(2).term(), term);
     // Let go once told, as any retiring node.
     run_ticks(&mut c, config(2).election_ticks + 1);
     assert_eq!(c.core(2).replication_peers(), [1, 3].into());
@@ -2105,13 +2106,7 @@ fn a_removed_node_holding_its_removal_asks_and_a_later_leader_tells_it() {
     // leader lost office first) does not campaign, so no later leader would hear from it: it
     // asks the voters of that configuration (`MessageBody::RemovalQuery`) once an election
     // timeout, and the leader, which does not count it as a member, tells it.
-    let mut c = Cluster::new(&[1, 2, 3, 4]);
-    let final_index = remove_4_then_change_leader(&mut c, true);
-    let term = c.core(2).term();
-    let removed = ticks_until_4_is_removed(&mut c, 10 * config(2).election_ticks);
-    assert_eq!(removed, vec![final_index]);
-    assert_eq!(c.leader(), Some(2));
-    assert_eq!(c.core(2).term(), term);
+    let mut c = told_by_the_next_leader(true);
     // Told, it asks no more.
     c.tick_all();
     c.deliver_all();
