@@ -2853,6 +2853,39 @@ fn a_stale_rejection_is_ignored() {
 }
 
 #[test]
+fn a_peer_that_lost_acknowledged_entries_is_probed_on_the_timer_not_at_once() {
+    // Claim: a rejection from a peer whose log is now shorter than what it acknowledged (its
+    // log was wiped: a node removed, purged and joined again while the leader still
+    // replicated to it) is not answered with a new probe at once, which it would refuse the
+    // same way, in a loop with no pause; the message is retried when its timer runs out.
+    let cfg = repl_cfg();
+    let mut r = replicating(&cfg, 8);
+    let plan = r.next_plan(1, 12, 0).unwrap();
+    send_plan(&mut r, plan, 0);
+    let wiped = AppendResponse::Reject {
+        rejected_index: 8,
+        last_index: 0,
+        hint: None,
+    };
+    let out = r.on_append_response(1, &wiped);
+    assert_eq!(out.progress, None);
+    assert_eq!(r.state(), ReplState::Replicate);
+    assert_eq!(r.matched(), 8);
+    assert_eq!(r.inflight_count(), 1, "the message stays in flight");
+    // The window's timer runs out: back to probing from the match index, one probe at a time.
+    let mut ticks = 0;
+    while r.state() == ReplState::Replicate {
+        r.tick();
+        ticks += 1;
+        assert!(ticks < 1000, "the window never timed out");
+    }
+    let probe = r.next_plan(1, 12, 0).expect("a probe");
+    send_plan(&mut r, probe, 0);
+    r.on_append_response(1, &wiped);
+    assert_eq!(r.next_plan(1, 12, 0), None, "no new probe before its timer");
+}
+
+#[test]
 fn a_response_from_a_higher_term_is_reported_and_an_older_one_ignored() {
     // Claim: an answer carrying a newer term means this leader is deposed: the outcome says so
     // (and nothing else changes); an answer from an older term is ignored.
