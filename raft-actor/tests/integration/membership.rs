@@ -486,8 +486,15 @@ async fn addresses_survive_a_restart() {
     node.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn addresses_travel_in_an_installed_snapshot() {
+/// Nodes 1-3 in group `G` (addressed, snapshots every 20 entries, nothing kept behind), node
+/// 4 joined with `sm` and added as a learner while cut off as the log moves on: it can only
+/// catch up by installing a snapshot. Returns the cluster and the `add_learner` call.
+async fn learner_behind_a_snapshot(
+    sm: Counter,
+) -> (
+    Cluster,
+    tokio::task::JoinHandle<Result<raft_core::Index, Error>>,
+) {
     let c = Cluster::start(&[1, 2, 3, 4], |id| {
         let mut c = small_lag(id);
         c.raft.snapshot_threshold = 20;
@@ -499,10 +506,7 @@ async fn addresses_travel_in_an_installed_snapshot() {
     c.write(G, 5).await;
     let l = c.leader(G).await;
     let known = c.nodes[&l].membership(G).await.unwrap();
-    c.nodes[&4]
-        .join_partition_with(G, Counter::default(), known)
-        .await
-        .unwrap();
+    c.nodes[&4].join_partition_with(G, sm, known).await.unwrap();
     // Node 4 is cut off while it is added and while the log moves on: the learner's
     // configuration entry is compacted into a snapshot before node 4 gets anything.
     c.net.isolate(4).await.unwrap();
@@ -512,6 +516,12 @@ async fn addresses_travel_in_an_installed_snapshot() {
     };
     c.write(G, 60).await;
     c.net.heal().await.unwrap();
+    (c, adding)
+}
+
+#[tokio::test(start_paused = true)]
+async fn addresses_travel_in_an_installed_snapshot() {
+    let (c, adding) = learner_behind_a_snapshot(Counter::default()).await;
     adding.await.unwrap().expect("the learner caught up");
     let m4 = c.nodes[&4].group_metrics(G).await.unwrap();
     assert!(m4.snapshots_installed >= 1, "{m4:?}");
@@ -526,34 +536,12 @@ async fn addresses_travel_in_an_installed_snapshot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_that_does_not_restore_stops_the_group_with_a_typed_error() {
-    let c = Cluster::start(&[1, 2, 3, 4], |id| {
-        let mut c = small_lag(id);
-        c.raft.snapshot_threshold = 20;
-        c.raft.compact_trailing = 0;
-        c
-    })
-    .await;
-    c.bootstrap(G, &[1, 2, 3], &addressed(&[1, 2, 3])).await;
-    c.write(G, 5).await;
-    let l = c.leader(G).await;
-    let known = c.nodes[&l].membership(G).await.unwrap();
+    // Node 4's state machine refuses the snapshot it can only catch up by.
     let refusing = Counter {
         refuse_restore: true,
         ..Counter::default()
     };
-    c.nodes[&4]
-        .join_partition_with(G, refusing, known)
-        .await
-        .unwrap();
-    // Cut off while the log is compacted, node 4 can only catch up by a snapshot, and its
-    // state machine refuses it.
-    c.net.isolate(4).await.unwrap();
-    let adding = {
-        let leader = c.nodes[&l].clone();
-        tokio::spawn(async move { leader.add_learner(G, 4, Some(addrs(4))).await })
-    };
-    c.write(G, 60).await;
-    c.net.heal().await.unwrap();
+    let (c, adding) = learner_behind_a_snapshot(refusing).await;
     let mut seen = None;
     for _ in 0..200 {
         match c.nodes[&4].read_stale(G, Query::Get).await {
