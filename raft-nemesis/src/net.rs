@@ -305,8 +305,16 @@ impl Net {
                         ])?;
                     }
                 }
-                for id in down {
-                    ip(&["link", "set", &veth_name(tag, id), "up"])?;
+                for id in &down {
+                    ip(&["link", "set", &veth_name(tag, *id), "up"])?;
+                }
+                if !down.is_empty() {
+                    // Neighbours that went unanswered while a node was away are in a failed
+                    // state that is probed again only after a while: forget them, as a
+                    // restored network would soon.
+                    for id in self.nodes.keys() {
+                        ip(&["-n", &ns_name(tag, *id), "neigh", "flush", "dev", "eth0"])?;
+                    }
                 }
             }
             Kind::Proxy { links, .. } => {
