@@ -36,6 +36,12 @@ pub struct HeartbeatFrame {
     pub session: u64,
     /// The version of the claims the receiver holds once it applies this frame.
     pub version: u64,
+    /// The frame's number in the session (every frame the sender sends counts). A frame
+    /// numbered below one already received was held back in the network: it is not news that
+    /// the sender is alive, and renews nothing (a leader cut off with frames still in flight
+    /// would otherwise keep its followers from electing another for as long as the network
+    /// holds frames back).
+    pub seq: u64,
     /// How the receiver gets there.
     pub claims: Claims,
 }

@@ -26,6 +26,9 @@ pub enum Mode {
     Write(WriteArgs),
     /// Many groups with no writes: CPU% and RSS per node after warm-up.
     Idle(IdleArgs),
+    /// Liveness under loss and leader churn: commits per minute while each leader is cut off
+    /// within 500 ms on a lossy network, then the time to a commit once a majority is stable.
+    Churn(crate::churn::ChurnArgs),
     /// Internal: one node process of a `--transport tcp` run.
     #[command(hide = true)]
     Node(crate::tcp::NodeArgs),

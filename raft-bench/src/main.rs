@@ -8,6 +8,7 @@
 // A benchmark's results are its output: this binary prints them to stdout.
 #![allow(clippy::print_stdout)]
 
+mod churn;
 mod cli;
 mod floors;
 mod idle;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         None => cli.write.validate(),
         Some(Mode::Write(args)) => args.validate(),
         Some(Mode::Idle(args)) => args.validate(),
+        Some(Mode::Churn(args)) => args.validate(),
         Some(Mode::Node(_)) => Ok(()),
     };
     if let Err(cli::BadFlags(msg)) = checked {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             None => write(cli.write).await,
             Some(Mode::Write(args)) => write(args).await,
             Some(Mode::Idle(args)) => idle::run(args).await,
+            Some(Mode::Churn(args)) => churn_mode(&args).await,
             Some(Mode::Node(args)) => tcp::run_node(args).await,
         }
     });
@@ -117,6 +120,7 @@ fn data_runtime(cli: &Cli) -> (Option<usize>, bool) {
         None => write(&cli.write),
         Some(Mode::Write(args)) => write(args),
         Some(Mode::Idle(args)) => (None, args.transport == TransportKind::Tcp),
+        Some(Mode::Churn(_)) => (None, false),
         Some(Mode::Node(args)) => (Some(args.threads.max(1)), true),
     }
 }
@@ -135,6 +139,16 @@ fn node_workers(args: &WriteArgs) -> usize {
 fn work_dir(arg: &Option<PathBuf>) -> PathBuf {
     arg.clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("raft-bench-{}", std::process::id())))
+}
+
+async fn churn_mode(args: &churn::ChurnArgs) -> anyhow::Result<()> {
+    let report = churn::run(args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.line());
+    }
+    Ok(())
 }
 
 async fn write(args: WriteArgs) -> anyhow::Result<()> {

@@ -47,8 +47,19 @@ pub struct Config {
     pub compact_trailing: u64,
     /// A replicator in probe state re-sends its probe after this many ticks without an answer;
     /// one in replicate state with unanswered messages falls back to probing after four times
-    /// as long (messages may have been lost).
+    /// as long (messages may have been lost). The default, 1 tick (50 ms with raft-actor's
+    /// defaults), lets a new leader reach its followers within its first few hundred
+    /// milliseconds on a lossy network (with 2, commits under 10 % loss and frequent leader
+    /// changes were 2.5 times rarer); on links whose round trip is longer than a tick, raise it,
+    /// or every probe is sent twice.
     pub probe_ticks: u32,
+    /// A (pre-)candidate sends its vote requests again, to the voters that have not answered
+    /// yet, every this many ticks of its round (0: only once per round). On a lossy network a
+    /// round then fails only if every attempt with some voter is lost, not the first one:
+    /// under 10 % loss with 40 % of messages held back up to 2 s, elections went from taking
+    /// seconds to taking about a round. A voter asked twice by the candidate it voted for
+    /// answers again without writing its vote again.
+    pub vote_retry_ticks: u32,
     /// A learner may be promoted to voter only while its log is at most this many entries
     /// behind the leader's last index, and holds the latest committed configuration
     /// (`change_membership` refuses others with [`crate::MembershipError::NotCaughtUp`]).
@@ -100,7 +111,8 @@ impl Default for Config {
             max_pending_reads: 65_536,
             snapshot_threshold: 100_000,
             compact_trailing: 10_000,
-            probe_ticks: 2,
+            probe_ticks: 1,
+            vote_retry_ticks: 2,
             learner_catchup_lag: 1000,
             external_timers: false,
             lease_reads: false,

@@ -152,6 +152,6 @@ pub mod store;
 pub mod trace;
 
 pub use cluster::{
-    CounterCmd, CounterWorkload, LaggingFollower, LeaderPauses, Op, Recorded, SimConfig,
-    SimCounter, SimReport, Workload, run, run_with,
+    CounterCmd, CounterWorkload, LaggingFollower, LeaderPauses, LossyChurn, Op, Recorded,
+    SimConfig, SimCounter, SimReport, Workload, run, run_with,
 };

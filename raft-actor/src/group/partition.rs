@@ -444,15 +444,19 @@ impl<S: StateMachine> PartitionActor<S> {
                 return;
             }
         }
-        if matches!(
+        let data = matches!(
             m.body,
             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
-        ) && m.term >= self.core.term()
-        {
-            // Reported to the heartbeat actor at most once per tick interval (hot path).
-            self.leader_contact = self.leader_contact.max(Some(m.term));
-        }
+        );
+        let contacts = self.core.leader_contacts();
+        let term = m.term;
         self.core.step(m);
+        // Contact on the data lane, if the message was news to the core (one held back in
+        // the network is not evidence that the leader is alive now). Reported to the
+        // heartbeat actor at most once per tick interval (hot path).
+        if data && self.core.leader_contacts() > contacts && term >= self.core.term() {
+            self.leader_contact = self.leader_contact.max(Some(term));
+        }
     }
 
     /// Takes one request and as many queued proposals as fit in a batch; returns how many

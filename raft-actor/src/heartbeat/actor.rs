@@ -70,6 +70,8 @@ pub(crate) struct HeartbeatActor {
     session: u64,
     /// The version of this node's claims (all peers share the counter).
     version: u64,
+    /// Frames sent in this session (each frame carries its number).
+    frame_seq: u64,
     /// Something check-quorum depends on changed since it last looked.
     quorum_dirty: bool,
     /// The earliest end of a grace period of a leader that lacks a quorum.
@@ -107,6 +109,7 @@ impl HeartbeatActor {
             probes: Deadlines::default(),
             session: super::session_id(seed),
             version: 0,
+            frame_seq: 0,
             quorum_dirty: false,
             quorum_recheck: None,
             rng: SplitMix64::new(seed),
@@ -279,9 +282,11 @@ impl HeartbeatActor {
 
     fn send_frames(&mut self) {
         for (&peer, o) in self.out.iter_mut() {
-            let Some(frame) = o.frame(self.session, self.version) else {
+            let Some(mut frame) = o.frame(self.session, self.version) else {
                 continue;
             };
+            self.frame_seq += 1;
+            frame.seq = self.frame_seq;
             let claims = match &frame.claims {
                 Claims::Full(list) => {
                     self.stats.full_frames_sent.fetch_add(1, Ordering::Relaxed);
@@ -452,16 +457,20 @@ impl HeartbeatActor {
                 note(group, was_accepted);
             }
         }
+        // A frame older than one already received renews nothing (it was held back).
+        let fresh = h.note_seq(frame.seq);
         let groups = &self.groups;
         let applied = match h.apply(frame, |g, t| Self::accepts(groups, g, t)) {
             Applied::Changed(changed) => {
                 for (group, was_accepted) in changed {
                     note(group, was_accepted);
                 }
-                h.last_heard = now;
-                if !h.live {
-                    h.live = true;
-                    touched.extend(h.accepted_groups());
+                if fresh {
+                    h.last_heard = now;
+                    if !h.live {
+                        h.live = true;
+                        touched.extend(h.accepted_groups());
+                    }
                 }
                 true
             }

@@ -101,6 +101,8 @@ impl Outbound {
         Some(HeartbeatFrame {
             session,
             version,
+            // Numbered by the actor as it sends the frame.
+            seq: 0,
             claims,
         })
     }

@@ -27,6 +27,8 @@ pub(super) struct Held {
     rejected: BTreeSet<GroupId>,
     /// When the last applicable frame arrived (it renewed every claim at once).
     pub(super) last_heard: Instant,
+    /// The highest frame number received in this session.
+    newest_seq: u64,
     /// A frame arrived within an election timeout: accepted claims cover their groups.
     pub(super) live: bool,
 }
@@ -49,7 +51,19 @@ impl Held {
             claims: BTreeMap::new(),
             rejected: BTreeSet::new(),
             last_heard: now,
+            newest_seq: 0,
             live: false,
+        }
+    }
+
+    /// Notes frame number `seq` of this session; false if a later frame was received before
+    /// (this one was held back in the network, and says nothing about the sender now).
+    pub(super) fn note_seq(&mut self, seq: u64) -> bool {
+        if seq > self.newest_seq {
+            self.newest_seq = seq;
+            true
+        } else {
+            false
         }
     }
 
@@ -68,6 +82,7 @@ impl Held {
     pub(super) fn reset(&mut self, session: u64) -> Vec<(GroupId, bool)> {
         self.session = session;
         self.version = None;
+        self.newest_seq = 0;
         let rejected = std::mem::take(&mut self.rejected);
         std::mem::take(&mut self.claims)
             .into_keys()
@@ -185,6 +200,7 @@ mod tests {
         HeartbeatFrame {
             session: 1,
             version,
+            seq: version,
             claims,
         }
     }

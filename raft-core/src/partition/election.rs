@@ -28,7 +28,20 @@ impl PartitionCore {
             self.election_timeout();
         } else if !self.cfg.external_timers && self.election.timed_out() {
             self.election_timeout();
+        } else if self.vote_retry_due() {
+            let pre_vote = self.role == Role::PreCandidate;
+            let transfer = self.election.transfer();
+            self.request_votes(pre_vote, transfer, true);
         }
+    }
+
+    /// A (pre-)candidate's round has run another `vote_retry_ticks` ticks.
+    fn vote_retry_due(&self) -> bool {
+        let every = self.cfg.vote_retry_ticks;
+        matches!(self.role, Role::PreCandidate | Role::Candidate)
+            && every > 0
+            && self.election.elapsed() > 0
+            && self.election.elapsed() % every == 0
     }
 
     /// True if a `tick()` can make something happen on its own — an action, or the end of a
@@ -47,7 +60,9 @@ impl PartitionCore {
         if !self.cfg.external_timers {
             return true;
         }
+        let campaigning = matches!(self.role, Role::PreCandidate | Role::Candidate);
         self.election.deferred()
+            || (campaigning && self.cfg.vote_retry_ticks > 0)
             || self.stranded()
             || self
                 .lead
@@ -197,9 +212,10 @@ impl PartitionCore {
             "starting pre-vote"
         );
         self.election.clear_votes();
+        self.election.set_transfer(false);
         self.set_role(Role::PreCandidate, None);
         self.reset_election_timer();
-        self.request_votes(true, false);
+        self.request_votes(true, false, false);
         self.record_vote(self.id, true);
     }
 
@@ -220,13 +236,16 @@ impl PartitionCore {
         );
         self.persist_hard_state();
         self.election.clear_votes();
+        self.election.set_transfer(transfer);
         self.set_role(Role::Candidate, None);
         self.reset_election_timer();
         self.gate_self_vote();
-        self.request_votes(false, transfer);
+        self.request_votes(false, transfer, false);
     }
 
-    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+    /// Asks every other voter for its vote (`retry`: only those that have not answered in
+    /// this round).
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool, retry: bool) {
         // Callers checked term_exhausted(), so this cannot saturate in practice.
         let term = if pre_vote {
             self.ballot.term().saturating_add(1)
@@ -240,6 +259,7 @@ impl PartitionCore {
             .all_nodes()
             .into_iter()
             .filter(|&n| n != self.id && self.members.effective().is_voter(n))
+            .filter(|&n| !(retry && self.election.answered(n)))
             .collect();
         for to in voters {
             let body = MessageBody::RequestVote {
@@ -429,9 +449,15 @@ impl PartitionCore {
             return;
         }
         if granted {
+            // Asked again by the candidate it already voted for (a retry, or a duplicate),
+            // it answers again without writing the same vote again: the answer is gated behind
+            // the earlier write of the vote all the same (`send`).
+            let new_vote = self.ballot.vote() != Some(from);
             self.ballot.cast_vote(from);
             self.reset_election_timer();
-            self.persist_hard_state();
+            if new_vote {
+                self.persist_hard_state();
+            }
         }
         let reply = self.message(
             from,

@@ -81,6 +81,15 @@ pub(crate) struct Election {
     /// An election timeout came while this node still owed a leader its lease: it campaigns
     /// once the lease is over, unless the leader is heard from again first.
     deferred: bool,
+    /// The current election was started by TimeoutNow (a leader transfer): its vote requests,
+    /// sent again, say so too.
+    transfer: bool,
+    /// The newest ReadIndex round heard from a leader: (term, round).
+    newest_round: (Term, u64),
+    /// The furthest AppendEntries heard from a leader: (term, last index, commit index).
+    newest_append: (Term, Index, Index),
+    /// Messages from a leader that were news (see `PartitionCore::leader_contacts`).
+    contacts: u64,
 }
 
 impl Election {
@@ -93,6 +102,10 @@ impl Election {
             votes: BTreeMap::new(),
             since_start: 0,
             deferred: false,
+            transfer: false,
+            newest_round: (0, 0),
+            newest_append: (0, 0, 0),
+            contacts: 0,
         }
     }
 
@@ -149,6 +162,61 @@ impl Election {
     /// Forgets the votes of the previous round.
     pub(crate) fn clear_votes(&mut self) {
         self.votes.clear();
+    }
+
+    /// Notes a leader's heartbeat of ReadIndex round `round` in `term`: true unless a later
+    /// round of that term (or a later term) was heard before. Round 0 (none) is always new.
+    pub(crate) fn note_round(&mut self, term: Term, round: u64) -> bool {
+        if round == 0 {
+            return true;
+        }
+        if (term, round) > self.newest_round {
+            self.newest_round = (term, round);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Notes a leader's AppendEntries of `term` reaching `last` with commit index `commit`:
+    /// true if it reaches further, or carries a higher commit index, than every earlier one of
+    /// its term (or its term is newer).
+    pub(crate) fn note_append(&mut self, term: Term, last: Index, commit: Index) -> bool {
+        let (t, l, c) = self.newest_append;
+        if term > t {
+            self.newest_append = (term, last, commit);
+            return true;
+        }
+        if term < t || (last <= l && commit <= c) {
+            return false;
+        }
+        self.newest_append = (term, last.max(l), commit.max(c));
+        true
+    }
+
+    /// Counts a message from a leader that was news.
+    pub(crate) fn contact(&mut self) {
+        self.contacts += 1;
+    }
+
+    /// Messages from a leader that were news so far.
+    pub(crate) fn contacts(&self) -> u64 {
+        self.contacts
+    }
+
+    /// Whether `from` answered in this round.
+    pub(crate) fn answered(&self, from: NodeId) -> bool {
+        self.votes.contains_key(&from)
+    }
+
+    /// Marks whether the current election came from a leader transfer.
+    pub(crate) fn set_transfer(&mut self, transfer: bool) {
+        self.transfer = transfer;
+    }
+
+    /// Whether the current election came from a leader transfer.
+    pub(crate) fn transfer(&self) -> bool {
+        self.transfer
     }
 
     /// Counts `from`'s answer, unless it already answered in this round; returns the votes so far.

@@ -4,7 +4,7 @@ use tracing::{debug, warn};
 
 use super::PartitionCore;
 use crate::message::{Message, MessageBody};
-use crate::types::Role;
+use crate::types::{Index, Role, Term};
 
 impl PartitionCore {
     /// Feeds a message from another node of the group into the core.
@@ -45,6 +45,7 @@ impl PartitionCore {
         if !self.check_term(&m) {
             return;
         }
+        let news = self.is_news(m.term, &m.body);
         match m.body {
             MessageBody::RequestVote {
                 pre_vote,
@@ -63,12 +64,12 @@ impl PartitionCore {
                 entries,
                 commit,
             } => {
-                if self.accept_leader(from) {
+                if self.accept_leader(from, news) {
                     self.handle_append(from, prev_index, prev_term, entries, commit);
                 }
             }
             MessageBody::Heartbeat { commit, read_seq } => {
-                if self.accept_leader(from) {
+                if self.accept_leader(from, news) {
                     self.handle_heartbeat(from, commit, read_seq);
                 }
             }
@@ -78,7 +79,7 @@ impl PartitionCore {
                 data,
                 done,
             } => {
-                if self.accept_leader(from) {
+                if self.accept_leader(from, news) {
                     self.handle_snapshot_chunk(from, meta, offset, data, done);
                 }
             }
@@ -87,7 +88,7 @@ impl PartitionCore {
             }
             MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::Removed { index } => {
-                if self.accept_leader(from) {
+                if self.accept_leader(from, news) {
                     self.handle_removed(from, index);
                 }
             }
@@ -101,9 +102,55 @@ impl PartitionCore {
         }
     }
 
-    /// A message from the leader of the current term: follow it. Returns false if it cannot be
-    /// (two leaders in one term would break election safety; the message is dropped).
-    fn accept_leader(&mut self, from: u64) -> bool {
+    /// Whether a message from the leader of its term is news: sent after every message of
+    /// that leader this node has received so far, as far as the message shows. An
+    /// AppendEntries is news if it reaches past the highest index (or carries a higher commit
+    /// index) of any AppendEntries received in its term; a heartbeat, if it starts a newer
+    /// ReadIndex round (or carries a higher commit index, or no round at all, which says
+    /// nothing either way). Anything else is news.
+    ///
+    /// A message that is not news was held back in the network, or is a retransmission: it is
+    /// no evidence that its leader is alive now. It is still handled and answered (its entries
+    /// appended, its round acknowledged), but it neither restarts the election timer nor
+    /// adopts its sender as leader, and a pre-candidate keeps campaigning. On a network that
+    /// holds messages back for seconds, a leader cut off would otherwise keep its followers
+    /// from electing another for as long. This is safe: timers are for liveness, and the one
+    /// promise a received message makes, the lease of a ReadIndex round this node
+    /// acknowledges, ends before that of the newer round it had already heard.
+    fn is_news(&mut self, term: Term, body: &MessageBody) -> bool {
+        match body {
+            MessageBody::AppendEntries {
+                prev_index,
+                entries,
+                commit,
+                ..
+            } => {
+                let last = prev_index.saturating_add(entries.len() as Index);
+                self.election.note_append(term, last, *commit)
+            }
+            MessageBody::Heartbeat { commit, read_seq } => {
+                let new_round = self.election.note_round(term, *read_seq);
+                *commit > self.log.commit() || new_round
+            }
+            _ => true,
+        }
+    }
+
+    /// Messages from a leader that were news to this node (see the note on stale messages in
+    /// `step`): a runtime that counts data-lane traffic as contact with the leader counts
+    /// only these, so a leader's messages held back in the network do not keep its election
+    /// timer from running.
+    pub fn leader_contacts(&self) -> u64 {
+        self.election.contacts()
+    }
+
+    /// A message from the leader of the current term: follow it, if it is `news`. Returns
+    /// false if it cannot be (two leaders in one term would break election safety; the
+    /// message is dropped).
+    fn accept_leader(&mut self, from: u64, news: bool) -> bool {
+        if news && self.role != Role::Leader {
+            self.election.contact();
+        }
         match self.role {
             Role::Leader => {
                 warn!(
@@ -114,11 +161,13 @@ impl PartitionCore {
                 );
                 false
             }
+            Role::PreCandidate if !news => true,
             Role::Candidate | Role::PreCandidate => {
                 let term = self.ballot.term();
                 self.become_follower(term, Some(from));
                 true
             }
+            Role::Follower | Role::Learner if !news => true,
             Role::Follower | Role::Learner => {
                 if self.leader != Some(from) {
                     if self.leader.is_some() {

@@ -1206,7 +1206,10 @@ fn with_leases_a_follower_defers_its_election_timeout_until_its_lease_ends() {
     follower.tick();
     let actions = follower.take_actions();
     assert_eq!(follower.role(), Role::PreCandidate, "{actions:?}");
-    assert!(!follower.needs_ticks());
+    assert!(
+        follower.needs_ticks(),
+        "a pre-candidate asks for ticks: it sends its requests again"
+    );
 
     // Heard from the leader meanwhile: the deferred timeout is dropped.
     let cfg = Config {

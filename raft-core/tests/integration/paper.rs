@@ -811,7 +811,13 @@ fn split_vote_ends_in_a_new_election_with_a_new_term() {
             commit: 0
         }]
     );
-    assert_eq!(vote_requests(&sent(&actions)), vec![(2, 2), (3, 2), (4, 2)]);
+    // Term 1's requests were sent again to node 4, which had not answered (section 5.1:
+    // servers retry RPCs that get no response); the new term asks everyone.
+    let term_2: Vec<_> = vote_requests(&sent(&actions))
+        .into_iter()
+        .filter(|&(_, term)| term == 2)
+        .collect();
+    assert_eq!(term_2, vec![(2, 2), (3, 2), (4, 2)]);
 }
 
 #[test]
@@ -1874,4 +1880,95 @@ fn a_persisted_vote_survives_a_restart() {
         vote_answers(&respond(&mut voter, request_vote(2, 1, 1, 0, 0))),
         vec![true]
     );
+}
+
+#[test]
+fn a_candidate_asks_again_the_voters_that_have_not_answered() {
+    // Reference: section 5.1 — "Servers retry RPCs if they do not receive a response in a
+    // timely manner". A candidate sends its vote requests again every `vote_retry_ticks`, only
+    // to the voters that have not answered in this round; a lost request or answer then costs
+    // a retry, not the whole round.
+    let cfg = Config {
+        vote_retry_ticks: 2,
+        ..plain(1)
+    };
+    let mut cand = fresh(cfg, &[1, 2, 3, 4, 5]);
+    cand.campaign();
+    let first = settle(&mut cand);
+    assert_eq!(
+        vote_requests(&sent(&first)),
+        vec![(2, 1), (3, 1), (4, 1), (5, 1)]
+    );
+    cand.step(vote(2, 1, 1, true));
+    cand.step(vote(3, 1, 1, false));
+    settle(&mut cand);
+    cand.tick();
+    assert!(
+        vote_requests(&sent(&settle(&mut cand))).is_empty(),
+        "not yet"
+    );
+    cand.tick();
+    assert_eq!(
+        vote_requests(&sent(&settle(&mut cand))),
+        vec![(4, 1), (5, 1)],
+        "again, to the two that did not answer"
+    );
+    cand.step(vote(4, 1, 1, true));
+    let actions = settle(&mut cand);
+    assert_eq!(cand.role(), Role::Leader, "{actions:?}");
+
+    // Off, a round sends its requests once.
+    let cfg = Config {
+        vote_retry_ticks: 0,
+        ..plain(1)
+    };
+    let et = cfg.election_ticks;
+    let mut cand = fresh(cfg, &[1, 2, 3]);
+    cand.campaign();
+    settle(&mut cand);
+    for _ in 0..et - 1 {
+        cand.tick();
+        assert!(vote_requests(&sent(&settle(&mut cand))).is_empty());
+    }
+}
+
+#[test]
+fn a_voter_asked_again_by_its_candidate_answers_without_writing_its_vote_again() {
+    // Reference: section 5.2 (one vote per term, persisted before answering) with the retries
+    // of section 5.1: the repeated request is granted again, behind the same durable vote.
+    let mut voter = fresh(plain(2), &[1, 2, 3]);
+    let first = step(&mut voter, request_vote(1, 2, 1, 0, 0));
+    assert_eq!(
+        hard_states(&first).last(),
+        Some(&HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 0
+        }),
+        "the new term, then the vote"
+    );
+    assert!(
+        vote_answers(&sent(&first)).is_empty(),
+        "no answer before the vote is durable"
+    );
+    let again = step(&mut voter, request_vote(1, 2, 1, 0, 0));
+    assert!(
+        hard_states(&again).is_empty(),
+        "the same vote is not written again"
+    );
+    assert!(
+        vote_answers(&sent(&again)).is_empty(),
+        "the repeated answer waits for the first write too"
+    );
+    let seq = last_seq(&first).expect("the vote's write");
+    voter.persisted(seq);
+    let answers = vote_answers(&sent(&voter.take_actions()));
+    assert_eq!(
+        answers,
+        vec![true, true],
+        "both requests answered once the vote is durable"
+    );
+    // Another candidate of the same term is refused.
+    let other = respond(&mut voter, request_vote(3, 2, 1, 0, 0));
+    assert_eq!(vote_answers(&other), vec![false]);
 }

@@ -155,6 +155,12 @@ impl<W: Workload> Harness<W> {
     /// The workload's own checks and linearizability of the clients' history; what they find
     /// goes in the trace too.
     pub(super) fn check_client_history(&mut self, history: &History<W>) {
+        let fault_phase = u64::try_from(self.cfg.duration.as_nanos()).unwrap_or(u64::MAX);
+        self.report.commands_acked_under_faults = history
+            .iter()
+            .filter(|r| matches!(r.op, super::Op::Command(_)))
+            .filter(|r| r.ret.as_ref().is_some_and(|(at, _)| *at <= fault_phase))
+            .count() as u64;
         let before = self.report.violations.len();
         check_history(&self.workload, history, &mut self.report);
         for v in &self.report.violations[before..] {
@@ -312,6 +318,19 @@ impl<W: Workload> Harness<W> {
                 disk.image.recover(GROUP).ok().flatten(),
             ));
         }
+        // Proposals committed by the end of the fault phase: the commands (and session
+        // openings) in the longest log, up to the commit index reached by then.
+        self.report.proposals_committed_under_faults = images
+            .iter()
+            .map(|l| {
+                l.entries
+                    .iter()
+                    .filter(|e| e.index <= self.fault_end_commit)
+                    .filter(|e| matches!(e.payload, raft_core::EntryPayload::Normal(_)))
+                    .count() as u64
+            })
+            .max()
+            .unwrap_or(0);
         for (i, a) in images.iter().enumerate() {
             for b in &images[i + 1..] {
                 if let Err(e) = check_log_matching(a, b) {

@@ -47,6 +47,10 @@ pub struct SimConfig {
     /// Scenario (braft on arm64): one follower cut off for a window, long enough to be compacted
     /// past when snapshots are on.
     pub lagging_follower: Option<LaggingFollower>,
+    /// Scenario (liveness under loss and churn): a lossy, reordering network on which the
+    /// leader is cut off again and again; measures commits and the recovery once a majority
+    /// is stable (see [`LossyChurn`]).
+    pub lossy_churn: Option<LossyChurn>,
     /// Snapshots: take one when the log grows this many entries past the last, keeping this
     /// many trailing entries (`None`: never).
     pub snapshots: Option<(u64, u64)>,
@@ -81,6 +85,47 @@ pub struct LeaderPauses {
     pub isolation: Option<Duration>,
 }
 
+/// Liveness under loss and churn: for the whole fault phase the network drops, delays and
+/// holds back messages ([`LossyChurn::faults`]), and at random intervals of up to
+/// [`LossyChurn::cut_every`] the current leader is cut off from every other node; a cut-off
+/// node is reconnected when that keeps at least [`LossyChurn::min_up`] nodes connected. At
+/// the end of the fault phase every node is reconnected while the network stays lossy, and
+/// the time to the first commit is measured
+/// ([`SimReport::first_commit_when_stable`](super::SimReport::first_commit_when_stable)).
+#[derive(Clone, Copy, Debug)]
+pub struct LossyChurn {
+    /// The network's loss, delay and holding back, for the whole fault phase and the stable
+    /// phase after it.
+    pub faults: raft_net::Faults,
+    /// Longest time a leader leads before it is cut off (each wait is uniform from 0 to this,
+    /// counted from when the harness first sees it lead).
+    pub cut_every: Duration,
+    /// Nodes kept connected: before a cut would leave fewer, a cut-off node is reconnected.
+    pub min_up: u64,
+    /// How long the stable phase waits for a commit.
+    pub stable_bound: Duration,
+}
+
+impl LossyChurn {
+    /// The schedule of the reference test: 10 % loss, 0–27 ms of delay, 40 % of messages
+    /// held back up to 2 s more, the leader cut off every 0–500 ms, at least 3 nodes up.
+    pub fn reference() -> Self {
+        LossyChurn {
+            faults: raft_net::Faults {
+                drop_probability: 0.10,
+                duplicate_probability: 0.0,
+                min_delay: Duration::ZERO,
+                max_delay: Duration::from_millis(27),
+                reorder_probability: 0.40,
+                reorder_window: Duration::from_millis(2000),
+            },
+            cut_every: Duration::from_millis(500),
+            min_up: 3,
+            stable_bound: Duration::from_secs(20),
+        }
+    }
+}
+
 /// A follower cut off from `from` to `until` of the run (simulated time).
 #[derive(Clone, Copy, Debug)]
 pub struct LaggingFollower {
@@ -111,6 +156,7 @@ impl SimConfig {
             hung_follower: false,
             leader_pauses: None,
             lagging_follower: None,
+            lossy_churn: None,
             snapshots: None,
             client_queue: None,
             max_sessions: None,

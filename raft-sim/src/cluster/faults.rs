@@ -19,13 +19,17 @@ impl<W: super::Workload> Harness<W> {
     pub(super) async fn inject_faults(&mut self) {
         let mut rng = SplitMix64::new(SplitMix64::derive(self.cfg.seed, &[0xFA17]));
         let mut next_fault = Duration::from_millis(500);
-        let mut scenario = Scenario::new();
-        let tick = self
+        let mut scenario = Scenario::new(self.cfg.seed);
+        let mut tick = self
             .cfg
             .forced_transfers
             .map_or(Duration::from_millis(100), |p| {
                 p.min(Duration::from_millis(100))
             });
+        if self.cfg.lossy_churn.is_some() {
+            // Cuts come every 0-500 ms: they need a finer step.
+            tick = tick.min(Duration::from_millis(10));
+        }
         while self.start.elapsed() < self.cfg.duration {
             tokio::time::sleep(tick).await;
             self.observe().await;
@@ -38,6 +42,14 @@ impl<W: super::Workload> Harness<W> {
             }
         }
         self.scenario_end(&scenario);
+        for n in self.nodes.values() {
+            if let Ok(m) = n.group_metrics(GROUP).await {
+                self.fault_end_commit = self.fault_end_commit.max(m.commit);
+            }
+        }
+        if let Some(lc) = self.cfg.lossy_churn {
+            self.stable_phase(lc).await;
+        }
     }
 
     /// Ends every fault: crashed nodes restart, standing partitions and network faults go.

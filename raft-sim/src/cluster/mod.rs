@@ -27,7 +27,8 @@
 //! logs and the applied commands.
 //!
 //! The parts, one concern each (private modules; their public items are re-exported here):
-//! - `config` — [`SimConfig`] and the scenario knobs [`LeaderPauses`], [`LaggingFollower`].
+//! - `config` — [`SimConfig`] and the scenario knobs [`LeaderPauses`], [`LaggingFollower`],
+//!   [`LossyChurn`].
 //! - `workload` — [`Workload`], what a run drives and checks, with [`Op`] and [`Recorded`].
 //! - `counter` — the built-in workload: [`CounterWorkload`] over [`SimCounter`].
 //! - `observed` — the wrapper that reports every applied command to the checkers.
@@ -49,7 +50,7 @@ mod report;
 mod scenario;
 mod workload;
 
-pub use config::{LaggingFollower, LeaderPauses, SimConfig};
+pub use config::{LaggingFollower, LeaderPauses, LossyChurn, SimConfig};
 pub use counter::{CounterCmd, CounterWorkload, SimCounter};
 pub use report::SimReport;
 pub use workload::{Op, Recorded, Workload};
@@ -156,6 +157,8 @@ struct Harness<W: Workload> {
     hung: Option<NodeId>,
     /// The lagging follower, while it is cut off.
     lagging: Option<NodeId>,
+    /// The highest commit index any node reported when the fault phase ended.
+    fault_end_commit: u64,
     /// One message per membership call of the fault schedule that succeeded (the calls run on
     /// tasks of their own).
     changes_tx: flume::Sender<()>,
@@ -203,6 +206,7 @@ impl<W: Workload> Harness<W> {
             down: BTreeMap::new(),
             hung: None,
             lagging: None,
+            fault_end_commit: 0,
         };
         let ids = h.ids.clone();
         for (&id, (t, inbound)) in ids.iter().zip(transports) {

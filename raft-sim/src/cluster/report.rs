@@ -11,6 +11,16 @@ pub struct SimReport {
     pub seed: u64,
     /// Client operations acknowledged.
     pub acked: u64,
+    /// Client commands acknowledged during the fault phase (the commits a client saw while
+    /// the faults went on).
+    pub commands_acked_under_faults: u64,
+    /// Proposals (client commands and session openings) committed by the end of the fault
+    /// phase, counted in the final logs up to the highest commit index any node reported
+    /// then (with snapshots off; compacted entries are not counted).
+    pub proposals_committed_under_faults: u64,
+    /// Scenario `lossy_churn`: simulated time from every node being reconnected (the network
+    /// still lossy) to the first commit; `None` if none came within its bound.
+    pub first_commit_when_stable: Option<std::time::Duration>,
     /// Client operations that ended without a known outcome.
     pub in_doubt: u64,
     /// Attempts answered `Overloaded` (backpressure).

@@ -8,7 +8,9 @@ use std::time::Duration;
 use raft_core::{NodeId, Term};
 use raft_net::Lane;
 
-use super::{GROUP, Harness, LeaderPauses};
+use raft_core::rng::SplitMix64;
+
+use super::{GROUP, Harness, LeaderPauses, LossyChurn};
 
 /// State of the forced-transfer scenario.
 #[derive(Default)]
@@ -39,16 +41,36 @@ struct Pauses {
     active: Option<Episode>,
 }
 
+/// The lossy-churn scenario.
+struct Churn {
+    started: bool,
+    /// The leader to cut off next, and when.
+    target: Option<(Term, NodeId)>,
+    next_cut: Duration,
+    /// Nodes cut off, oldest first.
+    cut: Vec<NodeId>,
+    rng: SplitMix64,
+}
+
 /// The state of the scenario knobs during the fault phase.
 pub(super) struct Scenario {
     forced: Forced,
     pauses: Pauses,
+    churn: Churn,
 }
 
 impl Scenario {
-    /// Nothing started yet; the first leader pause comes 2 s into the run.
-    pub(super) fn new() -> Self {
+    /// Nothing started yet; the first leader pause comes 2 s into the run. `seed` shapes the
+    /// lossy-churn cuts.
+    pub(super) fn new(seed: u64) -> Self {
         Scenario {
+            churn: Churn {
+                started: false,
+                target: None,
+                next_cut: Duration::ZERO,
+                cut: Vec::new(),
+                rng: SplitMix64::new(SplitMix64::derive(seed, &[0xC4u64])),
+            },
             forced: Forced::default(),
             pauses: Pauses {
                 next_at: Duration::from_secs(2),
@@ -61,7 +83,11 @@ impl Scenario {
 impl<W: super::Workload> Harness<W> {
     /// One step of the scenario knobs.
     pub(super) async fn scenario_step(&mut self, scenario: &mut Scenario) {
-        let Scenario { forced, pauses } = scenario;
+        let Scenario {
+            forced,
+            pauses,
+            churn,
+        } = scenario;
         let now = self.elapsed();
         if self.cfg.hung_follower && self.hung.is_none() && self.report.victim.is_none() {
             if let Some((_, leader)) = self.leader {
@@ -106,6 +132,75 @@ impl<W: super::Workload> Harness<W> {
         }
         if let Some(lp) = self.cfg.leader_pauses {
             self.pause_step(pauses, lp).await;
+        }
+        if let Some(lc) = self.cfg.lossy_churn {
+            self.churn_step(churn, lc).await;
+        }
+    }
+
+    /// Lossy churn: the network lossy from the start; the leader cut off at random intervals,
+    /// the oldest cut-off node reconnected when a cut would leave fewer than `min_up` nodes.
+    async fn churn_step(&mut self, c: &mut Churn, lc: LossyChurn) {
+        let now = self.elapsed();
+        if !c.started {
+            c.started = true;
+            let _ = self.net.set_faults(lc.faults).await;
+            self.trace
+                .event(|| format!("scenario: lossy network {:?}", lc.faults));
+        }
+        let Some((term, leader)) = self.leader else {
+            return;
+        };
+        if c.cut.contains(&leader) {
+            // The newest leader known is already cut off: no newer one yet.
+            return;
+        }
+        // Each leader is cut off a random 0 to `cut_every` after it was first seen.
+        if c.target != Some((term, leader)) {
+            c.target = Some((term, leader));
+            let wait = c.rng.below(lc.cut_every.as_millis() as u64 + 1);
+            c.next_cut = now + Duration::from_millis(wait);
+        }
+        if now < c.next_cut {
+            return;
+        }
+        let nodes = self.ids.len() as u64;
+        if nodes - c.cut.len() as u64 <= lc.min_up {
+            let back = c.rng.below(c.cut.len() as u64) as usize;
+            let back = c.cut.remove(back);
+            self.trace
+                .event(|| format!("scenario: n{back} reconnected"));
+            let _ = self.net.heal().await;
+            for &n in &c.cut {
+                let _ = self.net.isolate(n).await;
+            }
+        }
+        self.trace
+            .event(|| format!("scenario: leader n{leader} (term {term}) cut off"));
+        let _ = self.net.isolate(leader).await;
+        c.cut.push(leader);
+    }
+
+    /// After lossy churn: every node reconnected, the network still lossy; the time to the
+    /// first commit.
+    pub(super) async fn stable_phase(&mut self, lc: LossyChurn) {
+        let _ = self.net.heal().await;
+        self.trace
+            .line("scenario: every node reconnected, the network still lossy");
+        let stable = tokio::time::Instant::now();
+        let mut k = 0usize;
+        while stable.elapsed() < lc.stable_bound {
+            let current: Vec<&super::SimNode<W>> = self.nodes.values().collect();
+            let n = current[k % current.len()];
+            k += 1;
+            if n.propose(GROUP, self.workload.probe()).await.is_ok() {
+                let took = stable.elapsed();
+                self.report.first_commit_when_stable = Some(took);
+                self.trace
+                    .event(|| format!("scenario: first commit {took:?} after a stable majority"));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
