@@ -1,0 +1,5 @@
+//! The KV's integration tests, in one binary. Run one file's tests with a filter, e.g.
+//! `cargo test -p kv --test integration -- processes::`.
+
+mod common;
+mod processes;
