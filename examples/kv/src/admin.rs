@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raft_actor::{GroupId, NodeId};
+use raft_actor::{GroupId, NodeAddrs, NodeId};
 use raft_service::{ClientError, NodeStatus};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::client::KvClient;
 use crate::error::KvError;
+use crate::hash::META_GROUP;
 use crate::placement::{MetaCommand, Placement};
 
 /// The cluster's state: its placement and each node's view of the groups it hosts.
@@ -143,7 +144,7 @@ impl KvClient {
             .get(&to)
             .ok_or_else(|| KvError::Admin(format!("node {to} is not in the cluster")))?;
         info!(group, from, to, "moving a replica");
-        self.change_placement(MetaCommand::BeginMove { group, from, to })
+        self.placement_step(deadline, MetaCommand::BeginMove { group, from, to })
             .await?;
         // Learner, caught up, voter: retried until `to`'s server hosts the group and the
         // learner has caught up (the leader answers LearnerLagging meanwhile).
@@ -160,7 +161,7 @@ impl KvClient {
             }
         }
         let version = self
-            .change_placement(MetaCommand::FinishMove { group, from, to })
+            .placement_step(deadline, MetaCommand::FinishMove { group, from, to })
             .await?;
         info!(group, from, to, version, "replica moved");
         Ok(MoveReport {
@@ -169,6 +170,171 @@ impl KvClient {
             to,
             version,
         })
+    }
+}
+
+/// What [`KvClient::rebalance`] and [`KvClient::remove_node`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RebalanceReport {
+    /// The replica moves made.
+    pub moves: Vec<MoveReport>,
+    /// Leader transfers made.
+    pub transfers: usize,
+}
+
+impl KvClient {
+    /// Registers node `id` at `addrs` in the placement (a server started with `--join`
+    /// registers itself; this lets an operator do it first). It holds no replica until a
+    /// rebalance or a move gives it some.
+    pub async fn add_node(&mut self, id: NodeId, addrs: NodeAddrs) -> Result<u64, KvError> {
+        self.change_placement(MetaCommand::AddNode { id, addrs })
+            .await
+    }
+
+    /// Runs `plan`'s moves, `parallel` at a time (each on its own fork of this client).
+    pub async fn run_moves(
+        &mut self,
+        plan: &[(GroupId, NodeId, NodeId)],
+        parallel: usize,
+        limit: Duration,
+    ) -> Result<Vec<MoveReport>, KvError> {
+        let mut done = Vec::new();
+        for chunk in plan.chunks(parallel.max(1)) {
+            let mut tasks = Vec::new();
+            for &(group, from, to) in chunk {
+                let mut fork = self.fork();
+                tasks.push(tokio::spawn(async move {
+                    fork.move_replica(group, from, to, limit).await
+                }));
+            }
+            for t in tasks {
+                let report = t
+                    .await
+                    .map_err(|e| KvError::Admin(format!("a move's task failed: {e}")))??;
+                done.push(report);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Spreads replicas evenly over the nodes ([`Placement::rebalance_plan`], `parallel`
+    /// moves at a time), then leaders ([`KvClient::balance_leaders`]).
+    pub async fn rebalance(
+        &mut self,
+        parallel: usize,
+        limit: Duration,
+    ) -> Result<RebalanceReport, KvError> {
+        let plan = self.refresh().await?.rebalance_plan();
+        info!(moves = plan.len(), "rebalancing");
+        let moves = self.run_moves(&plan, parallel, limit).await?;
+        let transfers = self.balance_leaders().await?;
+        Ok(RebalanceReport { moves, transfers })
+    }
+
+    /// Hands leadership of groups whose leader leads more than its share (the groups over
+    /// the nodes, rounded up) to a replica leading fewer. Best effort: a transfer that fails
+    /// is skipped. Returns how many were asked for.
+    pub async fn balance_leaders(&mut self) -> Result<usize, KvError> {
+        let status = self.status().await?;
+        let p = &status.placement;
+        let mut leader_of: BTreeMap<GroupId, NodeId> = BTreeMap::new();
+        let mut counts: BTreeMap<NodeId, usize> = p.nodes.keys().map(|id| (*id, 0)).collect();
+        for (id, s) in &status.nodes {
+            if let Ok(s) = s {
+                for g in s.leads().filter(|g| p.shard(*g).is_some()) {
+                    leader_of.insert(g, *id);
+                    *counts.entry(*id).or_default() += 1;
+                }
+            }
+        }
+        let share = (p.groups as usize).div_ceil(p.nodes.len().max(1));
+        let mut transfers = 0;
+        for (group, leader) in leader_of {
+            if counts.get(&leader).copied().unwrap_or(0) <= share {
+                continue;
+            }
+            let Some(shard) = p.shard(group) else {
+                continue;
+            };
+            let to = shard
+                .replicas
+                .iter()
+                .filter(|r| **r != leader && counts.get(r).copied().unwrap_or(0) < share)
+                .min_by_key(|r| (counts.get(r).copied().unwrap_or(0), **r))
+                .copied();
+            let Some(to) = to else { continue };
+            match self.service().transfer_leader(group, to).await {
+                Ok(()) => {
+                    transfers += 1;
+                    *counts.entry(leader).or_default() -= 1;
+                    *counts.entry(to).or_default() += 1;
+                }
+                Err(e) => debug!(group, to, error = %e, "leader transfer skipped"),
+            }
+        }
+        Ok(transfers)
+    }
+
+    /// Takes node `id` out of the cluster: moves each of its replicas to the least loaded
+    /// node without one (`parallel` at a time; never fewer than R replicas), removes it
+    /// from the metadata group if it votes there (refused if fewer than 3 voters would be
+    /// left), and from the placement. Its server then hosts nothing and can be stopped.
+    pub async fn remove_node(
+        &mut self,
+        id: NodeId,
+        parallel: usize,
+        limit: Duration,
+    ) -> Result<RebalanceReport, KvError> {
+        let p = self.refresh().await?;
+        if !p.nodes.contains_key(&id) {
+            return Err(KvError::Admin(format!("node {id} is not in the cluster")));
+        }
+        if p.meta_voters.contains(&id) && p.meta_voters.len() <= 3 {
+            return Err(KvError::Admin(format!(
+                "node {id} is one of the last 3 voters of the metadata group"
+            )));
+        }
+        let plan = p.drain_plan(id).ok_or_else(|| {
+            KvError::Admin(format!(
+                "the replicas of node {id} cannot all move (too few other nodes, or a move under way)"
+            ))
+        })?;
+        info!(node = id, moves = plan.len(), "removing a node");
+        let deadline = Instant::now() + limit;
+        let moves = self.run_moves(&plan, parallel, limit).await?;
+        if p.meta_voters.contains(&id) {
+            loop {
+                match self.service().remove_node(META_GROUP, id).await {
+                    Ok(_) => break,
+                    Err(e) => wait_or_fail(deadline, "removing a metadata voter", e).await?,
+                }
+            }
+        }
+        self.placement_step(deadline, MetaCommand::RemoveNode { id })
+            .await?;
+        Ok(RebalanceReport {
+            moves,
+            transfers: 0,
+        })
+    }
+}
+
+impl KvClient {
+    /// A placement change that is safe to repeat (each recognises that it was applied),
+    /// tried again after a failure of the service call until `deadline`; a refusal ends it.
+    async fn placement_step(
+        &mut self,
+        deadline: Instant,
+        command: MetaCommand,
+    ) -> Result<u64, KvError> {
+        loop {
+            match self.change_placement(command.clone()).await {
+                Err(KvError::Client(e)) => {
+                    wait_or_fail(deadline, "changing the placement", e).await?
+                }
+                other => return other,
+            }
+        }
     }
 }
 

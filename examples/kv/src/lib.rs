@@ -31,7 +31,7 @@ pub mod machine;
 pub mod placement;
 pub mod server;
 
-pub use admin::{ClusterStatus, MoveReport};
+pub use admin::{ClusterStatus, MoveReport, RebalanceReport};
 pub use client::{CasOutcome, KvClient};
 pub use error::{AddrError, KvError, ServerError};
 pub use hash::{META_GROUP, group_of};

@@ -224,6 +224,74 @@ impl Placement {
         m
     }
 
+    /// How many replicas (arriving ones included) each node holds.
+    pub fn loads(&self) -> BTreeMap<NodeId, usize> {
+        let mut loads: BTreeMap<NodeId, usize> = self.nodes.keys().map(|id| (*id, 0)).collect();
+        for shard in &self.shards {
+            for id in shard.hosts() {
+                *loads.entry(id).or_default() += 1;
+            }
+        }
+        loads
+    }
+
+    /// The moves, as `(group, from, to)`, that spread replicas evenly over the nodes (no two
+    /// nodes' counts differ by more than one, when that can be reached by moving replicas of
+    /// groups that are not moving already), each group moved at most once.
+    pub fn rebalance_plan(&self) -> Vec<(GroupId, NodeId, NodeId)> {
+        let mut loads = self.loads();
+        let mut moved = BTreeSet::new();
+        let mut plan = Vec::new();
+        loop {
+            let mut order: Vec<(usize, NodeId)> = loads.iter().map(|(id, n)| (*n, *id)).collect();
+            order.sort_unstable();
+            let (Some(&(low, to)), Some(&(high, from))) = (order.first(), order.last()) else {
+                return plan;
+            };
+            if high <= low + 1 {
+                return plan;
+            }
+            let pick = self.data_groups().find(|(g, s)| {
+                s.moving.is_none()
+                    && !moved.contains(g)
+                    && s.replicas.contains(&from)
+                    && !s.replicas.contains(&to)
+            });
+            let Some((group, _)) = pick else {
+                return plan;
+            };
+            moved.insert(group);
+            plan.push((group, from, to));
+            *loads.entry(from).or_default() -= 1;
+            *loads.entry(to).or_default() += 1;
+        }
+    }
+
+    /// The moves, as `(group, node, to)`, that take every replica off `node`, each to the
+    /// least loaded node that does not host the group yet. `None` if some group cannot go
+    /// anywhere (fewer other nodes than replicas) or is moving already.
+    pub fn drain_plan(&self, node: NodeId) -> Option<Vec<(GroupId, NodeId, NodeId)>> {
+        let mut loads = self.loads();
+        loads.remove(&node);
+        let mut plan = Vec::new();
+        for (group, shard) in self.data_groups() {
+            if !shard.hosts().contains(&node) {
+                continue;
+            }
+            if shard.moving.is_some() {
+                return None;
+            }
+            let to = loads
+                .iter()
+                .filter(|(id, _)| !shard.replicas.contains(id))
+                .min_by_key(|(id, n)| (**n, **id))
+                .map(|(id, _)| *id)?;
+            *loads.entry(to).or_default() += 1;
+            plan.push((group, node, to));
+        }
+        Some(plan)
+    }
+
     /// Applies `command`; on success the placement's new version.
     pub fn apply(&mut self, command: &MetaCommand) -> Result<u64, PlacementError> {
         match command {
@@ -250,10 +318,11 @@ impl Placement {
                             .iter()
                             .any(|s| s.moving.is_some_and(|m| m.from == *id || m.to == *id)),
                     );
-                if groups > 0 || self.meta_voters.contains(id) {
+                if groups > 0 {
                     return Err(PlacementError::NodeInUse { node: *id, groups });
                 }
                 self.nodes.remove(id);
+                self.meta_voters.remove(id);
             }
             MetaCommand::BeginMove { group, from, to } => {
                 let (group, from, to) = (*group, *from, *to);
@@ -330,8 +399,9 @@ pub enum MetaCommand {
         /// Its addresses (with its client address).
         addrs: NodeAddrs,
     },
-    /// A node leaves the cluster; refused while it holds replicas or votes in the metadata
-    /// group.
+    /// A node leaves the cluster (and the placement's list of metadata voters: the caller
+    /// removes it from the metadata group's configuration first); refused while it holds
+    /// replicas.
     RemoveNode {
         /// Its id.
         id: NodeId,
@@ -455,5 +525,56 @@ mod tests {
             }),
             Err(PlacementError::AddressConflict(4))
         );
+    }
+
+    /// Applies a plan's moves as the admin would (begin, finish).
+    fn run(p: &mut Placement, plan: &[(GroupId, NodeId, NodeId)]) {
+        for &(group, from, to) in plan {
+            p.apply(&MetaCommand::BeginMove { group, from, to })
+                .unwrap();
+            p.apply(&MetaCommand::FinishMove { group, from, to })
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn rebalance_fills_a_new_node_and_drain_empties_one() {
+        let mut p = Placement::initial(nodes(5), 64, 3).unwrap();
+        assert!(
+            p.rebalance_plan().is_empty(),
+            "an initial placement is balanced"
+        );
+        p.apply(&MetaCommand::AddNode {
+            id: 6,
+            addrs: addrs(6),
+        })
+        .unwrap();
+        let plan = p.rebalance_plan();
+        assert_eq!(plan.len(), 32, "{plan:?}");
+        run(&mut p, &plan);
+        let loads = p.loads();
+        assert!(loads.values().all(|n| *n == 32), "{loads:?}");
+        assert!(p.shards.iter().all(|s| s.replicas.len() == 3));
+        let drain = p.drain_plan(3).unwrap();
+        assert_eq!(drain.len(), 32);
+        run(&mut p, &drain);
+        assert_eq!(p.loads()[&3], 0);
+        assert!(
+            p.shards
+                .iter()
+                .all(|s| s.replicas.len() == 3 && !s.replicas.contains(&3))
+        );
+        let loads = p.loads();
+        assert!(
+            loads
+                .iter()
+                .filter(|(id, _)| **id != 3)
+                .all(|(_, n)| (38..=39).contains(n))
+        );
+        p.apply(&MetaCommand::RemoveNode { id: 3 }).unwrap();
+        assert!(!p.nodes.contains_key(&3) && !p.meta_voters.contains(&3));
+        // Three nodes of three replicas: nowhere to drain to.
+        let q = Placement::initial(nodes(3), 4, 3).unwrap();
+        assert_eq!(q.drain_plan(1), None);
     }
 }

@@ -18,9 +18,11 @@
 //! 4. hosts every shard the placement gives this node that it does not host yet — created
 //!    from the placement's replicas while the shard has never moved (`epoch` 0; recovered
 //!    from the WAL if it holds the shard), joined otherwise (a move's new replica: the
-//!    group's leader adds it as a learner) — and stops hosting, purging its storage, every
-//!    shard the placement no longer gives it (after a move's last step; the group had
-//!    already removed it from its configuration).
+//!    group's leader adds it as a learner; if the group stops here as removed meanwhile —
+//!    a node the shard moved away from and back can be told so by a leader that hears from
+//!    it before the configuration naming it again — it is forgotten and joined again) — and
+//!    stops hosting, purging its storage, every shard the placement no longer gives it (after
+//!    a move's last step; the group had already removed it from its configuration).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -221,6 +223,8 @@ impl KvServer {
             create,
             client,
             hosted: BTreeSet::new(),
+            was_member: false,
+            removed: false,
             publish,
             interval: config.reconcile_interval,
         };
@@ -274,6 +278,10 @@ struct PlacementTask {
     client: Client<KvMachine>,
     /// The shards this task has made the node host.
     hosted: BTreeSet<GroupId>,
+    /// This node is in the placement, as last read.
+    was_member: bool,
+    /// It was in the placement and no longer is (since this process started).
+    removed: bool,
     publish: watch::Sender<Option<Arc<Placement>>>,
     interval: Duration,
 }
@@ -322,13 +330,25 @@ impl PlacementTask {
                     "this server was started with other settings; the cluster's stand");
             }
         }
-        if !placement.nodes.contains_key(&id) {
+        let member = placement.nodes.contains_key(&id);
+        if !member && !self.was_member && !self.removed {
+            // A joining node registers itself (once: a node that was a member and is no
+            // longer was removed, and stays out).
             let add = KvCommand::Meta(MetaCommand::AddNode { id, addrs: self.me });
             match self.client.propose(META_GROUP, add).await {
                 Ok(a) => info!(node = id, answer = ?a.response, "added to the cluster"),
                 Err(e) => debug!(node = id, error = %e, "adding this node to the cluster"),
             }
             return;
+        }
+        if member != self.was_member {
+            if member {
+                info!(node = id, "a member of the cluster");
+            } else {
+                warn!(node = id, "removed from the cluster: hosting nothing");
+            }
+            self.was_member = member;
+            self.removed |= !member;
         }
         let newer = self
             .publish
@@ -343,12 +363,39 @@ impl PlacementTask {
         self.reconcile(&placement).await;
     }
 
+    /// Whether a group this node is receiving is still hosted. A node that held the group
+    /// before (a replica moved away and back) can be told it was removed by a leader that
+    /// hears from it before the configuration naming it again is appended; the group then
+    /// stops here. It is forgotten, so that the next pass joins it afresh.
+    async fn still_hosted(&mut self, group: GroupId) -> bool {
+        let id = self.node.id();
+        match self.node.group_metrics(group).await {
+            Err(Error::Removed { .. }) => {
+                info!(node = id, group, "removed while joining; joining again");
+                match self.node.remove_partition(group, true).await {
+                    Ok(()) | Err(Error::UnknownGroup(_)) => {
+                        self.hosted.remove(&group);
+                        false
+                    }
+                    Err(e) => {
+                        warn!(node = id, group, error = %e, "cannot forget the group");
+                        true
+                    }
+                }
+            }
+            _ => true,
+        }
+    }
+
     /// Hosts what the placement gives this node, drops what it no longer does.
     async fn reconcile(&mut self, p: &Placement) {
         let id = self.node.id();
         for (group, shard) in p.data_groups() {
             let want = shard.hosts().contains(&id);
-            let have = self.hosted.contains(&group);
+            let mut have = self.hosted.contains(&group);
+            if want && have && shard.moving.is_some_and(|m| m.to == id) {
+                have = self.still_hosted(group).await;
+            }
             if want && !have {
                 let Some(index) = shard_of_group(group, p.groups) else {
                     continue;

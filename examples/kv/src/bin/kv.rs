@@ -21,6 +21,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kv::addrs::parse_servers;
 use kv::{ClientConfig, KvClient, ReadKind};
 
+/// How long one replica move may take before the command gives up (it can be run again).
+const MOVE_LIMIT: Duration = Duration::from_secs(120);
+
 /// Client and admin of a sharded, replicated KV cluster.
 #[derive(Parser, Debug)]
 #[command(name = "kv", version, about, long_about = None)]
@@ -106,6 +109,28 @@ enum Cmd {
         group: u64,
         /// One of its replicas.
         node: u64,
+    },
+    /// Register node ID at RAFT_HOST:PORT/CLIENT_HOST:PORT (a `kv-server --join` does this
+    /// itself). It holds no replica until `rebalance` or `move-replica` gives it some.
+    AddNode {
+        /// The new node's id.
+        id: u64,
+        /// Its addresses.
+        addrs: String,
+    },
+    /// Spread replicas evenly over the nodes, then leaders.
+    Rebalance {
+        /// Moves made at a time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
+    /// Move every replica off node ID, then take it out of the cluster.
+    RemoveNode {
+        /// The node.
+        id: u64,
+        /// Moves made at a time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
     },
     /// Move GROUP's replica on FROM to TO (learner, caught up, voter, FROM removed).
     MoveReplica {
@@ -200,10 +225,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             client.transfer_leader(group, node).await?;
             println!("leadership of group {group} handed to node {node}");
         }
+        Cmd::AddNode { id, addrs } => {
+            let addrs = kv::addrs::parse_node_addrs(&addrs).map_err(anyhow::Error::msg)?;
+            let version = client.add_node(id, addrs).await?;
+            println!("node {id} added (placement v{version})");
+        }
+        Cmd::Rebalance { parallel } => {
+            let r = client.rebalance(parallel, MOVE_LIMIT).await?;
+            println!(
+                "rebalanced: {} replicas moved, {} leaders transferred",
+                r.moves.len(),
+                r.transfers
+            );
+        }
+        Cmd::RemoveNode { id, parallel } => {
+            let r = client.remove_node(id, parallel, MOVE_LIMIT).await?;
+            println!("node {id} removed: {} replicas moved", r.moves.len());
+        }
         Cmd::MoveReplica { group, from, to } => {
-            let r = client
-                .move_replica(group, from, to, Duration::from_secs(120))
-                .await?;
+            let r = client.move_replica(group, from, to, MOVE_LIMIT).await?;
             println!(
                 "group {} moved from node {} to node {} (placement v{})",
                 r.group, r.from, r.to, r.version

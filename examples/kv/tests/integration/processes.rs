@@ -1,6 +1,7 @@
 //! Real processes: five `kv-server`s over loopback TCP with their WALs, 64 groups x 3
 //! replicas. Clients put, get and compare-and-swap on a few dozen keys while one node is
-//! SIGKILLed and restarted and replicas move between nodes. Afterwards every key's history,
+//! SIGKILLed and restarted, two replicas move, a sixth node joins and the replicas are
+//! rebalanced onto it, and a node (a metadata voter) is removed after its replicas moved. Afterwards every key's history,
 //! final linearizable reads included, must be linearizable (so every acknowledged write is
 //! present), checked by `raft_sim::linearizability` against a compare-and-swap register.
 
@@ -182,13 +183,21 @@ async fn movable(admin: &mut KvClient, from: NodeId, to: NodeId) -> GroupId {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_processes_64_groups_stay_linearizable_through_a_kill_and_moves() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let peers = loopback_peers(NODES);
+async fn five_to_six_to_five_processes_stay_linearizable_through_kills_and_moves() {
+    // The servers' WALs and logs; KV_TEST_KEEP=1 keeps them after the test.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    eprintln!("servers' data and logs in {}", tmp.path().display());
+    let (dir, _tmp) = if std::env::var_os("KV_TEST_KEEP").is_some() {
+        (tmp.keep(), None)
+    } else {
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
+    let mut peers = loopback_peers(NODES + 1);
+    let (sixth, sixth_addrs) = peers.0.pop_last().expect("six nodes' addresses");
     let mut procs: Vec<ServerProc> = peers
         .0
         .keys()
-        .map(|id| ServerProc::create(*id, &peers, GROUPS, REPLICAS, dir.path()))
+        .map(|id| ServerProc::create(*id, &peers, GROUPS, REPLICAS, dir.as_path()))
         .collect();
     let servers = peers.client_addrs();
     let mut client = KvClient::new(client_config(servers.clone(), 1)).expect("client");
@@ -230,7 +239,12 @@ async fn five_processes_64_groups_stay_linearizable_through_a_kill_and_moves() {
     }
 
     // Faults and admin under load: node 2 killed and restarted, then replicas moved.
-    let mut admin = KvClient::new(client_config(servers.clone(), 2)).expect("admin client");
+    // Membership changes wait for a learner to catch up and for joint consensus: longer
+    // attempts than the clients'.
+    let mut admin_config = client_config(servers.clone(), 2);
+    admin_config.attempt_timeout = Duration::from_secs(5);
+    admin_config.request_timeout = Duration::from_secs(15);
+    let mut admin = KvClient::new(admin_config).expect("admin client");
     tokio::time::sleep(Duration::from_secs(2)).await;
     procs[1].kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -252,7 +266,66 @@ async fn five_processes_64_groups_stay_linearizable_through_a_kill_and_moves() {
             report.version
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A sixth node joins through the running servers, and the replicas spread onto it.
+    let join_args = vec![
+        "--id".into(),
+        sixth.to_string(),
+        "--raft".into(),
+        sixth_addrs.data.to_string(),
+        "--listen".into(),
+        sixth_addrs.client.expect("client address").to_string(),
+        "--join".into(),
+        servers[0].to_string(),
+        "--data-dir".into(),
+        dir.as_path()
+            .join(format!("node-{sixth}"))
+            .display()
+            .to_string(),
+    ];
+    procs.push(ServerProc::spawn(sixth, join_args, dir.as_path()));
+    let joined = Instant::now();
+    while !admin
+        .refresh()
+        .await
+        .is_ok_and(|p| p.nodes.contains_key(&sixth))
+    {
+        assert!(
+            joined.elapsed() < Duration::from_secs(30),
+            "node {sixth} never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rebalanced = admin
+        .rebalance(4, Duration::from_secs(30))
+        .await
+        .expect("rebalance");
+    moved += rebalanced.moves.len();
+    let p = admin.refresh().await.expect("placement");
+    let loads = p.loads();
+    eprintln!(
+        "rebalanced onto node {sixth}: {} moves, {} leader transfers, loads {loads:?}",
+        rebalanced.moves.len(),
+        rebalanced.transfers
+    );
+    assert!(rebalanced.moves.len() >= 30, "{rebalanced:?}");
+    assert!(loads.values().all(|n| *n == 32), "{loads:?}");
+
+    // Node 3 (a metadata voter) leaves: its replicas move first.
+    let removed = admin
+        .remove_node(3, 4, Duration::from_secs(30))
+        .await
+        .expect("remove node 3");
+    moved += removed.moves.len();
+    let p = admin.refresh().await.expect("placement");
+    assert!(!p.nodes.contains_key(&3) && !p.meta_voters.contains(&3));
+    assert!(
+        p.shards
+            .iter()
+            .all(|s| s.replicas.len() == REPLICAS as usize && !s.replicas.contains(&3))
+    );
+    eprintln!("node 3 removed: {} moves", removed.moves.len());
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop_tx.send(true);
     let mut ops = 0;
     let mut acked = 0;
@@ -275,7 +348,8 @@ async fn five_processes_64_groups_stay_linearizable_through_a_kill_and_moves() {
     let violations = usize::from(!result.is_linearizable());
     assert_all_running(&mut procs);
     println!(
-        "kv: {GROUPS} groups x {REPLICAS} replicas on {NODES} nodes, {ops} ops ({acked} acknowledged), {moved} replicas moved, violations: {violations}"
+        "kv: {GROUPS} groups x {REPLICAS} replicas on {NODES} -> {} -> {NODES} nodes, {ops} ops ({acked} acknowledged), {moved} replicas moved, violations: {violations}",
+        NODES + 1
     );
     assert!(
         matches!(result, CheckResult::Linearizable),
