@@ -331,9 +331,10 @@ impl PlacementTask {
             }
         }
         let member = placement.nodes.contains_key(&id);
-        if !member && !self.was_member && !self.removed {
+        if !member && !self.was_member && !self.removed && self.create.is_none() {
             // A joining node registers itself (once: a node that was a member and is no
-            // longer was removed, and stays out).
+            // longer was removed, and stays out). A node of the creating set never does:
+            // if it is not in the placement, it was removed.
             let add = KvCommand::Meta(MetaCommand::AddNode { id, addrs: self.me });
             match self.client.propose(META_GROUP, add).await {
                 Ok(a) => info!(node = id, answer = ?a.response, "added to the cluster"),
