@@ -217,16 +217,37 @@ impl KvClient {
         Ok(done)
     }
 
-    /// Spreads replicas evenly over the nodes ([`Placement::rebalance_plan`], `parallel`
-    /// moves at a time), then leaders ([`KvClient::balance_leaders`]).
+    /// Finishes every move the placement shows under way (one an admin started and did not
+    /// finish: each step is safe to repeat).
+    pub async fn finish_pending_moves(
+        &mut self,
+        parallel: usize,
+        limit: Duration,
+    ) -> Result<Vec<MoveReport>, KvError> {
+        let pending: Vec<(GroupId, NodeId, NodeId)> = self
+            .refresh()
+            .await?
+            .data_groups()
+            .filter_map(|(g, s)| s.moving.map(|m| (g, m.from, m.to)))
+            .collect();
+        if !pending.is_empty() {
+            info!(moves = pending.len(), "finishing moves under way");
+        }
+        self.run_moves(&pending, parallel, limit).await
+    }
+
+    /// Finishes moves under way, spreads replicas evenly over the nodes
+    /// ([`Placement::rebalance_plan`], `parallel` moves at a time), then leaders
+    /// ([`KvClient::balance_leaders`]).
     pub async fn rebalance(
         &mut self,
         parallel: usize,
         limit: Duration,
     ) -> Result<RebalanceReport, KvError> {
+        let mut moves = self.finish_pending_moves(parallel, limit).await?;
         let plan = self.refresh().await?.rebalance_plan();
         info!(moves = plan.len(), "rebalancing");
-        let moves = self.run_moves(&plan, parallel, limit).await?;
+        moves.extend(self.run_moves(&plan, parallel, limit).await?);
         let transfers = self.balance_leaders().await?;
         Ok(RebalanceReport { moves, transfers })
     }
@@ -275,7 +296,7 @@ impl KvClient {
         Ok(transfers)
     }
 
-    /// Takes node `id` out of the cluster: moves each of its replicas to the least loaded
+    /// Takes node `id` out of the cluster: finishes moves under way, moves each of its replicas to the least loaded
     /// node without one (`parallel` at a time; never fewer than R replicas), removes it
     /// from the metadata group if it votes there (refused if fewer than 3 voters would be
     /// left), and from the placement. Its server then hosts nothing and can be stopped.
@@ -285,6 +306,7 @@ impl KvClient {
         parallel: usize,
         limit: Duration,
     ) -> Result<RebalanceReport, KvError> {
+        let mut moves = self.finish_pending_moves(parallel, limit).await?;
         let p = self.refresh().await?;
         if !p.nodes.contains_key(&id) {
             return Err(KvError::Admin(format!("node {id} is not in the cluster")));
@@ -301,7 +323,7 @@ impl KvClient {
         })?;
         info!(node = id, moves = plan.len(), "removing a node");
         let deadline = Instant::now() + limit;
-        let moves = self.run_moves(&plan, parallel, limit).await?;
+        moves.extend(self.run_moves(&plan, parallel, limit).await?);
         if p.meta_voters.contains(&id) {
             loop {
                 match self.service().remove_node(META_GROUP, id).await {

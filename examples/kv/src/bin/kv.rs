@@ -180,6 +180,14 @@ fn show(value: Option<Vec<u8>>) -> String {
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = ClientConfig::new(args.servers.0);
     config.request_timeout = Duration::from_millis(args.timeout_ms.max(1));
+    if matches!(
+        args.command,
+        Cmd::MoveReplica { .. } | Cmd::Rebalance { .. } | Cmd::RemoveNode { .. }
+    ) {
+        // A membership change waits for a learner to catch up and for joint consensus.
+        config.attempt_timeout = Duration::from_secs(5);
+        config.request_timeout = config.request_timeout.max(Duration::from_secs(15));
+    }
     config.attempt_timeout = config.attempt_timeout.min(config.request_timeout);
     let mut client = KvClient::new(config)?;
     match args.command {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{CasRegisters, Op, Out, ServerProc, assert_all_running, loopback_peers};
-use kv::{ClientConfig, KvClient, KvError, ReadKind};
+use kv::{ClientConfig, KvClient, KvError, MetaCommand, ReadKind};
 use raft_actor::{GroupId, NodeId};
 use raft_net::SplitMix64;
 use raft_sim::linearizability::{CheckBudget, CheckResult, HistoryRecorder, check};
@@ -296,10 +296,27 @@ async fn five_to_six_to_five_processes_stay_linearizable_through_kills_and_moves
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A move an admin began and did not finish: rebalancing finishes it first.
+    let interrupted = movable(&mut admin, 5, sixth).await;
+    admin
+        .change_placement(MetaCommand::BeginMove {
+            group: interrupted,
+            from: 5,
+            to: sixth,
+        })
+        .await
+        .expect("begin a move");
     let rebalanced = admin
         .rebalance(4, Duration::from_secs(30))
         .await
         .expect("rebalance");
+    assert!(
+        rebalanced
+            .moves
+            .iter()
+            .any(|m| (m.group, m.from, m.to) == (interrupted, 5, sixth)),
+        "the interrupted move was finished: {rebalanced:?}"
+    );
     moved += rebalanced.moves.len();
     let p = admin.refresh().await.expect("placement");
     let loads = p.loads();
