@@ -24,6 +24,7 @@
 
 pub mod addrs;
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod error;
 pub mod hash;

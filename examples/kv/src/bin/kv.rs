@@ -132,6 +132,28 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         parallel: usize,
     },
+    /// Load the cluster: clients putting and getting random keys; prints throughput and
+    /// latency percentiles.
+    Bench {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Percentage of puts (the rest are gets).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100))]
+        write_percent: u64,
+        /// How fresh the gets are.
+        #[arg(long, value_enum, default_value_t = Read::Linearizable)]
+        read: Read,
+    },
     /// Move GROUP's replica on FROM to TO (learner, caught up, voter, FROM removed).
     MoveReplica {
         /// The group.
@@ -249,6 +271,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::RemoveNode { id, parallel } => {
             let r = client.remove_node(id, parallel, MOVE_LIMIT).await?;
             println!("node {id} removed: {} replicas moved", r.moves.len());
+        }
+        Cmd::Bench {
+            clients,
+            secs,
+            keys,
+            value_size,
+            write_percent,
+            read,
+        } => {
+            let config = kv::bench::BenchConfig {
+                clients,
+                duration: Duration::from_secs(secs),
+                keys,
+                value_size,
+                write_percent,
+                read: kind(read),
+                ..Default::default()
+            };
+            println!("{}", kv::bench::run(&mut client, &config).await?.render());
         }
         Cmd::MoveReplica { group, from, to } => {
             let r = client.move_replica(group, from, to, MOVE_LIMIT).await?;

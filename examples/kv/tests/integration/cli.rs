@@ -105,6 +105,15 @@ fn every_command_prints_what_the_readme_says() {
         status.contains("group 2: replicas [1,2,3], leader "),
         "{status}"
     );
+    let bench = kv(
+        s,
+        &["bench", "--clients", "4", "--secs", "1", "--keys", "100"],
+    );
+    assert!(
+        bench.starts_with("kv bench: 4 clients, 8 groups, "),
+        "{bench}"
+    );
+    assert!(bench.trim_end().ends_with("errors 0"), "{bench}");
     let g = group.to_string();
     assert_eq!(
         kv(s, &["transfer-leader", &g, "2"]),

@@ -137,9 +137,9 @@ async fn load(
     let (mut n, mut acked) = (0u64, 0u64);
     while !*stop.borrow_and_update() {
         n += 1;
-        let key = format!("key-{}", rng.between(0, KEYS));
+        let key = format!("key-{}", rng.below(KEYS));
         let value = format!("c{who}-{n}");
-        let op = match rng.between(0, 100) {
+        let op = match rng.below(100) {
             0..40 => Op::Put(key.clone(), value),
             40..75 => Op::Get(key.clone()),
             _ => Op::Cas(key.clone(), seen.get(&key).cloned().flatten(), Some(value)),
