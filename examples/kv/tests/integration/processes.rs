@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{CasRegisters, Op, Out, ServerProc, assert_all_running, loopback_peers};
-use kv::{ClientConfig, KvClient, KvError, MetaCommand, ReadKind};
+use kv::{ClientConfig, KvClient, KvError, KvMachine, KvQuery, KvResponse, MetaCommand, ReadKind};
 use raft_actor::{GroupId, NodeId};
 use raft_net::SplitMix64;
 use raft_sim::linearizability::{CheckBudget, CheckResult, HistoryRecorder, check};
@@ -222,6 +222,26 @@ async fn five_to_six_to_five_processes_stay_linearizable_through_kills_and_moves
         }
     }
     eprintln!("64 groups ready after {:?}", started.elapsed());
+
+    // A service client that knows only node 1, asking for a group node 1 does not host, is
+    // redirected to its hosts.
+    let p = client.placement().await.expect("placement");
+    let (group, _) = p
+        .data_groups()
+        .find(|(_, s)| !s.hosts().contains(&1))
+        .expect("a group without node 1");
+    let key = key_per_group(GROUPS).remove(&group).expect("its key");
+    let mut only_node_1 =
+        raft_service::Client::<KvMachine>::new(client_config(vec![servers[0]], 3)).expect("client");
+    let read = only_node_1
+        .read(group, KvQuery::Get(key.into_bytes()))
+        .await
+        .expect("redirected read");
+    assert_eq!(read, KvResponse::Value(Some(b"ready".to_vec())));
+    assert!(
+        only_node_1.servers().len() > 1,
+        "the redirect named the hosts"
+    );
     assert_all_running(&mut procs);
 
     let (events_tx, events_rx) = flume::bounded(100_000);
