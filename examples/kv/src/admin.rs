@@ -299,7 +299,8 @@ impl KvClient {
     /// Takes node `id` out of the cluster: finishes moves under way, moves each of its replicas to the least loaded
     /// node without one (`parallel` at a time; never fewer than R replicas), removes it
     /// from the metadata group if it votes there (refused if fewer than 3 voters would be
-    /// left), and from the placement. Its server then hosts nothing and can be stopped.
+    /// left), and from the placement, then balances leaders. Its server then hosts nothing
+    /// and can be stopped.
     pub async fn remove_node(
         &mut self,
         id: NodeId,
@@ -334,10 +335,9 @@ impl KvClient {
         }
         self.placement_step(deadline, MetaCommand::RemoveNode { id })
             .await?;
-        Ok(RebalanceReport {
-            moves,
-            transfers: 0,
-        })
+        // The node's leaderships went to whichever replica won each election.
+        let transfers = self.balance_leaders().await?;
+        Ok(RebalanceReport { moves, transfers })
     }
 }
 

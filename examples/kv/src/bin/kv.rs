@@ -270,7 +270,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Cmd::RemoveNode { id, parallel } => {
             let r = client.remove_node(id, parallel, MOVE_LIMIT).await?;
-            println!("node {id} removed: {} replicas moved", r.moves.len());
+            println!(
+                "node {id} removed: {} replicas moved, {} leaders transferred",
+                r.moves.len(),
+                r.transfers
+            );
         }
         Cmd::Bench {
             clients,
