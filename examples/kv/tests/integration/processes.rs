@@ -1,7 +1,8 @@
 //! Real processes: five `kv-server`s over loopback TCP with their WALs, 64 groups x 3
 //! replicas. Clients put, get and compare-and-swap on a few dozen keys while one node is
 //! SIGKILLed and restarted, two replicas move, a sixth node joins and the replicas are
-//! rebalanced onto it, and a node (a metadata voter) is removed after its replicas moved. Afterwards every key's history,
+//! rebalanced onto it (while node 4 is SIGKILLed and restarted), and a node (a metadata
+//! voter) is removed after its replicas moved. Afterwards every key's history,
 //! final linearizable reads included, must be linearizable (so every acknowledged write is
 //! present), checked by `raft_sim::linearizability` against a compare-and-swap register.
 
@@ -326,10 +327,16 @@ async fn five_to_six_to_five_processes_stay_linearizable_through_kills_and_moves
         })
         .await
         .expect("begin a move");
-    let rebalanced = admin
-        .rebalance(4, Duration::from_secs(30))
-        .await
-        .expect("rebalance");
+    // Node 4 is SIGKILLed while the rebalance runs, and restarted: moves to and from it
+    // wait (each step retried until its deadline) and go on once it is back.
+    let mut rebalancer = admin.fork();
+    let rebalance =
+        tokio::spawn(async move { rebalancer.rebalance(4, Duration::from_secs(45)).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    procs[3].kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    procs[3].start();
+    let rebalanced = rebalance.await.expect("rebalance task").expect("rebalance");
     assert!(
         rebalanced
             .moves
