@@ -223,6 +223,7 @@ impl KvServer {
             create,
             client,
             hosted: BTreeSet::new(),
+            creating,
             was_member: false,
             removed: false,
             publish,
@@ -273,11 +274,14 @@ impl KvServer {
 struct PlacementTask {
     node: Node<KvMachine>,
     me: NodeAddrs,
-    /// The placement this node proposes when the cluster has none (creating nodes).
+    /// The placement this node proposes when the cluster has none (creating nodes; taken
+    /// once the cluster has one).
     create: Option<Placement>,
     client: Client<KvMachine>,
     /// The shards this task has made the node host.
     hosted: BTreeSet<GroupId>,
+    /// This node was started to create the cluster (with `peers`), not to join it.
+    creating: bool,
     /// This node is in the placement, as last read.
     was_member: bool,
     /// It was in the placement and no longer is (since this process started).
@@ -324,14 +328,18 @@ impl PlacementTask {
             }
             return;
         };
-        if let Some(create) = &self.create {
+        if let Some(create) = self.create.take() {
+            // Checked once: the cluster's settings stand, whatever this server was given.
             if (create.groups, create.replicas) != (placement.groups, placement.replicas) {
-                warn!(node = id, error = %PlacementError::AlreadyCreated { groups: placement.groups, replicas: placement.replicas },
-                    "this server was started with other settings; the cluster's stand");
+                let e = PlacementError::AlreadyCreated {
+                    groups: placement.groups,
+                    replicas: placement.replicas,
+                };
+                warn!(node = id, error = %e, "this server was started with other settings; the cluster's stand");
             }
         }
         let member = placement.nodes.contains_key(&id);
-        if !member && !self.was_member && !self.removed && self.create.is_none() {
+        if !member && !self.was_member && !self.removed && !self.creating {
             // A joining node registers itself (once: a node that was a member and is no
             // longer was removed, and stays out). A node of the creating set never does:
             // if it is not in the placement, it was removed.
