@@ -9,6 +9,8 @@
 //! - a result: done, and that server is remembered as the group's leader;
 //! - `NotLeader` with the leader's address: retry there at once (too many hints in a row, or
 //!   a hint naming the same server, back off first);
+//! - `NotHosted` (a sharded service's node that does not host the group) with the hosts'
+//!   addresses: retry at the first of them other than this server, as for a leader hint;
 //! - `NotLeader` without an address, `Unavailable`, `Timeout`, or a failed connection or
 //!   call: try the next known server after a jittered, doubling pause;
 //! - `Refused` or `SessionExpired`: fail at once.
@@ -353,6 +355,16 @@ impl<S: StateMachine> Client<S> {
     /// Where `group`'s leader was last found.
     pub fn leader(&self, group: GroupId) -> Option<SocketAddr> {
         self.leaders.get(&group).copied()
+    }
+
+    /// Sends `group`'s next leader-bound call to `server` first (and adds it to the known
+    /// servers): for a caller that knows where the group lives, such as a sharded service's
+    /// client routing by its placement. Hints and redirects are followed from there as usual.
+    pub fn prefer(&mut self, group: GroupId, server: SocketAddr) {
+        if !self.servers.contains(&server) {
+            self.servers.push(server);
+        }
+        self.leaders.insert(group, server);
     }
 
     /// Applies `command` in `group` exactly once (under this client's session in the group,
@@ -728,6 +740,31 @@ impl<S: StateMachine> Client<S> {
                                 self.leaders.insert(g, hint);
                             }
                             debug!(%server, leader = %hint, "following the leader hint");
+                            continue;
+                        }
+                        ServiceError::NotHosted { hosts, .. }
+                            if hints_in_a_row < 2 * self.servers.len() + 2
+                                && hosts.iter().any(|h| *h != server) =>
+                        {
+                            hints_in_a_row += 1;
+                            for h in &hosts {
+                                if !self.servers.contains(h) {
+                                    self.servers.push(*h);
+                                }
+                            }
+                            // The first host other than this server; a leader hint may follow.
+                            let next = hosts
+                                .iter()
+                                .copied()
+                                .find(|h| *h != server)
+                                .unwrap_or(server);
+                            match route {
+                                Route::Leader(g) => {
+                                    self.leaders.insert(g, next);
+                                }
+                                Route::Any => self.any = next,
+                            }
+                            debug!(%server, host = %next, "following the redirect");
                             continue;
                         }
                         ServiceError::SessionExpired { group, client } => {

@@ -136,4 +136,4 @@ pub use join::{JoinError, join};
 pub use protocol::{
     Admin, Answer, Encoded, GroupStatus, GroupSummary, NodeStatus, ReadKind, Request, ServiceError,
 };
-pub use server::{AnswerOf, RequestOf, Servable, Server, ServerConfig};
+pub use server::{AnswerOf, Redirect, RequestOf, Servable, Server, ServerConfig};

@@ -358,6 +358,19 @@ pub enum ServiceError {
         /// Why, for humans.
         reason: String,
     },
+    /// The answering node does not host the group; `hosts` are the client addresses of nodes
+    /// that do, as the server's redirect ([`crate::server::Redirect`]) knows them. Nothing was
+    /// applied. Only servers given a redirect answer this (a sharded service, where not every
+    /// node hosts every group); others answer [`ServiceError::Unavailable`].
+    #[error("node {node} does not host group {group} (hosts: {hosts:?})")]
+    NotHosted {
+        /// The answering node.
+        node: NodeId,
+        /// The group.
+        group: GroupId,
+        /// Client addresses of the nodes hosting it.
+        hosts: Vec<SocketAddr>,
+    },
 }
 
 impl ServiceError {
@@ -366,6 +379,7 @@ impl ServiceError {
         matches!(
             self,
             ServiceError::NotLeader { .. }
+                | ServiceError::NotHosted { .. }
                 | ServiceError::Unavailable { .. }
                 | ServiceError::Timeout { .. }
         )

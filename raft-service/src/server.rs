@@ -7,6 +7,7 @@
 //! configuration knows it; stale reads and status are answered by any node.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use raft_actor::{Error, GroupId, Node, StateMachine};
 use raft_net::{NetError, RpcServer, RpcServerConfig, RpcServerStats};
@@ -34,6 +35,14 @@ pub type AnswerOf<S> = Answer<<S as StateMachine>::Response>;
 pub trait Servable: StateMachine<Command: Sync, Query: Sync, Response: Sync> {}
 
 impl<S> Servable for S where S: StateMachine<Command: Sync, Query: Sync, Response: Sync> {}
+
+/// Where a server sends clients asking for a group its node does not host: the client
+/// addresses of the nodes that host `group` (empty when unknown). Given to
+/// [`Server::serve_with_redirect`] by a sharded service, whose nodes each host some groups;
+/// such a call is then answered [`ServiceError::NotHosted`] with these addresses, which
+/// [`crate::Client`] follows like a leader hint. Called on the request's task, so it must
+/// answer at once (read a latest-value cell, not an actor).
+pub type Redirect = Arc<dyn Fn(GroupId) -> Vec<SocketAddr> + Send + Sync>;
 
 /// Settings of a [`Server`].
 #[derive(Clone, Debug, Default)]
@@ -91,8 +100,39 @@ impl Server {
         listener: TcpListener,
         config: ServerConfig,
     ) -> Result<Self, NetError> {
-        let id = node.id();
-        let handler = Handler { node };
+        Self::serve_handler(
+            Handler {
+                node,
+                redirect: None,
+            },
+            listener,
+            config,
+        )
+    }
+
+    /// As [`Server::serve`], for a node that hosts only some groups: a call for a group the
+    /// node does not host (or was removed from) is answered [`ServiceError::NotHosted`] with
+    /// the client addresses `redirect` gives for it (when it gives none, `Unavailable` as
+    /// without a redirect). [`crate::Client`] follows the redirect.
+    pub fn serve_with_redirect<S: Servable>(
+        node: Node<S>,
+        listener: TcpListener,
+        config: ServerConfig,
+        redirect: Redirect,
+    ) -> Result<Self, NetError> {
+        let handler = Handler {
+            node,
+            redirect: Some(redirect),
+        };
+        Self::serve_handler(handler, listener, config)
+    }
+
+    fn serve_handler<S: Servable>(
+        handler: Handler<S>,
+        listener: TcpListener,
+        config: ServerConfig,
+    ) -> Result<Self, NetError> {
+        let id = handler.node.id();
         let tls = match &config.rpc.tls {
             None => "off",
             Some(t) if t.requires_client_cert() => "mutual",
@@ -158,12 +198,14 @@ impl Server {
 /// The request handler; cloned per request (one `Arc` inside).
 struct Handler<S: StateMachine> {
     node: Node<S>,
+    redirect: Option<Redirect>,
 }
 
 impl<S: StateMachine> Clone for Handler<S> {
     fn clone(&self) -> Self {
         Handler {
             node: self.node.clone(),
+            redirect: self.redirect.clone(),
         }
     }
 }
@@ -259,6 +301,18 @@ impl<S: StateMachine> Handler<S> {
     }
 
     fn failed(&self, group: GroupId, e: Error) -> AnswerOf<S> {
+        if let (Error::UnknownGroup(_) | Error::Removed { .. }, Some(redirect)) =
+            (&e, &self.redirect)
+        {
+            let hosts = redirect(group);
+            if !hosts.is_empty() {
+                return Answer::Error(ServiceError::NotHosted {
+                    node: self.node.id(),
+                    group,
+                    hosts,
+                });
+            }
+        }
         Answer::Error(to_service_error(self.node.id(), group, e))
     }
 }

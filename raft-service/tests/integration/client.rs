@@ -132,3 +132,63 @@ async fn no_reachable_server_gives_up_not_in_doubt() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A node that does not host the group: with a redirect, its server names the hosts and the
+/// client, given only that server, follows it to the group; without one, it answers
+/// `Unavailable` and a client that knows no other server gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_leads_the_client_to_the_hosts_of_a_group() -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use raft_actor::{MemConfig, MemNetwork, MemStore, Node, NodeConfig, WireMsg};
+    use raft_service::{Redirect, Server, ServerConfig};
+
+    let c = Cluster::start(3).await?;
+    // Node 9, alone on its own network, hosts nothing.
+    let (transport, inbound) = MemNetwork::<WireMsg>::direct(&[9], &MemConfig::default())?
+        .pop()
+        .expect("one node");
+    let outsider = Node::<Counter>::builder(NodeConfig::new(9))
+        .transport(transport, inbound)
+        .storage(MemStore::new())
+        .start()
+        .await?;
+    let hosts = c.addrs();
+    let redirect: Redirect = Arc::new(move |g| if g == G { hosts.clone() } else { Vec::new() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let redirecting = Server::serve_with_redirect(
+        outsider.clone(),
+        listener,
+        ServerConfig::default(),
+        redirect,
+    )?;
+    let plain = Server::bind(outsider.clone(), "127.0.0.1:0", ServerConfig::default()).await?;
+
+    let mut client = Client::<Counter>::new(config(vec![redirecting.local_addr()]))?;
+    assert_eq!(client.propose(G, Cmd::Add(3)).await?.response, 3);
+    assert_eq!(client.read(G, Query::Value).await?, 3);
+    assert!(
+        c.addrs()
+            .contains(&client.leader(G).expect("a leader found"))
+    );
+    // A group the redirect does not know: not hosted, no hosts, unavailable until the deadline.
+    let mut cfg = config(vec![redirecting.local_addr()]);
+    cfg.request_timeout = Duration::from_millis(300);
+    let mut lost = Client::<Counter>::new(cfg.clone())?;
+    assert!(matches!(
+        lost.read(G + 1, Query::Value).await,
+        Err(ClientError::GaveUp { .. })
+    ));
+    // Without a redirect the same node cannot send the client anywhere.
+    cfg.servers = vec![plain.local_addr()];
+    let mut plain_client = Client::<Counter>::new(cfg)?;
+    assert!(matches!(
+        plain_client.read(G, Query::Value).await,
+        Err(ClientError::GaveUp { .. })
+    ));
+    redirecting.shutdown().await;
+    plain.shutdown().await;
+    outsider.shutdown().await;
+    c.shutdown().await;
+    Ok(())
+}
