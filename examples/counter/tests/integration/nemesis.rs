@@ -14,7 +14,7 @@
 //! - no server process exited on its own.
 //!
 //! It prints `nemesis[counter]: S s, N ops, P partitions, Q pauses, K kills, M membership
-//! changes, violations: V`. Runs for `RAFT_NEMESIS_SECS` seconds of faults (default 60); a
+//! changes, violations: V`. Runs for `RAFT_NEMESIS_SECS` seconds of faults (default 45); a
 //! failing run keeps every process's log and data and the history, and prints where.
 
 use super::common;
@@ -239,7 +239,7 @@ fn admin(servers: Vec<SocketAddr>) -> Client<Counter> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_under_the_nemesis_is_exactly_once_and_linearizable() {
-    let duration = raft_nemesis::duration_from_env(60);
+    let duration = raft_nemesis::duration_from_env(45);
     let mut run = RunDir::new("counter").expect("run directory");
     let ids: Vec<NodeId> = (1..=NODES).collect();
     let net = Net::create(&ids).expect("network");

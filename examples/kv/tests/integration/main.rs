@@ -3,4 +3,6 @@
 
 mod cli;
 mod common;
+mod nemesis;
 mod processes;
+mod workload;
