@@ -12,6 +12,9 @@ use tracing::{info, warn};
 use crate::net::Net;
 use crate::process::Proc;
 
+/// How long past its duration a run may go on to finish its first round.
+const FIRST_ROUND_GRACE: Duration = Duration::from_secs(60);
+
 /// How long a fault aimed at the leader waits for there to be one.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 
@@ -100,7 +103,8 @@ pub struct Tally {
 /// The schedule's settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How long faults go on.
+    /// How long faults go on; the first round of faults (one of each kind, in a random order)
+    /// always completes, even if that takes longer.
     pub duration: Duration,
     /// Seeds the order and the targets of the faults.
     pub seed: u64,
@@ -189,11 +193,14 @@ impl Nemesis {
     /// pauses, stopped processes) and returns the tally.
     pub async fn run<C: Cluster>(&mut self, cluster: &mut C) -> Result<Tally, NemesisError> {
         let started = Instant::now();
+        let duration = self.settings.duration;
         let mut round: Vec<Fault> = Vec::new();
-        while started.elapsed() < self.settings.duration {
-            let quiet = self.between(self.settings.quiet_ms);
-            tokio::time::sleep(quiet).await;
+        let mut first_round_done = false;
+        loop {
+            let elapsed = started.elapsed();
             if round.is_empty() {
+                // A round was started and every fault of it done.
+                first_round_done |= !self.log.is_empty();
                 round = self.settings.faults.clone();
                 // Fisher-Yates, seeded.
                 for i in (1..round.len()).rev() {
@@ -201,6 +208,14 @@ impl Nemesis {
                     round.swap(i, j);
                 }
             }
+            // The first round always completes (each kind of fault happens at least once),
+            // unless faults that need a leader find none for a minute past the duration.
+            if elapsed >= duration && (first_round_done || elapsed >= duration + FIRST_ROUND_GRACE)
+            {
+                break;
+            }
+            let quiet = self.between(self.settings.quiet_ms);
+            tokio::time::sleep(quiet).await;
             let Some(fault) = round.pop() else {
                 break;
             };
