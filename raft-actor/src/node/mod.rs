@@ -27,9 +27,11 @@ mod builder;
 mod peers;
 mod registry;
 mod router;
+mod shutdown;
 mod table;
 
 pub use builder::{HeartbeatExecutor, NodeBuilder};
+pub use shutdown::ShutdownReport;
 use registry::{GroupEntry, RegistryMsg, Table};
 
 /// Queues a request on a group's client queue without waiting; its answer comes on the
@@ -795,17 +797,41 @@ impl<S: StateMachine> Node<S> {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Stops every actor of the node and its transport. Completes within the configured
-    /// shutdown bound even when peers are unreachable (I10).
-    pub async fn shutdown(&self) {
+    /// Stops every actor of the node and its transport, and says what it had to abandon.
+    /// Completes within `shutdown_timeout` (and a little) even when peers are unreachable or
+    /// the disk hangs (I10): actors get that long to end on their own (storage syncs what the
+    /// groups wrote last, half of it at most), then whatever still runs is aborted. When the
+    /// report says `storage_stopped`, the storage actor's thread has been joined and its
+    /// store dropped, so the same WAL directory can be opened again.
+    ///
+    /// Calling it again, or on a node that already stopped, does nothing and reports
+    /// `already_stopped`.
+    pub async fn shutdown(&self) -> ShutdownReport {
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .registry
-            .try_send(RegistryMsg::Shutdown { reply: tx })
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(self.inner.cfg.shutdown_timeout * 2, rx).await;
+        let limit = self.inner.cfg.shutdown_timeout * 2;
+        let queued = tokio::time::timeout(
+            limit,
+            self.inner
+                .registry
+                .send_async(RegistryMsg::Shutdown { reply: tx }),
+        )
+        .await;
+        if let Ok(Err(_)) = queued {
+            return ShutdownReport {
+                already_stopped: true,
+                ..ShutdownReport::default()
+            };
+        }
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(report)) => report,
+            // The registry ended without answering: another shutdown took it.
+            Ok(Err(_)) => ShutdownReport {
+                already_stopped: true,
+                ..ShutdownReport::default()
+            },
+            // Not answered in time (cannot happen while the data runtime runs): nothing is
+            // known to have stopped.
+            Err(_) => ShutdownReport::default(),
         }
     }
 }

@@ -1,0 +1,126 @@
+//! Issue 30, item 3: the bounds a review found missing. Each test here failed on the code
+//! before its fix (see the commit that added it).
+
+use super::common;
+
+use std::time::Duration;
+
+use common::{Cmd, Counter};
+use raft_actor::{Error, Node, NodeConfig, WireMsg};
+use raft_core::Membership;
+use raft_net::{MemConfig, MemNetwork};
+use raft_storage::{Wal, WalConfig};
+
+/// One node on the WAL in `dir`, on its own threads (storage thread, heartbeat executor), as
+/// in production.
+async fn wal_node(dir: &std::path::Path, shutdown_timeout: Duration) -> Node<Counter> {
+    let (t, inbound) = MemNetwork::<WireMsg>::direct(&[1], &MemConfig::default())
+        .expect("network")
+        .pop()
+        .expect("one transport");
+    let mut cfg = NodeConfig::new(1);
+    cfg.shutdown_timeout = shutdown_timeout;
+    Node::<Counter>::builder(cfg)
+        .transport(t, inbound)
+        .storage(Wal::open(WalConfig::new(dir)).expect("open wal"))
+        .start()
+        .await
+        .expect("start")
+}
+
+/// Proposes until the single node has elected itself and applied one command.
+async fn first_write(node: &Node<Counter>) {
+    for _ in 0..100 {
+        if node.propose(1, Cmd::Add(1)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the single node never committed");
+}
+
+/// A shutdown with nothing in its way ends every actor on its own: nothing aborted or given
+/// up, both threads joined, and the WAL's directory free to open again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_stops_everything_and_releases_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = wal_node(dir.path(), Duration::from_secs(2)).await;
+    node.add_partition(1, Membership::new([1]), Counter::default())
+        .await
+        .unwrap();
+    first_write(&node).await;
+    let report = node.shutdown().await;
+    assert!(report.is_clean(), "{report:?}");
+    Wal::open(WalConfig::new(dir.path())).expect("the WAL is released");
+    assert!(node.shutdown().await.already_stopped);
+}
+
+/// Item 3 (a): a hung disk does not hold up shutdown. The disk stalls under a write, and an
+/// `add_partition` (which recovers the group from storage) queues behind the stalled sync:
+/// the registry used to await that recovery while handling the add, so it never saw the
+/// shutdown, and the storage thread slept on with the WAL open. Now the shutdown ends within
+/// its timeout, answers the add `Stopped`, stops the storage thread in its stall (joined),
+/// reports what it abandoned, and the same directory opens again at once.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_hung_disk_ends_within_its_timeout_and_releases_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_secs(1);
+    let node = wal_node(dir.path(), timeout).await;
+    node.add_partition(1, Membership::new([1]), Counter::default())
+        .await
+        .unwrap();
+    first_write(&node).await;
+
+    // The disk hangs for far longer than the test.
+    node.stall_storage(Duration::from_secs(3600)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let n = node.clone();
+    let write = tokio::spawn(async move { n.propose(1, Cmd::Add(1)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = node.clone();
+    let add =
+        tokio::spawn(async move { n.add_partition(2, Membership::new([1]), Counter::default()).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!add.is_finished(), "the add should wait on the hung disk");
+
+    let start = std::time::Instant::now();
+    let report = node.shutdown().await;
+    let took = start.elapsed();
+    // The bound is the timeout; the margin is for joining threads on a loaded machine.
+    assert!(took < timeout + Duration::from_millis(900), "shutdown took {took:?}");
+    assert!(report.storage_stopped, "storage thread not joined: {report:?}");
+    assert!(report.heartbeat_stopped, "heartbeat thread not joined: {report:?}");
+    assert_eq!(report.adds_abandoned, vec![2], "{report:?}");
+    assert_eq!(report.unsynced_groups, vec![1], "{report:?}");
+    assert!(!report.is_clean());
+
+    // Callers are answered, not left hanging on the disk.
+    let r = tokio::time::timeout(Duration::from_secs(5), add)
+        .await
+        .expect("the add is answered")
+        .unwrap();
+    assert!(matches!(r, Err(Error::Stopped)), "{r:?}");
+    let r = tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .expect("the write is answered")
+        .unwrap();
+    assert!(r.is_err(), "a write that never synced was acknowledged: {r:?}");
+
+    // The WAL is released: a new node opens the same directory and recovers the first write.
+    let node = wal_node(dir.path(), timeout).await;
+    node.add_partition(1, Membership::new([1]), Counter::default())
+        .await
+        .unwrap();
+    let mut value = None;
+    for _ in 0..100 {
+        if let Ok(v) = node.read(1, common::Query::Get).await {
+            value = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let value = value.expect("the restarted node serves reads");
+    assert!(value >= 1, "the acknowledged write was lost: {value}");
+    assert!(node.shutdown().await.is_clean());
+}
