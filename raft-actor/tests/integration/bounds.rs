@@ -124,3 +124,35 @@ async fn shutdown_with_a_hung_disk_ends_within_its_timeout_and_releases_the_wal(
     assert!(value >= 1, "the acknowledged write was lost: {value}");
     assert!(node.shutdown().await.is_clean());
 }
+
+/// Item 3 (e): `Node::metrics` answers within its one-second timeout however many groups are
+/// stalled. It used to ask each group in turn and wait up to a second for each: with 20
+/// frozen partitions, 20 seconds.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(start_paused = true)]
+async fn metrics_answer_within_a_second_with_every_group_stalled() {
+    let c = common::Cluster::start(&[1, 2, 3], common::config).await;
+    const GROUPS: u64 = 20;
+    for g in 1..=GROUPS {
+        c.add_group(g).await;
+    }
+    let node = &c.nodes[&1];
+    for g in 1..=GROUPS {
+        node.freeze_partition(g, Duration::from_secs(120)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let start = tokio::time::Instant::now();
+    let m = node.metrics().await;
+    let took = start.elapsed();
+    assert_eq!(m.groups.len(), GROUPS as usize);
+    assert!(m.groups.iter().all(|g| !g.responsive), "{:?}", m.groups);
+    // Paused time: the wait is exactly the timeout, not one per group.
+    assert!(took <= Duration::from_millis(1010), "metrics took {took:?}");
+    // A responsive node answers at once.
+    let start = tokio::time::Instant::now();
+    let m = c.nodes[&2].metrics().await;
+    assert!(m.groups.iter().all(|g| g.responsive));
+    assert!(start.elapsed() < Duration::from_millis(100));
+    c.shutdown().await;
+}
+
