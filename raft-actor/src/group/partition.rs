@@ -147,6 +147,49 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     /// The committed configuration that removed this node from the group, once it knows.
     removed: Option<Index>,
     fatal: Option<Error>,
+    /// Proposals this leader appended and has not seen commit (`max_uncommitted_bytes`).
+    uncommitted: Uncommitted,
+}
+
+/// The proposals a leader appended in its term and has not yet seen commit, and their bytes:
+/// the bound `NodeConfig::max_uncommitted_bytes` is checked against it.
+#[derive(Default)]
+struct Uncommitted {
+    term: Term,
+    /// (index, payload bytes), in index order.
+    entries: VecDeque<(Index, u64)>,
+    bytes: u64,
+}
+
+impl Uncommitted {
+    /// Forgets what committed by `commit`, and everything of another term than `term` (a
+    /// new leadership starts from nothing).
+    fn settle(&mut self, term: Term, commit: Index) {
+        if self.term != term {
+            *self = Uncommitted {
+                term,
+                ..Uncommitted::default()
+            };
+        }
+        while let Some(&(index, bytes)) = self.entries.front() {
+            if index > commit {
+                break;
+            }
+            self.bytes -= bytes;
+            self.entries.pop_front();
+        }
+    }
+
+    /// Whether `len` more bytes fit under `cap` (one proposal always fits when nothing is
+    /// uncommitted).
+    fn fits(&self, len: u64, cap: u64) -> bool {
+        self.bytes == 0 || self.bytes.saturating_add(len) <= cap
+    }
+
+    fn add(&mut self, index: Index, len: u64) {
+        self.entries.push_back((index, len));
+        self.bytes += len;
+    }
 }
 
 impl<S: StateMachine> PartitionActor<S> {
@@ -189,6 +232,7 @@ impl<S: StateMachine> PartitionActor<S> {
             peers_committed: 0,
             removed: None,
             fatal: None,
+            uncommitted: Uncommitted::default(),
             w,
         }
     }
@@ -493,12 +537,33 @@ impl<S: StateMachine> PartitionActor<S> {
         let group = self.w.group;
         let mut payloads = Vec::with_capacity(proposals.len());
         let mut replies = Vec::with_capacity(proposals.len());
+        // The bound on uncommitted bytes (leaders only: a follower's refusal says NotLeader).
+        let leading = self.core.role() == Role::Leader;
+        if leading {
+            self.uncommitted
+                .settle(self.core.term(), self.core.commit_index());
+        }
+        let (cap, mut adding) = (self.w.cfg.max_uncommitted_bytes, 0u64);
+        let mut sizes = Vec::with_capacity(proposals.len());
         for p in proposals {
+            let len = p.payload.len() as u64;
+            if leading && !self.uncommitted.fits(adding.saturating_add(len), cap) {
+                let _ = p.reply.send(Err(Error::Overloaded { group }));
+                continue;
+            }
+            adding += len;
+            sizes.push(len);
             payloads.push(p.payload);
             replies.push((p.reply, p.appended));
         }
+        if payloads.is_empty() {
+            return;
+        }
         match self.core.propose(payloads) {
             Ok(p) => {
+                for (i, len) in sizes.into_iter().enumerate() {
+                    self.uncommitted.add(p.first_index + i as Index, len);
+                }
                 let waiters: Vec<Waiter<S>> = replies
                     .into_iter()
                     .enumerate()

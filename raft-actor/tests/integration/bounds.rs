@@ -156,3 +156,76 @@ async fn metrics_answer_within_a_second_with_every_group_stalled() {
     c.shutdown().await;
 }
 
+/// Item 3 (b): a leader that cannot commit holds at most `max_uncommitted_bytes` of proposals;
+/// past it, callers get `Overloaded` at once, and once commits catch up proposals are taken
+/// again. Before the cap, every one of these proposals was appended (and waited, in doubt).
+#[tokio::test(start_paused = true)]
+async fn uncommitted_proposals_are_capped_in_bytes() {
+    const CAP: u64 = 4096;
+    let c = common::Cluster::start_with_faults(
+        &[1, 2, 3],
+        |id| {
+            let mut cfg = common::config(id);
+            cfg.max_uncommitted_bytes = CAP;
+            cfg
+        },
+        5,
+    )
+    .await;
+    c.add_group(1).await;
+    let leader = c.leader(1).await;
+    assert_eq!(c.propose(1, Cmd::Add(1)).await.unwrap(), 1);
+    // Cut the leader's data lane to both followers: heartbeats go on (it keeps leading), but
+    // nothing more commits.
+    let net = c.net.as_ref().unwrap();
+    for &peer in c.nodes.keys().filter(|&&id| id != leader) {
+        net.partition_lane(leader, peer, raft_net::Lane::Data)
+            .await
+            .unwrap();
+        net.partition_lane(peer, leader, raft_net::Lane::Data)
+            .await
+            .unwrap();
+    }
+    let node = c.nodes[&leader].clone();
+    // 20 proposals of 1000 bytes (commands that do not decode: they are only payload).
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let n = node.clone();
+        calls.push(tokio::spawn(async move {
+            n.propose_encoded(1, None, &[0xFF; 1000]).await
+        }));
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let overloaded = calls.iter().filter(|c| c.is_finished()).count();
+    let mut refused = 0;
+    let mut waiting = Vec::new();
+    for call in calls {
+        if call.is_finished() {
+            let r = call.await.unwrap();
+            assert!(matches!(r, Err(Error::Overloaded { group: 1 })), "{r:?}");
+            refused += 1;
+        } else {
+            waiting.push(call);
+        }
+    }
+    assert_eq!(refused, overloaded);
+    // Four fit under 4096 bytes (each payload is the 1000 bytes and a few of framing).
+    assert_eq!(waiting.len(), 4, "{refused} refused");
+    assert_eq!(
+        c.nodes[&leader].group_metrics(1).await.unwrap().role,
+        raft_core::Role::Leader
+    );
+    // Healed: the four commit (answered, as the commands do not decode, with a codec error),
+    // and the leader takes proposals again.
+    net.heal().await.unwrap();
+    for call in waiting {
+        let r = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("answered after healing")
+            .unwrap();
+        assert!(matches!(r, Err(Error::Codec(_))), "{r:?}");
+    }
+    assert_eq!(c.propose(1, Cmd::Add(1)).await.unwrap(), 2);
+    c.shutdown().await;
+}
