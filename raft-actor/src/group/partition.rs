@@ -149,6 +149,9 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     fatal: Option<Error>,
     /// Proposals this leader appended and has not seen commit (`max_uncommitted_bytes`).
     uncommitted: Uncommitted,
+    /// Test hook (`Control::Freeze`): the actor takes no input before this instant.
+    #[cfg(feature = "fault-injection")]
+    frozen_until: Option<Instant>,
 }
 
 /// The proposals a leader appended in its term and has not yet seen commit, and their bytes:
@@ -233,6 +236,8 @@ impl<S: StateMachine> PartitionActor<S> {
             removed: None,
             fatal: None,
             uncommitted: Uncommitted::default(),
+            #[cfg(feature = "fault-injection")]
+            frozen_until: None,
             w,
         }
     }
@@ -249,6 +254,11 @@ impl<S: StateMachine> PartitionActor<S> {
         self.report_peers();
         let mut accept_clients = self.can_accept_clients();
         while self.removed.is_none() {
+            #[cfg(feature = "fault-injection")]
+            if let Some(until) = self.frozen_until.take() {
+                // Frozen (test hook): only the timer wakes the actor.
+                tokio::time::sleep_until(until).await;
+            }
             // Inputs in priority order; the bell when there are none (see `crate::mailbox::inbox`).
             let event = loop {
                 if let Some(next) = self.try_event(armed && wake.is_elapsed(), accept_clients) {
@@ -277,7 +287,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 self.core.tick();
             }
             match event {
-                Event::Control(c) => self.handle_control(c).await,
+                Event::Control(c) => self.handle_control(c),
                 Event::Persisted => {
                     let (seq, error) = self.persisted_rx.take();
                     if let Some(err) = error {
@@ -827,7 +837,7 @@ impl<S: StateMachine> PartitionActor<S> {
         }
     }
 
-    async fn handle_control(&mut self, c: Control) {
+    fn handle_control(&mut self, c: Control) {
         match c {
             Control::Progress {
                 peer,
@@ -868,8 +878,9 @@ impl<S: StateMachine> PartitionActor<S> {
                     ?d,
                     "test hook: partition actor frozen"
                 );
-                // Deliberately blocks this actor only (simulates a stuck partition, I6).
-                tokio::time::sleep(d).await;
+                // A state, not a sleep in this handler: the run loop takes no input until
+                // then (simulates a stuck partition, I6).
+                self.frozen_until = Some(Instant::now() + d);
             }
             Control::Status(reply) => {
                 let _ = reply.send(self.metrics());
