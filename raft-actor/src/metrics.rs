@@ -26,6 +26,9 @@ pub struct GroupStats {
     pub stalls: AtomicU64,
     /// Wake-ups observed by this group's replicators.
     pub replicator_wakeups: AtomicU64,
+    /// Replicator wake-ups that brought a value the replicator already held: a change it was
+    /// woken for twice (I9; braft's incident 5). Always 0 unless the wake-up path is broken.
+    pub replicator_stale_wakeups: AtomicU64,
     /// Replicate signals published by the partition.
     pub replicate_signals: AtomicU64,
     /// Messages the group could not queue (network or replicator queues full).
@@ -112,6 +115,9 @@ pub struct GroupMetrics {
     pub leader_terms: u64,
     /// Wake-ups observed by replicators.
     pub replicator_wakeups: u64,
+    /// Replicator wake-ups for a change the replicator had already seen (woken twice for one
+    /// change, I9): always 0 unless the wake-up path is broken.
+    pub replicator_stale_wakeups: u64,
     /// Replicate signals published.
     pub replicate_signals: u64,
     /// Messages dropped because a queue was full.
@@ -162,6 +168,7 @@ impl GroupMetrics {
             elections_started: l(&s.elections_started),
             leader_terms: l(&s.leader_terms),
             replicator_wakeups: l(&s.replicator_wakeups),
+            replicator_stale_wakeups: l(&s.replicator_stale_wakeups),
             replicate_signals: l(&s.replicate_signals),
             dropped_messages: l(&s.dropped_messages),
             appends_sent: l(&s.appends_sent),
