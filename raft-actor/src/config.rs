@@ -85,6 +85,12 @@ pub struct NodeConfig {
     /// (no quorum, slow followers) does not take an unbounded log into memory and storage.
     /// One proposal is always accepted when nothing is uncommitted, however large.
     pub max_uncommitted_bytes: u64,
+    /// Most heartbeat claims held per peer node for groups this node does not host (default
+    /// 65,536). A peer's claim on a group not (yet) registered here is kept, so a group that
+    /// registers later is covered at once; beyond this many, such claims are dropped and
+    /// counted (`HeartbeatMetrics::foreign_claims_dropped`), so a peer's frames cannot grow this
+    /// node's memory without bound. Claims on hosted groups are always held.
+    pub max_foreign_claims: usize,
     /// How long `shutdown` waits for actors before giving up on them (I10).
     pub shutdown_timeout: Duration,
     /// Most client sessions a group keeps (default 100,000). Opening one more evicts the
@@ -137,6 +143,7 @@ impl NodeConfig {
             registry_queue: 1024,
             max_batch: 512,
             max_uncommitted_bytes: 64 << 20,
+            max_foreign_claims: 1 << 16,
             shutdown_timeout: Duration::from_secs(2),
             max_sessions: 100_000,
             #[cfg(feature = "fault-injection")]

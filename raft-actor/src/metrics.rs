@@ -213,6 +213,7 @@ pub(crate) struct HeartbeatStats {
     pub(crate) election_timeouts: AtomicU64,
     pub(crate) quorum_lost: AtomicU64,
     pub(crate) armed_election_timers: AtomicU64,
+    pub(crate) foreign_claims_dropped: AtomicU64,
 }
 
 impl HeartbeatStats {
@@ -228,6 +229,7 @@ impl HeartbeatStats {
             election_timeouts: l(&self.election_timeouts),
             quorum_lost: l(&self.quorum_lost),
             armed_election_timers: l(&self.armed_election_timers),
+            foreign_claims_dropped: l(&self.foreign_claims_dropped),
         }
     }
 }
@@ -236,6 +238,9 @@ impl HeartbeatStats {
 /// gauge `armed_election_timers`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeartbeatMetrics {
+    /// Peers' claims on groups this node does not host that were not stored, past
+    /// `NodeConfig::max_foreign_claims` per peer.
+    pub foreign_claims_dropped: u64,
     /// Heartbeat frames sent (one per peer node per interval while there is anything to say).
     pub frames_sent: u64,
     /// Of those, frames carrying the full list of claims (the rest carry changes only).
