@@ -91,6 +91,11 @@ pub struct NodeConfig {
     /// counted (`HeartbeatMetrics::foreign_claims_dropped`), so a peer's frames cannot grow this
     /// node's memory without bound. Claims on hosted groups are always held.
     pub max_foreign_claims: usize,
+    /// Most bytes of recent log entries a group keeps in memory for its replicators and apply
+    /// actor (default 8 MiB per group; the newest batch is kept whole). Older entries are read
+    /// from storage. The tail is also trimmed when the log is compacted, and when the group
+    /// is idle with everything applied and (on a leader) replicated to every peer.
+    pub tail_bytes: u64,
     /// How long `shutdown` waits for actors before giving up on them (I10).
     pub shutdown_timeout: Duration,
     /// Most client sessions a group keeps (default 100,000). Opening one more evicts the
@@ -144,6 +149,7 @@ impl NodeConfig {
             max_batch: 512,
             max_uncommitted_bytes: 64 << 20,
             max_foreign_claims: 1 << 16,
+            tail_bytes: 8 << 20,
             shutdown_timeout: Duration::from_secs(2),
             max_sessions: 100_000,
             #[cfg(feature = "fault-injection")]

@@ -113,6 +113,8 @@ pub struct GroupMetrics {
     pub elections_started: u64,
     /// Terms this node led the group.
     pub leader_terms: u64,
+    /// Bytes of log entries the partition keeps in memory (its tail; `NodeConfig::tail_bytes`).
+    pub tail_bytes: u64,
     /// Wake-ups observed by replicators.
     pub replicator_wakeups: u64,
     /// Replicator wake-ups for a change the replicator had already seen (woken twice for one
@@ -164,6 +166,7 @@ impl GroupMetrics {
             client_queue: 0,
             raft_queue: 0,
             control_queue: 0,
+            tail_bytes: 0,
             stalled: s.stalled.load(Ordering::Relaxed),
             elections_started: l(&s.elections_started),
             leader_terms: l(&s.leader_terms),

@@ -229,3 +229,47 @@ async fn uncommitted_proposals_are_capped_in_bytes() {
     assert_eq!(c.propose(1, Cmd::Add(1)).await.unwrap(), 2);
     c.shutdown().await;
 }
+
+/// Item 3 (d): the in-memory log tail is bounded in bytes by `NodeConfig::tail_bytes`, and an
+/// idle group (everything applied and replicated) drops it. A follower is cut off while the
+/// others commit, so the leader's tail cannot be dropped as settled and fills to its bound.
+#[tokio::test(start_paused = true)]
+async fn the_log_tail_is_bounded_in_bytes_and_trimmed_when_idle() {
+    const TAIL: u64 = 16 << 10;
+    let c = common::Cluster::start_with_faults(
+        &[1, 2, 3],
+        |id| {
+            let mut cfg = common::config(id);
+            cfg.tail_bytes = TAIL;
+            cfg
+        },
+        7,
+    )
+    .await;
+    c.add_group(1).await;
+    let leader = c.leader(1).await;
+    let lagger = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let net = c.net.as_ref().unwrap();
+    net.isolate(lagger).await.unwrap();
+    let node = c.nodes[&leader].clone();
+    // 100 entries of about 1 KiB: six times what the tail may hold.
+    let mut max_seen = 0;
+    for _ in 0..100 {
+        let r = node.propose_encoded(1, None, &[0xFF; 1000]).await;
+        assert!(matches!(r, Err(Error::Codec(_))), "{r:?}");
+        let m = node.group_metrics(1).await.unwrap();
+        max_seen = max_seen.max(m.tail_bytes);
+    }
+    // Filled to the bound, not past it (the newest batch is kept whole: an entry of slack).
+    assert!(max_seen >= TAIL / 2, "the tail held only {max_seen} bytes");
+    assert!(max_seen <= TAIL + 2048, "tail held {max_seen} bytes");
+    // Healed, the follower catches up (older entries from storage); then idle, every node
+    // has applied everything and the leader's peers hold it all: no tail is kept.
+    net.heal().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (&id, n) in &c.nodes {
+        let m = n.group_metrics(1).await.unwrap();
+        assert_eq!(m.tail_bytes, 0, "node {id} kept its tail while idle: {m:?}");
+    }
+    c.shutdown().await;
+}
