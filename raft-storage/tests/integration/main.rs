@@ -4,4 +4,5 @@
 mod crash;
 mod lock;
 mod model;
+mod power;
 mod torn;
