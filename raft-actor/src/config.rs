@@ -93,8 +93,7 @@ pub struct NodeConfig {
     pub max_foreign_claims: usize,
     /// Most bytes of recent log entries a group keeps in memory for its replicators and apply
     /// actor (default 8 MiB per group; the newest batch is kept whole). Older entries are read
-    /// from storage. The tail is also trimmed when the log is compacted, and when the group
-    /// is idle with everything applied and (on a leader) replicated to every peer.
+    /// from storage. The tail is also trimmed when the log is compacted.
     pub tail_bytes: u64,
     /// How long `shutdown` waits for actors before giving up on them (I10).
     pub shutdown_timeout: Duration,

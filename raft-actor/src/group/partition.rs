@@ -329,9 +329,6 @@ impl<S: StateMachine> PartitionActor<S> {
             self.report_contact(now, false);
             accept_clients = self.can_accept_clients();
             armed = self.needs_tick(accept_clients);
-            if !armed && !self.tail.is_empty() {
-                self.trim_idle_tail();
-            }
             if armed && wake.deadline() != self.ticks.next() {
                 wake.as_mut().reset(self.ticks.next());
             }
@@ -424,20 +421,6 @@ impl<S: StateMachine> PartitionActor<S> {
 
     /// True while something has a tick-driven deadline; otherwise the actor sleeps until an
     /// input arrives (an idle group costs no wake-ups but the heartbeat actor's probes).
-    /// The group is going idle (no timer armed): if everything in the tail is applied and, on
-    /// a leader, held by every peer, nobody needs it from memory any more, and it is dropped
-    /// (the views already published keep their newest batch alive until replaced; older
-    /// batches are freed now).
-    fn trim_idle_tail(&mut self) {
-        let s = self.core.status();
-        let settled = s.commit == s.last_index
-            && s.applied >= s.commit
-            && (s.role != Role::Leader || s.matched.values().all(|&m| m >= s.last_index));
-        if settled {
-            self.tail.trim_through(s.last_index);
-        }
-    }
-
     fn needs_tick(&self, accept_clients: bool) -> bool {
         self.core.needs_ticks()
             || !self.hb_registered

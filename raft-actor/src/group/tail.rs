@@ -207,12 +207,13 @@ impl Tail {
     }
 
     /// True if no entry is held.
-    pub(crate) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
 
     /// Drops the batches whose entries all lie at or before `index` (compacted into a
-    /// snapshot, or applied and replicated everywhere): whoever needs them reads storage.
+    /// snapshot): whoever needs them reads storage.
     pub(crate) fn trim_through(&mut self, index: Index) {
         while let Some(old) = self.chunks.front() {
             if old.last() > index {
