@@ -845,12 +845,20 @@ mod tests {
         );
         let (applied, response) = answer.await.expect("answered").expect("ok");
         assert_eq!((applied, response), (0, 7));
-        assert_eq!(failed_at.elapsed(), std::time::Duration::ZERO, "the query waited");
+        assert_eq!(
+            failed_at.elapsed(),
+            std::time::Duration::ZERO,
+            "the query waited"
+        );
         // The read is asked again once the retry timer runs out, not before.
         let Ok(StorageRequest::Read { .. }) = requests.recv_async().await else {
             panic!("expected the read again");
         };
-        assert!(failed_at.elapsed() >= RETRY, "retried after {:?}", failed_at.elapsed());
+        assert!(
+            failed_at.elapsed() >= RETRY,
+            "retried after {:?}",
+            failed_at.elapsed()
+        );
     }
 
     /// An apply actor over `Nothing`, with storage requests going to the returned receiver.

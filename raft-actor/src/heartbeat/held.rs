@@ -230,13 +230,23 @@ mod tests {
             Applied::Ignored
         ));
         assert_eq!(
-            changed(h.apply(frame(3, Claims::Full(vec![(1, 2), (2, 2)])), all, |_| true, usize::MAX)),
+            changed(h.apply(
+                frame(3, Claims::Full(vec![(1, 2), (2, 2)])),
+                all,
+                |_| true,
+                usize::MAX
+            )),
             vec![1, 2]
         );
         assert_eq!(h.version(), Some(3));
         // Cumulative changes from an older base still apply; an older full list does not.
         assert_eq!(
-            changed(h.apply(frame(5, ch(2, vec![(1, 3)], vec![2])), all, |_| true, usize::MAX)),
+            changed(h.apply(
+                frame(5, ch(2, vec![(1, 3)], vec![2])),
+                all,
+                |_| true,
+                usize::MAX
+            )),
             vec![2, 1]
         );
         assert!(matches!(
@@ -254,7 +264,12 @@ mod tests {
         assert!(!h.reaccept(1, |_, t| t > 3));
         // A full list withdraws what it does not name.
         assert_eq!(
-            changed(h.apply(frame(6, Claims::Full(vec![(5, 1)])), all, |_| true, usize::MAX)),
+            changed(h.apply(
+                frame(6, Claims::Full(vec![(5, 1)])),
+                all,
+                |_| true,
+                usize::MAX
+            )),
             vec![1, 5]
         );
         assert_eq!(h.accepted_groups(), vec![5]);
@@ -273,7 +288,10 @@ mod tests {
         let hosted = |g: GroupId| g <= 2;
         let list: Vec<(GroupId, Term)> = (3..=12).map(|g| (g, 1)).chain([(1, 1), (2, 1)]).collect();
         changed(h.apply(frame(1, Claims::Full(list)), all, hosted, 5));
-        assert!(h.accepted(1) && h.accepted(2), "hosted claims are always held");
+        assert!(
+            h.accepted(1) && h.accepted(2),
+            "hosted claims are always held"
+        );
         assert_eq!(h.accepted_groups().len(), 5);
         assert_eq!(h.dropped_foreign, 7);
         // More foreign claims by changes: dropped too; a hosted one still goes in.

@@ -33,7 +33,12 @@ pub enum HeartbeatExecutor {
 }
 
 type StoreStarter = Box<
-    dyn FnOnce(usize, StorageMode, &Kill, Duration) -> std::io::Result<(StorageHandle, StorageControl)>
+    dyn FnOnce(
+            usize,
+            StorageMode,
+            &Kill,
+            Duration,
+        ) -> std::io::Result<(StorageHandle, StorageControl)>
         + Send,
 >;
 

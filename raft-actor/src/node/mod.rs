@@ -31,8 +31,8 @@ mod shutdown;
 mod table;
 
 pub use builder::{HeartbeatExecutor, NodeBuilder};
-pub use shutdown::ShutdownReport;
 use registry::{GroupEntry, RegistryMsg, Table};
+pub use shutdown::ShutdownReport;
 
 /// Queues a request on a group's client queue without waiting; its answer comes on the
 /// receiver.

@@ -346,8 +346,7 @@ impl<S: StateMachine> Registry<S> {
         sm: S,
         reply: oneshot::Sender<Result<(), Error>>,
     ) {
-        if self.pending.contains_key(&group) || self.table.get(group).is_some_and(|e| !e.removed)
-        {
+        if self.pending.contains_key(&group) || self.table.get(group).is_some_and(|e| !e.removed) {
             let _ = reply.send(Err(Error::GroupExists(group)));
             return;
         }

@@ -473,7 +473,10 @@ async fn incident5_concurrent_notifications_wake_each_replicator_once_per_change
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let after = c.nodes[&leader].group_metrics(G).await.unwrap();
-        assert_eq!(after.term, before.term, "leadership changed; the audit needs one term");
+        assert_eq!(
+            after.term, before.term,
+            "leadership changed; the audit needs one term"
+        );
         let signals = after.replicate_signals - before.replicate_signals;
         let wakeups = after.replicator_wakeups - before.replicator_wakeups;
         assert_eq!(

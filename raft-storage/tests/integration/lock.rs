@@ -50,7 +50,13 @@ fn another_process_is_refused_and_its_lock_dies_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(&exe)
-        .args(["lock::lock_child", "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            "lock::lock_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("RAFT_WAL_LOCK_CHILD", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

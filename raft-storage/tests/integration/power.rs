@@ -144,14 +144,17 @@ fn a_power_cut_loses_nothing_acknowledged_and_recovery_reports_what_it_dropped()
         reports.len()
     );
     // The cuts did tear records, and recovery said so each time with what it truncated.
-    assert!(!reports.is_empty(), "no cut tore a record: the test exercised nothing");
+    assert!(
+        !reports.is_empty(),
+        "no cut tore a record: the test exercised nothing"
+    );
 }
 
 /// The check can fail: against a store that acknowledges its syncs before they are durable,
 /// the same run finds acknowledged entries missing after a cut.
 #[test]
 fn the_check_catches_a_store_that_acknowledges_before_it_is_durable() {
-    let e = run(true).err().expect("acknowledged writes were lost and nothing noticed");
+    let e = run(true).expect_err("acknowledged writes were lost and nothing noticed");
     assert!(e.contains("recovered only up to"), "{e}");
 }
 
