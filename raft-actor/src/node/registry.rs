@@ -108,6 +108,9 @@ struct Pending {
     reply: oneshot::Sender<Result<(), Error>>,
     /// Removed while it started (with this `purge`): stopped as soon as it has started.
     cancelled: Option<bool>,
+    /// What the group told the registry before its start task handed it over (its actors
+    /// run from the moment they are spawned): handled once it is in the table.
+    early: Vec<ToRegistry>,
 }
 
 /// Room in the queue of started groups; a start task waits for room (it is no actor).
@@ -277,6 +280,24 @@ impl<S: StateMachine> Registry<S> {
 
     /// News from a group: its peers, or its removal.
     fn on_signal(&mut self, signal: ToRegistry) {
+        // From a group still being added: kept until it joins the table.
+        let (group, incarnation) = match &signal {
+            ToRegistry::Peers {
+                group, incarnation, ..
+            }
+            | ToRegistry::Failed {
+                group, incarnation, ..
+            }
+            | ToRegistry::Removed {
+                group, incarnation, ..
+            } => (*group, *incarnation),
+        };
+        if let Some(p) = self.pending.get_mut(&group) {
+            if p.incarnation == incarnation {
+                p.early.push(signal);
+            }
+            return;
+        }
         match signal {
             ToRegistry::Peers {
                 group,
@@ -387,6 +408,7 @@ impl<S: StateMachine> Registry<S> {
                 incarnation,
                 reply,
                 cancelled: None,
+                early: Vec::new(),
             },
         );
         let started = self.started_tx.clone();
@@ -433,6 +455,9 @@ impl<S: StateMachine> Registry<S> {
                 );
                 self.publish();
                 let _ = pending.reply.send(Ok(()));
+                for signal in pending.early {
+                    self.on_signal(signal);
+                }
             }
             (Ok(handle), Some(purge)) => {
                 // Removed while it started.
