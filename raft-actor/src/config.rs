@@ -79,6 +79,22 @@ pub struct NodeConfig {
     pub registry_queue: usize,
     /// Most proposals folded into one append.
     pub max_batch: usize,
+    /// Most bytes of proposals a group's leader holds appended but not yet committed
+    /// (default 64 MiB; the idea of etcd's `MaxUncommittedEntriesSize`). Past it, proposals
+    /// are refused with `Overloaded` until commits catch up, so a leader that cannot commit
+    /// (no quorum, slow followers) does not take an unbounded log into memory and storage.
+    /// One proposal is always accepted when nothing is uncommitted, however large.
+    pub max_uncommitted_bytes: u64,
+    /// Most heartbeat claims held per peer node for groups this node does not host (default
+    /// 65,536). A peer's claim on a group not (yet) registered here is kept, so a group that
+    /// registers later is covered at once; beyond this many, such claims are dropped and
+    /// counted (`HeartbeatMetrics::foreign_claims_dropped`), so a peer's frames cannot grow this
+    /// node's memory without bound. Claims on hosted groups are always held.
+    pub max_foreign_claims: usize,
+    /// Most bytes of recent log entries a group keeps in memory for its replicators and apply
+    /// actor (default 8 MiB per group; the newest batch is kept whole). Older entries are read
+    /// from storage. The tail is also trimmed when the log is compacted.
+    pub tail_bytes: u64,
     /// How long `shutdown` waits for actors before giving up on them (I10).
     pub shutdown_timeout: Duration,
     /// Most client sessions a group keeps (default 100,000). Opening one more evicts the
@@ -130,6 +146,9 @@ impl NodeConfig {
             heartbeat_queue: 8192,
             registry_queue: 1024,
             max_batch: 512,
+            max_uncommitted_bytes: 64 << 20,
+            max_foreign_claims: 1 << 16,
+            tail_bytes: 8 << 20,
             shutdown_timeout: Duration::from_secs(2),
             max_sessions: 100_000,
             #[cfg(feature = "fault-injection")]
@@ -165,6 +184,9 @@ impl NodeConfig {
         }
         if self.commit_notify_delay >= self.heartbeat_interval {
             return bad("commit_notify_delay", "must be below heartbeat_interval");
+        }
+        if self.max_uncommitted_bytes == 0 {
+            return bad("max_uncommitted_bytes", "must be positive");
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout", "must be positive");

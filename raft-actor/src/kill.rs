@@ -40,6 +40,8 @@ pub(crate) struct Kill {
 /// The switch: dropping it aborts every task spawned through its [`Kill`]s, and any spawned
 /// through them later.
 pub(crate) struct KillSwitch {
+    /// To put back the handles `live` looked at.
+    tx: flume::Sender<AbortHandle>,
     rx: flume::Receiver<AbortHandle>,
     shared: Arc<Shared>,
 }
@@ -53,6 +55,7 @@ pub(crate) fn new() -> (KillSwitch, Kill) {
     });
     (
         KillSwitch {
+            tx: tx.clone(),
             rx: rx.clone(),
             shared: shared.clone(),
         },
@@ -64,6 +67,24 @@ pub(crate) fn new() -> (KillSwitch, Kill) {
 fn abort_all(rx: &flume::Receiver<AbortHandle>) {
     for h in rx.drain() {
         h.abort();
+    }
+}
+
+impl KillSwitch {
+    /// How many of the node's tasks are still running (for shutdown, which waits for them to
+    /// end before dropping the switch). A task whose handle a concurrent pruning holds for a
+    /// moment may be missed: shutdown asks again before it aborts anything.
+    pub(crate) fn live(&self) -> usize {
+        let held = self.rx.len();
+        let mut live = 0;
+        for h in self.rx.try_iter().take(held) {
+            if !h.is_finished() {
+                live += 1;
+                // Cannot fail: `self.rx` keeps the channel open.
+                let _ = self.tx.send(h);
+            }
+        }
+        live
     }
 }
 

@@ -144,7 +144,9 @@ mod storage;
 pub use config::NodeConfig;
 pub use error::Error;
 pub use metrics::{GroupMetrics, HeartbeatMetrics, NodeMetrics};
-pub use node::{GroupClient, HeartbeatExecutor, Node, NodeBuilder, Stale, Submitted};
+pub use node::{
+    GroupClient, HeartbeatExecutor, Node, NodeBuilder, ShutdownReport, Stale, Submitted,
+};
 pub use state_machine::{RequestId, StateMachine};
 pub use storage::StorageMode;
 pub use wire::WireMsg;

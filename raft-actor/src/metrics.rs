@@ -26,6 +26,9 @@ pub struct GroupStats {
     pub stalls: AtomicU64,
     /// Wake-ups observed by this group's replicators.
     pub replicator_wakeups: AtomicU64,
+    /// Replicator wake-ups that brought a value the replicator already held: a change it was
+    /// woken for twice (I9; braft's incident 5). Always 0 unless the wake-up path is broken.
+    pub replicator_stale_wakeups: AtomicU64,
     /// Replicate signals published by the partition.
     pub replicate_signals: AtomicU64,
     /// Messages the group could not queue (network or replicator queues full).
@@ -110,8 +113,13 @@ pub struct GroupMetrics {
     pub elections_started: u64,
     /// Terms this node led the group.
     pub leader_terms: u64,
+    /// Bytes of log entries the partition keeps in memory (its tail; `NodeConfig::tail_bytes`).
+    pub tail_bytes: u64,
     /// Wake-ups observed by replicators.
     pub replicator_wakeups: u64,
+    /// Replicator wake-ups for a change the replicator had already seen (woken twice for one
+    /// change, I9): always 0 unless the wake-up path is broken.
+    pub replicator_stale_wakeups: u64,
     /// Replicate signals published.
     pub replicate_signals: u64,
     /// Messages dropped because a queue was full.
@@ -158,10 +166,12 @@ impl GroupMetrics {
             client_queue: 0,
             raft_queue: 0,
             control_queue: 0,
+            tail_bytes: 0,
             stalled: s.stalled.load(Ordering::Relaxed),
             elections_started: l(&s.elections_started),
             leader_terms: l(&s.leader_terms),
             replicator_wakeups: l(&s.replicator_wakeups),
+            replicator_stale_wakeups: l(&s.replicator_stale_wakeups),
             replicate_signals: l(&s.replicate_signals),
             dropped_messages: l(&s.dropped_messages),
             appends_sent: l(&s.appends_sent),
@@ -206,6 +216,7 @@ pub(crate) struct HeartbeatStats {
     pub(crate) election_timeouts: AtomicU64,
     pub(crate) quorum_lost: AtomicU64,
     pub(crate) armed_election_timers: AtomicU64,
+    pub(crate) foreign_claims_dropped: AtomicU64,
 }
 
 impl HeartbeatStats {
@@ -221,6 +232,7 @@ impl HeartbeatStats {
             election_timeouts: l(&self.election_timeouts),
             quorum_lost: l(&self.quorum_lost),
             armed_election_timers: l(&self.armed_election_timers),
+            foreign_claims_dropped: l(&self.foreign_claims_dropped),
         }
     }
 }
@@ -229,6 +241,9 @@ impl HeartbeatStats {
 /// gauge `armed_election_timers`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeartbeatMetrics {
+    /// Peers' claims on groups this node does not host that were not stored, past
+    /// `NodeConfig::max_foreign_claims` per peer.
+    pub foreign_claims_dropped: u64,
     /// Heartbeat frames sent (one per peer node per interval while there is anything to say).
     pub frames_sent: u64,
     /// Of those, frames carrying the full list of claims (the rest carry changes only).

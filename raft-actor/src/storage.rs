@@ -162,6 +162,25 @@ pub enum StorageMode {
     Task,
 }
 
+/// What the storage actor reports when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct StorageExit {
+    /// Groups with writes that were applied to the store but never synced: the actor was told
+    /// to stop while a sync was stalled (a hung disk). Nothing of theirs was acknowledged.
+    pub(crate) unsynced: Vec<GroupId>,
+}
+
+/// The node's hold on its storage actor, for shutdown: a signal that stops it even in the
+/// middle of a stalled sync, its report when it ends, and its thread to join.
+pub(crate) struct StorageControl {
+    /// Stops the actor: between batches, or at once while a sync is stalled.
+    pub(crate) stop: flume::Sender<()>,
+    /// One report when the actor ends (dropped unsent if its thread panicked).
+    pub(crate) done: flume::Receiver<StorageExit>,
+    /// The storage thread (`StorageMode::Thread`).
+    pub(crate) thread: Option<std::thread::JoinHandle<()>>,
+}
+
 /// A handle whose requests go to the returned receiver instead of an actor (unit tests).
 #[cfg(test)]
 pub(crate) fn detached(capacity: usize) -> (StorageHandle, flume::Receiver<StorageRequest>) {
@@ -181,9 +200,11 @@ pub(crate) fn spawn<S: LogStore>(
     mode: StorageMode,
     kill: &crate::kill::Kill,
     sync_delay: std::time::Duration,
-) -> std::io::Result<StorageHandle> {
+) -> std::io::Result<(StorageHandle, StorageControl)> {
     let (tx, rx) = flume::bounded(capacity);
     let queued = Arc::new(QueueCount::default());
+    let (stop_tx, stop) = flume::bounded(1);
+    let (done_tx, done) = flume::bounded(1);
     let actor = StorageActor {
         store,
         rx,
@@ -192,22 +213,32 @@ pub(crate) fn spawn<S: LogStore>(
         incoming: BTreeMap::new(),
         failed: None,
         stalled_until: None,
+        stop,
+        done: done_tx,
     };
-    match mode {
-        StorageMode::Thread => {
+    let thread = match mode {
+        StorageMode::Thread => Some(
             std::thread::Builder::new()
                 .name("raft-storage".into())
-                .spawn(move || actor.run_blocking())?;
-        }
+                .spawn(move || actor.run_blocking())?,
+        ),
         StorageMode::Task => {
             kill.spawn(actor.run_async(sync_delay));
+            None
         }
-    }
-    Ok(StorageHandle {
-        tx,
-        cap: capacity,
-        queued,
-    })
+    };
+    Ok((
+        StorageHandle {
+            tx,
+            cap: capacity,
+            queued,
+        },
+        StorageControl {
+            stop: stop_tx,
+            done,
+            thread,
+        },
+    ))
 }
 
 struct StorageActor<S> {
@@ -222,6 +253,10 @@ struct StorageActor<S> {
     failed: Option<Arc<str>>,
     /// A stalled disk (`StorageRequest::Stall`): no sync completes before this instant.
     stalled_until: Option<tokio::time::Instant>,
+    /// Shutdown's signal to stop now, also in the middle of a stalled sync.
+    stop: flume::Receiver<()>,
+    /// Where the actor reports that it ended (and what it abandoned).
+    done: flume::Sender<StorageExit>,
 }
 
 /// What a batch wrote, awaiting its sync.
@@ -236,10 +271,35 @@ const MAX_BATCH: usize = 4096;
 
 impl<S: LogStore> StorageActor<S> {
     fn run_blocking(mut self) {
+        let mut exit = StorageExit::default();
         while let Ok(first) = self.rx.recv() {
-            if !self.handle_batch(first) {
-                return;
+            match self.handle_batch(first) {
+                Ok(true) if self.stop.try_recv().is_err() => {}
+                Ok(_) => break,
+                Err(abandoned) => {
+                    exit = abandoned;
+                    break;
+                }
             }
+        }
+        self.finish(exit);
+    }
+
+    /// Ends the actor: the store is dropped (closing its files and releasing its lock) before
+    /// the report goes out, so whoever reads the report may open the store again.
+    fn finish(self, exit: StorageExit) {
+        let StorageActor { store, done, .. } = self;
+        drop(store);
+        if !exit.unsynced.is_empty() {
+            warn!(groups = ?exit.unsynced, "storage stopped during a stalled sync: these groups' last writes were never synced (none was acknowledged)");
+        }
+        let _ = done.try_send(exit);
+    }
+
+    /// The report of a batch given up at shutdown before its sync.
+    fn abandoned(dirty: &BTreeMap<GroupId, u64>) -> StorageExit {
+        StorageExit {
+            unsynced: dirty.keys().copied().collect(),
         }
     }
 
@@ -247,6 +307,7 @@ impl<S: LogStore> StorageActor<S> {
     /// then the task waits, then syncs — so a crash (`Node::crash`) during the wait loses the
     /// unsynced writes, as a real crash would.
     async fn run_async(mut self, sync_delay: std::time::Duration) {
+        let mut exit = StorageExit::default();
         while let Ok(first) = self.rx.recv_async().await {
             let batch = self.write_batch(first);
             if batch.wrote && !sync_delay.is_zero() {
@@ -254,33 +315,46 @@ impl<S: LogStore> StorageActor<S> {
             }
             if let Some(until) = self.stalled_until.take() {
                 if batch.wrote {
-                    tokio::time::sleep_until(until).await;
+                    let stopped = tokio::select! {
+                        biased;
+                        r = self.stop.recv_async() => r.is_ok(),
+                        () = tokio::time::sleep_until(until) => false,
+                    };
+                    if stopped {
+                        exit = Self::abandoned(&batch.dirty);
+                        break;
+                    }
                 } else {
                     self.stalled_until = Some(until);
                 }
             }
             self.sync_and_publish(batch.wrote, &batch.dirty);
-            if !batch.go_on {
-                return;
+            if !batch.go_on || self.stop.try_recv().is_ok() {
+                break;
             }
             // Let other tasks run between group commits, as a thread would.
             tokio::task::yield_now().await;
         }
+        self.finish(exit);
     }
 
-    /// Handles `first` and everything queued behind it, with one sync. Returns false on
-    /// shutdown.
-    fn handle_batch(&mut self, first: StorageRequest) -> bool {
+    /// Handles `first` and everything queued behind it, with one sync. Returns whether to go
+    /// on (false on shutdown), or what was abandoned when told to stop during a stalled sync.
+    fn handle_batch(&mut self, first: StorageRequest) -> Result<bool, StorageExit> {
         let batch = self.write_batch(first);
         if let Some(until) = self.stalled_until.take() {
             if batch.wrote {
-                std::thread::sleep(until.saturating_duration_since(tokio::time::Instant::now()));
+                // The hung disk: no sync before `until`, unless shutdown stops the actor first
+                // (a stop received).
+                if self.stop.recv_deadline(until.into_std()).is_ok() {
+                    return Err(Self::abandoned(&batch.dirty));
+                }
             } else {
                 self.stalled_until = Some(until);
             }
         }
         self.sync_and_publish(batch.wrote, &batch.dirty);
-        batch.go_on
+        Ok(batch.go_on)
     }
 
     /// The first phase of a group commit: applies `first` and everything queued behind it to

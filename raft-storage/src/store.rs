@@ -57,6 +57,14 @@ pub enum StorageError {
         /// The failure that poisoned the store.
         reason: String,
     },
+    /// Another open store (in this process or another) holds the directory's lock file: two
+    /// writers on one log would corrupt it. A process that died releases its lock (the kernel
+    /// drops a `flock` with the last descriptor), so a stale lock never blocks a restart.
+    #[error("storage directory {} is locked by another open store", dir.display())]
+    Locked {
+        /// The directory whose lock is held.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// What a store recovered for one group at start-up.

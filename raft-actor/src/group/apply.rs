@@ -109,9 +109,21 @@ async fn wait(pending: &mut Option<Pending>) -> Done {
     }
 }
 
+/// Resolves at `at`, never without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Most entries read from storage per batch.
 const READ_BATCH: Index = 1024;
 const READ_BYTES: u64 = 4 << 20;
+/// How long after a storage read that could not be served yet (entries not readable, an
+/// installed snapshot not yet stored) the apply actor asks again. A timer, not a sleep: the
+/// actor keeps taking messages meanwhile.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 type ReadReply = Result<Vec<Entry>, StorageError>;
 
@@ -145,6 +157,9 @@ pub(crate) struct ApplyActor<S: StateMachine> {
     want_restore: Option<SnapshotMeta>,
     /// A fatal error: the actor tells the partition and stops.
     failed: Option<Error>,
+    /// No storage request before this instant (a read that could not be served yet is
+    /// asked again when it passes).
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl<S: StateMachine> ApplyActor<S> {
@@ -181,6 +196,7 @@ impl<S: StateMachine> ApplyActor<S> {
             want_snapshot: false,
             want_restore: None,
             failed: None,
+            retry_at: None,
         };
         if let Some(reader) = snapshot {
             actor.restore(&from, reader)?;
@@ -201,7 +217,7 @@ impl<S: StateMachine> ApplyActor<S> {
                 Err(Disconnected) => break,
                 Err(Empty) => {}
             }
-            while pending.is_none() {
+            while pending.is_none() && !self.backing_off() {
                 if let Some(p) = self.request_snapshot_work() {
                     pending = Some(p);
                     break;
@@ -231,7 +247,7 @@ impl<S: StateMachine> ApplyActor<S> {
             // stream of them the wait below, where it is also taken, might not come for long.
             if let Some(done) = pending.as_mut().and_then(Pending::try_take) {
                 pending = None;
-                if !self.on_done(done).await {
+                if !self.on_done(done) {
                     break;
                 }
                 continue;
@@ -248,16 +264,19 @@ impl<S: StateMachine> ApplyActor<S> {
                 }
                 Err(Empty) => {}
             }
-            // Nothing queued: wait for a ring (a message or a commit) or the storage answer.
+            // Nothing queued: wait for a ring (a message or a commit), the storage answer, or
+            // the time to ask storage again.
+            let retry = self.retry_at;
             tokio::select! {
                 biased;
                 () = self.bell.rung() => {}
                 done = wait(&mut pending) => {
                     pending = None;
-                    if !self.on_done(done).await {
+                    if !self.on_done(done) {
                         break;
                     }
                 }
+                () = until(retry) => self.retry_at = None,
             }
             self.flush_snapshot();
         }
@@ -269,21 +288,39 @@ impl<S: StateMachine> ApplyActor<S> {
         }
     }
 
+    /// Whether storage is not to be asked yet (a retry timer runs); clears a timer that ran
+    /// out.
+    fn backing_off(&mut self) -> bool {
+        match self.retry_at {
+            Some(t) if t > tokio::time::Instant::now() => true,
+            Some(_) => {
+                self.retry_at = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Asks storage again after [`RETRY`], taking messages meanwhile.
+    fn retry_later(&mut self) {
+        self.retry_at = Some(tokio::time::Instant::now() + RETRY);
+    }
+
     /// Acts on a storage answer; false when storage is gone.
-    async fn on_done(&mut self, done: Done) -> bool {
+    fn on_done(&mut self, done: Done) -> bool {
         match done {
             Done::Entries(Ok(entries)) => self.apply_entries(entries.iter()),
             Done::Entries(Err(e)) => {
                 debug!(group = self.group, error = %e, "entries not readable yet");
                 // Not a hot loop: a snapshot restore or the next commit resolves it.
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                self.retry_later();
             }
             Done::Sink(Ok(sink)) => self.take_snapshot(sink),
             Done::Sink(Err(e)) => {
                 warn!(group = self.group, error = %e, "no snapshot taken: storage could not open one");
                 self.snapshot_failed();
             }
-            Done::Snapshot(read) => self.on_snapshot_read(read).await,
+            Done::Snapshot(read) => self.on_snapshot_read(read),
             Done::Gone => return false,
         }
         true
@@ -311,7 +348,7 @@ impl<S: StateMachine> ApplyActor<S> {
     }
 
     /// Storage answered the read of the snapshot to restore.
-    async fn on_snapshot_read(&mut self, read: SnapshotRead) {
+    fn on_snapshot_read(&mut self, read: SnapshotRead) {
         let Some(want) = self.want_restore.clone() else {
             return;
         };
@@ -344,7 +381,7 @@ impl<S: StateMachine> ApplyActor<S> {
             Ok(_) => {
                 // Storage has not taken the write that installs it yet (it waits in the
                 // partition's backlog): read again shortly.
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                self.retry_later();
             }
             Err(e) => self.failed = Some(fail(format!("storage: {e}"))),
         }
@@ -754,6 +791,74 @@ mod tests {
         fn restore(&mut self, _meta: &SnapshotMeta, _data: &mut dyn Read) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Issue 30, 3f: a storage read that cannot be served yet is asked again on a timer, and
+    /// the actor takes messages meanwhile (it used to sleep 5 ms in the handler, answering
+    /// nothing while it slept).
+    #[tokio::test(start_paused = true)]
+    async fn a_read_error_is_retried_on_a_timer_while_messages_are_still_taken() {
+        let bell = Bell::new();
+        let (apply_tx, rx) = inbox::bounded(16, &bell);
+        let (commit_tx, commit_rx) = latest::ringing(&bell);
+        let partition_bell = Bell::new();
+        let (applied_tx, _applied_rx) = position::position(0, &partition_bell);
+        let (control, _control_rx) = inbox::bounded(16, &partition_bell);
+        let (storage, requests) = crate::storage::detached(16);
+        let actor = ApplyActor::new(
+            1,
+            Nothing,
+            SnapshotMeta::default(),
+            None,
+            ApplyInputs {
+                rx,
+                commit_rx,
+                bell,
+            },
+            applied_tx,
+            control,
+            storage,
+            Arc::new(GroupStats::default()),
+        )
+        .expect("actor");
+        tokio::spawn(actor.run());
+        // Committed entries the (empty) tail lacks: the actor reads them from storage.
+        commit_tx.send((3, TailView::default()));
+        let Ok(StorageRequest::Read { reply, .. }) = requests.recv_async().await else {
+            panic!("expected a read");
+        };
+        let failed_at = tokio::time::Instant::now();
+        let _ = reply.send(Err(StorageError::Invalid("not readable yet".into())));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // A query is answered at once, with no time passing.
+        let (tx, answer) = oneshot::channel();
+        assert!(
+            apply_tx
+                .try_send(ApplyMsg::Query {
+                    index: 0,
+                    query: (),
+                    reply: tx,
+                })
+                .is_ok()
+        );
+        let (applied, response) = answer.await.expect("answered").expect("ok");
+        assert_eq!((applied, response), (0, 7));
+        assert_eq!(
+            failed_at.elapsed(),
+            std::time::Duration::ZERO,
+            "the query waited"
+        );
+        // The read is asked again once the retry timer runs out, not before.
+        let Ok(StorageRequest::Read { .. }) = requests.recv_async().await else {
+            panic!("expected the read again");
+        };
+        assert!(
+            failed_at.elapsed() >= RETRY,
+            "retried after {:?}",
+            failed_at.elapsed()
+        );
     }
 
     /// An apply actor over `Nothing`, with storage requests going to the returned receiver.

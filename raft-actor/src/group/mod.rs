@@ -275,7 +275,7 @@ pub(crate) async fn spawn<S: StateMachine>(
             commit_tx,
             acks_tx,
         },
-        tail::Tail::new(TAIL_ENTRIES),
+        tail::Tail::new(TAIL_ENTRIES, cfg.tail_bytes),
         registered,
     );
     // term and role are recorded on every role change, so every log line of this actor

@@ -147,6 +147,52 @@ pub(crate) struct PartitionActor<S: StateMachine> {
     /// The committed configuration that removed this node from the group, once it knows.
     removed: Option<Index>,
     fatal: Option<Error>,
+    /// Proposals this leader appended and has not seen commit (`max_uncommitted_bytes`).
+    uncommitted: Uncommitted,
+    /// Test hook (`Control::Freeze`): the actor takes no input before this instant.
+    #[cfg(feature = "fault-injection")]
+    frozen_until: Option<Instant>,
+}
+
+/// The proposals a leader appended in its term and has not yet seen commit, and their bytes:
+/// the bound `NodeConfig::max_uncommitted_bytes` is checked against it.
+#[derive(Default)]
+struct Uncommitted {
+    term: Term,
+    /// (index, payload bytes), in index order.
+    entries: VecDeque<(Index, u64)>,
+    bytes: u64,
+}
+
+impl Uncommitted {
+    /// Forgets what committed by `commit`, and everything of another term than `term` (a
+    /// new leadership starts from nothing).
+    fn settle(&mut self, term: Term, commit: Index) {
+        if self.term != term {
+            *self = Uncommitted {
+                term,
+                ..Uncommitted::default()
+            };
+        }
+        while let Some(&(index, bytes)) = self.entries.front() {
+            if index > commit {
+                break;
+            }
+            self.bytes -= bytes;
+            self.entries.pop_front();
+        }
+    }
+
+    /// Whether `len` more bytes fit under `cap` (one proposal always fits when nothing is
+    /// uncommitted).
+    fn fits(&self, len: u64, cap: u64) -> bool {
+        self.bytes == 0 || self.bytes.saturating_add(len) <= cap
+    }
+
+    fn add(&mut self, index: Index, len: u64) {
+        self.entries.push_back((index, len));
+        self.bytes += len;
+    }
 }
 
 impl<S: StateMachine> PartitionActor<S> {
@@ -189,6 +235,9 @@ impl<S: StateMachine> PartitionActor<S> {
             peers_committed: 0,
             removed: None,
             fatal: None,
+            uncommitted: Uncommitted::default(),
+            #[cfg(feature = "fault-injection")]
+            frozen_until: None,
             w,
         }
     }
@@ -205,6 +254,11 @@ impl<S: StateMachine> PartitionActor<S> {
         self.report_peers();
         let mut accept_clients = self.can_accept_clients();
         while self.removed.is_none() {
+            #[cfg(feature = "fault-injection")]
+            if let Some(until) = self.frozen_until.take() {
+                // Frozen (test hook): only the timer wakes the actor.
+                tokio::time::sleep_until(until).await;
+            }
             // Inputs in priority order; the bell when there are none (see `crate::mailbox::inbox`).
             let event = loop {
                 if let Some(next) = self.try_event(armed && wake.is_elapsed(), accept_clients) {
@@ -233,7 +287,7 @@ impl<S: StateMachine> PartitionActor<S> {
                 self.core.tick();
             }
             match event {
-                Event::Control(c) => self.handle_control(c).await,
+                Event::Control(c) => self.handle_control(c),
                 Event::Persisted => {
                     let (seq, error) = self.persisted_rx.take();
                     if let Some(err) = error {
@@ -497,12 +551,33 @@ impl<S: StateMachine> PartitionActor<S> {
         let group = self.w.group;
         let mut payloads = Vec::with_capacity(proposals.len());
         let mut replies = Vec::with_capacity(proposals.len());
+        // The bound on uncommitted bytes (leaders only: a follower's refusal says NotLeader).
+        let leading = self.core.role() == Role::Leader;
+        if leading {
+            self.uncommitted
+                .settle(self.core.term(), self.core.commit_index());
+        }
+        let (cap, mut adding) = (self.w.cfg.max_uncommitted_bytes, 0u64);
+        let mut sizes = Vec::with_capacity(proposals.len());
         for p in proposals {
+            let len = p.payload.len() as u64;
+            if leading && !self.uncommitted.fits(adding.saturating_add(len), cap) {
+                let _ = p.reply.send(Err(Error::Overloaded { group }));
+                continue;
+            }
+            adding += len;
+            sizes.push(len);
             payloads.push(p.payload);
             replies.push((p.reply, p.appended));
         }
+        if payloads.is_empty() {
+            return;
+        }
         match self.core.propose(payloads) {
             Ok(p) => {
+                for (i, len) in sizes.into_iter().enumerate() {
+                    self.uncommitted.add(p.first_index + i as Index, len);
+                }
                 let waiters: Vec<Waiter<S>> = replies
                     .into_iter()
                     .enumerate()
@@ -766,7 +841,7 @@ impl<S: StateMachine> PartitionActor<S> {
         }
     }
 
-    async fn handle_control(&mut self, c: Control) {
+    fn handle_control(&mut self, c: Control) {
         match c {
             Control::Progress {
                 peer,
@@ -807,8 +882,9 @@ impl<S: StateMachine> PartitionActor<S> {
                     ?d,
                     "test hook: partition actor frozen"
                 );
-                // Deliberately blocks this actor only (simulates a stuck partition, I6).
-                tokio::time::sleep(d).await;
+                // A state, not a sleep in this handler: the run loop takes no input until
+                // then (simulates a stuck partition, I6).
+                self.frozen_until = Some(Instant::now() + d);
             }
             Control::Status(reply) => {
                 let _ = reply.send(self.metrics());
@@ -976,6 +1052,8 @@ impl<S: StateMachine> PartitionActor<S> {
                 }
             }
             Action::CompactLog { index } => {
+                // Compacted entries are served from the snapshot, not the tail.
+                self.tail.trim_through(index);
                 self.store(StorageRequest::Write {
                     group,
                     seq: 0,
@@ -1120,6 +1198,7 @@ impl<S: StateMachine> PartitionActor<S> {
             client_queue: self.client_rx.len(),
             raft_queue: self.raft_rx.len(),
             control_queue: self.control_rx.len(),
+            tail_bytes: self.tail.bytes(),
             responsive: true,
             // Counters: the same as a non-responsive group's.
             ..GroupMetrics::from_stats(self.w.group, &self.w.stats)

@@ -215,6 +215,12 @@ impl ReplicatorActor {
                     self.stats
                         .replicator_wakeups
                         .fetch_add(1, Ordering::Relaxed);
+                    if s == self.view {
+                        // Woken for a change already seen (I9 audit).
+                        self.stats
+                            .replicator_stale_wakeups
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     self.view = s;
                     self.hold = false;
                 }

@@ -177,16 +177,51 @@ impl TailRange {
 pub(crate) struct Tail {
     chunks: VecDeque<Arc<Chunk>>,
     len: usize,
+    /// The entries' bytes (`Entry::size_hint`).
+    bytes: u64,
     max_entries: usize,
+    max_bytes: u64,
+}
+
+/// The bytes of a batch of entries.
+fn bytes_of(entries: &Entries) -> u64 {
+    entries.iter().map(Entry::size_hint).sum()
 }
 
 impl Tail {
-    /// An empty tail keeping about `max_entries` entries.
-    pub(crate) fn new(max_entries: usize) -> Self {
+    /// An empty tail keeping about `max_entries` entries and `max_bytes` bytes (the newest
+    /// batch is kept whole, whatever its size).
+    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
         Tail {
             chunks: VecDeque::new(),
             len: 0,
+            bytes: 0,
             max_entries,
+            max_bytes,
+        }
+    }
+
+    /// The bytes of the entries held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// True if no entry is held.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Drops the batches whose entries all lie at or before `index` (compacted into a
+    /// snapshot): whoever needs them reads storage.
+    pub(crate) fn trim_through(&mut self, index: Index) {
+        while let Some(old) = self.chunks.front() {
+            if old.last() > index {
+                break;
+            }
+            self.len -= old.entries.len();
+            self.bytes -= bytes_of(&old.entries);
+            self.chunks.pop_front();
         }
     }
 
@@ -227,15 +262,18 @@ impl Tail {
             }
         };
         self.len += entries.len();
+        self.bytes += bytes_of(&entries);
         let chunk = Arc::new(Chunk {
             prev_term,
             entries,
             prev,
         });
         self.chunks.push_back(chunk);
-        while self.len > self.max_entries && self.chunks.len() > 1 {
+        while (self.len > self.max_entries || self.bytes > self.max_bytes) && self.chunks.len() > 1
+        {
             if let Some(old) = self.chunks.pop_front() {
                 self.len -= old.entries.len();
+                self.bytes -= bytes_of(&old.entries);
             }
         }
     }
@@ -244,6 +282,7 @@ impl Tail {
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
+        self.bytes = 0;
     }
 
     /// The current view.
@@ -259,12 +298,15 @@ impl Tail {
             }
             let chunk = self.chunks.pop_back().expect("back() was Some");
             self.len -= chunk.entries.len();
+            self.bytes -= bytes_of(&chunk.entries);
             if chunk.first() < from {
                 let keep = (from - chunk.first()) as usize;
+                let entries = chunk.entries.slice(0..keep);
                 self.len += keep;
+                self.bytes += bytes_of(&entries);
                 self.chunks.push_back(Arc::new(Chunk {
                     prev_term: chunk.prev_term,
-                    entries: chunk.entries.slice(0..keep),
+                    entries,
                     prev: chunk.prev.clone(),
                 }));
                 break;
@@ -290,9 +332,37 @@ mod tests {
         (from..=to).map(|i| e(i, term)).collect()
     }
 
+    /// Issue 30, 3d: the tail is bounded in bytes (not only in entries), keeps its byte count
+    /// exact through truncation, and drops what compaction or an idle group no longer needs.
+    #[test]
+    fn bounded_in_bytes_and_trimmed() {
+        let size = e(1, 1).size_hint();
+        // Room for about 10 entries' bytes, however many entries are allowed.
+        let mut t = Tail::new(usize::MAX, 10 * size);
+        for b in 0..10 {
+            t.append(None, batch(b * 4 + 1, b * 4 + 4, 1), |_| Some(0));
+            assert!(t.bytes() <= 10 * size, "{} bytes held", t.bytes());
+        }
+        assert_eq!(t.bytes(), 8 * size);
+        // The oldest kept batch starts at 33: older reads go to storage.
+        assert!(t.view().range(29, 32).is_none());
+        assert!(t.view().range(33, 40).is_some());
+        // Truncation keeps the count exact.
+        t.append(Some(39), batch(39, 39, 2), |_| Some(1));
+        assert_eq!(t.bytes(), 7 * size);
+        // Compacted (or applied and replicated everywhere) through 36: the batch 33..=36 goes.
+        t.trim_through(36);
+        assert_eq!(t.bytes(), 3 * size);
+        t.trim_through(39);
+        assert!(t.is_empty() && t.bytes() == 0);
+        // A batch that alone exceeds the bound is kept whole (it is the newest).
+        t.append(None, batch(40, 60, 2), |_| Some(2));
+        assert_eq!(t.bytes(), 21 * size);
+    }
+
     #[test]
     fn reads_what_it_holds_and_nothing_else() {
-        let mut t = Tail::new(100);
+        let mut t = Tail::new(100, u64::MAX);
         t.append(None, batch(1, 3, 1), |_| Some(0));
         t.append(None, batch(4, 6, 2), |_| None);
         let v = t.view();
@@ -324,7 +394,7 @@ mod tests {
 
     #[test]
     fn truncation_makes_a_new_view_and_keeps_old_ones_intact() {
-        let mut t = Tail::new(100);
+        let mut t = Tail::new(100, u64::MAX);
         t.append(None, batch(1, 5, 1), |_| Some(0));
         let old = t.view();
         t.append(Some(3), batch(3, 4, 2), |_| None);
@@ -338,7 +408,7 @@ mod tests {
 
     #[test]
     fn old_entries_fall_off_and_gaps_restart_it() {
-        let mut t = Tail::new(4);
+        let mut t = Tail::new(4, u64::MAX);
         t.append(None, batch(1, 3, 1), |_| Some(0));
         t.append(None, batch(4, 6, 1), |_| None);
         let v = t.view();
@@ -358,7 +428,7 @@ mod tests {
 
     #[test]
     fn the_tail_and_every_read_within_a_chunk_share_the_batch() {
-        let mut t = Tail::new(100);
+        let mut t = Tail::new(100, u64::MAX);
         let written = batch(1, 3, 1);
         t.append(None, written.clone(), |_| Some(0));
         let more = batch(4, 6, 1);

@@ -57,6 +57,8 @@ pub(crate) struct HeartbeatActor {
     inbound: flume::Receiver<Envelope<WireMsg>>,
     rx: flume::Receiver<HbUpdate>,
     groups: BTreeMap<GroupId, Group>,
+    /// Claims held per peer on groups not hosted here, at most (`NodeConfig`).
+    max_foreign_claims: usize,
     /// Groups this node claims to lead: leader here and not stalled. Check-quorum's domain.
     leading: BTreeSet<GroupId>,
     /// Leader side, per peer node.
@@ -96,6 +98,7 @@ impl HeartbeatActor {
             interval: cfg.heartbeat_interval,
             election: cfg.election_timeout,
             stall: cfg.stall_timeout,
+            max_foreign_claims: cfg.max_foreign_claims,
             probe_period: cfg.stall_timeout / 2,
             epoch,
             net,
@@ -460,7 +463,20 @@ impl HeartbeatActor {
         // A frame older than one already received renews nothing (it was held back).
         let fresh = h.note_seq(frame.seq);
         let groups = &self.groups;
-        let applied = match h.apply(frame, |g, t| Self::accepts(groups, g, t)) {
+        let limit = groups.len().saturating_add(self.max_foreign_claims);
+        let dropped = h.dropped_foreign;
+        let applied = h.apply(
+            frame,
+            |g, t| Self::accepts(groups, g, t),
+            |g| groups.contains_key(&g),
+            limit,
+        );
+        if h.dropped_foreign > dropped {
+            self.stats
+                .foreign_claims_dropped
+                .fetch_add(h.dropped_foreign - dropped, Ordering::Relaxed);
+        }
+        let applied = match applied {
             Applied::Changed(changed) => {
                 for (group, was_accepted) in changed {
                     note(group, was_accepted);

@@ -31,6 +31,9 @@ pub(super) struct Held {
     newest_seq: u64,
     /// A frame arrived within an election timeout: accepted claims cover their groups.
     pub(super) live: bool,
+    /// Claims on groups this node does not host that were not stored: `claims` was at its
+    /// bound (see [`Held::apply`]).
+    pub(super) dropped_foreign: u64,
 }
 
 /// What applying a frame did.
@@ -53,6 +56,7 @@ impl Held {
             last_heard: now,
             newest_seq: 0,
             live: false,
+            dropped_foreign: 0,
         }
     }
 
@@ -92,10 +96,17 @@ impl Held {
 
     /// Applies `frame` (of this session). `accepts(group, term)` says whether this node accepts
     /// the peer as the group's leader in that term. Does not touch `last_heard` / `live`.
+    ///
+    /// Bounded: a new claim on a group that `hosted` says this node does not host is stored
+    /// only while fewer than `limit` claims are held (the caller passes the hosted groups'
+    /// count plus `max_foreign_claims`); past it, it is dropped and counted in
+    /// `dropped_foreign`. Claims on hosted groups are always stored.
     pub(super) fn apply(
         &mut self,
         frame: HeartbeatFrame,
         accepts: impl Fn(GroupId, Term) -> bool,
+        hosted: impl Fn(GroupId) -> bool,
+        limit: usize,
     ) -> Applied {
         let v = frame.version;
         let changes: Vec<(GroupId, Option<Term>)> = match frame.claims {
@@ -132,6 +143,14 @@ impl Held {
             }
             let was_accepted = self.accepted(group);
             match claim {
+                Some(_)
+                    if !self.claims.contains_key(&group)
+                        && self.claims.len() >= limit
+                        && !hosted(group) =>
+                {
+                    self.dropped_foreign += 1;
+                    continue;
+                }
                 Some(term) => {
                     self.claims.insert(group, term);
                     if accepts(group, term) {
@@ -223,25 +242,35 @@ mod tests {
             unset,
         };
         assert!(matches!(
-            h.apply(frame(3, ch(2, vec![], vec![])), all),
+            h.apply(frame(3, ch(2, vec![], vec![])), all, |_| true, usize::MAX),
             Applied::Ignored
         ));
         assert_eq!(
-            changed(h.apply(frame(3, Claims::Full(vec![(1, 2), (2, 2)])), all)),
+            changed(h.apply(
+                frame(3, Claims::Full(vec![(1, 2), (2, 2)])),
+                all,
+                |_| true,
+                usize::MAX
+            )),
             vec![1, 2]
         );
         assert_eq!(h.version(), Some(3));
         // Cumulative changes from an older base still apply; an older full list does not.
         assert_eq!(
-            changed(h.apply(frame(5, ch(2, vec![(1, 3)], vec![2])), all)),
+            changed(h.apply(
+                frame(5, ch(2, vec![(1, 3)], vec![2])),
+                all,
+                |_| true,
+                usize::MAX
+            )),
             vec![2, 1]
         );
         assert!(matches!(
-            h.apply(frame(4, Claims::Full(vec![])), all),
+            h.apply(frame(4, Claims::Full(vec![])), all, |_| true, usize::MAX),
             Applied::Ignored
         ));
         assert!(matches!(
-            h.apply(frame(9, ch(6, vec![], vec![])), all),
+            h.apply(frame(9, ch(6, vec![], vec![])), all, |_| true, usize::MAX),
             Applied::Ignored
         ));
         assert!(h.accepted(1) && !h.accepted(2));
@@ -251,12 +280,52 @@ mod tests {
         assert!(!h.reaccept(1, |_, t| t > 3));
         // A full list withdraws what it does not name.
         assert_eq!(
-            changed(h.apply(frame(6, Claims::Full(vec![(5, 1)])), all)),
+            changed(h.apply(
+                frame(6, Claims::Full(vec![(5, 1)])),
+                all,
+                |_| true,
+                usize::MAX
+            )),
             vec![1, 5]
         );
         assert_eq!(h.accepted_groups(), vec![5]);
         assert!(h.rejected().is_empty());
         assert_eq!(h.reset(2), vec![(5, true)]);
         assert_eq!((h.session(), h.version()), (2, None));
+    }
+
+    /// Issue 30, 3c: claims on groups this node does not host are bounded; claims on hosted
+    /// groups are always held. Without the bound all ten foreign claims were stored.
+    #[tokio::test(start_paused = true)]
+    async fn claims_for_groups_not_hosted_are_bounded() {
+        let mut h = Held::new(1, Instant::now());
+        let all = |_: GroupId, _: Term| true;
+        // Hosts groups 1 and 2; room for 2 + 3 claims.
+        let hosted = |g: GroupId| g <= 2;
+        let list: Vec<(GroupId, Term)> = (3..=12).map(|g| (g, 1)).chain([(1, 1), (2, 1)]).collect();
+        changed(h.apply(frame(1, Claims::Full(list)), all, hosted, 5));
+        assert!(
+            h.accepted(1) && h.accepted(2),
+            "hosted claims are always held"
+        );
+        assert_eq!(h.accepted_groups().len(), 5);
+        assert_eq!(h.dropped_foreign, 7);
+        // More foreign claims by changes: dropped too; a hosted one still goes in.
+        let ch = Claims::Changes {
+            base: 1,
+            set: vec![(20, 1), (21, 1)],
+            unset: vec![],
+        };
+        changed(h.apply(frame(2, ch), all, |g| g <= 2 || g == 21, 5));
+        assert!(!h.accepted(20) && h.accepted(21));
+        assert_eq!(h.dropped_foreign, 8);
+        // Withdrawing makes room again.
+        let ch = Claims::Changes {
+            base: 2,
+            set: vec![(30, 1)],
+            unset: vec![3, 4],
+        };
+        changed(h.apply(frame(3, ch), all, hosted, 5));
+        assert!(h.accepted(30));
     }
 }

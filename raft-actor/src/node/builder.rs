@@ -8,6 +8,7 @@ use raft_net::{Inbound, Transport};
 use raft_storage::LogStore;
 use tracing::{Instrument, info, info_span};
 
+use super::shutdown::HeartbeatThread;
 use super::{Node, NodeShared, registry, router};
 use crate::config::NodeConfig;
 use crate::error::Error;
@@ -15,7 +16,7 @@ use crate::heartbeat;
 use crate::kill::Kill;
 use crate::mailbox::deadline::Deadlines;
 use crate::state_machine::StateMachine;
-use crate::storage::{self, StorageHandle, StorageMode};
+use crate::storage::{self, StorageControl, StorageHandle, StorageMode};
 use crate::wire::{Net, WireMsg};
 
 /// Where the heartbeat actor runs.
@@ -31,8 +32,15 @@ pub enum HeartbeatExecutor {
     Current,
 }
 
-type StoreStarter =
-    Box<dyn FnOnce(usize, StorageMode, &Kill, Duration) -> std::io::Result<StorageHandle> + Send>;
+type StoreStarter = Box<
+    dyn FnOnce(
+            usize,
+            StorageMode,
+            &Kill,
+            Duration,
+        ) -> std::io::Result<(StorageHandle, StorageControl)>
+        + Send,
+>;
 
 /// Builds a [`Node`] hosting groups of state machine `S`.
 pub struct NodeBuilder<S: StateMachine> {
@@ -117,7 +125,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             reason: "not set".into(),
         })?;
         let (switch, kill) = crate::kill::new();
-        let storage = start_store(
+        let (storage, storage_control) = start_store(
             self.cfg.storage_queue,
             self.storage_mode,
             &kill,
@@ -127,34 +135,45 @@ impl<S: StateMachine> NodeBuilder<S> {
         let (hb, hb_actor) = heartbeat::new(&self.cfg, net.clone(), inbound.heartbeat.clone());
         let hb_stats = hb.stats().clone();
         let span = info_span!("heartbeat", node = self.cfg.node_id);
-        match self.heartbeat {
+        let heartbeat_thread = match self.heartbeat {
             HeartbeatExecutor::Dedicated => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(|e| Error::Storage(format!("heartbeat runtime: {e}")))?;
-                std::thread::Builder::new()
+                // Disconnected when the thread is done with its runtime (shutdown joins it).
+                let (done_tx, done) = flume::bounded::<()>(1);
+                let thread = std::thread::Builder::new()
                     .name("raft-heartbeat".into())
                     .spawn({
                         let kill = kill.clone();
-                        move || rt.block_on(kill.run(hb_actor.run().instrument(span)))
+                        move || {
+                            rt.block_on(kill.run(hb_actor.run().instrument(span)));
+                            drop(rt);
+                            drop(done_tx);
+                        }
                     })
                     .map_err(|e| Error::Storage(format!("heartbeat thread: {e}")))?;
+                Some(HeartbeatThread { thread, done })
             }
             HeartbeatExecutor::Handle(h) => {
                 let kill = kill.clone();
                 h.spawn(async move { kill.run(hb_actor.run().instrument(span)).await });
+                None
             }
             HeartbeatExecutor::Current => {
                 kill.spawn(hb_actor.run().instrument(span));
+                None
             }
-        }
+        };
         let cfg = Arc::new(self.cfg);
         let (reg_tx, table_rx) = registry::spawn(registry::Parts {
             cfg: cfg.clone(),
             net: net.clone(),
             storage,
+            storage_control,
             heartbeat: hb,
+            heartbeat_thread,
             switch,
             kill: kill.clone(),
         });

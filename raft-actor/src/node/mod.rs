@@ -27,10 +27,12 @@ mod builder;
 mod peers;
 mod registry;
 mod router;
+mod shutdown;
 mod table;
 
 pub use builder::{HeartbeatExecutor, NodeBuilder};
 use registry::{GroupEntry, RegistryMsg, Table};
+pub use shutdown::ShutdownReport;
 
 /// Queues a request on a group's client queue without waiting; its answer comes on the
 /// receiver.
@@ -272,12 +274,28 @@ fn session_id<R>(answer: Answer<R>) -> Result<u64, Error> {
     }
 }
 
-/// Asks a group's partition actor for its metrics; one that does not answer within a second
-/// (frozen, stalled) is described from its counters instead.
-async fn group_status<S: StateMachine>(group: GroupId, e: &GroupEntry<S>) -> GroupMetrics {
+/// How long [`Node::metrics`] and [`Node::group_metrics`] wait for partition actors to answer,
+/// in all (not per group).
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks a group's partition actor for its metrics (without waiting); `None` if its control
+/// queue is full or gone.
+fn ask_status<S: StateMachine>(e: &GroupEntry<S>) -> Option<oneshot::Receiver<GroupMetrics>> {
     let (tx, rx) = oneshot::channel();
-    if e.handle.control.try_send(Control::Status(tx)).is_ok() {
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+    e.handle.control.try_send(Control::Status(tx)).ok()?;
+    Some(rx)
+}
+
+/// The answer to `ask_status` if it comes by `deadline`; otherwise (frozen, stalled, queue
+/// full) the group described from its counters.
+async fn status_by<S: StateMachine>(
+    group: GroupId,
+    e: &GroupEntry<S>,
+    rx: Option<oneshot::Receiver<GroupMetrics>>,
+    deadline: tokio::time::Instant,
+) -> GroupMetrics {
+    if let Some(rx) = rx {
+        if let Ok(Ok(m)) = tokio::time::timeout_at(deadline, rx).await {
             return m;
         }
     }
@@ -743,15 +761,23 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    /// A snapshot of every group's state. A group whose actor does not answer within a second
-    /// is reported from its counters with `responsive: false`.
+    /// A snapshot of every group's state, within a second however many groups there are:
+    /// every partition actor is asked at once, and a group whose actor has not answered when
+    /// the second is up (frozen, stalled, its queue full) is reported from its counters with
+    /// `responsive: false`.
     pub async fn metrics(&self) -> NodeMetrics {
         let table = self.inner.table.borrow().clone();
-        let mut groups = Vec::new();
-        for (group, e) in table.sorted() {
-            if !e.removed {
-                groups.push(group_status(group, e).await);
-            }
+        let deadline = tokio::time::Instant::now() + STATUS_TIMEOUT;
+        let asked: Vec<_> = table
+            .sorted()
+            .into_iter()
+            .filter(|(_, e)| !e.removed)
+            .map(|(group, e)| (group, e, ask_status(e)))
+            .collect();
+        let mut groups = Vec::with_capacity(asked.len());
+        // One deadline for all: a slow group costs the others nothing.
+        for (group, e, rx) in asked {
+            groups.push(status_by(group, e, rx, deadline).await);
         }
         NodeMetrics {
             node: self.inner.cfg.node_id,
@@ -765,7 +791,8 @@ impl<S: StateMachine> Node<S> {
     /// Metrics of one group.
     pub async fn group_metrics(&self, group: GroupId) -> Result<GroupMetrics, Error> {
         let e = self.entry(group)?;
-        Ok(group_status(group, &e).await)
+        let deadline = tokio::time::Instant::now() + STATUS_TIMEOUT;
+        Ok(status_by(group, &e, ask_status(&e), deadline).await)
     }
 
     /// Simulation: kills every task of this node at once, losing whatever storage had not
@@ -795,17 +822,41 @@ impl<S: StateMachine> Node<S> {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Stops every actor of the node and its transport. Completes within the configured
-    /// shutdown bound even when peers are unreachable (I10).
-    pub async fn shutdown(&self) {
+    /// Stops every actor of the node and its transport, and says what it had to abandon.
+    /// Completes within `shutdown_timeout` (and a little) even when peers are unreachable or
+    /// the disk hangs (I10): actors get that long to end on their own (storage syncs what the
+    /// groups wrote last, half of it at most), then whatever still runs is aborted. When the
+    /// report says `storage_stopped`, the storage actor's thread has been joined and its
+    /// store dropped, so the same WAL directory can be opened again.
+    ///
+    /// Calling it again, or on a node that already stopped, does nothing and reports
+    /// `already_stopped`.
+    pub async fn shutdown(&self) -> ShutdownReport {
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .registry
-            .try_send(RegistryMsg::Shutdown { reply: tx })
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(self.inner.cfg.shutdown_timeout * 2, rx).await;
+        let limit = self.inner.cfg.shutdown_timeout * 2;
+        let queued = tokio::time::timeout(
+            limit,
+            self.inner
+                .registry
+                .send_async(RegistryMsg::Shutdown { reply: tx }),
+        )
+        .await;
+        if let Ok(Err(_)) = queued {
+            return ShutdownReport {
+                already_stopped: true,
+                ..ShutdownReport::default()
+            };
+        }
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(report)) => report,
+            // The registry ended without answering: another shutdown took it.
+            Ok(Err(_)) => ShutdownReport {
+                already_stopped: true,
+                ..ShutdownReport::default()
+            },
+            // Not answered in time (cannot happen while the data runtime runs): nothing is
+            // known to have stopped.
+            Err(_) => ShutdownReport::default(),
         }
     }
 }

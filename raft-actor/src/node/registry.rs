@@ -8,7 +8,13 @@
 //! the table as a tombstone (calls for it answer `Removed`) and its storage is purged: the
 //! committed configuration no longer needs it, and a node added back later joins afresh, like
 //! any new node (with `join_partition`).
+//!
+//! Adding a group recovers it from storage, which may take long (a large log, a hung disk):
+//! that runs as a task of its own, which hands the started group back on the `started` queue,
+//! so the registry never awaits storage while it handles a message (I3) and a shutdown is
+//! handled at once, also while an add is under way (I10).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_core::{GroupId, Membership};
@@ -16,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, info, info_span};
 
 use super::peers::PeerBook;
+use super::shutdown::{self, HeartbeatThread, ShutdownReport};
 use super::table::GroupMap;
 use crate::config::NodeConfig;
 use crate::error::Error;
@@ -25,7 +32,7 @@ use crate::heartbeat::HeartbeatHandle;
 use crate::kill::Kill;
 use crate::metrics::GroupStats;
 use crate::state_machine::StateMachine;
-use crate::storage::{StorageHandle, StorageRequest};
+use crate::storage::{StorageControl, StorageHandle, StorageRequest};
 use crate::wire::Net;
 
 /// One group in the node's table.
@@ -76,7 +83,7 @@ pub(super) enum RegistryMsg<S: StateMachine> {
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Shutdown {
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<ShutdownReport>,
     },
     /// Simulation: die at once, like a killed process.
     #[cfg(feature = "fault-injection")]
@@ -86,9 +93,31 @@ pub(super) enum RegistryMsg<S: StateMachine> {
     StallStorage(std::time::Duration),
 }
 
+/// A group started by its own task (recovered from storage and spawned), handed back to the
+/// registry.
+struct Started<S: StateMachine> {
+    group: GroupId,
+    incarnation: u64,
+    stats: Arc<GroupStats>,
+    result: Result<GroupHandle<S>, Error>,
+}
+
+/// An add under way.
+struct Pending {
+    incarnation: u64,
+    reply: oneshot::Sender<Result<(), Error>>,
+    /// Removed while it started (with this `purge`): stopped as soon as it has started.
+    cancelled: Option<bool>,
+    /// What the group told the registry before its start task handed it over (its actors
+    /// run from the moment they are spawned): handled once it is in the table.
+    early: Vec<ToRegistry>,
+}
+
+/// Room in the queue of started groups; a start task waits for room (it is no actor).
+const STARTED_QUEUE: usize = 64;
+
 /// Owns the table of groups and publishes immutable copies of it (latest value) to the API and
-/// the router. Adding a group awaits storage recovery: the registry is on no path storage
-/// waits on, so this cannot close a cycle.
+/// the router. It awaits nothing while handling a message: a group starts in a task of its own.
 struct Registry<S: StateMachine> {
     cfg: Arc<NodeConfig>,
     net: Net,
@@ -108,6 +137,14 @@ struct Registry<S: StateMachine> {
     /// once for a simulated crash.
     switch: Option<crate::kill::KillSwitch>,
     kill: Kill,
+    /// For shutdown: stops the storage actor and tells when it ended.
+    storage_control: Option<StorageControl>,
+    /// For shutdown: the heartbeat executor's own thread, if it has one.
+    heartbeat_thread: Option<HeartbeatThread>,
+    /// Adds under way, by group.
+    pending: BTreeMap<GroupId, Pending>,
+    started: flume::Receiver<Started<S>>,
+    started_tx: flume::Sender<Started<S>>,
 }
 
 /// What the registry starts from.
@@ -115,7 +152,9 @@ pub(super) struct Parts {
     pub(super) cfg: Arc<NodeConfig>,
     pub(super) net: Net,
     pub(super) storage: StorageHandle,
+    pub(super) storage_control: StorageControl,
     pub(super) heartbeat: HeartbeatHandle,
+    pub(super) heartbeat_thread: Option<HeartbeatThread>,
     /// The node's kill switch, dropped to end every task of the node.
     pub(super) switch: crate::kill::KillSwitch,
     pub(super) kill: Kill,
@@ -130,7 +169,13 @@ pub(super) fn spawn<S: StateMachine>(
     let (tx, rx) = flume::bounded(64);
     let (signals_tx, signals) = flume::bounded(parts.cfg.registry_queue);
     let node = parts.cfg.node_id;
+    let (started_tx, started) = flume::bounded(STARTED_QUEUE);
     let registry = Registry {
+        storage_control: Some(parts.storage_control),
+        heartbeat_thread: parts.heartbeat_thread,
+        pending: BTreeMap::new(),
+        started,
+        started_tx,
         signals,
         signals_tx,
         peers: PeerBook::new(node),
@@ -158,7 +203,11 @@ impl<S: StateMachine> Registry<S> {
             let msg = tokio::select! {
                 biased;
                 Ok(signal) = self.signals.recv_async() => {
-                    self.on_signal(signal).await;
+                    self.on_signal(signal);
+                    continue;
+                }
+                Ok(started) = self.started.recv_async() => {
+                    self.on_started(started);
                     continue;
                 }
                 msg = self.rx.recv_async() => msg,
@@ -171,15 +220,18 @@ impl<S: StateMachine> Registry<S> {
                     known,
                     sm,
                     reply,
-                } => {
-                    let r = self.add(group, membership, known, sm).await;
-                    let _ = reply.send(r);
-                }
+                } => self.add(group, membership, known, sm, reply),
                 RegistryMsg::Remove {
                     group,
                     purge,
                     reply,
                 } => {
+                    if let Some(p) = self.pending.get_mut(&group) {
+                        // Stopped once it has started.
+                        p.cancelled = Some(purge);
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
                     let r = match self.table.remove(group) {
                         // A tombstone: the group already stopped and its storage is gone.
                         Some(e) if e.removed => {
@@ -200,8 +252,7 @@ impl<S: StateMachine> Registry<S> {
                     let _ = reply.send(r);
                 }
                 RegistryMsg::Shutdown { reply } => {
-                    self.shutdown().await;
-                    let _ = reply.send(());
+                    self.shutdown(Some(reply));
                     return;
                 }
                 #[cfg(feature = "fault-injection")]
@@ -216,7 +267,7 @@ impl<S: StateMachine> Registry<S> {
                 }
             }
         }
-        self.shutdown().await;
+        self.shutdown(None);
     }
 
     /// True if `incarnation` is the running start of `group` (news from a stopped one is
@@ -228,7 +279,25 @@ impl<S: StateMachine> Registry<S> {
     }
 
     /// News from a group: its peers, or its removal.
-    async fn on_signal(&mut self, signal: ToRegistry) {
+    fn on_signal(&mut self, signal: ToRegistry) {
+        // From a group still being added: kept until it joins the table.
+        let (group, incarnation) = match &signal {
+            ToRegistry::Peers {
+                group, incarnation, ..
+            }
+            | ToRegistry::Failed {
+                group, incarnation, ..
+            }
+            | ToRegistry::Removed {
+                group, incarnation, ..
+            } => (*group, *incarnation),
+        };
+        if let Some(p) = self.pending.get_mut(&group) {
+            if p.incarnation == incarnation {
+                p.early.push(signal);
+            }
+            return;
+        }
         match signal {
             ToRegistry::Peers {
                 group,
@@ -277,30 +346,39 @@ impl<S: StateMachine> Registry<S> {
                 }
                 self.peers.drop_group(&self.net, group);
                 self.publish();
-                // Awaited: the registry is on no path storage waits on (see `add`).
-                let _ = self
-                    .storage
-                    .send(StorageRequest::Unregister { group, purge: true })
-                    .await;
+                // Not to be lost, so sent by a task that waits for room (I3: not the registry).
+                let storage = self.storage.clone();
+                self.kill.spawn(async move {
+                    let _ = storage
+                        .send(StorageRequest::Unregister { group, purge: true })
+                        .await;
+                });
             }
         }
     }
 
-    async fn add(
+    /// Starts adding a group: checks the request, then recovers and spawns the group in a task
+    /// of its own, which hands it back on `started` (see `on_started`, which answers `reply`).
+    fn add(
         &mut self,
         group: GroupId,
         membership: Option<Membership>,
         known: Option<Membership>,
         sm: S,
-    ) -> Result<(), Error> {
-        if self.table.get(group).is_some_and(|e| !e.removed) {
-            return Err(Error::GroupExists(group));
+        reply: oneshot::Sender<Result<(), Error>>,
+    ) {
+        if self.pending.contains_key(&group) || self.table.get(group).is_some_and(|e| !e.removed) {
+            let _ = reply.send(Err(Error::GroupExists(group)));
+            return;
         }
         for m in membership.iter().chain(known.iter()) {
-            m.validate().map_err(|e| Error::Raft {
-                group,
-                source: e.into(),
-            })?;
+            if let Err(e) = m.validate() {
+                let _ = reply.send(Err(Error::Raft {
+                    group,
+                    source: e.into(),
+                }));
+                return;
+            }
         }
         let stats = Arc::new(GroupStats::default());
         let incarnation = self.next_incarnation;
@@ -324,49 +402,116 @@ impl<S: StateMachine> Registry<S> {
                 .collect();
             self.peers.set_group(&self.net, group, nodes);
         }
-        let handle = match group::start(wiring, membership, sm).await {
-            Ok(handle) => handle,
-            Err(e) => {
-                self.peers.drop_group(&self.net, group);
-                return Err(e);
-            }
-        };
-        self.table.insert(
+        self.pending.insert(
             group,
-            GroupEntry {
-                handle,
-                stats,
+            Pending {
                 incarnation,
-                removed: false,
-                failed: None,
+                reply,
+                cancelled: None,
+                early: Vec::new(),
             },
         );
-        self.publish();
-        Ok(())
+        let started = self.started_tx.clone();
+        self.kill.spawn(async move {
+            // Awaits storage: this task is no actor, and nothing waits on it.
+            let result = group::start(wiring, membership, sm).await;
+            let _ = started
+                .send_async(Started {
+                    group,
+                    incarnation,
+                    stats,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// A group's start task is done: the group joins the table, or its add fails.
+    fn on_started(&mut self, started: Started<S>) {
+        let Started {
+            group,
+            incarnation,
+            stats,
+            result,
+        } = started;
+        let Some(pending) = self
+            .pending
+            .remove(&group)
+            .filter(|p| p.incarnation == incarnation)
+        else {
+            return;
+        };
+        match (result, pending.cancelled) {
+            (Ok(handle), None) => {
+                self.table.insert(
+                    group,
+                    GroupEntry {
+                        handle,
+                        stats,
+                        incarnation,
+                        removed: false,
+                        failed: None,
+                    },
+                );
+                self.publish();
+                let _ = pending.reply.send(Ok(()));
+                for signal in pending.early {
+                    self.on_signal(signal);
+                }
+            }
+            (Ok(handle), Some(purge)) => {
+                // Removed while it started.
+                let _ = handle.control.try_send(Control::Shutdown);
+                let _ = self
+                    .storage
+                    .try_send(StorageRequest::Unregister { group, purge });
+                self.peers.drop_group(&self.net, group);
+                let _ = pending.reply.send(Err(Error::Stopped));
+            }
+            (Err(e), _) => {
+                self.peers.drop_group(&self.net, group);
+                let _ = pending.reply.send(Err(e));
+            }
+        }
     }
 
     fn publish(&self) {
         self.table_tx.send_replace(Arc::new(self.table.clone()));
     }
 
-    /// I10: every actor is told to stop; nothing here waits on a peer.
-    async fn shutdown(&mut self) {
+    /// I10: every actor is told to stop; nothing here waits. Adds under way are answered
+    /// `Stopped`; the rest (waiting, within `shutdown_timeout`, for the transport, storage and
+    /// heartbeat to end and for every task, then aborting what is left) is done by a task of
+    /// its own outside the kill switch, which answers `reply` with its report.
+    fn shutdown(&mut self, reply: Option<oneshot::Sender<ShutdownReport>>) {
         for e in self.table.values() {
             let _ = e.handle.control.try_send(Control::Shutdown);
         }
         self.table.clear();
         self.publish();
-        self.heartbeat.shutdown();
-        let _ = self.storage.try_send(StorageRequest::Shutdown);
-        let _ = tokio::time::timeout(self.cfg.shutdown_timeout, self.net.shutdown()).await;
-        // Actors get `shutdown_timeout` to finish on their own (storage syncs, replies go
-        // out); whatever is still running then is stopped by the kill switch (I10).
-        if let Some(switch) = self.switch.take() {
-            let grace = self.cfg.shutdown_timeout;
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                drop(switch);
-            });
+        let mut adds_abandoned = Vec::new();
+        for (group, p) in std::mem::take(&mut self.pending) {
+            adds_abandoned.push(group);
+            let _ = p.reply.send(Err(Error::Stopped));
         }
+        self.heartbeat.shutdown();
+        let Some(storage_control) = self.storage_control.take() else {
+            return;
+        };
+        let finish = shutdown::Finish {
+            timeout: self.cfg.shutdown_timeout,
+            net: self.net.clone(),
+            storage: self.storage.clone(),
+            storage_control,
+            heartbeat: self.heartbeat_thread.take(),
+            switch: self.switch.take(),
+            adds_abandoned,
+        };
+        tokio::spawn(async move {
+            let report = shutdown::finish(finish).await;
+            if let Some(reply) = reply {
+                let _ = reply.send(report);
+            }
+        });
     }
 }

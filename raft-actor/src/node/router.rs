@@ -41,7 +41,27 @@ impl<S: StateMachine> Router<S> {
         // a change (an atomic load per message to see that; a `borrow` per message would
         // take the channel's read lock, a cache line every `Node::propose` caller touches).
         let mut table = self.table.borrow_and_update().clone();
-        while let Ok(env) = self.rx.recv_async().await {
+        loop {
+            // Waits only when nothing is queued; then the end of the registry (its table's
+            // sender dropped, at shutdown) ends the router too.
+            let env = match self.rx.try_recv() {
+                Ok(env) => env,
+                Err(flume::TryRecvError::Disconnected) => break,
+                Err(flume::TryRecvError::Empty) => tokio::select! {
+                    biased;
+                    r = self.rx.recv_async() => match r {
+                        Ok(env) => env,
+                        Err(_) => break,
+                    },
+                    r = self.table.changed() => {
+                        if r.is_err() {
+                            break;
+                        }
+                        table = self.table.borrow_and_update().clone();
+                        continue;
+                    }
+                },
+            };
             if self.table.has_changed().unwrap_or(false) {
                 table = self.table.borrow_and_update().clone();
             }

@@ -6,6 +6,7 @@
 mod ack_routing;
 mod api;
 mod basic;
+mod bounds;
 mod commit_notify;
 mod common;
 mod incidents;

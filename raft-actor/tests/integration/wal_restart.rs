@@ -38,11 +38,13 @@ async fn full_cluster_restart_keeps_every_acknowledged_write() {
     assert_eq!(acked, 200);
     eprintln!("phase 1 done");
     for n in &nodes {
-        n.shutdown().await;
+        // Shutdown joins the storage thread, which drops its WAL (closing its files and
+        // releasing the directory's lock) before it ends: the restart below opens the same
+        // directories at once, and would fail with `Locked` if a store were still open.
+        let report = n.shutdown().await;
+        assert!(report.storage_stopped, "{report:?}");
     }
     drop(nodes);
-    // Give the storage threads a moment to close their files.
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let nodes = start(&dirs).await;
     let l = leader_among(&nodes, 1).await;

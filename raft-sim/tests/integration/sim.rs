@@ -84,6 +84,19 @@ fn seeds_hold_every_invariant() {
         failing.len()
     );
     assert!(failing.is_empty(), "failing seeds: {failing:?}");
+    // A history beyond the checker's budget is neither proven nor refuted linearizable: a
+    // seed that hides a violation there would pass. The default configuration keeps every
+    // history within the budget (0 in every recorded run of the 200 default seeds), so the
+    // default run requires 0; a long soak (`RAFT_SIM_SEEDS` in the thousands) may meet a
+    // rare history that takes longer to search, and is allowed one per 200 seeds (0.5 %).
+    // Many more would mean the histories outgrew the checker and the runs prove little.
+    let allowed = seeds.len() as u64 / 200 * u64::from(seeds.len() > 200);
+    assert!(
+        unknown <= allowed,
+        "{unknown} of {} histories beyond the linearizability checker's budget (at most \
+         {allowed} allowed): their seeds were not checked",
+        seeds.len()
+    );
 }
 
 /// Replays `RAFT_SIM_SEED` (with `RAFT_SIM_SECS`), writing its event trace to

@@ -104,13 +104,45 @@ pub struct Wal {
     /// Test hook: the next `sync` fails as if `fdatasync` returned EIO.
     #[cfg(test)]
     fail_next_sync: bool,
+    /// The directory's lock file, held (`flock`, exclusive) for as long as this `Wal` lives.
+    /// Declared last so it is released after every segment file is closed.
+    _lock: fs::File,
+}
+
+/// The lock file's name inside a WAL directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the exclusive lock of the WAL directory `dir` (creating its lock file), or fails with
+/// [`StorageError::Locked`] when another open store holds it. The lock is an advisory `flock`:
+/// the kernel releases it when the holder's last descriptor closes, also when the process
+/// dies, so a killed node restarts without clearing anything by hand.
+fn lock_dir(dir: &Path) -> Result<fs::File, StorageError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io("open WAL lock file"))?;
+    // Through the trait by name: std's inherent `File::try_lock` (Rust 1.89) is above our MSRV.
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs4::TryLockError::Error(source)) => Err(StorageError::Io {
+            op: "lock WAL directory",
+            source,
+        }),
+    }
 }
 
 impl Wal {
     /// Opens (or creates) the log in `config.dir`: validates the config, replays every segment
     /// to rebuild each group's index and hard state, truncates a torn tail of the last segment
     /// (reported in [`Wal::recovery_report`] and with `tracing::warn!`), deletes unreferenced
-    /// snapshot files, and starts a fresh segment.
+    /// snapshot files, and starts a fresh segment. The directory's lock file ([`LOCK_FILE`]) is
+    /// held until the `Wal` is dropped, so a second `open` of the same directory, in this
+    /// process or another, fails with [`StorageError::Locked`] instead of corrupting the log.
     ///
     /// Errors: [`StorageError::Config`] for a bad config, [`StorageError::Io`] for file errors,
     /// [`StorageError::Corrupt`] for damage that is not a torn tail (naming file and offset).
@@ -125,6 +157,8 @@ impl Wal {
         }
         let durable = config.sync == SyncMode::Always;
         fs::create_dir_all(&config.dir).map_err(io("create WAL directory"))?;
+        // Before reading anything: a second writer must not even replay a log being written.
+        let lock = lock_dir(&config.dir)?;
         let replayed = recovery::replay(&config.dir, durable)?;
 
         // Snapshot files: the records are the authority.
@@ -176,6 +210,7 @@ impl Wal {
             report: RecoveryReport::default(),
             #[cfg(test)]
             fail_next_sync: false,
+            _lock: lock,
         };
         // Never append after a recovered tail: a fresh segment with a full checkpoint.
         wal.start_segment(next_id)?;

@@ -2,5 +2,7 @@
 //! file's tests with a filter, e.g. `cargo test -p raft-storage --test integration -- torn::`.
 
 mod crash;
+mod lock;
 mod model;
+mod power;
 mod torn;
