@@ -13,6 +13,7 @@ use crate::types::{Index, NodeId};
 
 /// What the leader knows of one peer.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "model", derive(Hash))]
 struct PeerProgress {
     /// Highest index known replicated (and durable) on the peer. Invariant: <= last index.
     matched: Index,
@@ -25,6 +26,7 @@ struct PeerProgress {
 /// A node a configuration removed, still replicated to until it holds the configuration's
 /// entry, then told it was removed ([`crate::MessageBody::Removed`]).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 struct Retiring {
     /// Index of the configuration entry that removed it.
     index: Index,
@@ -36,6 +38,7 @@ struct Retiring {
 
 /// A leader transfer under way.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 struct Transfer {
     /// The voter that is to take over.
     target: NodeId,
@@ -47,6 +50,7 @@ struct Transfer {
 
 /// A read waiting for confirmation.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub(crate) struct PendingRead {
     /// The caller's identifier of the read.
     pub(crate) ctx: u64,
@@ -65,6 +69,7 @@ pub(crate) struct PendingRead {
 /// (the caller clamps); `pending_reads` is in registration order, so their rounds and indices
 /// never decrease; at most one TimeoutNow goes out per transfer.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct LeaderState {
     progress: BTreeMap<NodeId, PeerProgress>,
     /// Nodes removed by a configuration entry, still replicated to until they know it.

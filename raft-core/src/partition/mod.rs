@@ -165,6 +165,7 @@ fn config_entries(entries: &[Entry]) -> Vec<(Index, Membership)> {
 /// - `persist` — sequence numbers of storage writes and what waits for them;
 /// - `out` — the actions for the runtime.
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub struct PartitionCore {
     pub(crate) cfg: Config,
     pub(crate) group: GroupId,
