@@ -11,6 +11,9 @@ use crate::{Bounds, COVERAGE, PROPERTIES, RaftModel};
 pub struct Summary {
     /// The bounds of the run.
     pub bounds: Bounds,
+    /// Every state within the bounds was explored (no `RAFT_MODEL_MAX_STATES` cut the run
+    /// short).
+    pub complete: bool,
     /// Distinct states visited.
     pub states: usize,
     /// Deepest path explored.
@@ -30,8 +33,9 @@ impl Summary {
     /// violations: V`.
     pub fn line(&self) -> String {
         format!(
-            "model check: {} states, depth {}, bounds ({}), properties: {}, violations: {}",
+            "model check: {} states{}, depth {}, bounds ({}), properties: {}, violations: {}",
             self.states,
+            if self.complete { "" } else { " (cut short)" },
             self.depth,
             self.bounds,
             self.properties,
@@ -58,10 +62,10 @@ pub fn check(model: RaftModel, threads: usize, stop_at_first: bool) -> Summary {
     let bounds = model.bounds;
     let start = Instant::now();
     let mut builder = model.clone().checker().threads(threads);
-    if let Some(n) = std::env::var("RAFT_MODEL_MAX_STATES")
+    let target: Option<usize> = std::env::var("RAFT_MODEL_MAX_STATES")
         .ok()
-        .and_then(|v| v.parse().ok())
-    {
+        .and_then(|v| v.parse().ok());
+    if let Some(n) = target {
         builder = builder.target_state_count(n);
     }
     if stop_at_first {
@@ -84,6 +88,7 @@ pub fn check(model: RaftModel, threads: usize, stop_at_first: bool) -> Summary {
         .filter(|name| checker.discovery(name).is_none())
         .collect();
     Summary {
+        complete: target.is_none_or(|t| checker.state_count() < t),
         bounds,
         not_covered,
         states: checker.unique_state_count(),
