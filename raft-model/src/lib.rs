@@ -99,6 +99,9 @@ pub struct Bounds {
     /// Most duplicated deliveries over a run. Needed for finiteness: each message that resets
     /// a follower's election timer draws the next randomized timeout, moving its generator.
     pub max_duplicates: u8,
+    /// Most messages in flight on one directed link (0: only `max_msgs` limits); a message
+    /// sent on a full link is lost.
+    pub max_per_link: usize,
 }
 
 impl Bounds {
@@ -116,6 +119,7 @@ impl Bounds {
             max_ticks: 3,
             max_writes: 3,
             max_duplicates: 0,
+            max_per_link: 0,
         }
     }
 
@@ -131,6 +135,7 @@ impl Bounds {
             max_ticks: 10,
             max_writes: 6,
             max_duplicates: 2,
+            max_per_link: 0,
         }
     }
 
@@ -167,6 +172,7 @@ impl Bounds {
                 "ticks" => b.max_ticks = u8::try_from(v).unwrap_or(b.max_ticks),
                 "writes" => b.max_writes = u8::try_from(v).unwrap_or(b.max_writes),
                 "dups" => b.max_duplicates = u8::try_from(v).unwrap_or(b.max_duplicates),
+                "link" => b.max_per_link = usize::try_from(v).unwrap_or(b.max_per_link),
                 _ => {}
             }
         }
@@ -178,7 +184,7 @@ impl fmt::Display for Bounds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nodes {}, term <= {}, log <= {}, messages in flight <= {}, proposals <= {}, crashes <= {}, timer firings <= {}, writes per node <= {}, duplicates <= {}",
+            "nodes {}, term <= {}, log <= {}, messages in flight <= {}, proposals <= {}, crashes <= {}, timer firings <= {}, writes per node <= {}, duplicates <= {}, per link <= {}",
             self.nodes,
             self.max_term,
             self.max_log,
@@ -187,7 +193,8 @@ impl fmt::Display for Bounds {
             self.max_crashes,
             self.max_ticks,
             self.max_writes,
-            self.max_duplicates
+            self.max_duplicates,
+            self.max_per_link
         )
     }
 }
@@ -606,7 +613,7 @@ impl RaftModel {
                 if !self.promise_is_durable(n, &m) {
                     s.broken.insert("persistence before promises");
                 }
-                send(s, m, self.bounds.max_msgs);
+                send(s, m, &self.bounds);
             }
             Action::Apply { index } => {
                 let from = n.applied.last().map_or(1, |a| a.0 + 1);
@@ -725,7 +732,7 @@ impl RaftModel {
             s.broken.insert("harness: unmodelled snapshot action");
         }
         for m in out {
-            send(s, m, self.bounds.max_msgs);
+            send(s, m, &self.bounds);
         }
     }
 
@@ -754,12 +761,18 @@ fn node_mut(s: &mut ClusterState, id: NodeId) -> Option<&mut NodeState> {
     s.nodes.get_mut(usize::try_from(id.checked_sub(1)?).ok()?)
 }
 
-/// Puts `m` in flight; a message sent while `capacity` messages are in flight is lost (the
+/// Puts `m` in flight; a message sent while the network or its link is full is lost (the
 /// network may lose any message; this loss keeps the state space finite).
-fn send(s: &mut ClusterState, m: Message, capacity: usize) {
+fn send(s: &mut ClusterState, m: Message, b: &Bounds) {
     let key = fingerprint_of(&m);
     if let Err(pos) = s.net.binary_search_by_key(&key, |(k, _)| *k) {
-        if s.net.len() < capacity {
+        let on_link = || {
+            s.net
+                .iter()
+                .filter(|(_, x)| x.from == m.from && x.to == m.to)
+                .count()
+        };
+        if s.net.len() < b.max_msgs && (b.max_per_link == 0 || on_link() < b.max_per_link) {
             s.net.insert(pos, (key, m));
         }
     }
