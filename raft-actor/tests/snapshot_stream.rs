@@ -175,20 +175,28 @@ fn config(id: u64) -> NodeConfig {
     c
 }
 
+/// Binds node `id`'s listeners, tells the parent their addresses, reads the other node's
+/// from `stdin`, and starts the node on TCP with a WAL in `dir`. Returns the node, its
+/// addresses and the other node's.
 async fn start(
     id: u64,
-    listeners: Listeners,
     dir: &std::path::Path,
-) -> anyhow::Result<Node<Blobs>> {
+    stdin: &mut impl BufRead,
+) -> anyhow::Result<(Node<Blobs>, PeerAddrs, PeerAddrs)> {
+    let listeners = Listeners::bind_loopback()?;
+    let me = listeners.local_addrs()?;
+    println!("ADDRS {} {}", me.data, me.heartbeat);
+    let other = parse_addrs(&read_line(stdin)?)?;
     let (transport, inbound) =
         TcpTransport::<WireMsg>::start(TcpConfig::new(id, CLUSTER, BTreeMap::new()), listeners)?;
     let heartbeat = HeartbeatExecutor::Handle(transport.heartbeat_runtime());
-    Ok(Node::builder(config(id))
+    let node = Node::builder(config(id))
         .transport(transport, inbound)
         .storage(Wal::open(WalConfig::new(dir))?)
         .heartbeat_executor(heartbeat)
         .start()
-        .await?)
+        .await?;
+    Ok((node, me, other))
 }
 
 fn read_line(lines: &mut impl BufRead) -> anyhow::Result<String> {
@@ -203,12 +211,8 @@ fn read_line(lines: &mut impl BufRead) -> anyhow::Result<String> {
 /// for it to catch up.
 async fn leader() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let listeners = Listeners::bind_loopback()?;
-    let me = listeners.local_addrs()?;
-    println!("ADDRS {} {}", me.data, me.heartbeat);
     let mut stdin = io::stdin().lock();
-    let learner = parse_addrs(&read_line(&mut stdin)?)?;
-    let node = start(1, listeners, dir.path()).await?;
+    let (node, me, learner) = start(1, dir.path(), &mut stdin).await?;
     let members = Membership::new([1]).with_addrs(1, node_addrs(me));
     node.add_partition(GROUP, members, Blobs::default()).await?;
     while node.group_metrics(GROUP).await?.role != raft_actor::Role::Leader {
@@ -255,12 +259,8 @@ async fn leader() -> anyhow::Result<()> {
 /// holds the whole state.
 async fn learner() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let listeners = Listeners::bind_loopback()?;
-    let me = listeners.local_addrs()?;
-    println!("ADDRS {} {}", me.data, me.heartbeat);
     let mut stdin = io::stdin().lock();
-    let leader = parse_addrs(&read_line(&mut stdin)?)?;
-    let node = start(2, listeners, dir.path()).await?;
+    let (node, _, leader) = start(2, dir.path(), &mut stdin).await?;
     let known = Membership::new([1]).with_addrs(1, node_addrs(leader));
     node.join_partition_with(GROUP, Blobs::default(), known)
         .await?;

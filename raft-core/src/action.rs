@@ -92,8 +92,10 @@ pub enum Action {
     /// This node is no longer a member of the group: a committed configuration (at `index`)
     /// excludes it. A leader that removed itself knows it when the configuration commits; any
     /// other node is told by the leader ([`crate::MessageBody::Removed`]), which keeps
-    /// replicating to it until it holds that configuration. (A node cannot tell on its own: a
-    /// node that joins again replays the configurations of its earlier membership.) The
+    /// replicating to it until it holds that configuration; if that leader lost office first,
+    /// by a later one that hears from it (the node campaigns with its old configuration, or
+    /// asks: [`crate::MessageBody::RemovalQuery`]). (A node cannot tell on its own: a node
+    /// that joins again replays the configurations of its earlier membership.) The
     /// runtime stops hosting the group; the core does nothing useful any more.
     Removed {
         /// Index of the committed configuration entry that removed this node.

@@ -95,10 +95,24 @@ pub enum MessageBody {
     /// From the leader to a node that a committed configuration removed and that holds that
     /// configuration's entry (at `index`): "you are no longer a member; stop hosting the
     /// group". Sent a few times while the leader lets the node go.
+    ///
+    /// The leader that committed the removal tells the node. A later leader tells a removed
+    /// node it hears from (any message, a `RemovalQuery` included) when its committed and
+    /// latest configurations both leave that node out: it replicates to the node until it
+    /// holds the committed configuration's entry and then tells it, `index` being that entry's.
     Removed {
-        /// Index of the committed configuration entry that removed the receiver.
+        /// Index of the committed configuration entry that removed the receiver (or, from a
+        /// later leader, of the committed configuration that leaves it out).
         index: Index,
     },
+    /// From a node whose own log holds a configuration that leaves it out, after it held a
+    /// committed one that named it, to the voters of that configuration, once an election
+    /// timeout until it is told: "was I removed?". A leader that does not count the sender
+    /// in its configurations answers as under `Removed`; every other node ignores it. It
+    /// carries the sender's term but changes no term, vote or role anywhere. (A removed node
+    /// is otherwise silent: it does not campaign, so a leader elected after the removal
+    /// committed, which does not replicate to it, would never hear from it.)
+    RemovalQuery,
 }
 
 /// Answer to an `AppendEntries` message.
@@ -162,6 +176,7 @@ impl Message {
             MessageBody::SnapshotResponse { .. } => "SnapshotResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::Removed { .. } => "Removed",
+            MessageBody::RemovalQuery => "RemovalQuery",
         }
     }
 }

@@ -294,6 +294,20 @@ impl ReplicatorCore {
                 if rejected_index < self.matched {
                     return out; // stale: we already know the peer matches further
                 }
+                if last_index < self.matched {
+                    // The peer lacks entries it acknowledged: its log was wiped (its storage
+                    // lost, or its group purged and joined again while this leader still
+                    // replicated to it). The match index never goes back, so probing again now
+                    // would be refused the same way, at once, over and over; the unanswered
+                    // message is retried on its timer instead.
+                    debug!(
+                        peer = self.peer,
+                        last_index,
+                        matched = self.matched,
+                        "peer lost entries it acknowledged; retrying on the timer"
+                    );
+                    return out;
+                }
                 if self.state == ReplState::Probe && rejected_index + 1 != self.next {
                     return out; // an answer to an older probe
                 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -33,16 +34,15 @@ pub(crate) fn split_tcp(tcp: TcpStream) -> (BoxRead, BoxWrite) {
 }
 
 /// Splits a TLS stream into halves. Both need the one TLS session (records are decrypted by
-/// reads and encrypted by writes on the same state), so `tokio::io::split` holds it behind
-/// tokio's internal lock, taken inside a single read or write poll and never across an
-/// `.await`; this code holds no lock. Only TLS connections pay for it: plain TCP uses
-/// [`split_tcp`].
-pub(crate) fn split_stream<S>(stream: S) -> (BoxRead, BoxWrite)
+/// reads and encrypted by writes on the same state), so the stream is not shared: a pump task
+/// owns it and the halves are the ends of its two bounded channels (`duplex.rs`), with no
+/// lock anywhere. `write_timeout` bounds the writing of what is queued once the write half is
+/// gone. Only TLS connections pay for the task and the copies: plain TCP uses [`split_tcp`].
+pub(crate) fn split_stream<S>(stream: S, write_timeout: Duration) -> (BoxRead, BoxWrite)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncStream + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
-    (Box::new(rd), Box::new(wr))
+    crate::duplex::split(stream, write_timeout)
 }
 
 /// Bytes requested from the socket per read while no frame length is known.

@@ -73,9 +73,9 @@
 //!   warning, and is counted (`RpcServerStats::closed_tls_handshake`). The client's failures
 //!   are [`RpcError::Tls`], never "maybe delivered": the server processed nothing on that
 //!   connection. A plaintext client of a TLS server gets it too (the server's TLS alert is
-//!   recognised), not a hang. Only TLS connections share their session between the reader and
-//!   writer tasks (`tokio::io::split`, whose lock is tokio's, inside one poll); plaintext ones
-//!   split the socket, sharing nothing.
+//!   recognised), not a hang. A TLS connection's session is owned by one pump task, which
+//!   writes and reads it within one poll and passes bytes to the reader and writer tasks over
+//!   two bounded channels: no lock; plaintext connections split the socket, sharing nothing.
 //! - **What RPC clients can hold**: [`RpcServer`] serves at most `max_connections` (more are
 //!   closed at accept), closes a connection whose request frame is not complete
 //!   `frame_timeout` after its first byte or that did nothing for `idle_timeout`, and writes at
@@ -99,6 +99,7 @@ pub mod transport;
 
 mod backoff;
 mod conn;
+mod duplex;
 mod shutdown;
 mod warn_limit;
 

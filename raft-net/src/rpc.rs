@@ -83,8 +83,10 @@
 //!   [`RpcError::Tls`], not in doubt ([`RpcError::maybe_delivered`] is false).
 //! - **Streams.** A connection is split into a read half (the reader task's) and a write half
 //!   (the writer task's), boxed so one code path serves both kinds. A plain socket splits into
-//!   halves that share nothing; a TLS stream's halves share its session (`tokio::io::split`,
-//!   whose lock is tokio's and is held only inside one read or write poll).
+//!   halves that share nothing. A TLS stream cannot (reads and writes work on one session): a
+//!   pump task owns it, makes progress both ways within one poll, and its halves are the ends
+//!   of two bounded channels, so nothing is locked. A write is then done once the pump has it;
+//!   what is queued when the write half goes is still written, within `write_timeout`.
 //!
 //! [`RpcError::maybe_delivered`] tells a caller whether a failed request may still have been
 //! processed, which is what a client needs to know before retrying a non-idempotent request

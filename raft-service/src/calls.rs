@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use raft_actor::raft_core::{self, MembershipError};
 use raft_actor::{
     Error, GroupId, Index, Membership, Node, NodeAddrs, NodeId, RequestId, StateMachine,
 };
@@ -76,18 +77,39 @@ pub(crate) async fn add_node<S: StateMachine>(
     addrs: NodeAddrs,
     voter: bool,
 ) -> Result<Index, Error> {
-    let current = node.membership(group).await?;
-    if current.is_voter(id) && !current.is_joint() {
-        return Ok(0);
-    }
-    let index = node.add_learner(group, id, Some(addrs)).await?;
+    let index = match node.add_learner(group, id, Some(addrs)).await {
+        Ok(index) => index,
+        Err(e) if is_voter_already(&e, id) => {
+            // Settled only once no change is under way: a joint configuration may still
+            // fall back to the one without it.
+            let current = node.membership(group).await?;
+            return if current.is_voter(id) && !current.is_joint() {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        Err(e) => return Err(e),
+    };
     if !voter {
         return Ok(index);
     }
+    // The configuration as the learner's entry left it (and any change since).
     let mut target = node.membership(group).await?.leave_joint();
     target.learners.remove(&id);
     target.voters.insert(id);
     node.change_membership(group, target).await
+}
+
+/// `add_learner`'s refusal of `id` because it is a voter already.
+fn is_voter_already(e: &Error, id: NodeId) -> bool {
+    matches!(
+        e,
+        Error::Raft {
+            source: raft_core::Error::Membership(MembershipError::LearnerIsVoter(v)),
+            ..
+        } if *v == id
+    )
 }
 
 /// Removes a node (voter or learner).

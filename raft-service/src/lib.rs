@@ -113,7 +113,8 @@
 //! ## Layout
 //! - [`protocol`] — the [`Request`] and [`Answer`] types on the wire, [`ReadKind`],
 //!   [`GroupStatus`] and [`ServiceError`].
-//! - [`server`] — [`Server`] and [`ServerConfig`].
+//! - [`server`] — [`Server`], [`ServerConfig`] and [`Servable`], the state machines a server
+//!   can serve.
 //! - [`client`] — [`Client`], [`ClientConfig`], [`ClientError`], [`Applied`], [`ReadResult`].
 //! - [`mod@join`] — [`join()`]: a node started empty becomes a member of a running cluster.
 //! - [`local`] — [`local::LocalCluster`]: a whole cluster in one process, for tests and
@@ -135,4 +136,4 @@ pub use join::{JoinError, join};
 pub use protocol::{
     Admin, Answer, Encoded, GroupStatus, GroupSummary, NodeStatus, ReadKind, Request, ServiceError,
 };
-pub use server::{AnswerOf, RequestOf, Server, ServerConfig};
+pub use server::{AnswerOf, RequestOf, Servable, Server, ServerConfig};

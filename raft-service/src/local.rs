@@ -22,7 +22,7 @@ use raft_actor::{NodeConfig, NodeId, StateMachine, WireMsg};
 use tokio::net::TcpListener;
 
 use crate::client::{Client, ClientConfig, ClientError};
-use crate::server::{Server, ServerConfig};
+use crate::server::{Servable, Server, ServerConfig};
 
 /// Why a [`LocalCluster`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +52,7 @@ impl<S: StateMachine> std::fmt::Debug for LocalCluster<S> {
     }
 }
 
-impl<S: StateMachine> LocalCluster<S>
-where
-    S::Command: Sync,
-    S::Query: Sync,
-    S::Response: Sync,
-{
+impl<S: Servable> LocalCluster<S> {
     /// Starts nodes `1..=n` with default settings, each hosting `group` with every node as a
     /// voter and the state machine `make(id)`, and serves each on a loopback port.
     pub async fn start(

@@ -61,14 +61,6 @@ impl Peers {
         m
     }
 
-    /// The client addresses known, by node id.
-    pub fn client_addrs(&self) -> BTreeMap<NodeId, SocketAddr> {
-        self.0
-            .iter()
-            .filter_map(|(id, p)| p.client.map(|c| (*id, c)))
-            .collect()
-    }
-
     /// The `--peers` string describing these nodes.
     pub fn to_arg(&self) -> String {
         self.0

@@ -195,7 +195,11 @@ async fn drive(
     for &id in &ids {
         cluster.start_node(id).await?;
     }
-    let servers: Vec<_> = cluster.peers.client_addrs().into_values().collect();
+    let servers: Vec<_> = cluster
+        .servers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(CounterServer::client_addr))
+        .collect();
     let list = cluster
         .peers
         .0

@@ -660,9 +660,12 @@ impl<S: StateMachine> Node<S> {
     ///   at a follower.
     ///
     /// A node removed by the change learns it once the final configuration commits (the leader
-    /// keeps replicating to it until it holds that entry): it stops hosting the group and
-    /// purges its storage of it; calls for the group there answer [`Error::Removed`]. A leader
-    /// that removes itself steps down once the change has committed.
+    /// keeps replicating to it until it holds that entry; if the leader loses office before it
+    /// has told the node, a later leader tells it when it hears from it, provided the two can
+    /// still reach each other: over TCP, while another group names the node, or through static
+    /// peers): it stops hosting the group and purges its storage of it; calls for the group
+    /// there answer [`Error::Removed`]. A leader that removes itself steps down once the change
+    /// has committed.
     pub async fn change_membership(
         &self,
         group: GroupId,

@@ -141,21 +141,7 @@ impl Cluster {
 
     /// Waits until a node leads `group`; returns it.
     async fn leader(&self, group: GroupId) -> NodeId {
-        for _ in 0..600 {
-            let mut leaders = Vec::new();
-            for (id, n) in &self.nodes {
-                if let Ok(m) = n.group_metrics(group).await {
-                    if m.role == Role::Leader {
-                        leaders.push((m.term, *id));
-                    }
-                }
-            }
-            if let Some(&(_, id)) = leaders.iter().max() {
-                return id;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader for group {group}");
+        common::leader_among(self.nodes.values(), group).await.id()
     }
 
     async fn write(&self, group: GroupId, n: usize) {
@@ -345,13 +331,32 @@ async fn a_change_during_another_is_retryable_and_a_lost_leadership_leaves_the_o
     c.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_removed_node_stops_its_group_purges_it_and_answers_removed() {
+/// Nodes 1 to 4 hosting `G` as voters with their addresses, five writes in: the cluster and
+/// its leader.
+async fn four_voters_written() -> (Cluster, NodeId) {
     let c = Cluster::start(&[1, 2, 3, 4], config).await;
     c.bootstrap(G, &[1, 2, 3, 4], &addressed(&[1, 2, 3, 4]))
         .await;
     c.write(G, 5).await;
     let l = c.leader(G).await;
+    (c, l)
+}
+
+/// Polls `node` until its calls for `G` answer `Removed`, for at most `limit`: whether they do.
+async fn answers_removed(node: &Node<Counter>, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if node.propose(G, Cmd::Add(1)).await == Err(Error::Removed { group: G }) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_stops_its_group_purges_it_and_answers_removed() {
+    let (c, l) = four_voters_written().await;
     let v = [1, 2, 3, 4].into_iter().find(|&n| n != l).unwrap();
     let rest: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != v).collect();
     let fin = c.nodes[&l]
@@ -363,17 +368,11 @@ async fn a_removed_node_stops_its_group_purges_it_and_answers_removed() {
     // The removed node learns it (the leader keeps replicating to it until it holds the
     // committed removal), stops its group and answers `Removed`.
     let victim = &c.nodes[&v];
-    let mut answered = None;
-    for _ in 0..100 {
-        let r = victim.propose(G, Cmd::Add(1)).await;
-        if r == Err(Error::Removed { group: G }) {
-            answered = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(answered.is_some(), "node {v} never learned it was removed");
-    assert!(answered.unwrap().unwrap_err().is_retryable());
+    assert!(
+        answers_removed(victim, Duration::from_secs(5)).await,
+        "node {v} never learned it was removed"
+    );
+    assert!(Error::Removed { group: G }.is_retryable());
     assert!(matches!(
         victim.group_metrics(G).await,
         Err(Error::Removed { group: G })
@@ -389,6 +388,41 @@ async fn a_removed_node_stops_its_group_purges_it_and_answers_removed() {
     let vm = victim.group_metrics(G).await.unwrap();
     assert_eq!((vm.last_index, vm.membership), (0, Membership::default()));
     // The group goes on without it.
+    c.write(G, 3).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_the_removing_leader_never_told_is_told_by_the_next_leader() {
+    let (c, l) = four_voters_written().await;
+    let mut others = [1, 2, 3, 4].into_iter().filter(|&n| n != l);
+    let (v, next) = (others.next().unwrap(), others.next().unwrap());
+    let rest: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != v).collect();
+    // Node `v` is cut off while it is removed: the removal commits without it, and after four
+    // election timeouts without an answer the leader lets it go.
+    c.net.isolate(v).await.unwrap();
+    c.nodes[&l]
+        .change_membership(G, Membership::new(rest.iter().copied()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lm = c.nodes[&l].group_metrics(G).await.unwrap();
+    assert!(!lm.matched.contains_key(&v), "{lm:?}");
+    // Leadership moves: the new leader's committed configuration already leaves `v` out, so
+    // it never replicates to it.
+    c.nodes[&l].transfer_leader(G, next).await.unwrap();
+    assert_eq!(c.leader(G).await, next);
+    let nm = c.nodes[&next].group_metrics(G).await.unwrap();
+    assert!(!nm.matched.contains_key(&v), "{nm:?}");
+    // Reconnected, `v` campaigns with its old configuration; the new leader hears it, brings
+    // it the removal and tells it: it stops its group.
+    c.net.heal().await.unwrap();
+    assert!(
+        answers_removed(&c.nodes[&v], Duration::from_secs(20)).await,
+        "node {v} never learned it was removed"
+    );
+    assert!(c.nodes[&v].metrics().await.groups.is_empty());
+    assert_eq!(c.leader(G).await, next, "no election on the way");
     c.write(G, 3).await;
     c.shutdown().await;
 }
@@ -452,8 +486,15 @@ async fn addresses_survive_a_restart() {
     node.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn addresses_travel_in_an_installed_snapshot() {
+/// Nodes 1-3 in group `G` (addressed, snapshots every 20 entries, nothing kept behind), node
+/// 4 joined with `sm` and added as a learner while cut off as the log moves on: it can only
+/// catch up by installing a snapshot. Returns the cluster and the `add_learner` call.
+async fn learner_behind_a_snapshot(
+    sm: Counter,
+) -> (
+    Cluster,
+    tokio::task::JoinHandle<Result<raft_core::Index, Error>>,
+) {
     let c = Cluster::start(&[1, 2, 3, 4], |id| {
         let mut c = small_lag(id);
         c.raft.snapshot_threshold = 20;
@@ -465,10 +506,7 @@ async fn addresses_travel_in_an_installed_snapshot() {
     c.write(G, 5).await;
     let l = c.leader(G).await;
     let known = c.nodes[&l].membership(G).await.unwrap();
-    c.nodes[&4]
-        .join_partition_with(G, Counter::default(), known)
-        .await
-        .unwrap();
+    c.nodes[&4].join_partition_with(G, sm, known).await.unwrap();
     // Node 4 is cut off while it is added and while the log moves on: the learner's
     // configuration entry is compacted into a snapshot before node 4 gets anything.
     c.net.isolate(4).await.unwrap();
@@ -478,6 +516,12 @@ async fn addresses_travel_in_an_installed_snapshot() {
     };
     c.write(G, 60).await;
     c.net.heal().await.unwrap();
+    (c, adding)
+}
+
+#[tokio::test(start_paused = true)]
+async fn addresses_travel_in_an_installed_snapshot() {
+    let (c, adding) = learner_behind_a_snapshot(Counter::default()).await;
     adding.await.unwrap().expect("the learner caught up");
     let m4 = c.nodes[&4].group_metrics(G).await.unwrap();
     assert!(m4.snapshots_installed >= 1, "{m4:?}");
@@ -492,34 +536,12 @@ async fn addresses_travel_in_an_installed_snapshot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_that_does_not_restore_stops_the_group_with_a_typed_error() {
-    let c = Cluster::start(&[1, 2, 3, 4], |id| {
-        let mut c = small_lag(id);
-        c.raft.snapshot_threshold = 20;
-        c.raft.compact_trailing = 0;
-        c
-    })
-    .await;
-    c.bootstrap(G, &[1, 2, 3], &addressed(&[1, 2, 3])).await;
-    c.write(G, 5).await;
-    let l = c.leader(G).await;
-    let known = c.nodes[&l].membership(G).await.unwrap();
+    // Node 4's state machine refuses the snapshot it can only catch up by.
     let refusing = Counter {
         refuse_restore: true,
         ..Counter::default()
     };
-    c.nodes[&4]
-        .join_partition_with(G, refusing, known)
-        .await
-        .unwrap();
-    // Cut off while the log is compacted, node 4 can only catch up by a snapshot, and its
-    // state machine refuses it.
-    c.net.isolate(4).await.unwrap();
-    let adding = {
-        let leader = c.nodes[&l].clone();
-        tokio::spawn(async move { leader.add_learner(G, 4, Some(addrs(4))).await })
-    };
-    c.write(G, 60).await;
-    c.net.heal().await.unwrap();
+    let (c, adding) = learner_behind_a_snapshot(refusing).await;
     let mut seen = None;
     for _ in 0..200 {
         match c.nodes[&4].read_stale(G, Query::Get).await {

@@ -6,11 +6,8 @@ use super::common;
 
 use std::time::Duration;
 
-use common::{Cluster, Cmd, Counter, Query, config};
-use raft_actor::{Error, Node, NodeConfig, RequestId, WireMsg};
-use raft_core::{Membership, Role};
-use raft_net::{MemConfig, MemNetwork};
-use raft_storage::{Wal, WalConfig};
+use common::{Cluster, Cmd, Counter, Query, config, leader_among};
+use raft_actor::{Error, Node, NodeConfig, RequestId};
 
 const G: u64 = 1;
 
@@ -95,43 +92,19 @@ async fn the_least_recently_used_session_is_evicted_alike_everywhere_and_its_ret
     c.shutdown().await;
 }
 
+/// The three nodes on their WALs in `dirs`, hosting `G`: snapshots every 10 entries, the
+/// log compacted right behind them (the sessions a restarted node knows come from its
+/// snapshot), at most 4 sessions.
 async fn start_on_wal(dirs: &[tempfile::TempDir]) -> Vec<Node<Counter>> {
-    let ids = [1u64, 2, 3];
-    let transports = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for ((id, (t, inbound)), dir) in ids.iter().zip(transports).zip(dirs) {
-        let wal = Wal::open(WalConfig::new(dir.path())).expect("open wal");
-        let mut cfg = NodeConfig::new(*id);
+    common::start_on_wal(dirs, G, |id| {
+        let mut cfg = NodeConfig::new(id);
         cfg.raft.seed = 12;
-        // Snapshots every 10 entries, the log compacted right behind them: the sessions a
-        // restarted node knows come from its snapshot.
         cfg.raft.snapshot_threshold = 10;
         cfg.raft.compact_trailing = 0;
         cfg.max_sessions = 4;
-        let node = Node::<Counter>::builder(cfg)
-            .transport(t, inbound)
-            .storage(wal)
-            .start()
-            .await
-            .unwrap();
-        node.add_partition(G, Membership::new(ids), Counter::default())
-            .await
-            .unwrap();
-        nodes.push(node);
-    }
-    nodes
-}
-
-async fn leader(nodes: &[Node<Counter>]) -> Node<Counter> {
-    for _ in 0..200 {
-        for n in nodes {
-            if n.group_metrics(G).await.unwrap().role == Role::Leader {
-                return n.clone();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader");
+        cfg
+    })
+    .await
 }
 
 /// Retries `f` at the leader of `nodes` until it answers something other than a retryable
@@ -143,7 +116,7 @@ where
 {
     let mut last = Err(Error::Stopped);
     for _ in 0..100 {
-        last = f(leader(nodes).await).await;
+        last = f(leader_among(nodes, G).await).await;
         match &last {
             Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
             _ => return last,
@@ -156,7 +129,7 @@ where
 async fn sessions_survive_snapshots_and_a_full_restart() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes = start_on_wal(&dirs).await;
-    let l = leader(&nodes).await;
+    let l = leader_among(&nodes, G).await;
     let s = l.open_session(G).await.unwrap();
     assert_eq!(l.propose_with_id(G, id(s, 1), Cmd::Add(5)).await, Ok(5));
     // Four more sessions: the fifth evicts the least recently used of the others.

@@ -5,44 +5,17 @@ use super::common;
 
 use std::time::Duration;
 
-use common::{Cmd, Counter, Query};
-use raft_actor::{Node, NodeConfig, WireMsg};
-use raft_core::{Membership, Role};
-use raft_net::{MemConfig, MemNetwork};
-use raft_storage::{Wal, WalConfig};
+use common::{Cmd, Counter, Query, leader_among};
+use raft_actor::{Node, NodeConfig};
 
+/// The three nodes on their WALs in `dirs`, hosting group 1.
 async fn start(dirs: &[tempfile::TempDir]) -> Vec<Node<Counter>> {
-    let ids = [1u64, 2, 3];
-    let transports = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default()).unwrap();
-    let mut nodes = Vec::new();
-    for ((id, (t, inbound)), dir) in ids.iter().zip(transports).zip(dirs) {
-        let wal = Wal::open(WalConfig::new(dir.path())).expect("open wal");
-        let mut cfg = NodeConfig::new(*id);
+    common::start_on_wal(dirs, 1, |id| {
+        let mut cfg = NodeConfig::new(id);
         cfg.raft.seed = 11;
-        let node = Node::<Counter>::builder(cfg)
-            .transport(t, inbound)
-            .storage(wal)
-            .start()
-            .await
-            .unwrap();
-        node.add_partition(1, Membership::new(ids), Counter::default())
-            .await
-            .unwrap();
-        nodes.push(node);
-    }
-    nodes
-}
-
-async fn leader(nodes: &[Node<Counter>]) -> Node<Counter> {
-    for _ in 0..200 {
-        for n in nodes {
-            if n.group_metrics(1).await.unwrap().role == Role::Leader {
-                return n.clone();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader");
+        cfg
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +28,7 @@ async fn full_cluster_restart_keeps_every_acknowledged_write() {
     }
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes = start(&dirs).await;
-    let l = leader(&nodes).await;
+    let l = leader_among(&nodes, 1).await;
     let mut acked = 0;
     for _ in 0..200 {
         if l.propose(1, Cmd::Add(1)).await.is_ok() {
@@ -72,7 +45,7 @@ async fn full_cluster_restart_keeps_every_acknowledged_write() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let nodes = start(&dirs).await;
-    let l = leader(&nodes).await;
+    let l = leader_among(&nodes, 1).await;
     // The new leader's no-op commits the recovered log; the read sees all 200.
     let mut value = None;
     for _ in 0..50 {

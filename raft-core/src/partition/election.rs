@@ -17,6 +17,11 @@ impl PartitionCore {
         self.election.tick();
         if self.role == Role::Leader {
             self.tick_leader();
+        } else if self.stranded() {
+            if self.election.timed_out() {
+                self.reset_election_timer();
+                self.ask_whether_removed();
+            }
         } else if self.election.deferred() && !self.owes_lease() {
             // An election timeout waited for the lease this node owed a leader: it is over.
             self.election.set_deferred(false);
@@ -34,13 +39,16 @@ impl PartitionCore {
     ///
     /// With internal timers the core always needs its ticks (elections and heartbeats are
     /// tick-driven). With [`Config::external_timers`](crate::Config::external_timers) only a
-    /// leader transfer under way and a removed node still being told (see
-    /// [`crate::PartitionCore::replication_peers`]) have tick-driven deadlines.
+    /// leader transfer under way, a removed node still being told (see
+    /// [`crate::PartitionCore::replication_peers`]) and, on a node whose latest configuration
+    /// leaves it out, asking whether it was removed ([`crate::MessageBody::RemovalQuery`])
+    /// have tick-driven deadlines.
     pub fn needs_ticks(&self) -> bool {
         if !self.cfg.external_timers {
             return true;
         }
         self.election.deferred()
+            || self.stranded()
             || self
                 .lead
                 .as_ref()

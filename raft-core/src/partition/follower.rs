@@ -261,6 +261,7 @@ impl PartitionCore {
         {
             self.membership_changed(effective);
         }
+        self.note_committed_membership();
         self.snapshots.meta = meta.clone();
         self.snapshots.requested = false;
         let seq = self.next_persist_seq();

@@ -24,7 +24,9 @@ struct PeerProgress {
 }
 
 /// A node a configuration removed, still replicated to until it holds the configuration's
-/// entry, then told it was removed ([`crate::MessageBody::Removed`]).
+/// entry, then told it was removed ([`crate::MessageBody::Removed`]): one this leader's log
+/// removes, or one a committed configuration had removed before this leader was elected and
+/// that it heard from ([`LeaderState::retire`]).
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "model", derive(Hash))]
 struct Retiring {
@@ -262,6 +264,33 @@ impl LeaderState {
             }
         }
         changed
+    }
+
+    /// Makes `id` a retiring peer, removed by the configuration entry at `index` (committed):
+    /// replicated to until it holds that entry, then told, as [`LeaderState::sync_peers`]
+    /// does for the nodes a configuration change removes. For a node that no configuration
+    /// of this leader names any more (the caller checks). Returns false, changing nothing,
+    /// if `id` is this node or a peer already.
+    pub(crate) fn retire(&mut self, me: NodeId, id: NodeId, index: Index) -> bool {
+        if id == me || self.progress.contains_key(&id) {
+            return false;
+        }
+        self.retiring.insert(
+            id,
+            Retiring {
+                index,
+                ticks: 0,
+                notices: 0,
+            },
+        );
+        self.progress.insert(
+            id,
+            PeerProgress {
+                active: true,
+                ..Default::default()
+            },
+        );
+        true
     }
 
     /// Every node this leader replicates to: the members and the retiring nodes.

@@ -371,6 +371,36 @@ impl PartitionCore {
         Ok(())
     }
 
+    /// Leader: `from` was heard from and this leader does not replicate to it. If neither the
+    /// committed configuration (from an entry or a snapshot: index above 0) nor the latest one
+    /// names it, it is a removed node that may not have been told: the leader that committed
+    /// its removal can have lost office first, and no later leader replicates to it. It
+    /// becomes a retiring peer (replicated to until it holds the committed configuration's
+    /// entry, then told, [`MessageBody::Removed`]), which it can only act on once its own log
+    /// holds that configuration (`handle_removed`). A node the leader is adding (in the latest
+    /// configuration) or removing (a retiring peer already) is left alone.
+    pub(crate) fn tell_if_removed(&mut self, from: NodeId) {
+        if self.members.effective().contains(from) {
+            return; // The common case, first: a member.
+        }
+        let (index, committed) = self.members.committed();
+        if index == 0 || committed.contains(from) {
+            return;
+        }
+        let Some(lead) = self.lead.as_mut() else {
+            return;
+        };
+        if lead.retire(self.id, from, index) {
+            info!(
+                group = self.group,
+                node = from,
+                index,
+                "heard from a node the committed configuration removed; telling it"
+            );
+            self.emit(Action::PeersChanged);
+        }
+    }
+
     /// Adds `id` as a learner (receives the log, does not vote), reachable at `addrs` if given
     /// (they replace any it had). Refused like [`PartitionCore::change_membership`]; a node
     /// already a learner with these addresses gives [`MembershipError::Unchanged`].

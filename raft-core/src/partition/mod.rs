@@ -190,6 +190,10 @@ pub struct PartitionCore {
     pub(crate) lead: Option<LeaderState>,
     /// This node learned it was removed from the group (told once, [`Action::Removed`]).
     removed: bool,
+    /// This node has held a committed configuration that names it (since this core was
+    /// created). Once its own log leaves it out it is `stranded` and asks whether it was
+    /// removed; a node that joins does not, while no configuration has named it yet.
+    was_member: bool,
     /// Persistence gating.
     persist: Persistence,
     /// The actions for the runtime.
@@ -291,6 +295,7 @@ impl PartitionCore {
             persist: Persistence::default(),
             lead: None,
             removed: false,
+            was_member: false,
             out: Output::default(),
             log,
             cfg,
@@ -615,6 +620,45 @@ impl PartitionCore {
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
         self.members.fold_committed(self.log.commit());
+        self.note_committed_membership();
+    }
+
+    /// Notes whether the committed configuration names this node (see `was_member`).
+    pub(crate) fn note_committed_membership(&mut self) {
+        if self.members.committed().1.contains(self.id) {
+            self.was_member = true;
+        }
+    }
+
+    /// True while this node, not told it was removed, holds a configuration (its latest,
+    /// committed or not) that leaves it out, after a committed one named it: it may have been
+    /// removed by a leader that lost office before telling it. It then asks the voters
+    /// (`MessageBody::RemovalQuery`) once an election timeout, until a leader tells it or a
+    /// configuration names it again.
+    pub(crate) fn stranded(&self) -> bool {
+        self.was_member
+            && !self.removed
+            && self.role != Role::Leader
+            && !self.members.effective().contains(self.id)
+    }
+
+    /// Asks the voters of the latest configuration whether this node was removed.
+    pub(crate) fn ask_whether_removed(&mut self) {
+        let m = self.members.effective();
+        let voters: Vec<NodeId> = m
+            .all_nodes()
+            .into_iter()
+            .filter(|&n| n != self.id && m.is_voter(n))
+            .collect();
+        debug!(
+            group = self.group,
+            ?voters,
+            "the latest configuration leaves this node out and nobody told it; asking"
+        );
+        for to in voters {
+            let msg = self.message(to, MessageBody::RemovalQuery);
+            self.send(msg);
+        }
     }
 
     /// This node learned that the committed configuration at `index` removed it: the runtime

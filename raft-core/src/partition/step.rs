@@ -33,10 +33,18 @@ impl PartitionCore {
             );
             return;
         }
+        let from = m.from;
+        if self.role == Role::Leader {
+            // Whatever its term: a removed node that was never told campaigns with a stale
+            // configuration, or asks (`RemovalQuery`).
+            self.tell_if_removed(from);
+        }
+        if matches!(m.body, MessageBody::RemovalQuery) {
+            return; // Asked, and answered above if this node leads: it changes nothing else.
+        }
         if !self.check_term(&m) {
             return;
         }
-        let from = m.from;
         match m.body {
             MessageBody::RequestVote {
                 pre_vote,
@@ -83,6 +91,7 @@ impl PartitionCore {
                     self.handle_removed(from, index);
                 }
             }
+            MessageBody::RemovalQuery => {} // Handled before the term rules.
             MessageBody::AppendResponse(_) | MessageBody::SnapshotResponse { .. } => {
                 // Handled by the peer's replicator; the term rules above were all we needed.
                 if let Some(lead) = self.lead.as_mut() {

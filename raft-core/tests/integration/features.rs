@@ -2017,6 +2017,258 @@ fn a_removed_node_is_replicated_to_until_it_holds_the_committed_removal() {
     assert_eq!(leader.replication_peers(), [2, 3].into());
 }
 
+/// Removes node 4 from the voters {1, 2, 3, 4} led by node 1 (joint consensus, then the final
+/// configuration), then moves leadership to node 2 (a transfer). `reach_4`: whether node 4
+/// receives the removal's entries (it is not told all the same: its links to the leader are
+/// cut before the notices); otherwise it is cut off throughout. Node 1 lets it go first.
+/// Leaves the links healed; returns the index of the final configuration.
+fn remove_4_then_change_leader(c: &mut Cluster, reach_4: bool) -> Index {
+    let et = config(1).election_ticks;
+    c.elect(1);
+    if !reach_4 {
+        c.isolate(4);
+    }
+    c.node(1)
+        .core
+        .change_membership(voters(&[1, 2, 3]))
+        .unwrap();
+    c.process(1);
+    c.stabilize();
+    if reach_4 {
+        c.cut.insert((1, 4));
+        c.cut.insert((4, 1));
+    }
+    // Heartbeats carry the commit to the followers; node 1 gives up on node 4 (never told: the
+    // notices are cut, or it never acknowledged the entry).
+    run_ticks(c, 4 * et + 1);
+    let final_index = c.core(1).latest_config_index();
+    assert_eq!(c.core(1).membership(), &voters(&[1, 2, 3]));
+    for id in [1, 2, 3] {
+        assert_eq!(
+            c.core(id).committed_membership().0,
+            final_index,
+            "node {id}"
+        );
+    }
+    assert!(!c.core(1).replication_peers().contains(&4));
+    assert!(c.nodes[&4].removed.is_empty());
+    assert_eq!(c.core(4).latest_config_index() == final_index, reach_4);
+
+    c.node(1).core.transfer_leader(2).unwrap();
+    c.process(1);
+    c.stabilize();
+    assert_eq!(c.leader(), Some(2));
+    assert_eq!(c.core(2).replication_peers(), [1, 3].into());
+    c.heal();
+    final_index
+}
+
+/// [`remove_4_then_change_leader`] on a new cluster of nodes 1 to 4, then ticks until node 4
+/// reports its removal (at most ten election timeouts): it reports it once, with the index of
+/// the final configuration, and node 2 still leads in the same term.
+fn told_by_the_next_leader(reach_4: bool) -> Cluster {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    let final_index = remove_4_then_change_leader(&mut c, reach_4);
+    let term = c.core(2).term();
+    for _ in 0..10 * config(2).election_ticks {
+        if !c.nodes[&4].removed.is_empty() {
+            break;
+        }
+        c.tick_all();
+        c.deliver_all();
+    }
+    assert_eq!(c.nodes[&4].removed, vec![final_index]);
+    assert_eq!(c.leader(), Some(2));
+    assert_eq!(c.core(2).term(), term);
+    c
+}
+
+#[test]
+fn a_later_leader_tells_a_removed_node_that_campaigns_with_its_old_configuration() {
+    // Claim: a node cut off while it was removed lacks the removal and still campaigns as a
+    // voter of its old configuration. A leader elected after the removal committed does not
+    // replicate to it; hearing from it (its pre-vote requests), the leader makes it a
+    // retiring peer, replicates the log to it and tells it (`MessageBody::Removed`, with the
+    // committed configuration's index) once it holds that configuration; the node reports its
+    // removal once. No term changes on the way.
+    let mut c = told_by_the_next_leader(false);
+    assert!(c.core(4).is_removed());
+    assert_eq!(c.core(4).membership(), &voters(&[1, 2, 3]));
+    // Let go once told, as any retiring node.
+    run_ticks(&mut c, config(2).election_ticks + 1);
+    assert_eq!(c.core(2).replication_peers(), [1, 3].into());
+    c.check().unwrap();
+}
+
+#[test]
+fn a_removed_node_holding_its_removal_asks_and_a_later_leader_tells_it() {
+    // Claim: a node that holds the configuration that removed it but was never told (the
+    // leader lost office first) does not campaign, so no later leader would hear from it: it
+    // asks the voters of that configuration (`MessageBody::RemovalQuery`) once an election
+    // timeout, and the leader, which does not count it as a member, tells it.
+    let mut c = told_by_the_next_leader(true);
+    // Told, it asks no more.
+    c.tick_all();
+    c.deliver_all();
+    for _ in 0..3 * config(4).election_ticks {
+        c.tick(4);
+        assert!(
+            !c.net.iter().any(|m| m.body == MessageBody::RemovalQuery),
+            "asked after it was told"
+        );
+    }
+    c.check().unwrap();
+}
+
+#[test]
+fn only_a_leader_answers_removal_queries_and_only_for_nodes_it_does_not_count() {
+    // Claim: a `RemovalQuery` changes no term, vote or role anywhere. A leader answers it (and
+    // any other message) by retiring the sender only when neither its committed configuration
+    // nor its latest one names the sender: not for a member, not for a node it is adding,
+    // not while only the initial configuration (index 0) is committed.
+    let query =
+        |from: NodeId, to: NodeId, term: Term| msg(from, to, term, MessageBody::RemovalQuery);
+
+    // A follower: nothing, even from a higher term.
+    let mut f = fresh(config(2), &[1, 2, 3]);
+    f.step(query(4, 2, 7));
+    assert!(settle(&mut f).is_empty());
+    assert_eq!((f.term(), f.role()), (0, Role::Follower));
+
+    let cfg = Config {
+        external_timers: true,
+        ..config(1)
+    };
+    // Only the initial configuration committed: a stranger is not told.
+    let mut leader = leader_of_three(cfg.clone());
+    leader.step(query(4, 1, 5));
+    assert!(!settle(&mut leader).contains(&Action::PeersChanged));
+    assert_eq!(leader.replication_peers(), [2, 3].into());
+    assert_eq!(leader.term(), 1);
+
+    // Learner 4 removed by a committed configuration, and let go without an answer.
+    let mut leader = leader_of_three_with_learners(cfg.clone(), &[4]);
+    assert_eq!(leader.change_membership(voters(&[1, 2, 3])), Ok(2));
+    leader.progress(2, 1, 2);
+    leader.progress(3, 1, 2);
+    settle(&mut leader);
+    for _ in 0..4 * cfg.election_ticks {
+        leader.tick();
+    }
+    settle(&mut leader);
+    assert_eq!(leader.replication_peers(), [2, 3].into());
+    assert!(!leader.needs_ticks());
+    // A member's query changes nothing.
+    leader.step(query(3, 1, 1));
+    assert!(!settle(&mut leader).contains(&Action::PeersChanged));
+    // Node 4's, from a higher term: retired again, told once it holds index 2; the term stays.
+    leader.step(query(4, 1, 9));
+    assert!(settle(&mut leader).contains(&Action::PeersChanged));
+    assert_eq!(leader.replication_peers(), [2, 3, 4].into());
+    assert_eq!((leader.term(), leader.role()), (1, Role::Leader));
+    assert!(leader.needs_ticks());
+    assert_eq!(
+        leader.add_learner(4, None),
+        Err(Error::Membership(MembershipError::ChangeInProgress {
+            index: 2
+        })),
+        "not back while it is being told"
+    );
+    leader.tick();
+    let told = |actions: &[Action]| {
+        sent(actions)
+            .iter()
+            .any(|m| m.to == 4 && m.body == MessageBody::Removed { index: 2 })
+    };
+    assert!(!told(&settle(&mut leader)), "4 does not hold index 2 yet");
+    leader.progress(4, 1, 2);
+    leader.tick();
+    assert!(told(&settle(&mut leader)));
+    // Asking again while retiring adds nothing.
+    leader.step(query(4, 1, 1));
+    assert!(!settle(&mut leader).contains(&Action::PeersChanged));
+
+    // A node the leader is adding (in its latest configuration, not committed) is left alone.
+    let mut leader = leader_of_three(cfg);
+    leader.add_learner(5, None).unwrap();
+    settle(&mut leader);
+    leader.step(query(5, 1, 1));
+    assert!(!settle(&mut leader).contains(&Action::PeersChanged));
+}
+
+#[test]
+fn only_a_node_its_own_log_removed_asks_and_it_needs_its_ticks_for_that() {
+    // Claim: a follower whose latest configuration leaves it out, after a committed one named
+    // it, asks the voters of that configuration (`RemovalQuery`) once an election timeout
+    // (with external timers it then needs its ticks); a node that joins (no configuration has
+    // named it yet) does not ask, and neither does a member.
+    let cfg = Config {
+        external_timers: true,
+        ..config(3)
+    };
+    let et = cfg.election_ticks;
+    let queries = |actions: &[Action]| {
+        let mut to: Vec<NodeId> = sent(actions)
+            .iter()
+            .filter(|m| m.body == MessageBody::RemovalQuery)
+            .map(|m| m.to)
+            .collect();
+        to.sort();
+        to
+    };
+    let mut f = fresh(cfg.clone(), &[1, 2, 3]);
+    assert!(!f.needs_ticks());
+    f.step(append(
+        1,
+        3,
+        1,
+        (0, 0),
+        vec![
+            entry(1, 1, EntryPayload::Noop),
+            entry(2, 1, EntryPayload::Membership(joint(&[1, 2, 3], &[1, 2]))),
+            entry(3, 1, EntryPayload::Membership(voters(&[1, 2]))),
+        ],
+        3,
+    ));
+    settle(&mut f);
+    assert!(f.needs_ticks());
+    let mut asked = Vec::new();
+    for _ in 0..2 * et {
+        f.tick();
+        asked.extend(queries(&settle(&mut f)));
+    }
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|&to| to == 1 || to == 2), "{asked:?}");
+    assert!(asked.len() <= 4, "once an election timeout: {asked:?}");
+    f.step(msg(1, 3, 1, MessageBody::Removed { index: 3 }));
+    assert_eq!(removals(&settle(&mut f)), vec![3]);
+    assert!(!f.needs_ticks());
+    for _ in 0..2 * et {
+        f.tick();
+        assert!(queries(&settle(&mut f)).is_empty());
+    }
+
+    // A joining node that received configurations without itself yet.
+    let mut joining = PartitionCore::new(cfg.clone(), 1, InitialState::joining()).unwrap();
+    joining.step(append(
+        1,
+        3,
+        1,
+        (0, 0),
+        vec![
+            entry(1, 1, EntryPayload::Noop),
+            entry(2, 1, EntryPayload::Membership(voters(&[1, 2]))),
+        ],
+        2,
+    ));
+    settle(&mut joining);
+    assert!(!joining.needs_ticks());
+    for _ in 0..3 * et {
+        joining.tick();
+        assert!(queries(&settle(&mut joining)).is_empty());
+    }
+}
+
 #[test]
 fn addresses_survive_recovery() {
     // Claim: a recovered core has the addresses of its snapshot's and its log's
@@ -2598,6 +2850,39 @@ fn a_stale_rejection_is_ignored() {
     assert_eq!(r.state(), ReplState::Replicate);
     assert_eq!((r.matched(), r.next_index()), (8, next));
     assert_eq!(r.inflight_count(), 1);
+}
+
+#[test]
+fn a_peer_that_lost_acknowledged_entries_is_probed_on_the_timer_not_at_once() {
+    // Claim: a rejection from a peer whose log is now shorter than what it acknowledged (its
+    // log was wiped: a node removed, purged and joined again while the leader still
+    // replicated to it) is not answered with a new probe at once, which it would refuse the
+    // same way, in a loop with no pause; the message is retried when its timer runs out.
+    let cfg = repl_cfg();
+    let mut r = replicating(&cfg, 8);
+    let plan = r.next_plan(1, 12, 0).unwrap();
+    send_plan(&mut r, plan, 0);
+    let wiped = AppendResponse::Reject {
+        rejected_index: 8,
+        last_index: 0,
+        hint: None,
+    };
+    let out = r.on_append_response(1, &wiped);
+    assert_eq!(out.progress, None);
+    assert_eq!(r.state(), ReplState::Replicate);
+    assert_eq!(r.matched(), 8);
+    assert_eq!(r.inflight_count(), 1, "the message stays in flight");
+    // The window's timer runs out: back to probing from the match index, one probe at a time.
+    let mut ticks = 0;
+    while r.state() == ReplState::Replicate {
+        r.tick();
+        ticks += 1;
+        assert!(ticks < 1000, "the window never timed out");
+    }
+    let probe = r.next_plan(1, 12, 0).expect("a probe");
+    send_plan(&mut r, probe, 0);
+    r.on_append_response(1, &wiped);
+    assert_eq!(r.next_plan(1, 12, 0), None, "no new probe before its timer");
 }
 
 #[test]

@@ -157,7 +157,7 @@ where
                 let tls_error = |reason: String| RpcError::Tls { addr, reason };
                 let name = tls.server_name_for(addr);
                 match timeout_at(deadline, tls.connector().connect(name, tcp)).await {
-                    Ok(Ok(stream)) => split_stream(stream),
+                    Ok(Ok(stream)) => split_stream(stream, config.write_timeout),
                     Ok(Err(e)) => return Err(tls_error(format!("handshake failed: {e}"))),
                     Err(_) => {
                         return Err(tls_error(format!(

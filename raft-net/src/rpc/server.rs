@@ -587,7 +587,7 @@ async fn secure(
         r = tokio::time::timeout(limit, tls.acceptor().accept(tcp)) => r,
     };
     let reason = match handshake {
-        Ok(Ok(stream)) => return Some(split_stream(stream)),
+        Ok(Ok(stream)) => return Some(split_stream(stream, config.write_timeout)),
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("not complete within tls_handshake_timeout ({limit:?})"),
     };

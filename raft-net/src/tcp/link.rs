@@ -123,27 +123,16 @@ impl Link {
                 }
                 continue;
             };
-            let attempt = {
-                let connect = self.connect(addr);
-                tokio::pin!(connect);
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.wait() => return,
-                        r = target.changed() => {
-                            if r.is_err() {
-                                return; // The slot is gone: the transport was dropped.
-                            }
-                            if Aim::of(&target.borrow(), self.lane) != aim {
-                                break None;
-                            }
-                        }
-                        r = &mut connect => break Some(r),
-                    }
-                }
+            // Retargeted while dialing: dial the new target at once; the slot gone (`false`):
+            // the transport was dropped.
+            let attempt = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                moved = retargeted(&mut target, self.lane, aim) => if moved { None } else { return },
+                r = self.connect(addr) => Some(r),
             };
             let Some(attempt) = attempt else {
-                continue; // Retargeted while dialing: dial the new target at once.
+                continue;
             };
             match attempt {
                 Ok(mut stream) => {
@@ -194,14 +183,7 @@ impl Link {
                 tokio::select! {
                     biased;
                     _ = shutdown.wait() => return,
-                    r = target.changed() => {
-                        if r.is_err() {
-                            return;
-                        }
-                        if Aim::of(&target.borrow(), self.lane) != aim {
-                            break;
-                        }
-                    }
+                    moved = retargeted(&mut target, self.lane, aim) => if moved { break } else { return },
                     _ = &mut deadline => break,
                     r = self.small.recv_async() => match r {
                         Ok(_) => bump(&self.counters().dropped_disconnected, 1),
@@ -313,14 +295,12 @@ impl Link {
             tokio::select! {
                 biased;
                 _ = &mut stop => return Ended::Shutdown,
-                r = target.changed() => {
-                    if r.is_err() {
-                        return Ended::Shutdown; // The slot is gone: the transport was dropped.
-                    }
-                    if Aim::of(&target.borrow(), self.lane) != aim {
-                        return Ended::Retarget;
-                    }
-                    continue;
+                moved = retargeted(target, self.lane, aim) => {
+                    return if moved {
+                        Ended::Retarget
+                    } else {
+                        Ended::Shutdown // The slot is gone: the transport was dropped.
+                    };
                 }
                 r = stream.read(&mut probe) => {
                     return Ended::Broken(match r {
@@ -391,6 +371,21 @@ impl Link {
             if batch.capacity() > 4 * batch_limit.max(64 << 10) {
                 batch = BytesMut::with_capacity(batch_limit.min(64 << 10));
             }
+        }
+    }
+}
+
+/// Waits until `target` moves `lane` away from `aim` (the peer was removed, or given another
+/// address for this lane): true; false once the slot is gone (the transport was dropped).
+/// Changes that leave this lane's aim as it was are passed over. Cancel-safe, as
+/// `watch::Receiver::changed` is: a `select!` may drop it and call it again.
+async fn retargeted(target: &mut watch::Receiver<Target>, lane: Lane, aim: Aim) -> bool {
+    loop {
+        if target.changed().await.is_err() {
+            return false;
+        }
+        if Aim::of(&target.borrow(), lane) != aim {
+            return true;
         }
     }
 }

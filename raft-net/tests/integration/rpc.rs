@@ -2,8 +2,12 @@
 //! callers pipelined over one connection, backpressure, timeouts, connection loss, and hostile
 //! bytes that close one connection while the server keeps serving the others.
 
+use super::common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use common::{GENEROUS, closed_by_peer, serve_rpc};
 
 use bytes::BytesMut;
 use raft_net::frame::{FrameDecoder, FrameKind, encode_frame, encode_frame_with_version};
@@ -11,8 +15,6 @@ use raft_net::{RpcClient, RpcClientConfig, RpcError, RpcServer, RpcServerConfig}
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const GENEROUS: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Req {
@@ -38,8 +40,7 @@ async fn server_with(
     entered: flume::Sender<u64>,
     gate: flume::Receiver<()>,
 ) -> RpcServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RpcServer::serve(listener, config, move |req: Req| {
+    serve_rpc(config, move |req: Req| {
         let entered = entered.clone();
         let gate = gate.clone();
         async move {
@@ -64,32 +65,24 @@ async fn server_with(
             }
         }
     })
-    .unwrap()
+    .await
 }
 
 async fn server() -> RpcServer {
+    server_configured(RpcServerConfig::default()).await
+}
+
+/// A server with `config` whose gated requests nobody lets through.
+async fn server_configured(config: RpcServerConfig) -> RpcServer {
     let (tx, _) = flume::bounded(1);
     let (_, rx) = flume::bounded(1);
-    server_with(RpcServerConfig::default(), tx, rx).await
+    server_with(config, tx, rx).await
 }
 
 async fn client(addr: SocketAddr) -> Client {
     RpcClient::connect(addr, RpcClientConfig::default())
         .await
         .unwrap()
-}
-
-/// Reads until the peer closes; true if it closed (EOF or reset) within the bound.
-async fn closed_by_peer(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + GENEROUS;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,15 +360,8 @@ async fn throughput_smoke() {
 }
 
 /// Polls `cond` every 10 ms until it holds or the generous bound passes.
-async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + GENEROUS;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    cond()
+async fn eventually(cond: impl FnMut() -> bool) -> bool {
+    common::eventually(GENEROUS, cond).await
 }
 
 /// The first 6 bytes of a request frame announcing 20 bytes: a frame begun and not finished.
@@ -389,9 +375,7 @@ async fn connections_beyond_the_cap_are_closed_at_accept() {
         max_connections: 3,
         ..RpcServerConfig::default()
     };
-    let (tx, _) = flume::bounded(1);
-    let (_, rx) = flume::bounded(1);
-    let server = server_with(config, tx, rx).await;
+    let server = server_configured(config).await;
     let addr = server.local_addr();
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -422,9 +406,7 @@ async fn an_unfinished_frame_is_closed_after_the_frame_timeout() {
         idle_timeout: Duration::from_secs(3600),
         ..RpcServerConfig::default()
     };
-    let (tx, _) = flume::bounded(1);
-    let (_, rx) = flume::bounded(1);
-    let server = server_with(config, tx, rx).await;
+    let server = server_configured(config).await;
     let addr = server.local_addr();
     let good = client(addr).await;
     assert_eq!(good.call(&Req::Echo(1)).await, Ok(Resp::Echo(1)));
@@ -525,9 +507,7 @@ async fn warnings_are_rate_limited() {
         warn_interval: Duration::from_secs(3600),
         ..RpcServerConfig::default()
     };
-    let (tx, _) = flume::bounded(1);
-    let (_, rx) = flume::bounded(1);
-    let server = server_with(config, tx, rx).await;
+    let server = server_configured(config).await;
     let addr = server.local_addr();
     for _ in 0..20 {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -551,9 +531,7 @@ async fn a_flood_of_half_frames_is_bounded() {
         warn_interval: Duration::from_secs(3600),
         ..RpcServerConfig::default()
     };
-    let (tx, _) = flume::bounded(1);
-    let (_, rx) = flume::bounded(1);
-    let server = server_with(config, tx, rx).await;
+    let server = server_configured(config).await;
     let addr = server.local_addr();
     let mut conns = Vec::new();
     let mut most_open = 0;

@@ -9,15 +9,13 @@ use super::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{ca_with_der, eventually, leaf};
+use common::{GENEROUS, ca_with_der, closed_by_peer, eventually, leaf, serve_rpc};
 use raft_net::{
     RpcClient, RpcClientConfig, RpcError, RpcServer, RpcServerConfig, RpcTlsClient, RpcTlsServer,
     TlsSource,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const GENEROUS: Duration = Duration::from_secs(20);
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 type Client = RpcClient<u64, u64>;
 
@@ -64,8 +62,7 @@ impl Pki {
 
 /// Answers `n` with `n + 1`.
 async fn server(config: RpcServerConfig) -> RpcServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RpcServer::serve(listener, config, |n: u64| async move { n + 1 }).unwrap()
+    serve_rpc(config, |n: u64| async move { n + 1 }).await
 }
 
 fn tls_server_config(tls: RpcTlsServer) -> RpcServerConfig {
@@ -86,19 +83,6 @@ async fn connect(addr: SocketAddr, tls: Option<RpcTlsClient>) -> Result<Client, 
 /// Connects and makes one call: the first error either step gives, or the answer.
 async fn connect_and_call(addr: SocketAddr, tls: Option<RpcTlsClient>) -> Result<u64, RpcError> {
     connect(addr, tls).await?.call(&1).await
-}
-
-/// Reads until the peer closes; true if it closed (EOF or reset) within the bound.
-async fn closed_by_peer(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + GENEROUS;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
 }
 
 /// Server authentication: calls from many tasks over one TLS connection, verified against

@@ -105,6 +105,25 @@ async fn fails_over_tls<T: std::fmt::Debug>(
     }
 }
 
+/// The TLS handshakes the servers of `c` refused so far.
+fn refused_handshakes(c: &Cluster) -> u64 {
+    c.servers
+        .iter()
+        .map(|s| s.stats().closed_tls_handshake)
+        .sum()
+}
+
+/// A client of `c` whose TLS (`tls`) does not match the servers': its write gives up over
+/// TLS within a one-second request timeout ([`fails_over_tls`]). Returned for more calls.
+async fn a_mismatched_write_fails(
+    c: &Cluster,
+    tls: Option<RpcTlsClient>,
+) -> anyhow::Result<Client<Counter>> {
+    let mut mismatched = client(c, tls, Duration::from_secs(1))?;
+    fails_over_tls(mismatched.propose(G, Cmd::Add(100))).await;
+    Ok(mismatched)
+}
+
 /// Server authentication: writes, reads and status over TLS against three servers; the
 /// client finds the leader through hints whatever server it tries first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,17 +155,10 @@ async fn mutual_tls_serves_only_clients_with_certificates() -> anyhow::Result<()
     let mut good = client(&c, Some(pki.client_tls(true)), Duration::from_secs(20))?;
     assert_eq!(good.propose(G, Cmd::Add(5)).await?.response, 5);
 
-    let short = Duration::from_secs(1);
-    let mut no_cert = client(&c, Some(pki.client_tls(false)), short)?;
-    fails_over_tls(no_cert.propose(G, Cmd::Add(100))).await;
-    let mut plaintext = client(&c, None, short)?;
-    fails_over_tls(plaintext.propose(G, Cmd::Add(100))).await;
+    a_mismatched_write_fails(&c, Some(pki.client_tls(false))).await?;
+    a_mismatched_write_fails(&c, None).await?;
 
-    let refused: u64 = c
-        .servers
-        .iter()
-        .map(|s| s.stats().closed_tls_handshake)
-        .sum();
+    let refused = refused_handshakes(&c);
     assert!(refused >= 2, "{refused}");
     assert_eq!(good.propose(G, Cmd::Add(5)).await?.response, 10);
     assert_eq!(
@@ -164,21 +176,15 @@ async fn mutual_tls_serves_only_clients_with_certificates() -> anyhow::Result<()
 async fn mismatched_clients_fail_with_a_typed_error() -> anyhow::Result<()> {
     let pki = pki();
     let c = Cluster::start_with(3, pki.server_config(false)).await?;
-    let short = Duration::from_secs(1);
-    let mut plaintext = client(&c, None, short)?;
-    fails_over_tls(plaintext.propose(G, Cmd::Add(1))).await;
+    let mut plaintext = a_mismatched_write_fails(&c, None).await?;
     fails_over_tls(plaintext.read(G, Query::Value)).await;
     let mut good = client(&c, Some(pki.client_tls(false)), Duration::from_secs(20))?;
     assert_eq!(good.propose(G, Cmd::Add(1)).await?.response, 1);
-    let refused: u64 = c
-        .servers
-        .iter()
-        .map(|s| s.stats().closed_tls_handshake)
-        .sum();
+    let refused = refused_handshakes(&c);
     assert!(refused >= 2, "{refused}");
 
     let plain = Cluster::start(1).await?;
-    let mut tls_client = client(&plain, Some(pki.client_tls(false)), short)?;
+    let mut tls_client = client(&plain, Some(pki.client_tls(false)), Duration::from_secs(1))?;
     fails_over_tls(tls_client.read(G, Query::Value)).await;
     plain.shutdown().await;
     c.shutdown().await;

@@ -141,7 +141,7 @@ async fn leader_sigkill_chaos_is_exactly_once_and_linearizable() {
     let dir = tempfile::tempdir().unwrap();
     let peers = free_loopback_peers(3).unwrap();
     let mut procs = ServerProc::spawn_all(&peers, dir.path());
-    let servers: Vec<(NodeId, SocketAddr)> = peers.client_addrs().into_iter().collect();
+    let servers: Vec<(NodeId, SocketAddr)> = common::client_addrs(&peers);
     let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
 
     let (events_tx, events_rx) = flume::bounded(100_000);
@@ -198,14 +198,7 @@ async fn leader_sigkill_chaos_is_exactly_once_and_linearizable() {
         .await;
     drop(events_tx);
     let history = recorder.await.unwrap().into_history();
-    for p in &mut procs {
-        assert!(
-            p.is_running(),
-            "node {} exited on its own; see {}",
-            p.id,
-            p.log.display()
-        );
-    }
+    common::assert_all_running(&mut procs);
 
     eprintln!(
         "chaos: {secs} s, {} leader kills {:?}; acknowledged increments {}, in doubt {}, \

@@ -138,13 +138,6 @@ async fn three_to_five_to_three_voters_under_writes() {
         "value {value}, acknowledged {n}, in doubt {in_doubt}"
     );
     assert_eq!(lost, 0);
-    for p in &mut procs {
-        assert!(
-            p.is_running(),
-            "node {} exited; see {}",
-            p.id,
-            p.log.display()
-        );
-    }
+    common::assert_all_running(&mut procs);
     println!("membership: 3 -> 5 -> 3 voters, {n} writes acknowledged, {lost} lost");
 }

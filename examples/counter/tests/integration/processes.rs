@@ -13,10 +13,9 @@ use common::{CLIENT_BIN, DEMO_BIN, SERVER_BIN, ServerProc};
 use counter::addrs::{Peers, free_loopback_peers};
 
 fn servers_arg(peers: &Peers) -> String {
-    peers
-        .client_addrs()
-        .values()
-        .map(|a| a.to_string())
+    common::client_addrs(peers)
+        .iter()
+        .map(|(_, a)| a.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -112,14 +111,7 @@ fn documented_commands_against_three_server_processes() {
     // is forwarded to the leader by hint and sees every increment.
     let restarted = peers.0[&l].client.unwrap().to_string();
     assert_eq!(client_ok(&restarted, &["get"]), "8");
-    for p in &mut procs {
-        assert!(
-            p.is_running(),
-            "node {} exited; see {}",
-            p.id,
-            p.log.display()
-        );
-    }
+    common::assert_all_running(&mut procs);
 }
 
 /// `scripts/cluster.sh start|status|kill|stop|clean` with prebuilt binaries, a temporary

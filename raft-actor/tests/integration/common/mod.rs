@@ -9,7 +9,7 @@ use std::time::Duration;
 use raft_actor::{Error, Node, NodeConfig, SnapshotMeta, StateMachine, WireMsg};
 use raft_core::{GroupId, Membership, NodeId, Role};
 use raft_net::{MemConfig, MemNetwork};
-use raft_storage::MemStore;
+use raft_storage::{MemStore, Wal, WalConfig};
 use serde::{Deserialize, Serialize};
 
 /// A replicated counter that also records every applied index (to check order).
@@ -141,24 +141,9 @@ impl Cluster {
         }
     }
 
-    /// Waits (in simulated time) until exactly one node leads `group`; returns it.
+    /// Waits (in simulated time) until a node leads `group`; returns it.
     pub async fn leader(&self, group: GroupId) -> NodeId {
-        for _ in 0..600 {
-            let mut leaders = Vec::new();
-            for (id, n) in &self.nodes {
-                if let Ok(m) = n.group_metrics(group).await {
-                    if m.role == Role::Leader {
-                        leaders.push((m.term, *id));
-                    }
-                }
-            }
-            leaders.sort();
-            if let Some(&(_, id)) = leaders.last() {
-                return id;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader for group {group} within 30 s of simulated time");
+        leader_among(self.nodes.values(), group).await.id()
     }
 
     /// Proposes at the current leader, following hints and retrying on retryable errors.
@@ -207,4 +192,54 @@ pub async fn open_session(nodes: &[Node<Counter>], group: GroupId) -> u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("no session opened for group {group}");
+}
+
+/// Waits until one of `nodes` leads `group` (the one of the newest term, if an older leader
+/// has not heard of it yet); returns it. Panics after 30 s (simulated, on paused time).
+pub async fn leader_among<'a, I>(nodes: I, group: GroupId) -> Node<Counter>
+where
+    I: IntoIterator<Item = &'a Node<Counter>> + Clone,
+{
+    for _ in 0..600 {
+        let mut leader: Option<(u64, &Node<Counter>)> = None;
+        for n in nodes.clone() {
+            if let Ok(m) = n.group_metrics(group).await {
+                if m.role == Role::Leader && leader.is_none_or(|(term, _)| m.term > term) {
+                    leader = Some((m.term, n));
+                }
+            }
+        }
+        if let Some((_, n)) = leader {
+            return n.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader for group {group} within 30 s");
+}
+
+/// Nodes 1, 2 and 3 on an in-memory network, each with its WAL in its directory of `dirs`
+/// (start again on the same directories to restart them), with settings `cfg(id)`, hosting
+/// `group` with all three as voters. Real threads and files: not for paused time.
+pub async fn start_on_wal(
+    dirs: &[tempfile::TempDir],
+    group: GroupId,
+    cfg: impl Fn(NodeId) -> NodeConfig,
+) -> Vec<Node<Counter>> {
+    let ids = [1u64, 2, 3];
+    let transports = MemNetwork::<WireMsg>::direct(&ids, &MemConfig::default()).expect("network");
+    let mut nodes = Vec::new();
+    for ((id, (t, inbound)), dir) in ids.iter().zip(transports).zip(dirs) {
+        let wal = Wal::open(WalConfig::new(dir.path())).expect("open wal");
+        let node = Node::<Counter>::builder(cfg(*id))
+            .transport(t, inbound)
+            .storage(wal)
+            .start()
+            .await
+            .expect("start");
+        node.add_partition(group, Membership::new(ids), Counter::default())
+            .await
+            .expect("add");
+        nodes.push(node);
+    }
+    nodes
 }

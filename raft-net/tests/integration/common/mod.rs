@@ -2,14 +2,25 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
-use raft_net::{Envelope, Inbound, Listeners, NodeId, PeerAddrs, TcpConfig, TcpTransport};
+use raft_net::{
+    Envelope, Inbound, Listeners, NodeId, PeerAddrs, RpcServer, RpcServerConfig, TcpConfig,
+    TcpTransport,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a test waits for what must happen soon: long enough never to fail a correct run
+/// on a loaded machine, short enough that a hang fails the test.
+pub const GENEROUS: Duration = Duration::from_secs(20);
 
 /// The payload used by the tests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,4 +133,29 @@ pub fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, Strin
     ];
     let cert = params.signed_by(&key, issuer).expect("leaf certificate");
     (cert.pem(), key.serialize_pem())
+}
+
+/// An RPC server on a fresh loopback port with `config`, answering with `handler`.
+pub async fn serve_rpc<Req, Resp, F, Fut>(config: RpcServerConfig, handler: F) -> RpcServer
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(Req) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    RpcServer::serve(listener, config, handler).expect("serve")
+}
+
+/// Reads until the peer closes; true if it closed (EOF or reset) within [`GENEROUS`].
+pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + GENEROUS;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
 }

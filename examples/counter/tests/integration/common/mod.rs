@@ -194,6 +194,28 @@ impl ServerProc {
     }
 }
 
+/// Every process in `procs` is still running: none exited on its own (a killed one was
+/// started again).
+pub fn assert_all_running(procs: &mut [ServerProc]) {
+    for p in procs {
+        assert!(
+            p.is_running(),
+            "node {} exited on its own; see {}",
+            p.id,
+            p.log.display()
+        );
+    }
+}
+
+/// The client addresses of `peers` that have one, by node id.
+pub fn client_addrs(peers: &Peers) -> Vec<(NodeId, SocketAddr)> {
+    peers
+        .0
+        .iter()
+        .filter_map(|(id, p)| p.client.map(|c| (*id, c)))
+        .collect()
+}
+
 impl Drop for ServerProc {
     fn drop(&mut self) {
         self.kill();
