@@ -68,8 +68,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use raft_core::{
-    Action, Config, Entry, HardState, Index, InitialState, Membership, Message, MessageBody,
-    NodeId, PartitionCore, Plan, ReplicatorCore, Role, SnapshotMeta, Term,
+    Action, Config, Entry, EntryPayload, HardState, Index, InitialState, Membership, Message,
+    MessageBody, NodeId, PartitionCore, Plan, ReplicatorCore, Role, SnapshotMeta, Term,
 };
 use stateright::{Model, Property};
 
@@ -90,8 +90,9 @@ pub struct Bounds {
     pub max_proposals: u8,
     /// Most crashes (with restart) over a run.
     pub max_crashes: u8,
-    /// Most [`Event::Tick`]s over a run, all nodes together. Needed for finiteness: a leader's
-    /// lease clock counts its ticks since it took office and never wraps.
+    /// Most timer firings over a run, all nodes together: election timeouts
+    /// ([`Event::Timeout`]), check-quorum verdicts ([`Event::QuorumLost`]) and replicator
+    /// retransmissions ([`Event::Retry`]).
     pub max_ticks: u8,
     /// Most disk writes one node issues over a run. Needed for finiteness: a granted vote is
     /// written again each time a duplicate of its request arrives, with a new sequence number.
@@ -102,12 +103,24 @@ pub struct Bounds {
     /// Most messages in flight on one directed link (0: only `max_msgs` limits); a message
     /// sent on a full link is lost.
     pub max_per_link: usize,
+    /// Most linearizable reads ([`Event::Read`]) over a run.
+    pub max_reads: u8,
+    /// Most leader transfers ([`Event::Transfer`]) over a run.
+    pub max_transfers: u8,
+    /// Nodes that start outside the group (ids after the voters), for membership changes.
+    pub spares: u64,
+    /// Most membership changes over a run ([`Event::AddLearner`], [`Event::Promote`],
+    /// [`Event::RemoveVoter`]; the core's own step out of a joint configuration not counted).
+    pub max_config_changes: u8,
+    /// Automatic snapshots after this many applied entries (the core's
+    /// `snapshot_threshold`; 0: none), the log compacted right behind them.
+    pub snapshot_every: u64,
 }
 
 impl Bounds {
-    /// The bound CI runs (about 30 s on 2 cores, every state explored). Small: with at most
-    /// 2 messages in flight a new leader's appends are lost behind its heartbeats and its
-    /// timer firings are spent, so no entry commits within it (see MODEL_STATUS.md).
+    /// The bound CI runs: 1,895,351 states, every one explored (about 80 s on 2 cores when
+    /// alone, 175 s beside other builds), in which a leader is elected, a client's command
+    /// commits and a node crashes and restarts (the test asserts the first two).
     pub fn ci() -> Self {
         Bounds {
             nodes: 3,
@@ -115,11 +128,39 @@ impl Bounds {
             max_log: 2,
             max_msgs: 2,
             max_proposals: 1,
-            max_crashes: 0,
-            max_ticks: 3,
-            max_writes: 3,
+            max_crashes: 1,
+            max_ticks: 2,
+            max_writes: 4,
             max_duplicates: 0,
             max_per_link: 0,
+            max_reads: 0,
+            max_transfers: 0,
+            spares: 0,
+            max_config_changes: 0,
+            snapshot_every: 0,
+        }
+    }
+
+    /// A small bound for what the CI bound leaves out, checked separately (its state space
+    /// grows fastest with these): ReadIndex reads, a leader transfer, membership changes with
+    /// one spare node, and snapshots after every applied entry.
+    pub fn features() -> Self {
+        Bounds {
+            nodes: 3,
+            max_term: 2,
+            max_log: 3,
+            max_msgs: 2,
+            max_proposals: 0,
+            max_crashes: 0,
+            max_ticks: 2,
+            max_writes: 4,
+            max_duplicates: 0,
+            max_per_link: 0,
+            max_reads: 1,
+            max_transfers: 1,
+            spares: 1,
+            max_config_changes: 1,
+            snapshot_every: 1,
         }
     }
 
@@ -136,10 +177,15 @@ impl Bounds {
             max_writes: 6,
             max_duplicates: 2,
             max_per_link: 0,
+            max_reads: 1,
+            max_transfers: 1,
+            spares: 0,
+            max_config_changes: 0,
+            snapshot_every: 0,
         }
     }
 
-    /// The bound `RAFT_MODEL_BOUND` names: `ci` (the default), `deep`, or a list of
+    /// The bound `RAFT_MODEL_BOUND` names: `ci` (the default), `deep`, `features`, or a list of
     /// `key=value` changes to the CI bound, say `term=3,log=3,msgs=4,proposals=2,crashes=1`.
     /// Unknown keys and bad values are ignored (the CI value stays).
     pub fn from_env() -> Self {
@@ -151,6 +197,7 @@ impl Bounds {
     pub fn parse(spec: &str) -> Self {
         match spec.trim() {
             "deep" => return Bounds::deep(),
+            "features" => return Bounds::features(),
             "" | "ci" => return Bounds::ci(),
             _ => {}
         }
@@ -173,6 +220,11 @@ impl Bounds {
                 "writes" => b.max_writes = u8::try_from(v).unwrap_or(b.max_writes),
                 "dups" => b.max_duplicates = u8::try_from(v).unwrap_or(b.max_duplicates),
                 "link" => b.max_per_link = usize::try_from(v).unwrap_or(b.max_per_link),
+                "reads" => b.max_reads = u8::try_from(v).unwrap_or(b.max_reads),
+                "transfers" => b.max_transfers = u8::try_from(v).unwrap_or(b.max_transfers),
+                "spares" => b.spares = v,
+                "changes" => b.max_config_changes = u8::try_from(v).unwrap_or(b.max_config_changes),
+                "snapshots" => b.snapshot_every = v,
                 _ => {}
             }
         }
@@ -184,7 +236,7 @@ impl fmt::Display for Bounds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nodes {}, term <= {}, log <= {}, messages in flight <= {}, proposals <= {}, crashes <= {}, timer firings <= {}, writes per node <= {}, duplicates <= {}, per link <= {}",
+            "nodes {}, term <= {}, log <= {}, messages in flight <= {}, proposals <= {}, crashes <= {}, timer firings <= {}, writes per node <= {}, duplicates <= {}, per link <= {}, reads <= {}, transfers <= {}, spare nodes {}, membership changes <= {}, snapshot every {} applied",
             self.nodes,
             self.max_term,
             self.max_log,
@@ -194,7 +246,12 @@ impl fmt::Display for Bounds {
             self.max_ticks,
             self.max_writes,
             self.max_duplicates,
-            self.max_per_link
+            self.max_per_link,
+            self.max_reads,
+            self.max_transfers,
+            self.spares,
+            self.max_config_changes,
+            self.snapshot_every
         )
     }
 }
@@ -206,12 +263,15 @@ pub enum Write {
     Hard(u64, HardState),
     /// A truncation (from the index) and an append.
     Entries(u64, Option<Index>, Vec<Entry>),
+    /// An installed snapshot (its state-machine contents), and whether the log is discarded
+    /// (else compacted up to the snapshot).
+    Snapshot(u64, SnapshotMeta, Vec<(Index, Term)>, bool),
 }
 
 impl Write {
     fn seq(&self) -> u64 {
         match self {
-            Write::Hard(s, _) | Write::Entries(s, _, _) => *s,
+            Write::Hard(s, _) | Write::Entries(s, _, _) | Write::Snapshot(s, _, _, _) => *s,
         }
     }
 }
@@ -229,8 +289,17 @@ pub struct NodeState {
     pub durable_log: Vec<Entry>,
     /// Writes issued and not yet durable, oldest first.
     pub pending: Vec<Write>,
-    /// What the state machine applied: (index, term) in order.
+    /// What the state machine applied: (index, term) in order (from the start: a snapshot
+    /// holds the whole history, as in raft-core's test cluster).
     pub applied: Vec<(Index, Term)>,
+    /// The configuration of the state machine's applied entries (what a snapshot records).
+    pub sm_conf: Membership,
+    /// The latest snapshot taken or installed here, and its contents.
+    pub snap: (SnapshotMeta, Vec<(Index, Term)>),
+    /// The durable snapshot and its contents.
+    pub durable_snap: (SnapshotMeta, Vec<(Index, Term)>),
+    /// Snapshot bytes received from a leader, not yet installed.
+    pub incoming: Vec<u8>,
     /// One replicator per peer while leading.
     pub repls: BTreeMap<NodeId, ReplicatorCore>,
     /// Disk writes issued so far (a bound; kept across crashes).
@@ -259,6 +328,17 @@ pub struct ClusterState {
     pub ticks: u8,
     /// Duplicated deliveries so far.
     pub duplicates: u8,
+    /// Reads started so far.
+    pub reads_started: u8,
+    /// Reads served so far.
+    pub reads_served: u8,
+    /// Leader transfers started so far.
+    pub transfers: u8,
+    /// Membership changes made so far.
+    pub config_changes: u8,
+    /// Reads under way: context -> the highest index known committed anywhere when the read
+    /// began (a read must not be served below it).
+    pub reads: BTreeMap<u64, Index>,
     /// Violations seen during transitions (properties that are checked when a message is sent
     /// or an entry applied), by property name.
     pub broken: BTreeSet<&'static str>,
@@ -276,6 +356,11 @@ impl Hash for ClusterState {
         self.crashes.hash(h);
         self.ticks.hash(h);
         self.duplicates.hash(h);
+        self.reads_started.hash(h);
+        self.reads_served.hash(h);
+        self.transfers.hash(h);
+        self.config_changes.hash(h);
+        self.reads.hash(h);
         self.broken.hash(h);
     }
 }
@@ -290,8 +375,24 @@ impl PartialEq for ClusterState {
 
 impl Eq for ClusterState {}
 
-fn fingerprint_of(m: &Message) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
+/// FNV-1a: a message's key in the network. Stable across runs and toolchains (unlike the
+/// standard library's hasher), so a counterexample's events replay anywhere.
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A message's key in the network.
+pub fn fingerprint_of(m: &Message) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     m.hash(&mut h);
     h.finish()
 }
@@ -311,10 +412,47 @@ pub enum Event {
         /// The message's fingerprint.
         key: u64,
     },
-    /// A node's logical clock runs until a timer fires (election, heartbeat, check-quorum,
-    /// replicator probe): the ticks in between, which change nothing but counters, are not
-    /// separate states.
-    Tick(NodeId),
+    /// A node that does not lead hears nothing for an election timeout: its lease on the
+    /// leader it knew ends, and its election timer fires (a pre-vote starts).
+    Timeout(NodeId),
+    /// A leader's check-quorum verdict: it has not heard from a quorum; it steps down.
+    QuorumLost(NodeId),
+    /// A leader's replicators retransmit what waits for an answer (a probe, a window): the
+    /// retransmission timer fired, or the peer is reachable again.
+    Retry(NodeId),
+    /// A client asks the node (a leader) for a linearizable read (ReadIndex).
+    Read(NodeId),
+    /// A client asks the leader to hand leadership over to another voter.
+    Transfer {
+        /// The leader.
+        from: NodeId,
+        /// The voter to hand over to.
+        to: NodeId,
+    },
+    /// One tick of a leader's clock while it has a deadline running (a leader transfer, a
+    /// removed node still being told): with the runtime's timers these are its only ticks.
+    LeaderTick(NodeId),
+    /// The leader adds a node outside the group as a learner.
+    AddLearner {
+        /// The leader.
+        leader: NodeId,
+        /// The node added.
+        node: NodeId,
+    },
+    /// The leader makes a learner a voter (through a joint configuration).
+    Promote {
+        /// The leader.
+        leader: NodeId,
+        /// The learner.
+        node: NodeId,
+    },
+    /// The leader removes a voter (through a joint configuration).
+    RemoveVoter {
+        /// The leader.
+        leader: NodeId,
+        /// The voter removed (the leader itself possibly).
+        node: NodeId,
+    },
     /// The oldest pending disk write of a node becomes durable.
     Persist(NodeId),
     /// The node crashes, losing what is not durable, and restarts.
@@ -323,8 +461,7 @@ pub enum Event {
     Propose(NodeId),
 }
 
-/// Deliberately broken variants, to show the checker finds the bugs (issue 33, item 3). Only
-/// the ones the harness can break without touching raft-core are here so far.
+/// Deliberately broken variants, to show the checker finds the bugs (issue 33, item 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Variant {
     /// The real code, unchanged.
@@ -333,6 +470,9 @@ pub enum Variant {
     /// Storage that calls `persisted(seq)` as soon as a write is issued, before it is durable:
     /// the core then grants votes and acknowledges appends that a crash can take back.
     AckBeforePersist,
+    /// raft-core with one rule broken on purpose (feature `model-bugs`).
+    #[cfg(feature = "model-bugs")]
+    Core(raft_core::Bug),
 }
 
 /// The model: bounds, the node configuration and the variant.
@@ -345,30 +485,37 @@ pub struct RaftModel {
 }
 
 /// The names of the properties checked, in [`Model::properties`] order.
-pub const PROPERTIES: [&str; 5] = [
+pub const PROPERTIES: [&str; 8] = [
     "election safety",
     "log matching",
     "leader completeness",
     "state-machine safety",
     "persistence before promises",
+    "Figure 8 rule",
+    "ReadIndex freshness",
+    "one configuration change at a time",
 ];
 
 /// Things that must be reachable within the bounds, or the model is too small to say much:
 /// each must be found as an example (`sometimes` properties; not counted as safety properties).
-pub const COVERAGE: [&str; 3] = [
+pub const COVERAGE: [&str; 5] = [
     "a leader is elected",
     "an entry commits",
+    "a client's command commits",
     "a node restarts after a crash",
+    "a read is served",
 ];
 
-/// The configuration every model node runs: small tick counts so timeouts are a few steps
-/// away, pre-vote and check-quorum on (the defaults), no automatic snapshots yet.
+/// The configuration every model node runs: the runtime's timers (`external_timers`, as
+/// raft-actor runs the core: election timeouts, check-quorum and retransmissions are model
+/// events), pre-vote and check-quorum on (the defaults), no automatic snapshots yet.
 pub fn node_config(id: NodeId) -> Config {
     Config {
         election_ticks: 2,
         heartbeat_ticks: 1,
         probe_ticks: 1,
         snapshot_threshold: 0,
+        external_timers: true,
         seed: 1,
         ..Config::new(id)
     }
@@ -393,15 +540,14 @@ impl RaftModel {
 
     /// The initial cluster: every node a fresh voter of the same group.
     pub fn initial(&self) -> ClusterState {
-        let membership = Membership::new(1..=self.bounds.nodes);
-        let nodes = (1..=self.bounds.nodes)
+        let nodes = (1..=self.bounds.nodes + self.bounds.spares)
             .filter_map(|id| {
-                let core = PartitionCore::new(
-                    node_config(id),
-                    1,
-                    InitialState::bootstrap(membership.clone()),
-                )
-                .ok()?;
+                let base = SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    membership: self.initial_membership(id),
+                };
+                let core = self.new_core(id, InitialState::bootstrap(base.membership.clone()))?;
                 Some(NodeState {
                     core,
                     log: Vec::new(),
@@ -409,6 +555,10 @@ impl RaftModel {
                     durable_log: Vec::new(),
                     pending: Vec::new(),
                     applied: Vec::new(),
+                    sm_conf: base.membership.clone(),
+                    snap: (base.clone(), Vec::new()),
+                    durable_snap: (base, Vec::new()),
+                    incoming: Vec::new(),
                     repls: BTreeMap::new(),
                     writes: 0,
                 })
@@ -424,12 +574,62 @@ impl RaftModel {
             crashes: 0,
             ticks: 0,
             duplicates: 0,
+            reads_started: 0,
+            reads_served: 0,
+            transfers: 0,
+            config_changes: 0,
+            reads: BTreeMap::new(),
             broken: BTreeSet::new(),
         };
-        for id in 1..=self.bounds.nodes {
+        for id in 1..=self.bounds.nodes + self.bounds.spares {
             self.process(&mut s, id);
         }
         s
+    }
+
+    /// What node `id` starts with: the group's voters, or nothing for a spare node (it joins).
+    fn initial_membership(&self, id: NodeId) -> Membership {
+        if id <= self.bounds.nodes {
+            Membership::new(1..=self.bounds.nodes)
+        } else {
+            Membership::default()
+        }
+    }
+
+    /// Node `id`'s configuration: [`node_config`] with the bounds' snapshot setting.
+    pub fn config(&self, id: NodeId) -> Config {
+        Config {
+            snapshot_threshold: self.bounds.snapshot_every,
+            compact_trailing: 0,
+            ..node_config(id)
+        }
+    }
+
+    /// Replays `events` from the initial state through [`RaftModel::step`], stopping at the
+    /// first state that violates a property. Returns the number of events taken and the
+    /// violated property (`None`: all taken, none violated); `Err(k)` if event `k` (0-based)
+    /// does not apply.
+    pub fn replay(&self, events: &[Event]) -> Result<(usize, Option<&'static str>), usize> {
+        let mut s = self.initial();
+        for (k, ev) in events.iter().enumerate() {
+            s = self.step(&s, ev).ok_or(k)?;
+            if let Some(p) = violated(&s) {
+                return Ok((k + 1, Some(p)));
+            }
+        }
+        Ok((events.len(), None))
+    }
+
+    /// A core for node `id`, broken as the variant says.
+    fn new_core(&self, id: NodeId, init: InitialState) -> Option<PartitionCore> {
+        #[allow(unused_mut)]
+        let mut core = PartitionCore::new(self.config(id), 1, init).ok()?;
+        #[cfg(feature = "model-bugs")]
+        if let Variant::Core(bug) = self.variant {
+            core.set_bug(bug);
+        }
+        core.model_canonical_timers();
+        Some(core)
     }
 
     /// A readable rendering of event `ev` taken in state `s` (messages are looked up in the
@@ -452,7 +652,23 @@ impl RaftModel {
                 msg(key)
             ),
             Event::Drop { key } => format!("drop {}", msg(key)),
-            Event::Tick(id) => format!("node {id}: time passes until a timer fires"),
+            Event::Timeout(id) => format!("node {id}: election timeout"),
+            Event::QuorumLost(id) => format!("node {id}: check-quorum finds no quorum"),
+            Event::Retry(id) => format!("node {id}: replicators retransmit"),
+            Event::Read(id) => format!("client reads at node {id} (ReadIndex)"),
+            Event::Transfer { from, to } => {
+                format!("client asks leader {from} to transfer leadership to {to}")
+            }
+            Event::LeaderTick(id) => format!("node {id}: a leader's tick"),
+            Event::AddLearner { leader, node } => {
+                format!("leader {leader} adds node {node} as a learner")
+            }
+            Event::Promote { leader, node } => {
+                format!("leader {leader} promotes learner {node} to voter")
+            }
+            Event::RemoveVoter { leader, node } => {
+                format!("leader {leader} removes voter {node}")
+            }
             Event::Persist(id) => format!("node {id}: oldest pending write becomes durable"),
             Event::Crash(id) => format!("node {id} crashes and restarts"),
             Event::Propose(id) => format!("client proposes at node {id}"),
@@ -468,8 +684,8 @@ impl RaftModel {
     }
 
     /// Applies one event to a copy of `s`; `None` if the event does not apply.
-    pub fn step(&self, s: &ClusterState, ev: &Event) -> Option<ClusterState> {
-        let mut s = s.clone();
+    pub fn step(&self, before: &ClusterState, ev: &Event) -> Option<ClusterState> {
+        let mut s = before.clone();
         match ev {
             Event::Deliver { key, keep, .. } => {
                 let pos = s.net.iter().position(|(k, _)| k == key)?;
@@ -485,23 +701,86 @@ impl RaftModel {
                 let pos = s.net.iter().position(|(k, _)| k == key)?;
                 s.net.remove(pos);
             }
-            Event::Tick(id) => {
-                // Silent ticks are collapsed: the clock runs until the node does something (a
-                // timeout fires), at most two election timeouts' worth.
+            Event::Timeout(id) => {
                 let n = node_mut(&mut s, *id)?;
-                let limit = 2 * node_config(*id).election_ticks + 1;
-                for _ in 0..limit {
+                if n.core.role() == Role::Leader {
+                    return None;
+                }
+                // An election timeout's worth of silence (the lease on the known leader ends),
+                // then the runtime's election timer fires.
+                for _ in 0..node_config(*id).election_ticks {
                     n.core.tick();
-                    let mut resend = false;
-                    for r in n.repls.values_mut() {
-                        resend |= r.tick();
-                    }
-                    if resend || n.core.has_actions() {
-                        break;
-                    }
+                }
+                n.core.election_timeout();
+                s.ticks += 1;
+                self.process(&mut s, *id);
+            }
+            Event::QuorumLost(id) => {
+                let n = node_mut(&mut s, *id)?;
+                if n.core.role() != Role::Leader {
+                    return None;
+                }
+                n.core.quorum_lost();
+                s.ticks += 1;
+                self.process(&mut s, *id);
+            }
+            Event::Retry(id) => {
+                let n = node_mut(&mut s, *id)?;
+                let mut any = false;
+                for r in n.repls.values_mut() {
+                    any |= r.needs_ticks() && r.peer_reachable();
+                }
+                if !any {
+                    return None;
                 }
                 s.ticks += 1;
                 self.process(&mut s, *id);
+            }
+            Event::Read(id) => {
+                let ctx = u64::from(s.reads_started);
+                let floor = s.committed.keys().next_back().copied().unwrap_or(0);
+                let n = node_mut(&mut s, *id)?;
+                n.core.read_index(ctx).ok()?;
+                s.reads_started += 1;
+                s.reads.insert(ctx, floor);
+                self.process(&mut s, *id);
+            }
+            Event::Transfer { from, to } => {
+                let n = node_mut(&mut s, *from)?;
+                n.core.transfer_leader(*to).ok()?;
+                s.transfers += 1;
+                self.process(&mut s, *from);
+            }
+            Event::LeaderTick(id) => {
+                let n = node_mut(&mut s, *id)?;
+                if n.core.role() != Role::Leader || !n.core.needs_ticks() {
+                    return None;
+                }
+                n.core.tick();
+                s.ticks += 1;
+                self.process(&mut s, *id);
+            }
+            Event::AddLearner { leader, node } => {
+                let n = node_mut(&mut s, *leader)?;
+                n.core.add_learner(*node, None).ok()?;
+                s.config_changes += 1;
+                self.process(&mut s, *leader);
+            }
+            Event::Promote { leader, node } | Event::RemoveVoter { leader, node } => {
+                let n = node_mut(&mut s, *leader)?;
+                let now = n.core.membership().clone();
+                let mut target = Membership::with_learners(now.voters, now.learners);
+                if matches!(ev, Event::Promote { .. }) {
+                    if !target.learners.remove(node) {
+                        return None;
+                    }
+                    target.voters.insert(*node);
+                } else if !target.voters.remove(node) {
+                    return None;
+                }
+                n.core.change_membership(target).ok()?;
+                s.config_changes += 1;
+                self.process(&mut s, *leader);
             }
             Event::Persist(id) => {
                 let n = node_mut(&mut s, *id)?;
@@ -518,22 +797,33 @@ impl RaftModel {
                         }
                         n.durable_log.extend(entries);
                     }
+                    Write::Snapshot(_, meta, data, discard_log) => {
+                        if discard_log {
+                            n.durable_log.clear();
+                        } else {
+                            n.durable_log.retain(|e| e.index > meta.index);
+                        }
+                        n.durable_snap = (meta, data);
+                    }
                 }
                 n.core.persisted(seq);
                 self.process(&mut s, *id);
             }
             Event::Crash(id) => {
                 let n = node_mut(&mut s, *id)?;
-                let snapshot = SnapshotMeta {
-                    index: 0,
-                    term: 0,
-                    membership: Membership::new(1..=self.bounds.nodes),
-                };
-                let init = InitialState::recover(n.durable_hard, snapshot, &n.durable_log).ok()?;
-                n.core = PartitionCore::new(node_config(*id), 1, init).ok()?;
+                let (snapshot, data) = n.durable_snap.clone();
+                let init =
+                    InitialState::recover(n.durable_hard, snapshot.clone(), &n.durable_log).ok()?;
+                let core = self.new_core(*id, init)?;
+                let n = node_mut(&mut s, *id)?;
+                n.core = core;
                 n.log = n.durable_log.clone();
                 n.pending.clear();
-                n.applied.clear();
+                // The state machine restarts from the durable snapshot.
+                n.applied = data.clone();
+                n.sm_conf = snapshot.membership.clone();
+                n.snap = (snapshot, data);
+                n.incoming.clear();
                 n.repls.clear();
                 s.crashes += 1;
                 self.process(&mut s, *id);
@@ -546,6 +836,12 @@ impl RaftModel {
                 self.process(&mut s, *id);
             }
         }
+        for n in &mut s.nodes {
+            n.core.model_canonical_timers();
+        }
+        if commits_by_counting_earlier_terms(before, &s) {
+            s.broken.insert("Figure 8 rule");
+        }
         self.observe(&mut s);
         Some(s)
     }
@@ -553,13 +849,17 @@ impl RaftModel {
     fn deliver(&self, s: &mut ClusterState, m: Message) {
         let (from, to) = (m.from, m.to);
         let Some(n) = node_mut(s, to) else { return };
-        if let MessageBody::AppendResponse(r) = &m.body {
-            if let Some(repl) = n.repls.get_mut(&from) {
-                let out = repl.on_append_response(m.term, r);
-                if let Some(p) = out.progress {
-                    let t = repl.term();
-                    n.core.progress(from, t, p);
+        if let Some(repl) = n.repls.get_mut(&from) {
+            let out = match &m.body {
+                MessageBody::AppendResponse(r) => Some(repl.on_append_response(m.term, r)),
+                MessageBody::SnapshotResponse { index, status } => {
+                    Some(repl.on_snapshot_response(m.term, *index, *status))
                 }
+                _ => None,
+            };
+            if let Some(p) = out.and_then(|o| o.progress) {
+                let t = repl.term();
+                n.core.progress(from, t, p);
             }
         }
         n.core.step(m);
@@ -620,7 +920,12 @@ impl RaftModel {
                 let mut ok = true;
                 for i in from..=index {
                     match entry_at(&n.log, i) {
-                        Some(e) => n.applied.push((i, e.term)),
+                        Some(e) => {
+                            n.applied.push((i, e.term));
+                            if let EntryPayload::Membership(m) = &e.payload {
+                                n.sm_conf = m.clone();
+                            }
+                        }
                         None => ok = false,
                     }
                 }
@@ -638,17 +943,70 @@ impl RaftModel {
             Action::RoleChanged { .. }
             | Action::MembershipChanged { .. }
             | Action::PeersChanged => sync_repls(n),
-            Action::Replicate { .. }
-            | Action::ReadReady { .. }
-            | Action::ReadAborted { .. }
-            | Action::Removed { .. }
-            | Action::DiscardSnapshot { .. }
-            | Action::CompactLog { .. } => {}
-            Action::SnapshotChunk { .. }
-            | Action::InstallSnapshot { .. }
-            | Action::TakeSnapshot { .. } => {
-                // Snapshots are not modelled yet (threshold 0): none should be asked for.
-                s.broken.insert("harness: unmodelled snapshot action");
+            Action::ReadReady { ctx, index } => {
+                let applied = n.applied.last().map_or(0, |a| a.0);
+                let floor = s.reads.remove(&ctx).unwrap_or(Index::MAX);
+                s.reads_served = s.reads_served.saturating_add(1);
+                if index < floor || applied < index {
+                    s.broken.insert("ReadIndex freshness");
+                }
+            }
+            Action::ReadAborted { ctx, .. } => {
+                s.reads.remove(&ctx);
+            }
+            Action::Replicate { .. } | Action::Removed { .. } => {}
+            Action::DiscardSnapshot { .. } => n.incoming.clear(),
+            Action::CompactLog { index } => {
+                n.log.retain(|e| e.index > index);
+                n.durable_log.retain(|e| e.index > index);
+            }
+            Action::TakeSnapshot { index } => {
+                // The state machine keeps its whole history: a snapshot is a prefix of it,
+                // durable at once (as raft-core's test cluster does).
+                let data: Vec<(Index, Term)> =
+                    n.applied.iter().filter(|a| a.0 <= index).copied().collect();
+                let meta = SnapshotMeta {
+                    index,
+                    term: data.last().map_or(n.snap.0.term, |a| a.1),
+                    membership: n.sm_conf.clone(),
+                };
+                n.snap = (meta.clone(), data.clone());
+                n.durable_snap = (meta.clone(), data);
+                if n.core.snapshot_taken(meta).is_err() {
+                    s.broken.insert("harness: snapshot refused");
+                }
+            }
+            Action::SnapshotChunk { offset, data, .. } => {
+                if offset == 0 {
+                    n.incoming.clear();
+                }
+                n.incoming.extend_from_slice(&data);
+            }
+            Action::InstallSnapshot {
+                seq,
+                meta,
+                discard_log,
+            } => {
+                let Some(data) = decode_snapshot(&n.incoming) else {
+                    s.broken.insert("harness: snapshot undecodable");
+                    return;
+                };
+                if discard_log {
+                    n.log.clear();
+                } else {
+                    n.log.retain(|e| e.index > meta.index);
+                }
+                n.applied = data.clone();
+                n.sm_conf = meta.membership.clone();
+                n.snap = (meta.clone(), data.clone());
+                n.writes = n.writes.saturating_add(1);
+                n.pending
+                    .push(Write::Snapshot(seq, meta, data.clone(), discard_log));
+                for (i, t) in data {
+                    if *s.applied.entry(i).or_insert(t) != t {
+                        s.broken.insert("state-machine safety");
+                    }
+                }
             }
         }
     }
@@ -688,7 +1046,6 @@ impl RaftModel {
             n.core.commit_index(),
         );
         let mut out = Vec::new();
-        let mut wants_snapshot = false;
         for (&peer, repl) in n.repls.iter_mut() {
             for _ in 0..16 {
                 let Some(plan) = repl.next_plan(first, last, commit) else {
@@ -722,14 +1079,24 @@ impl RaftModel {
                         repl.sent(prev_index, last_sent, bytes, commit);
                     }
                     Plan::Snapshot => {
-                        wants_snapshot = true;
+                        // The whole snapshot in one chunk.
+                        let (meta, data) = n.snap.clone();
+                        repl.snapshot_sent(meta.index);
+                        out.push(Message {
+                            from: id,
+                            to: peer,
+                            term,
+                            body: MessageBody::InstallSnapshot {
+                                meta,
+                                offset: 0,
+                                data: encode_snapshot(&data),
+                                done: true,
+                            },
+                        });
                         break;
                     }
                 }
             }
-        }
-        if wants_snapshot {
-            s.broken.insert("harness: unmodelled snapshot action");
         }
         for m in out {
             send(s, m, &self.bounds);
@@ -755,6 +1122,32 @@ impl RaftModel {
             }
         }
     }
+}
+
+/// A snapshot's contents as bytes: (index, term) pairs, 8 bytes each.
+fn encode_snapshot(data: &[(Index, Term)]) -> Vec<u8> {
+    data.iter()
+        .flat_map(|(i, t)| {
+            let mut b = [0u8; 8];
+            b[..4].copy_from_slice(&(*i as u32).to_le_bytes());
+            b[4..].copy_from_slice(&(*t as u32).to_le_bytes());
+            b
+        })
+        .collect()
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Option<Vec<(Index, Term)>> {
+    if bytes.len() % 8 != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let i = u32::from_le_bytes(c[..4].try_into().ok()?);
+            let t = u32::from_le_bytes(c[4..].try_into().ok()?);
+            Some((Index::from(i), Term::from(t)))
+        })
+        .collect()
 }
 
 fn node_mut(s: &mut ClusterState, id: NodeId) -> Option<&mut NodeState> {
@@ -845,10 +1238,78 @@ fn persistence_before_promises(s: &ClusterState) -> bool {
     !s.broken.contains("persistence before promises")
 }
 
+/// The Figure 8 rule, on one transition: a node that leads in the same term before and after
+/// it and whose commit index advanced must land on an entry of its own term (it never commits
+/// an earlier term's entry by counting its replicas).
+fn commits_by_counting_earlier_terms(before: &ClusterState, after: &ClusterState) -> bool {
+    before.nodes.iter().zip(&after.nodes).any(|(b, a)| {
+        let (bc, ac) = (&b.core, &a.core);
+        bc.role() == Role::Leader
+            && ac.role() == Role::Leader
+            && bc.term() == ac.term()
+            && ac.commit_index() > bc.commit_index()
+            && ac.log().term(ac.commit_index()) != Some(ac.term())
+    })
+}
+
+fn figure_8_rule(s: &ClusterState) -> bool {
+    !s.broken.contains("Figure 8 rule")
+}
+
+fn read_index_freshness(s: &ClusterState) -> bool {
+    !s.broken.contains("ReadIndex freshness")
+}
+
+/// Every leader's log holds at most one configuration entry past its commit index.
+fn one_configuration_change_at_a_time(s: &ClusterState) -> bool {
+    s.nodes
+        .iter()
+        .filter(|n| n.core.role() == Role::Leader)
+        .all(|n| {
+            let commit = n.core.commit_index();
+            n.log
+                .iter()
+                .filter(|e| e.index > commit && matches!(e.payload, EntryPayload::Membership(_)))
+                .count()
+                <= 1
+        })
+}
+
 /// A harness failure (an input the harness does not model) is reported under every property
 /// so it cannot go unnoticed.
 fn harness_ok(s: &ClusterState) -> bool {
-    !s.broken.contains("harness: unmodelled snapshot action")
+    !s.broken.iter().any(|b| b.starts_with("harness:"))
+}
+
+type Check = fn(&ClusterState) -> bool;
+
+/// The checks of [`PROPERTIES`], in order; each also fails on a harness failure.
+const CHECKS: [Check; 8] = [
+    |s| harness_ok(s) && election_safety(s),
+    |s| harness_ok(s) && log_matching(s),
+    |s| harness_ok(s) && leader_completeness(s),
+    |s| harness_ok(s) && state_machine_safety(s),
+    |s| harness_ok(s) && persistence_before_promises(s),
+    |s| harness_ok(s) && figure_8_rule(s),
+    |s| harness_ok(s) && read_index_freshness(s),
+    |s| harness_ok(s) && one_configuration_change_at_a_time(s),
+];
+
+/// The first property (of [`PROPERTIES`]) that state `s` violates, if any.
+pub fn violated(s: &ClusterState) -> Option<&'static str> {
+    PROPERTIES
+        .iter()
+        .zip(CHECKS)
+        .find(|(_, check)| !check(s))
+        .map(|(name, _)| *name)
+}
+
+impl Event {
+    /// The event as a Rust expression (`Event::Timeout(1)`), for pasting a counterexample into a
+    /// replay test.
+    pub fn literal(&self) -> String {
+        format!("Event::{self:?}")
+    }
 }
 
 impl Model for RaftModel {
@@ -878,8 +1339,41 @@ impl Model for RaftModel {
         }
         for n in &s.nodes {
             let id = n.core.id();
+            let leads = n.core.role() == Role::Leader;
             if s.ticks < self.bounds.max_ticks {
-                actions.push(Event::Tick(id));
+                if leads {
+                    actions.push(Event::QuorumLost(id));
+                    if n.repls.values().any(ReplicatorCore::needs_ticks) {
+                        actions.push(Event::Retry(id));
+                    }
+                } else if n.core.membership().is_voter(id) {
+                    actions.push(Event::Timeout(id));
+                }
+            }
+            if leads && s.reads_started < self.bounds.max_reads {
+                actions.push(Event::Read(id));
+            }
+            if leads && s.ticks < self.bounds.max_ticks && n.core.needs_ticks() {
+                actions.push(Event::LeaderTick(id));
+            }
+            if leads && s.config_changes < self.bounds.max_config_changes {
+                let m = n.core.membership();
+                for node in 1..=self.bounds.nodes + self.bounds.spares {
+                    if m.is_learner(node) {
+                        actions.push(Event::Promote { leader: id, node });
+                    } else if m.is_voter(node) {
+                        actions.push(Event::RemoveVoter { leader: id, node });
+                    } else {
+                        actions.push(Event::AddLearner { leader: id, node });
+                    }
+                }
+            }
+            if leads && s.transfers < self.bounds.max_transfers {
+                for to in n.core.membership().voters.iter().copied() {
+                    if to != id {
+                        actions.push(Event::Transfer { from: id, to });
+                    }
+                }
             }
             if !n.pending.is_empty() {
                 actions.push(Event::Persist(id));
@@ -898,21 +1392,30 @@ impl Model for RaftModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
-            Property::always(PROPERTIES[0], |_, s| harness_ok(s) && election_safety(s)),
-            Property::always(PROPERTIES[1], |_, s| harness_ok(s) && log_matching(s)),
-            Property::always(PROPERTIES[2], |_, s| {
-                harness_ok(s) && leader_completeness(s)
-            }),
-            Property::always(PROPERTIES[3], |_, s| {
-                harness_ok(s) && state_machine_safety(s)
-            }),
-            Property::always(PROPERTIES[4], |_, s| {
-                harness_ok(s) && persistence_before_promises(s)
-            }),
+        let mut v: Vec<Property<Self>> = vec![
+            Property::always(PROPERTIES[0], |_, s| CHECKS[0](s)),
+            Property::always(PROPERTIES[1], |_, s| CHECKS[1](s)),
+            Property::always(PROPERTIES[2], |_, s| CHECKS[2](s)),
+            Property::always(PROPERTIES[3], |_, s| CHECKS[3](s)),
+            Property::always(PROPERTIES[4], |_, s| CHECKS[4](s)),
+            Property::always(PROPERTIES[5], |_, s| CHECKS[5](s)),
+            Property::always(PROPERTIES[6], |_, s| CHECKS[6](s)),
+            Property::always(PROPERTIES[7], |_, s| CHECKS[7](s)),
+        ];
+        v.extend([
             Property::sometimes(COVERAGE[0], |_, s: &ClusterState| !s.leaders.is_empty()),
             Property::sometimes(COVERAGE[1], |_, s: &ClusterState| !s.committed.is_empty()),
-            Property::sometimes(COVERAGE[2], |_, s: &ClusterState| s.crashes > 0),
-        ]
+            Property::sometimes(COVERAGE[2], |_, s: &ClusterState| {
+                s.nodes.iter().any(|n| {
+                    n.log.iter().any(|e| {
+                        e.index <= n.core.commit_index()
+                            && matches!(e.payload, EntryPayload::Normal(_))
+                    })
+                })
+            }),
+            Property::sometimes(COVERAGE[3], |_, s: &ClusterState| s.crashes > 0),
+            Property::sometimes(COVERAGE[4], |_, s: &ClusterState| s.reads_served > 0),
+        ]);
+        v
     }
 }

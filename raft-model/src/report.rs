@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use stateright::{Checker, HasDiscoveries, Model};
 
-use crate::{Bounds, COVERAGE, PROPERTIES, RaftModel};
+use crate::{Bounds, COVERAGE, Event, PROPERTIES, RaftModel};
 
 /// What one run of the checker found.
 #[derive(Clone, Debug)]
@@ -22,8 +22,9 @@ pub struct Summary {
     pub properties: usize,
     /// Wall time of the run (reported, never asserted).
     pub elapsed: Duration,
-    /// Each violated property with its counterexample: the events from the initial state.
-    pub violations: Vec<(&'static str, Vec<String>)>,
+    /// Each violated property with its counterexample: the events from the initial state to
+    /// the first state that violates it, each with a readable description.
+    pub violations: Vec<(&'static str, Vec<(Event, String)>)>,
     /// The coverage goals ([`COVERAGE`]) that were not reached.
     pub not_covered: Vec<&'static str>,
 }
@@ -43,13 +44,17 @@ impl Summary {
         )
     }
 
-    /// The counterexamples, one event a line, for a reader (or a unit test to replay).
+    /// The counterexamples, one event a line: a Rust expression a unit test can paste and
+    /// replay with [`RaftModel::replay`], then the step's number and what happens in words.
     pub fn counterexamples(&self) -> String {
         let mut s = String::new();
         for (name, events) in &self.violations {
-            s.push_str(&format!("counterexample for \"{name}\":\n"));
-            for (i, e) in events.iter().enumerate() {
-                s.push_str(&format!("  {:>3}. {e}\n", i + 1));
+            s.push_str(&format!(
+                "counterexample for \"{name}\" ({} events; replay with RaftModel::replay):\n",
+                events.len()
+            ));
+            for (i, (e, words)) in events.iter().enumerate() {
+                s.push_str(&format!("    {}, // {:>2}. {words}\n", e.literal(), i + 1));
             }
         }
         s
@@ -75,11 +80,17 @@ pub fn check(model: RaftModel, threads: usize, stop_at_first: bool) -> Summary {
     let mut violations = Vec::new();
     for name in PROPERTIES {
         if let Some(path) = checker.discovery(name) {
-            let events = path
+            let mut events: Vec<(Event, String)> = path
                 .into_vec()
                 .iter()
-                .filter_map(|(s, a)| a.as_ref().map(|a| model.describe(s, a)))
+                .filter_map(|(s, a)| a.as_ref().map(|a| (a.clone(), model.describe(s, a))))
                 .collect();
+            // The checker may report a path that runs on past the violation: cut it at the
+            // first state that violates the property.
+            let plain: Vec<Event> = events.iter().map(|(e, _)| e.clone()).collect();
+            if let Ok((taken, Some(_))) = model.replay(&plain) {
+                events.truncate(taken);
+            }
             violations.push((name, events));
         }
     }

@@ -375,6 +375,20 @@ impl LeaderState {
         ok
     }
 
+    /// Model checking only (see `PartitionCore::model_canonical_timers`, external timers and
+    /// no lease reads): the heartbeat counter and the lease clock back to zero, and every peer
+    /// marked active (read only by the core's own check-quorum): nothing reads them then.
+    #[cfg(feature = "model")]
+    pub(crate) fn canonicalize_timers(&mut self) {
+        self.heartbeat_elapsed = 0;
+        for p in self.progress.values_mut() {
+            p.active = true;
+        }
+        if self.lease_ticks == 0 {
+            self.now = 0;
+        }
+    }
+
     /// Advances the leader's own timers by one tick. Returns whether a heartbeat round is due,
     /// and the target of a leader transfer that has just run out of time (it is dropped: a
     /// transfer that cannot finish within an election timeout would block proposals for good).

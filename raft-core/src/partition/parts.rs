@@ -98,6 +98,16 @@ impl Election {
         }
     }
 
+    /// Model checking only (see `PartitionCore::model_canonical_timers`): the generator back
+    /// at `seed`, the timeout at its base, the tick counts capped at the base.
+    #[cfg(feature = "model")]
+    pub(crate) fn canonicalize(&mut self, seed: u64, election_ticks: u32) {
+        self.rng = SplitMix64::new(seed);
+        self.randomized_timeout = election_ticks;
+        self.elapsed = self.elapsed.min(election_ticks);
+        self.since_start = self.since_start.min(election_ticks);
+    }
+
     /// Restarts the timer with a fresh timeout in `[base, 2 * base)`.
     pub(crate) fn reset(&mut self, election_ticks: u32) {
         self.elapsed = 0;
