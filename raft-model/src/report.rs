@@ -64,12 +64,24 @@ impl Summary {
 /// Explores every state of `model` breadth-first with `threads` threads and summarises. With
 /// `stop_at_first`, the run ends at the first violation (a broken variant's test).
 pub fn check(model: RaftModel, threads: usize, stop_at_first: bool) -> Summary {
-    let bounds = model.bounds;
-    let start = Instant::now();
-    let mut builder = model.clone().checker().threads(threads);
     let target: Option<usize> = std::env::var("RAFT_MODEL_MAX_STATES")
         .ok()
         .and_then(|v| v.parse().ok());
+    check_up_to(model, threads, stop_at_first, target)
+}
+
+/// [`check`], cut short once `max_states` states were generated (breadth-first: every state
+/// up to some depth is explored, and part of the next depth).
+pub fn check_up_to(
+    model: RaftModel,
+    threads: usize,
+    stop_at_first: bool,
+    max_states: Option<usize>,
+) -> Summary {
+    let bounds = model.bounds;
+    let start = Instant::now();
+    let mut builder = model.clone().checker().threads(threads);
+    let target = max_states;
     if let Some(n) = target {
         builder = builder.target_state_count(n);
     }
