@@ -180,3 +180,94 @@ mod core_bugs {
         );
     }
 }
+
+/// Directed scenarios through `RaftModel::step`, for the bugs the bounded search does not reach
+/// cheaply.
+#[cfg(feature = "model-bugs")]
+mod directed {
+    use raft_core::{Bug, NodeId};
+    use raft_model::{Bounds, ClusterState, Event, RaftModel, Variant, violated};
+
+    /// Takes `ev` if it applies; returns the violated property, if any.
+    fn take(m: &RaftModel, s: &mut ClusterState, ev: Event) -> Option<&'static str> {
+        if let Some(next) = m.step(s, &ev) {
+            *s = next;
+        }
+        violated(s)
+    }
+
+    /// Delivers every message between `a` and `b` and completes the writes of the nodes in
+    /// `persist`, until nothing is left to do; stops at a violation.
+    fn drive(
+        m: &RaftModel,
+        s: &mut ClusterState,
+        (a, b): (NodeId, NodeId),
+        persist: &[NodeId],
+    ) -> Option<&'static str> {
+        for _ in 0..200 {
+            let msg = s
+                .net
+                .iter()
+                .find(|(_, x)| (x.from, x.to) == (a, b) || (x.from, x.to) == (b, a))
+                .map(|(k, _)| *k);
+            let ev = if let Some(key) = msg {
+                Event::Deliver { key, keep: false }
+            } else if let Some(&id) = persist
+                .iter()
+                .find(|&&id| !s.nodes[(id - 1) as usize].pending.is_empty())
+            {
+                Event::Persist(id)
+            } else {
+                return None;
+            };
+            if let Some(p) = take(m, s, ev) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Figure 8's setting: leader 1 (term 1) gets its no-op to node 2 only, and has not made it
+    /// durable itself; node 2 wins term 2 with node 3's vote and replicates to node 3 before its
+    /// own no-op is durable. The quorum index is then 1, an entry of term 1.
+    fn figure_8(variant: Variant) -> Option<&'static str> {
+        let m = RaftModel {
+            bounds: Bounds::parse("msgs=20"),
+            variant,
+        };
+        let mut s = m.initial();
+        let steps: [&dyn Fn(&RaftModel, &mut ClusterState) -> Option<&'static str>; 8] = [
+            &|m, s| take(m, s, Event::Timeout(1)),
+            // Node 1 is elected with node 2's votes; its own writes stop after its vote.
+            &|m, s| drive(m, s, (1, 2), &[2]),
+            &|m, s| take(m, s, Event::Persist(1)),
+            &|m, s| drive(m, s, (1, 2), &[2]),
+            &|m, s| take(m, s, Event::Timeout(2)),
+            // Node 2 is elected with node 3's votes (its own vote made durable, its no-op
+            // not) and replicates to it.
+            &|m, s| drive(m, s, (2, 3), &[3]),
+            &|m, s| take(m, s, Event::Persist(2)),
+            &|m, s| drive(m, s, (2, 3), &[3]),
+        ];
+        for step in steps {
+            if let Some(p) = step(&m, &mut s) {
+                return Some(p);
+            }
+        }
+        let leaders: Vec<_> = s.leaders.iter().collect();
+        println!(
+            "{variant:?}: leaders {leaders:?}, committed {:?}",
+            s.committed
+        );
+        None
+    }
+
+    #[test]
+    fn committing_an_earlier_term_by_counting_replicas_is_caught() {
+        assert_eq!(figure_8(Variant::Correct), None);
+        assert_eq!(
+            figure_8(Variant::Core(Bug::CommitPreviousTerm)),
+            Some("Figure 8 rule")
+        );
+    }
+}
