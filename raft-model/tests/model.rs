@@ -188,6 +188,9 @@ mod directed {
     use raft_core::{Bug, NodeId};
     use raft_model::{Bounds, ClusterState, Event, RaftModel, Variant, violated};
 
+    /// One step of a directed scenario: the violated property, if any.
+    type Step = dyn Fn(&RaftModel, &mut ClusterState) -> Option<&'static str>;
+
     /// Takes `ev` if it applies; returns the violated property, if any.
     fn take(m: &RaftModel, s: &mut ClusterState, ev: Event) -> Option<&'static str> {
         if let Some(next) = m.step(s, &ev) {
@@ -236,7 +239,7 @@ mod directed {
             variant,
         };
         let mut s = m.initial();
-        let steps: [&dyn Fn(&RaftModel, &mut ClusterState) -> Option<&'static str>; 8] = [
+        let steps: [&Step; 8] = [
             &|m, s| take(m, s, Event::Timeout(1)),
             // Node 1 is elected with node 2's votes; its own writes stop after its vote.
             &|m, s| drive(m, s, (1, 2), &[2]),
