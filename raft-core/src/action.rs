@@ -16,6 +16,7 @@ use crate::types::{HardState, Index, NodeId, Role, SnapshotMeta, Term};
 
 /// One unit of work for the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum Action {
     /// Make `hard_state` durable, then call `persisted(seq)`.
     PersistHardState {

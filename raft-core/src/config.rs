@@ -11,6 +11,7 @@ use crate::types::NodeId;
 /// reads a clock). All defaults assume a tick of about 100 ms... or whatever the runtime picks;
 /// only ratios between the tick counts matter to the protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct Config {
     /// This node's id. Must not be 0.
     pub id: NodeId,

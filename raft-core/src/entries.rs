@@ -156,6 +156,14 @@ impl PartialEq<Vec<Entry>> for Entries {
     }
 }
 
+/// Hashes the entries in view, consistent with `PartialEq` (the model checker's state identity).
+#[cfg(feature = "model")]
+impl std::hash::Hash for Entries {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
 impl fmt::Debug for Entries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()

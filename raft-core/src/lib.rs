@@ -52,6 +52,8 @@ pub use error::{ConfigError, Error, MembershipError};
 pub use log_meta::LogTerms;
 pub use membership::{Membership, NodeAddrs};
 pub use message::{AppendResponse, ConflictHint, Message, MessageBody, SnapshotStatus};
+#[cfg(feature = "model-bugs")]
+pub use partition::Bug;
 pub use partition::{InitialState, PartitionCore, Proposed, Status};
 pub use replicator::{Outcome, Plan, ReplState, ReplicatorCore};
 pub use types::{Entry, EntryPayload, GroupId, HardState, Index, NodeId, Role, SnapshotMeta, Term};

@@ -10,6 +10,7 @@ use crate::types::{Index, Term};
 
 /// Terms of the log entries after the snapshot, as runs of equal terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct LogTerms {
     /// Index covered by the latest snapshot (0 if none). Entries up to here are compacted.
     snapshot_index: Index,

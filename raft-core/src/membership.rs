@@ -33,6 +33,7 @@ pub struct NodeAddrs {
 /// A configuration of the group. `BTreeSet`s and `BTreeMap`s keep iteration order
 /// deterministic (determinism, docs/architecture.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct Membership {
     /// The voters of the (incoming) configuration.
     pub voters: BTreeSet<NodeId>,

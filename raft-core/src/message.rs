@@ -11,6 +11,7 @@ use crate::types::{Index, NodeId, SnapshotMeta, Term};
 
 /// A message of one Raft group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct Message {
     /// Sender.
     pub from: NodeId,
@@ -24,6 +25,7 @@ pub struct Message {
 
 /// The body of a [`Message`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum MessageBody {
     /// RequestVote RPC (Raft paper, 5.2), or a pre-vote probe when `pre_vote` is set.
     RequestVote {
@@ -115,6 +117,7 @@ pub enum MessageBody {
 
 /// Answer to an `AppendEntries` message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum AppendResponse {
     /// The follower's log matches the leader's up to `match_index` (and it is durable).
     Success {
@@ -134,6 +137,7 @@ pub enum AppendResponse {
 
 /// The follower's fast back-off hint (Raft paper, 5.3, the optimisation at the section's end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct ConflictHint {
     /// Term of the follower's entry at the rejected index.
     pub term: Term,
@@ -143,6 +147,7 @@ pub struct ConflictHint {
 
 /// Progress of a snapshot transfer, reported by the receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum SnapshotStatus {
     /// A chunk arrived; send the one starting at `next_offset`.
     ChunkReceived {

@@ -24,6 +24,7 @@ use crate::types::{Index, NodeId, Term};
 
 /// The replication state of one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum ReplState {
     /// Position unknown: one message at a time.
     Probe,
@@ -68,6 +69,7 @@ pub struct Outcome {
 
 /// One leader's replication state for one peer.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct ReplicatorCore {
     peer: NodeId,
     term: Term,

@@ -9,6 +9,7 @@
 
 /// SplitMix64: fast, statistically fine for jitter, fully determined by its seed.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {

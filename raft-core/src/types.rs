@@ -17,6 +17,7 @@ pub type Index = u64;
 
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum EntryPayload {
     /// The entry a new leader appends at the start of its term (no-op on election,
     /// docs/architecture.md). It carries no command; committing it commits every earlier-term
@@ -33,6 +34,7 @@ pub enum EntryPayload {
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct Entry {
     /// Position in the log.
     pub index: Index,
@@ -57,6 +59,7 @@ impl Entry {
 /// The state that must be durable before this node promises anything (persistence before
 /// promises, docs/architecture.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct HardState {
     /// The latest term this node has seen.
     pub term: Term,
@@ -69,6 +72,7 @@ pub struct HardState {
 
 /// Describes a snapshot: the state machine after applying every entry up to `index`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct SnapshotMeta {
     /// Last log index the snapshot covers.
     pub index: Index,
@@ -80,6 +84,7 @@ pub struct SnapshotMeta {
 
 /// The role a [`crate::PartitionCore`] plays in its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub enum Role {
     /// Follows a leader; may time out and campaign if it is a voter.
     Follower,

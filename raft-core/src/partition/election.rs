@@ -424,6 +424,8 @@ impl PartitionCore {
             || (pre_vote && term > self.ballot.term());
         let known = self.members.effective().is_voter(from);
         let up_to_date = self.log.is_up_to_date(last_index, last_term);
+        #[cfg(feature = "model-bugs")]
+        let up_to_date = up_to_date || self.bug == super::Bug::NoUpToDateCheck;
         let granted = can_vote && known && up_to_date;
         if !known {
             debug!(

@@ -13,6 +13,7 @@ use crate::types::{Index, NodeId};
 
 /// What the leader knows of one peer.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "model", derive(Hash))]
 struct PeerProgress {
     /// Highest index known replicated (and durable) on the peer. Invariant: <= last index.
     matched: Index,
@@ -27,6 +28,7 @@ struct PeerProgress {
 /// removes, or one a committed configuration had removed before this leader was elected and
 /// that it heard from ([`LeaderState::retire`]).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 struct Retiring {
     /// Index of the configuration entry that removed it.
     index: Index,
@@ -38,6 +40,7 @@ struct Retiring {
 
 /// A leader transfer under way.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 struct Transfer {
     /// The voter that is to take over.
     target: NodeId,
@@ -49,6 +52,7 @@ struct Transfer {
 
 /// A read waiting for confirmation.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub(crate) struct PendingRead {
     /// The caller's identifier of the read.
     pub(crate) ctx: u64,
@@ -67,6 +71,7 @@ pub(crate) struct PendingRead {
 /// (the caller clamps); `pending_reads` is in registration order, so their rounds and indices
 /// never decrease; at most one TimeoutNow goes out per transfer.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub struct LeaderState {
     progress: BTreeMap<NodeId, PeerProgress>,
     /// Nodes removed by a configuration entry, still replicated to until they know it.
@@ -368,6 +373,20 @@ impl LeaderState {
             p.active = false;
         }
         ok
+    }
+
+    /// Model checking only (see `PartitionCore::model_canonical_timers`, external timers and
+    /// no lease reads): the heartbeat counter and the lease clock back to zero, and every peer
+    /// marked active (read only by the core's own check-quorum): nothing reads them then.
+    #[cfg(feature = "model")]
+    pub(crate) fn canonicalize_timers(&mut self) {
+        self.heartbeat_elapsed = 0;
+        for p in self.progress.values_mut() {
+            p.active = true;
+        }
+        if self.lease_ticks == 0 {
+            self.now = 0;
+        }
     }
 
     /// Advances the leader's own timers by one tick. Returns whether a heartbeat round is due,

@@ -156,7 +156,11 @@ impl PartitionCore {
         if quorum <= self.log.commit() || quorum == Index::MAX {
             return;
         }
-        if self.log.term(quorum) != Some(self.ballot.term()) {
+        #[cfg(not(feature = "model-bugs"))]
+        let counts_replicas_of_earlier_terms = false;
+        #[cfg(feature = "model-bugs")]
+        let counts_replicas_of_earlier_terms = self.bug == super::Bug::CommitPreviousTerm;
+        if self.log.term(quorum) != Some(self.ballot.term()) && !counts_replicas_of_earlier_terms {
             // Figure 8: never count replicas for an entry of an earlier term.
             return;
         }

@@ -19,6 +19,7 @@ use crate::types::{Index, Term};
 
 /// The log part of a partition core. See the module docs for the invariants.
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct LogState {
     /// Terms of the entries after the snapshot.
     terms: LogTerms,

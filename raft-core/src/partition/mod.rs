@@ -28,6 +28,8 @@ mod follower;
 mod lead_state;
 mod leader;
 mod log_state;
+#[cfg(feature = "model")]
+mod model;
 mod parts;
 mod read;
 mod snapshot;
@@ -52,6 +54,8 @@ use crate::types::{
 pub(crate) use lead_state::LeaderState;
 pub use leader::Proposed;
 use log_state::LogState;
+#[cfg(feature = "model-bugs")]
+pub use model::Bug;
 use parts::{Ballot, Durable, Election, Gated, Members, Output, Persistence, Snapshots};
 
 /// Everything a partition core needs to start: what storage recovered, or a fresh group.
@@ -165,6 +169,7 @@ fn config_entries(entries: &[Entry]) -> Vec<(Index, Membership)> {
 /// - `persist` — sequence numbers of storage writes and what waits for them;
 /// - `out` — the actions for the runtime.
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub struct PartitionCore {
     pub(crate) cfg: Config,
     pub(crate) group: GroupId,
@@ -197,6 +202,12 @@ pub struct PartitionCore {
     persist: Persistence,
     /// The actions for the runtime.
     out: Output,
+    /// A deliberately broken rule (model checking only; `Bug::None` unless a test sets one).
+    #[cfg(feature = "model-bugs")]
+    pub(crate) bug: model::Bug,
+    /// With `Bug::ConfigAtCommit`: configuration entries appended and not yet in effect.
+    #[cfg(feature = "model-bugs")]
+    pub(crate) deferred_configs: Vec<(Index, Membership)>,
 }
 
 /// Read-only summary of a core, for metrics and tests.
@@ -298,6 +309,10 @@ impl PartitionCore {
             out: Output::default(),
             log,
             cfg,
+            #[cfg(feature = "model-bugs")]
+            bug: model::Bug::None,
+            #[cfg(feature = "model-bugs")]
+            deferred_configs: Vec::new(),
         };
         core.fold_committed_configs();
         core.reset_election_timer();
@@ -585,6 +600,8 @@ impl PartitionCore {
     /// Log truncation from `index` on: pending durability marks past it are capped, and
     /// configuration entries past it are forgotten.
     pub(crate) fn truncate_log(&mut self, index: Index) {
+        #[cfg(feature = "model-bugs")]
+        self.deferred_configs.retain(|(i, _)| *i < index);
         self.log.truncate_from(index);
         self.persist.cap_entries(index - 1);
         if let Some(effective) = self.members.truncate_from(index) {
@@ -594,6 +611,11 @@ impl PartitionCore {
 
     /// Records an appended configuration entry.
     pub(crate) fn push_config(&mut self, index: Index, membership: Membership) {
+        #[cfg(feature = "model-bugs")]
+        if self.bug == model::Bug::ConfigAtCommit && index > self.log.commit() {
+            self.deferred_configs.push((index, membership));
+            return;
+        }
         if let Some(effective) = self.members.push(index, membership) {
             self.membership_changed(effective);
         }
@@ -618,6 +640,17 @@ impl PartitionCore {
 
     /// Configuration entries at or below the commit index become the base.
     pub(crate) fn fold_committed_configs(&mut self) {
+        #[cfg(feature = "model-bugs")]
+        {
+            let commit = self.log.commit();
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred_configs)
+                .into_iter()
+                .partition(|(i, _)| *i <= commit);
+            self.deferred_configs = later;
+            for (index, membership) in now {
+                self.push_config(index, membership);
+            }
+        }
         self.members.fold_committed(self.log.commit());
         self.note_committed_membership();
     }

@@ -15,6 +15,7 @@ use crate::types::{Index, NodeId, SnapshotMeta, Term};
 /// Invariants (election safety rests on them): the term never decreases, and a vote once cast
 /// in a term is never changed within it; moving to a newer term clears it.
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct Ballot {
     term: Term,
     vote: Option<NodeId>,
@@ -66,6 +67,7 @@ impl Ballot {
 /// response changes nothing); the jitter is drawn only when the timer is reset, so the sequence
 /// of timeouts depends on the seed and the inputs alone (determinism, docs/architecture.md).
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct Election {
     /// Ticks since the timer was last reset (or since the leader was last heard from).
     elapsed: u32,
@@ -107,6 +109,19 @@ impl Election {
             newest_append: (0, 0, 0),
             contacts: 0,
         }
+    }
+
+    /// Model checking only (see `PartitionCore::model_canonical_timers`): the generator back
+    /// at `seed`, the timeout at its base, the tick counts capped at the base, the count of
+    /// leader contacts at zero.
+    #[cfg(feature = "model")]
+    pub(crate) fn canonicalize(&mut self, seed: u64, election_ticks: u32) {
+        self.rng = SplitMix64::new(seed);
+        self.randomized_timeout = election_ticks;
+        self.elapsed = self.elapsed.min(election_ticks);
+        self.since_start = self.since_start.min(election_ticks);
+        // Read only by a runtime, as the difference across one step.
+        self.contacts = 0;
     }
 
     /// Restarts the timer with a fresh timeout in `[base, 2 * base)`.
@@ -229,6 +244,7 @@ impl Election {
 /// Snapshots on the local side: the latest one held, whether one was asked of the state
 /// machine, and the one being received from a leader.
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct Snapshots {
     /// The latest snapshot this node holds.
     pub(crate) meta: SnapshotMeta,
@@ -296,6 +312,7 @@ impl Snapshots {
 /// Invariant: `effective` is the membership of the last entry of `configs`, or `base` when there
 /// is none; `configs` is ascending by index and every index in it is past `base_index`.
 #[derive(Debug)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct Members {
     base_index: Index,
     base: Membership,
@@ -408,6 +425,7 @@ impl Members {
 /// Something held back until a persistence sequence number is durable: persistence before
 /// promises (docs/architecture.md).
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "model", derive(Hash))]
 pub(crate) enum Gated {
     /// A message that promises durable state; dropped if the term changed meanwhile.
     Send { term: Term, msg: Message },
@@ -423,6 +441,7 @@ pub(crate) enum Gated {
 /// Invariants: `persisted_seq <= persist_seq`; `hard_state_seq <= persist_seq`; `gated` is
 /// sorted by sequence number and holds only numbers past `persisted_seq`.
 #[derive(Debug, Default)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct Persistence {
     persist_seq: u64,
     persisted_seq: u64,
@@ -521,6 +540,7 @@ impl Persistence {
 /// The actions produced since the runtime last took them. A leader's `Replicate` is coalesced:
 /// one per batch of inputs, with the log's state at the time it is taken.
 #[derive(Debug, Default)]
+#[cfg_attr(feature = "model", derive(Clone, Hash))]
 pub(crate) struct Output {
     actions: Vec<Action>,
     replicate_dirty: bool,
