@@ -112,10 +112,18 @@ pub struct Wal {
 /// The lock file's name inside a WAL directory.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// How long `Wal::open` keeps trying for a lock held elsewhere before it gives up.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Takes the exclusive lock of the WAL directory `dir` (creating its lock file), or fails with
 /// [`StorageError::Locked`] when another open store holds it. The lock is an advisory `flock`:
 /// the kernel releases it when the holder's last descriptor closes, also when the process
 /// dies, so a killed node restarts without clearing anything by hand.
+///
+/// A lock held elsewhere is tried again for up to [`LOCK_PATIENCE`]. The descriptor is
+/// close-on-exec, but a process that forks a child holds a copy of it until the child execs:
+/// a store dropped and opened again while another thread of the process starts a child can
+/// find its own lock still held for that instant.
 fn lock_dir(dir: &Path) -> Result<fs::File, StorageError> {
     let file = fs::OpenOptions::new()
         .create(true)
@@ -123,16 +131,27 @@ fn lock_dir(dir: &Path) -> Result<fs::File, StorageError> {
         .write(true)
         .open(dir.join(LOCK_FILE))
         .map_err(io("open WAL lock file"))?;
-    // Through the trait by name: std's inherent `File::try_lock` (Rust 1.89) is above our MSRV.
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(file),
-        Err(fs4::TryLockError::WouldBlock) => Err(StorageError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs4::TryLockError::Error(source)) => Err(StorageError::Io {
-            op: "lock WAL directory",
-            source,
-        }),
+    let began = std::time::Instant::now();
+    loop {
+        // Through the trait by name: std's inherent `File::try_lock` (Rust 1.89) is above our
+        // MSRV.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => return Ok(file),
+            Err(fs4::TryLockError::WouldBlock) if began.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs4::TryLockError::Error(source)) => {
+                return Err(StorageError::Io {
+                    op: "lock WAL directory",
+                    source,
+                });
+            }
+        }
     }
 }
 
