@@ -86,6 +86,18 @@ pub struct NodeAddrs {
     pub peers: BTreeMap<NodeId, (SocketAddr, SocketAddr)>,
 }
 
+impl NodeAddrs {
+    /// The peers as `ID=RAFT/CLIENT,...`, the `--peers` argument of the example servers
+    /// (`counter-server`, `kv-server`).
+    pub fn peers_arg(&self) -> String {
+        self.peers
+            .iter()
+            .map(|(id, (raft, client))| format!("{id}={raft}/{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Fixed ports in namespace mode (every node has an address of its own).
 const RAFT_PORT: u16 = 7000;
 const CLIENT_PORT: u16 = 7002;

@@ -798,29 +798,7 @@ mod tests {
     /// nothing while it slept).
     #[tokio::test(start_paused = true)]
     async fn a_read_error_is_retried_on_a_timer_while_messages_are_still_taken() {
-        let bell = Bell::new();
-        let (apply_tx, rx) = inbox::bounded(16, &bell);
-        let (commit_tx, commit_rx) = latest::ringing(&bell);
-        let partition_bell = Bell::new();
-        let (applied_tx, _applied_rx) = position::position(0, &partition_bell);
-        let (control, _control_rx) = inbox::bounded(16, &partition_bell);
-        let (storage, requests) = crate::storage::detached(16);
-        let actor = ApplyActor::new(
-            1,
-            Nothing,
-            SnapshotMeta::default(),
-            None,
-            ApplyInputs {
-                rx,
-                commit_rx,
-                bell,
-            },
-            applied_tx,
-            control,
-            storage,
-            Arc::new(GroupStats::default()),
-        )
-        .expect("actor");
+        let (actor, requests, apply_tx, commit_tx) = actor_with_inputs();
         tokio::spawn(actor.run());
         // Committed entries the (empty) tail lacks: the actor reads them from storage.
         commit_tx.send((3, TailView::default()));
@@ -863,9 +841,23 @@ mod tests {
 
     /// An apply actor over `Nothing`, with storage requests going to the returned receiver.
     fn actor() -> (ApplyActor<Nothing>, flume::Receiver<StorageRequest>) {
+        let (actor, requests, _apply_tx, _commit_tx) = actor_with_inputs();
+        (actor, requests)
+    }
+
+    /// An actor, its storage requests, and the senders of its inbox and commit position.
+    type TestActor = (
+        ApplyActor<Nothing>,
+        flume::Receiver<StorageRequest>,
+        InboxTx<ApplyMsg<Nothing>>,
+        latest::LatestTx<(Index, TailView)>,
+    );
+
+    /// [`actor`], with the senders of its inbox and of its commit position too.
+    fn actor_with_inputs() -> TestActor {
         let bell = Bell::new();
-        let (_apply_tx, rx) = inbox::bounded(16, &bell);
-        let (_commit_tx, commit_rx) = latest::ringing(&bell);
+        let (apply_tx, rx) = inbox::bounded(16, &bell);
+        let (commit_tx, commit_rx) = latest::ringing(&bell);
         let partition_bell = Bell::new();
         let (applied_tx, _applied_rx) = position::position(0, &partition_bell);
         let (control, _control_rx) = inbox::bounded(16, &partition_bell);
@@ -886,7 +878,7 @@ mod tests {
             Arc::new(GroupStats::default()),
         )
         .expect("actor");
-        (actor, requests)
+        (actor, requests, apply_tx, commit_tx)
     }
 
     fn entry(index: Index, header: Header, command: bool) -> Entry {

@@ -144,16 +144,11 @@ async fn run_client(
 /// The command line of a node of the initial cluster.
 fn initial_args(id: NodeId, net: &Net, dir: &std::path::Path) -> Vec<String> {
     let me = net.addrs(id).expect("known node");
-    let peers: Vec<String> = me
-        .peers
-        .iter()
-        .map(|(p, (raft, client))| format!("{p}={raft}/{client}"))
-        .collect();
     vec![
         "--id".into(),
         id.to_string(),
         "--peers".into(),
-        peers.join(","),
+        me.peers_arg(),
         "--data-dir".into(),
         dir.join(format!("node-{id}")).display().to_string(),
         "--listen".into(),

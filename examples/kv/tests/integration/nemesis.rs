@@ -70,16 +70,11 @@ impl Cluster for KvCluster {
 /// The command line of node `id`.
 fn args(id: NodeId, net: &Net, dir: &std::path::Path) -> Vec<String> {
     let me = net.addrs(id).expect("known node");
-    let peers: Vec<String> = me
-        .peers
-        .iter()
-        .map(|(p, (raft, client))| format!("{p}={raft}/{client}"))
-        .collect();
     vec![
         "--id".into(),
         id.to_string(),
         "--peers".into(),
-        peers.join(","),
+        me.peers_arg(),
         "--groups".into(),
         GROUPS.to_string(),
         "--replicas".into(),
